@@ -68,9 +68,7 @@ impl Keypair {
 
     /// Signs `message` for `purpose` (see [`signed_input`]).
     pub fn sign(&self, purpose: Purpose, message: &[u8]) -> Signature {
-        self.secret
-            .sign(&signed_input(purpose, message))
-            .to_bytes()
+        self.secret.sign(&signed_input(purpose, message)).to_bytes()
     }
 }
 
@@ -151,7 +149,8 @@ mod tests {
             Err(IdentityError::BadSignature)
         );
         assert_eq!(
-            key.public().verify(Purpose::PEER_RECORD, b"hello", &sig[..63]),
+            key.public()
+                .verify(Purpose::PEER_RECORD, b"hello", &sig[..63]),
             Err(IdentityError::SignatureLength(63))
         );
     }
@@ -161,7 +160,11 @@ mod tests {
         let a = Keypair::generate();
         let b = Keypair::generate();
         let sig = a.sign(Purpose::SECIO_HANDSHAKE, b"m");
-        assert!(b.public().verify(Purpose::SECIO_HANDSHAKE, b"m", &sig).is_err());
+        assert!(
+            b.public()
+                .verify(Purpose::SECIO_HANDSHAKE, b"m", &sig)
+                .is_err()
+        );
     }
 
     #[test]
@@ -170,7 +173,11 @@ mod tests {
         let b = Keypair::from_secret_bytes(&a.secret_bytes());
         assert_eq!(a.peer_id(), b.peer_id());
         let debug = format!("{a:?}");
-        let secret_hex: String = a.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let secret_hex: String = a
+            .secret_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert!(!debug.contains(&secret_hex));
         assert!(debug.contains(&a.peer_id().to_string()));
     }
@@ -197,6 +204,9 @@ mod tests {
             0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68,
             0xf7, 0x07, 0x51, 0x1a,
         ];
-        assert_eq!(Keypair::from_secret_bytes(&seed).public().to_bytes(), public);
+        assert_eq!(
+            Keypair::from_secret_bytes(&seed).public().to_bytes(),
+            public
+        );
     }
 }

@@ -90,12 +90,18 @@ mod tests {
         assert_eq!(PeerId::from_bytes([0; 32]).to_string(), "1".repeat(32));
         let max = PeerId::from_bytes([0xff; 32]).to_string();
         assert_eq!(max, "JEKNVnkbo3jma5nREBBJCDoXFVeKkD56V3xKrvRmWxFG");
-        assert_eq!(max.parse::<PeerId>().unwrap(), PeerId::from_bytes([0xff; 32]));
+        assert_eq!(
+            max.parse::<PeerId>().unwrap(),
+            PeerId::from_bytes([0xff; 32])
+        );
     }
 
     #[test]
     fn rejects_bad_text() {
-        assert!(matches!("0OIl".parse::<PeerId>(), Err(PeerIdError::Base58(_))));
+        assert!(matches!(
+            "0OIl".parse::<PeerId>(),
+            Err(PeerIdError::Base58(_))
+        ));
         assert_eq!("abc".parse::<PeerId>(), Err(PeerIdError::Length(3)));
         assert!(matches!(
             "1".repeat(100).parse::<PeerId>(),
