@@ -48,3 +48,36 @@ pub enum IdentityError {
     #[error("operating system random number generator failed")]
     Randomness,
 }
+
+#[cfg(test)]
+mod protocol_vectors {
+    //! The identity test vectors printed in docs/PROTOCOL.md.
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn documented_vectors() {
+        let key = Keypair::from_secret_bytes(&[1u8; 32]);
+        assert_eq!(
+            hex(&key.public().to_bytes()),
+            "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+        );
+        assert_eq!(
+            key.peer_id().to_string(),
+            "AKnL4NNf3DGWZJS6cPknBuEGnVsV4A4m5tgebLHaRSZ9"
+        );
+        let input = signed_input(Purpose::PEER_RECORD, b"abc");
+        assert_eq!(
+            hex(&input),
+            "1373686f616c2f706565722d7265636f72642f31616263"
+        );
+        let sig = key.sign(Purpose::PEER_RECORD, b"abc");
+        assert_eq!(
+            hex(&sig),
+            "5047badc38df7b1262e0fe744873bc4740303278a649440b0a4bd66d30e328d3b1b106ed946a396e6b4c3087c1052d37687813ca08b59eb7d514c0d2bdbcf80d"
+        );
+    }
+}
