@@ -23,6 +23,9 @@ pub enum Tamper {
         /// Number of bytes replayed.
         len: u64,
     },
+    /// Treat the stream as secio frames (`u16 length | body`, handshake
+    /// messages included) and send frame number `n` (0-based) twice.
+    ReplayFrame(usize),
 }
 
 /// Copies `from` into `to`, applying `tamper`, until either side ends.
@@ -32,6 +35,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    if let Tamper::ReplayFrame(n) = tamper {
+        return forward_frames(from, to, n).await;
+    }
     let mut buf = vec![0u8; 16 * 1024];
     let mut offset = 0u64;
     let mut replay = Vec::new();
@@ -44,7 +50,7 @@ where
         let chunk = &mut buf[..n];
         let end = offset + n as u64;
         match tamper {
-            Tamper::None => {}
+            Tamper::None | Tamper::ReplayFrame(_) => {}
             Tamper::FlipByte { offset: at, mask } => {
                 if (offset..end).contains(&at) {
                     chunk[(at - offset) as usize] ^= mask;
@@ -69,6 +75,34 @@ where
         to.flush().await?;
         offset = end;
     }
+}
+
+async fn forward_frames<R, W>(mut from: R, mut to: W, replay: usize) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut total = 0u64;
+    let mut frame = Vec::with_capacity(2 + u16::MAX as usize);
+    for index in 0.. {
+        let mut len = [0u8; 2];
+        if from.read_exact(&mut len).await.is_err() {
+            let _ = to.shutdown().await;
+            return Ok(total);
+        }
+        let body_len = u16::from_be_bytes(len) as usize;
+        frame.clear();
+        frame.extend_from_slice(&len);
+        frame.resize(2 + body_len, 0);
+        from.read_exact(&mut frame[2..]).await?;
+        to.write_all(&frame).await?;
+        if index == replay {
+            to.write_all(&frame).await?;
+        }
+        to.flush().await?;
+        total += frame.len() as u64;
+    }
+    Ok(total)
 }
 
 /// Joins `a` and `b` through the proxy: bytes from `a` to `b` get
