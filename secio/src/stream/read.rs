@@ -1,0 +1,190 @@
+//! The receiving half of a secure stream: ciphertext in, plaintext out.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use snow::TransportState;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::{
+    StreamError,
+    frame::{FrameDecoder, LEN_PREFIX, MAX_FRAME_LEN, MAX_FRAME_WIRE_LEN},
+};
+
+/// Bytes of ciphertext buffered from the socket; each socket read asks for
+/// up to this much. At least two maximal frames, so a partial frame always
+/// fits after moving it to the front.
+pub(super) const READ_BUFFER_LEN: usize = 256 * 1024;
+
+/// Socket reads one `poll_read` may make without producing plaintext (a
+/// peer sending only empty frames) before yielding to the scheduler.
+const MAX_SOCKET_READS_PER_POLL: usize = 4;
+
+const _: () = assert!(READ_BUFFER_LEN >= 2 * MAX_FRAME_WIRE_LEN);
+
+pub(super) struct ReadState {
+    /// Ciphertext received but not yet decrypted: `buf[start..end]`.
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Decrypted plaintext not yet handed out: `plain[plain_start..plain_end]`.
+    /// Allocated on first use (only needed for reads smaller than a frame).
+    plain: Box<[u8]>,
+    plain_start: usize,
+    plain_end: usize,
+    /// The socket reported end of file.
+    eof: bool,
+    /// A read failed; every later read fails too.
+    failed: bool,
+}
+
+impl ReadState {
+    pub(super) fn new() -> ReadState {
+        ReadState {
+            buf: vec![0u8; READ_BUFFER_LEN].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            plain: Box::default(),
+            plain_start: 0,
+            plain_end: 0,
+            eof: false,
+            failed: false,
+        }
+    }
+
+    pub(super) fn poll_read<IO: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut IO,
+        transport: &mut TransportState,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Poll::Ready(Err(StreamError::Poisoned.into_io()));
+        }
+        let result = self.poll_read_inner(cx, io, transport, out);
+        if let Poll::Ready(Err(e)) = &result {
+            tracing::debug!(error = %e, "secio: read failed, stream closed for reading");
+            self.failed = true;
+        }
+        result
+    }
+
+    fn poll_read_inner<IO: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut IO,
+        transport: &mut TransportState,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.copy_pending_plaintext(out) || out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let filled_before = out.filled().len();
+        let mut socket_reads = 0;
+        loop {
+            self.decrypt_buffered(transport, out)
+                .map_err(StreamError::into_io)?;
+            if out.filled().len() > filled_before {
+                return Poll::Ready(Ok(()));
+            }
+            if self.eof {
+                return if self.start == self.end {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(StreamError::Truncated.into_io()))
+                };
+            }
+            if socket_reads == MAX_SOCKET_READS_PER_POLL {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            ready!(self.poll_fill(cx, io))?;
+            socket_reads += 1;
+        }
+    }
+
+    /// Copies buffered plaintext into `out`; true if there was any.
+    fn copy_pending_plaintext(&mut self, out: &mut ReadBuf<'_>) -> bool {
+        if self.plain_start == self.plain_end {
+            return false;
+        }
+        let n = out.remaining().min(self.plain_end - self.plain_start);
+        out.put_slice(&self.plain[self.plain_start..self.plain_start + n]);
+        self.plain_start += n;
+        true
+    }
+
+    /// Decrypts complete buffered frames while `out` has room. A frame
+    /// whose plaintext does not fit goes to the plaintext buffer and is
+    /// handed out in pieces.
+    fn decrypt_buffered(
+        &mut self,
+        transport: &mut TransportState,
+        out: &mut ReadBuf<'_>,
+    ) -> Result<(), StreamError> {
+        let decoder = FrameDecoder::transport();
+        // Each pass consumes a whole frame or returns.
+        while out.remaining() > 0 {
+            let Some(body) = decoder.decode(&self.buf[self.start..self.end])? else {
+                return Ok(());
+            };
+            let consumed = LEN_PREFIX + body.len();
+            // The AEAD opens in place only when the destination can hold the
+            // whole ciphertext (otherwise it would allocate a copy).
+            if out.remaining() >= body.len() {
+                let dst = out.initialize_unfilled_to(body.len());
+                let n = transport
+                    .read_message(body, dst)
+                    .map_err(|_| StreamError::Decrypt)?;
+                out.advance(n);
+                self.start += consumed;
+            } else {
+                if self.plain.is_empty() {
+                    self.plain = vec![0u8; MAX_FRAME_LEN].into_boxed_slice();
+                }
+                let n = transport
+                    .read_message(body, &mut self.plain)
+                    .map_err(|_| StreamError::Decrypt)?;
+                self.start += consumed;
+                self.plain_start = 0;
+                self.plain_end = n;
+                self.copy_pending_plaintext(out);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads more ciphertext from the socket, moving a partial frame to the
+    /// front first if the space behind it is short.
+    fn poll_fill<IO: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut IO,
+    ) -> Poll<io::Result<()>> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.end < MAX_FRAME_WIRE_LEN && self.start > 0 {
+            // Fewer than a frame's bytes are buffered (complete frames were
+            // consumed first), so this copies less than one frame.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let mut space = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(io).poll_read(cx, &mut space))?;
+        let n = space.filled().len();
+        if n == 0 {
+            self.eof = true;
+        } else {
+            tracing::trace!(bytes = n, "secio: read ciphertext");
+            self.end += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
