@@ -1,0 +1,413 @@
+//! The thin tokio layer: a driver future moving bytes between a transport
+//! and the [`Connection`] core, and a cloneable [`Control`] handle.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::Sleep;
+
+use crate::connection::{Connection, Event};
+use crate::error::{ConnectionError, OpenError};
+use crate::stream::Stream;
+use crate::{Config, Mode, StreamId};
+
+/// Bytes requested from the transport per read. Large reads keep syscalls
+/// (and decryption calls of an encrypted transport below) few.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Loop iterations per `poll` before yielding to other tasks.
+const POLL_BUDGET: usize = 32;
+
+/// How long a closing connection may spend flushing its last frames
+/// (e.g. the GoAway) to a peer that does not read.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// The current time on tokio's clock (so paused test time applies).
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Wakers of one stream handle.
+#[derive(Debug, Default)]
+pub(crate) struct StreamWakers {
+    pub(crate) read: Option<Waker>,
+    pub(crate) write: Option<Waker>,
+}
+
+impl StreamWakers {
+    fn wake_all(&mut self) {
+        for waker in [self.read.take(), self.write.take()].into_iter().flatten() {
+            waker.wake();
+        }
+    }
+}
+
+/// State shared by the driver, the control handles and the streams.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) conn: Connection,
+    pub(crate) wakers: HashMap<StreamId, StreamWakers>,
+    driver: Option<Waker>,
+}
+
+impl Shared {
+    /// Wakes the driver so it transmits what the last command queued.
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = &self.driver {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Turns queued core events into wake-ups.
+    fn dispatch_events(&mut self, accept: &Notify) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::InboundStream(_) => accept.notify_waiters(),
+                Event::Readable(id) | Event::Finished(id) => {
+                    if let Some(w) = self.wakers.get_mut(&id).and_then(|w| w.read.take()) {
+                        w.wake();
+                    }
+                }
+                Event::Writable(id) => {
+                    if let Some(w) = self.wakers.get_mut(&id).and_then(|w| w.write.take()) {
+                        w.wake();
+                    }
+                }
+                Event::Reset(id) => {
+                    if let Some(w) = self.wakers.get_mut(&id) {
+                        w.wake_all();
+                    }
+                }
+                Event::GoAwayReceived(_) => {}
+                Event::Closed(_) => {
+                    self.wakers.values_mut().for_each(StreamWakers::wake_all);
+                    accept.notify_waiters();
+                }
+            }
+        }
+    }
+}
+
+/// The lock and the accept notifier.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    shared: Mutex<Shared>,
+    accept: Notify,
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+        // Nothing in `Shared` is left half-updated by a panic of another
+        // holder that matters more than tearing the connection down.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A cloneable handle to open and accept streams of one connection.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// Opens a stream. Fails at once (without waiting) when the stream
+    /// limit is reached, a GoAway was exchanged or the connection closed.
+    pub async fn open_stream(&self) -> Result<Stream, OpenError> {
+        let mut s = self.inner.lock();
+        let id = s.conn.open_stream()?;
+        s.wakers.insert(id, StreamWakers::default());
+        s.wake_driver();
+        Ok(Stream::new(id, self.inner.clone()))
+    }
+
+    /// Waits for the next inbound stream. Fails with the connection's close
+    /// reason ([`ConnectionError::Closed`] after a graceful close).
+    pub async fn accept_stream(&self) -> Result<Stream, ConnectionError> {
+        loop {
+            let mut notified = pin!(self.inner.accept.notified());
+            notified.as_mut().enable();
+            {
+                let mut s = self.inner.lock();
+                if let Some(id) = s.conn.accept_stream() {
+                    s.wakers.insert(id, StreamWakers::default());
+                    s.wake_driver();
+                    return Ok(Stream::new(id, self.inner.clone()));
+                }
+                if let Some(e) = s.conn.close_reason() {
+                    return Err(e.clone());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Sends GoAway(normal): no new streams either way, existing streams
+    /// finish. The driver completes once the remote sent GoAway too and all
+    /// streams closed, or the remote closes the transport.
+    pub fn go_away(&self) {
+        let mut s = self.inner.lock();
+        s.conn.go_away();
+        s.wake_driver();
+    }
+
+    /// Alias of [`go_away`](Self::go_away).
+    pub fn close(&self) {
+        self.go_away();
+    }
+
+    /// Live streams of the connection.
+    pub fn num_streams(&self) -> usize {
+        self.inner.lock().conn.num_streams()
+    }
+
+    /// The last measured round-trip time.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.inner.lock().conn.rtt()
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        self.inner.lock().conn.close_reason().cloned()
+    }
+}
+
+/// The future that runs a connection: spawn it.
+///
+/// It completes with `Ok(())` after a graceful close and with the
+/// [`ConnectionError`] otherwise. Each wake-up follows one discipline: wake
+/// streams for queued events, flush outbound frames, run timers, then read
+/// from the transport. Reading continues while a write is pending, so two
+/// peers writing to each other cannot deadlock; what is read ahead is bounded
+/// by the windows we granted and by the control-frame limits. Dropping the
+/// driver fails all streams.
+pub struct Driver<T> {
+    io: T,
+    inner: Arc<Inner>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    need_flush: bool,
+    read_closed: bool,
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+    linger_until: Option<Instant>,
+    done: bool,
+}
+
+impl<T> fmt::Debug for Driver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+impl<T> Driver<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Creates a connection over `io`; returns the driver future to spawn
+    /// and the control handle.
+    pub fn new(io: T, config: Config, mode: Mode) -> (Driver<T>, Control) {
+        let now = now();
+        let inner = Arc::new(Inner {
+            shared: Mutex::new(Shared {
+                conn: Connection::new(config, mode, now),
+                wakers: HashMap::new(),
+                driver: None,
+            }),
+            accept: Notify::new(),
+        });
+        let driver = Driver {
+            io,
+            inner: inner.clone(),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::new(),
+            need_flush: false,
+            read_closed: false,
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+            linger_until: None,
+            done: false,
+        };
+        (driver, Control { inner })
+    }
+}
+
+impl<T> Driver<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    fn arm(&mut self, deadline: Instant) {
+        if self.armed != Some(deadline) {
+            self.armed = Some(deadline);
+            self.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+        }
+    }
+
+    /// Writes `wbuf` until the transport pushes back; flushes when empty.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Result<bool, std::io::Error> {
+        let mut progress = false;
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    self.need_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(progress),
+            }
+        }
+        if self.need_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.need_flush = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    fn poll_once(&mut self, cx: &mut Context<'_>) -> Step {
+        // 1. Events → wake-ups; take outbound frames; learn the deadline.
+        let (deadline, closed) = {
+            let mut s = self.inner.lock();
+            if !s.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.driver = Some(cx.waker().clone());
+            }
+            s.dispatch_events(&self.inner.accept);
+            if self.wbuf.is_empty() {
+                s.conn.poll_transmit(&mut self.wbuf);
+                // poll_transmit may have freed room for blocked writers.
+                s.dispatch_events(&self.inner.accept);
+            }
+            (s.conn.poll_timeout(), s.conn.close_reason().cloned())
+        };
+
+        // 2. Flush outbound.
+        let mut progress = match self.poll_flush_out(cx) {
+            Ok(p) => p,
+            Err(e) => {
+                self.inner.lock().conn.handle_transport_error(e);
+                true
+            }
+        };
+
+        // A closed connection only drains its last frames, within a linger bound.
+        if let Some(reason) = closed {
+            let drained =
+                self.wbuf.is_empty() && !self.need_flush && !self.inner.lock().conn.has_transmit();
+            let linger = *self
+                .linger_until
+                .get_or_insert_with(|| now() + CLOSE_LINGER);
+            self.arm(linger);
+            let expired = self.sleep.as_mut().poll(cx).is_ready();
+            if drained || expired || self.read_closed {
+                if drained {
+                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                }
+                return Step::Done(if reason.is_graceful() {
+                    Ok(())
+                } else {
+                    Err(reason)
+                });
+            }
+            return if progress { Step::Progress } else { Step::Idle };
+        }
+
+        // 3. Timers.
+        if let Some(deadline) = deadline {
+            self.arm(deadline);
+            if self.sleep.as_mut().poll(cx).is_ready() {
+                self.armed = None;
+                self.inner.lock().conn.handle_timeout(now());
+                progress = true;
+            }
+        }
+
+        // 4. Read from the transport, even while a write is pending.
+        if !self.read_closed {
+            if self.rbuf.capacity() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let read = pin!(self.io.read_buf(&mut self.rbuf)).poll(cx);
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    self.inner.lock().conn.handle_transport_closed();
+                    progress = true;
+                }
+                Poll::Ready(Ok(_)) => {
+                    // Errors are recorded in the core and surface next round.
+                    let _ = self.inner.lock().conn.handle_input(&mut self.rbuf, now());
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.read_closed = true;
+                    self.inner.lock().conn.handle_transport_error(e);
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        if progress { Step::Progress } else { Step::Idle }
+    }
+}
+
+/// Outcome of one round of the driver loop.
+enum Step {
+    Progress,
+    Idle,
+    Done(Result<(), ConnectionError>),
+}
+
+impl<T> Future for Driver<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Result<(), ConnectionError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        for _ in 0..POLL_BUDGET {
+            match this.poll_once(cx) {
+                Step::Progress => {}
+                Step::Idle => return Poll::Pending,
+                Step::Done(result) => {
+                    this.done = true;
+                    return Poll::Ready(result);
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Driver<T> {
+    fn drop(&mut self) {
+        let mut s = self.inner.lock();
+        s.conn
+            .handle_transport_error(std::io::Error::other("yamux driver dropped"));
+        s.dispatch_events(&self.inner.accept);
+    }
+}
