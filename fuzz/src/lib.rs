@@ -1,0 +1,161 @@
+//! The bodies of Shoal's fuzz targets.
+//!
+//! Each function takes arbitrary bytes and must return without panicking,
+//! whatever they are. cargo-fuzz calls them from `fuzz/libfuzzer/fuzz_targets/*.rs`
+//! (one line each); the normal test suite replays the committed corpus in
+//! `fuzz/corpus/<target>/` through the same functions, so CI checks every
+//! seed and every regression input without a fuzzer.
+//!
+//! | target | what it feeds |
+//! |---|---|
+//! | [`yamux_frame`] | the 12-byte yamux header decoder |
+//! | [`yamux_session`] | a sans-IO yamux connection, as a chunked byte stream with time passing |
+//! | [`secio_handshake`] | both handshake roles, message by message |
+//! | [`secio_frame`] | the frame-length decoder and a secure stream's read path |
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod io;
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use shoal_identity::Keypair;
+use shoal_secio::{
+    InitiatorHandshake, ResponderHandshake,
+    frame::FrameDecoder,
+    handshake::{InitiatorStep, ResponderStep},
+};
+use shoal_yamux::{Connection, Event, Mode, frame::Header};
+
+/// The names of all targets, as used for corpus directories.
+pub const TARGETS: [&str; 4] = ["yamux_frame", "yamux_session", "secio_handshake", "secio_frame"];
+
+/// Runs the target called `name` on `data`; `false` for an unknown name.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "yamux_frame" => yamux_frame(data),
+        "yamux_session" => yamux_session(data),
+        "secio_handshake" => secio_handshake(data),
+        "secio_frame" => secio_frame(data),
+        _ => return false,
+    }
+    true
+}
+
+/// Decodes a yamux header from `data`, with a small and the default Data
+/// length bound; a header that decodes must re-encode to the same bytes.
+pub fn yamux_frame(data: &[u8]) {
+    if let Ok(header) = shoal_yamux::frame::decode_header(data) {
+        let mut out = BytesMut::new();
+        header.encode(&mut out);
+        assert_eq!(&out[..], &data[..out.len()], "decode/encode round trip");
+    }
+    let _ = Header::decode(data, 1024);
+}
+
+/// Feeds `data[1..]` to a fresh connection as its input stream, in chunks
+/// whose size is set by `data[0]`, reading every stream that becomes
+/// readable, accepting every inbound stream and advancing a virtual clock.
+pub fn yamux_session(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let mode = if control & 1 == 0 { Mode::Client } else { Mode::Server };
+    let chunk = 1 + (control as usize >> 1);
+    let start = Instant::now();
+    let mut now = start;
+    let mut conn = Connection::new(shoal_yamux::Config::default(), mode, now);
+    let mut out = BytesMut::new();
+    let mut buf = vec![0u8; 4096];
+    for (i, piece) in rest.chunks(chunk).enumerate() {
+        let mut input = BytesMut::from(piece);
+        let failed = conn.handle_input(&mut input, now).is_err();
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::InboundStream(_) => {
+                    while let Some(id) = conn.accept_stream() {
+                        let _ = conn.write(id, b"reply");
+                    }
+                }
+                Event::Readable(id) => while let Ok(Some(1..)) = conn.read(id, &mut buf, now) {},
+                Event::Finished(id) => {
+                    let _ = conn.finish(id);
+                }
+                _ => {}
+            }
+        }
+        out.clear();
+        conn.poll_transmit(&mut out);
+        if failed || conn.is_closed() {
+            return;
+        }
+        if i % 4 == 3 {
+            if let Ok(id) = conn.open_stream() {
+                let _ = conn.write(id, &piece[..piece.len().min(64)]);
+            }
+        }
+        now += Duration::from_millis(u64::from(control) * 7);
+        conn.handle_timeout(now);
+    }
+}
+
+/// Splits `data` into messages: each is a one-byte length then that many
+/// bytes (the last one takes what is left).
+fn messages(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let (&len, tail) = rest.split_first()?;
+        let len = (len as usize).min(tail.len());
+        let (msg, tail) = tail.split_at(len);
+        rest = tail;
+        Some(msg)
+    })
+}
+
+fn config(seed: u8) -> shoal_secio::Config {
+    shoal_secio::Config::new(Keypair::from_secret_bytes(&[seed; 32]))
+}
+
+/// `data[0]` picks the role: even runs a responder fed the messages of
+/// `data[1..]`, odd runs an initiator that sends its hello and is then fed them.
+pub fn secio_handshake(data: &[u8]) {
+    let Some((&role, rest)) = data.split_first() else {
+        return;
+    };
+    if role % 2 == 0 {
+        let mut state = ResponderHandshake::new(&config(1), None);
+        for msg in messages(rest) {
+            match state.handle(msg) {
+                Ok(ResponderStep::Send { next, .. }) => state = next,
+                _ => return,
+            }
+        }
+    } else {
+        let Ok((mut state, _hello)) = InitiatorHandshake::start(&config(2), None) else {
+            return;
+        };
+        for msg in messages(rest) {
+            match state.handle(msg) {
+                Ok(InitiatorStep::Send { next, .. }) => state = next,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Decodes frame lengths from `data` with both decoders, then completes a
+/// real handshake in memory and gives `data` to the resulting secure stream
+/// as the bytes arriving from its peer, reading until error or end.
+pub fn secio_frame(data: &[u8]) {
+    for decoder in [FrameDecoder::transport(), FrameDecoder::handshake(4096)] {
+        let mut rest = data;
+        while let Ok(Some(body)) = decoder.decode(rest) {
+            rest = &rest[shoal_secio::frame::LEN_PREFIX + body.len()..];
+        }
+    }
+    if let Some(outcome) = io::handshake_in_memory() {
+        io::read_secure_stream(outcome, data);
+    }
+}
