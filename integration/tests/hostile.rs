@@ -47,7 +47,16 @@ async fn tcp_node() -> (TcpTransport, EchoNode) {
 
 /// A well-behaved client echoing several streams through `node`.
 async fn good_client<T: Transport>(transport: &T, node: &EchoNode) {
-    let client = connect(
+    let client = client_of(transport, node).await;
+    tokio::time::timeout(STEP_TIMEOUT, echo_many(&client.control, 8, 256 * 1024))
+        .await
+        .expect("good client finished in time")
+        .expect("good client's data intact");
+}
+
+/// A yamux client of `node` (over `transport`) with the test's settings.
+async fn client_of<T: Transport>(transport: &T, node: &EchoNode) -> Client {
+    connect(
         transport,
         &node.full_addr(),
         Keypair::generate(),
@@ -55,11 +64,7 @@ async fn good_client<T: Transport>(transport: &T, node: &EchoNode) {
         yamux_config(),
     )
     .await
-    .unwrap();
-    tokio::time::timeout(STEP_TIMEOUT, echo_many(&client.control, 8, 256 * 1024))
-        .await
-        .expect("good client finished in time")
-        .expect("good client's data intact");
+    .unwrap()
 }
 
 /// Completes a secio handshake with `node` as a scripted peer and returns
@@ -242,15 +247,7 @@ async fn streams_past_the_limit_are_refused_but_the_connection_lives() {
         yamux_config().with_max_concurrent_streams(8),
     )
     .await;
-    let client: Client = connect(
-        &transport,
-        &node.full_addr(),
-        Keypair::generate(),
-        Some(key.peer_id()),
-        yamux_config(),
-    )
-    .await
-    .unwrap();
+    let client: Client = client_of(&transport, &node).await;
     // Hold 20 streams open: each sends a byte and waits for its echo.
     let mut open = Vec::new();
     let mut refused = 0;
@@ -283,15 +280,7 @@ async fn streams_past_the_limit_are_refused_but_the_connection_lives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_nobody_reads_does_not_stall_the_others() {
     let (transport, node) = tcp_node().await;
-    let client = connect(
-        &transport,
-        &node.full_addr(),
-        Keypair::generate(),
-        Some(node.peer_id),
-        yamux_config(),
-    )
-    .await
-    .unwrap();
+    let client = client_of(&transport, &node).await;
     // Stream A: write 2 MiB, never read the echo. Its windows fill on both
     // sides and its writer parks.
     let mut stuck = client.control.open_stream().await.unwrap();
@@ -323,15 +312,7 @@ async fn thousands_of_half_closed_and_reset_streams_are_freed() {
     let transport = MemoryTransport::new(&network);
     let key = Keypair::generate();
     let node = start_echo_node(&transport, "/memory/0", node_secio(&key), yamux_config()).await;
-    let client = connect(
-        &transport,
-        &node.full_addr(),
-        Keypair::generate(),
-        Some(key.peer_id()),
-        yamux_config(),
-    )
-    .await
-    .unwrap();
+    let client = client_of(&transport, &node).await;
     let work = async {
         for round in 0..20u64 {
             let mut tasks = Vec::new();

@@ -22,7 +22,7 @@
 //!   of I/O errors after the handshake.
 //!
 //! The wire format is specified byte by byte, with test vectors, in
-//! `docs/PROTOCOL-secio.md`.
+//! `docs/PROTOCOL.md (section 4)`.
 //!
 //! # Data flow
 //! ```text

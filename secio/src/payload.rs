@@ -99,7 +99,7 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The test vectors published in docs/PROTOCOL-secio.md.
+    /// The test vectors published in docs/PROTOCOL.md (section 4).
     #[test]
     fn published_test_vectors() {
         let identity = Keypair::from_secret_bytes(&[0x01; 32]);

@@ -19,7 +19,9 @@ use shoal_benches::{
 use shoal_identity::Keypair;
 use shoal_secio::CipherSuite;
 use shoal_transport::{Listener, ListenerExt, TcpTransport, Transport};
+use shoal_yamux::{Control, Driver, Mode};
 use snow::params::CipherChoice;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser, Debug)]
 #[command(about = "Loopback throughput of raw TCP, secio and secio+yamux")]
@@ -110,8 +112,12 @@ async fn secure_pair(
     ))
 }
 
-async fn raw_tcp(total: usize, io_size: usize) -> std::io::Result<Transfer> {
-    let (a, b) = tcp_pair().await?;
+/// Sends `total` bytes from `a` to `b` and times it.
+async fn one_way<A, B>(a: A, b: B, total: usize, io_size: usize) -> std::io::Result<Transfer>
+where
+    A: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: tokio::io::AsyncRead + Unpin,
+{
     pump::timed(total, async move {
         let sender = tokio::spawn(pump::send(a, total, io_size));
         let received = pump::receive(b, io_size).await?;
@@ -121,15 +127,125 @@ async fn raw_tcp(total: usize, io_size: usize) -> std::io::Result<Transfer> {
     .await
 }
 
+async fn raw_tcp(total: usize, io_size: usize) -> std::io::Result<Transfer> {
+    let (a, b) = tcp_pair().await?;
+    one_way(a, b, total, io_size).await
+}
+
 async fn secio(total: usize, io_size: usize, suite: CipherSuite) -> std::io::Result<Transfer> {
     let (a, b) = secure_pair(suite).await?;
+    one_way(a, b, total, io_size).await
+}
+
+/// A secure multiplexed connection pair: (client control, server control).
+async fn muxed_pair(suite: CipherSuite) -> std::io::Result<(Control, Control)> {
+    let (a, b) = secure_pair(suite).await?;
+    let config = shoal_yamux::Config::default();
+    let (da, ca) = Driver::new(a, config.clone(), Mode::Client);
+    let (db, cb) = Driver::new(b, config, Mode::Server);
+    tokio::spawn(da);
+    tokio::spawn(db);
+    Ok((ca, cb))
+}
+
+/// `streams` concurrent streams over one connection, `total` bytes in all.
+async fn yamux(
+    total: usize,
+    io_size: usize,
+    streams: usize,
+    suite: CipherSuite,
+) -> std::io::Result<Transfer> {
+    let (client, server) = muxed_pair(suite).await?;
+    let per_stream = total / streams;
+    let total = per_stream * streams;
     pump::timed(total, async move {
-        let sender = tokio::spawn(pump::send(a, total, io_size));
-        let received = pump::receive(b, io_size).await?;
-        sender.await.map_err(std::io::Error::other)??;
-        Ok(received)
+        let receiver = tokio::spawn(async move {
+            let mut readers = Vec::with_capacity(streams);
+            for _ in 0..streams {
+                let stream = server
+                    .accept_stream()
+                    .await
+                    .map_err(std::io::Error::other)?;
+                readers.push(tokio::spawn(pump::receive(stream, io_size)));
+            }
+            let mut received = 0;
+            for r in readers {
+                received += r.await.map_err(std::io::Error::other)??;
+            }
+            Ok::<usize, std::io::Error>(received)
+        });
+        let mut writers = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            let stream = client.open_stream().await.map_err(std::io::Error::other)?;
+            writers.push(tokio::spawn(pump::send(stream, per_stream, io_size)));
+        }
+        for w in writers {
+            w.await.map_err(std::io::Error::other)??;
+        }
+        receiver.await.map_err(std::io::Error::other)?
     })
     .await
+}
+
+/// Dial to first usable stream: TCP connect, secio handshake, yamux, one
+/// stream opened and a byte echoed through it. Returns sorted durations.
+async fn setup_latency(count: usize, suite: CipherSuite) -> std::io::Result<Vec<Duration>> {
+    let transport = TcpTransport::default();
+    let mut listener = transport
+        .listen(
+            &"/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .map_err(std::io::Error::other)?,
+        )
+        .await
+        .map_err(std::io::Error::other)?;
+    let addr = listener.local_addr().clone();
+    let server_config = shoal_secio::Config::new(Keypair::generate()).with_suites([suite]);
+    let server_id = server_config.local_peer_id();
+    tokio::spawn(async move {
+        while let Ok(inbound) = listener.accept().await {
+            let config = server_config.clone();
+            tokio::spawn(async move {
+                let Ok(secure) = shoal_secio::handshake_inbound(inbound.connection, &config).await
+                else {
+                    return;
+                };
+                let (driver, control) =
+                    Driver::new(secure, shoal_yamux::Config::default(), Mode::Server);
+                tokio::spawn(driver);
+                while let Ok(mut stream) = control.accept_stream().await {
+                    tokio::spawn(async move {
+                        let mut byte = [0u8; 1];
+                        if stream.read_exact(&mut byte).await.is_ok() {
+                            let _ = stream.write_all(&byte).await;
+                            let _ = stream.flush().await;
+                        }
+                    });
+                }
+            });
+        }
+    });
+    let client_config = shoal_secio::Config::new(Keypair::generate()).with_suites([suite]);
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        let conn = transport.dial(&addr).await.map_err(std::io::Error::other)?;
+        let secure = shoal_secio::handshake_outbound(conn, &client_config, Some(server_id))
+            .await
+            .map_err(std::io::Error::other)?;
+        let (driver, control) = Driver::new(secure, shoal_yamux::Config::default(), Mode::Client);
+        let driver = tokio::spawn(driver);
+        let mut stream = control.open_stream().await.map_err(std::io::Error::other)?;
+        stream.write_all(b"x").await?;
+        stream.flush().await?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await?;
+        times.push(start.elapsed());
+        control.close();
+        driver.abort();
+    }
+    times.sort();
+    Ok(times)
 }
 
 async fn best_of<F, Fut>(runs: usize, mut f: F) -> std::io::Result<Transfer>
@@ -208,6 +324,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         row("raw TCP", &tcp);
         let sec = best_of(args.runs, || secio(total, io_size, suite)).await?;
         row("TCP+secio", &sec);
+        let one = best_of(args.runs, || yamux(total, io_size, 1, suite)).await?;
+        row("TCP+secio+yamux, 1 stream", &one);
+        let many = best_of(args.runs, || yamux(total, io_size, args.streams, suite)).await?;
+        row(&format!("TCP+secio+yamux, {} streams", args.streams), &many);
 
         let t = tcp.mib_per_sec();
         let c = aead_in_use.bound() / MIB as f64;
@@ -216,12 +336,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("## Bound");
         println!("T (raw TCP) = {t:.0} MiB/s, C (AEAD, slower direction) = {c:.0} MiB/s");
         println!("B = 1 / (1/T + 1/C) = {bound:.0} MiB/s");
+        println!();
+        println!("## Targets");
+        let pct = |x: f64, of: f64| 100.0 * x / of;
         println!(
-            "TCP+secio reaches {:.0}% of B",
-            100.0 * sec.mib_per_sec() / bound
+            "TCP+secio+yamux (1 stream) / B           = {:5.1}%  (target >= 80%)",
+            pct(one.mib_per_sec(), bound)
+        );
+        println!(
+            "yamux cost over TCP+secio (1 stream)     = {:5.1}%  (target <= 10%)",
+            100.0 - pct(one.mib_per_sec(), sec.mib_per_sec())
+        );
+        println!(
+            "{} streams / 1 stream                     = {:5.1}%  (target >= 90%)",
+            args.streams,
+            pct(many.mib_per_sec(), one.mib_per_sec())
+        );
+        println!(
+            "TCP+secio / B                            = {:5.1}%",
+            pct(sec.mib_per_sec(), bound)
+        );
+
+        let times = setup_latency(args.setups, suite).await?;
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        println!();
+        println!(
+            "## Connection setup (dial, secio, yamux, first stream echo), {} connections",
+            times.len()
+        );
+        println!(
+            "median {:.3} ms, p90 {:.3} ms, p99 {:.3} ms  (target: median < 1 ms)",
+            at(0.5).as_secs_f64() * 1e3,
+            at(0.9).as_secs_f64() * 1e3,
+            at(0.99).as_secs_f64() * 1e3
         );
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;
-    let _ = Instant::now();
     Ok(())
 }
