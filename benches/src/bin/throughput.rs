@@ -45,6 +45,24 @@ struct Args {
     /// Repetitions of each transfer; the best is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Run only this transfer scenario (for profiling): tcp, secio, yamux1
+    /// or yamuxN. Skips the AEAD, bound and setup sections.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+/// Runs a single scenario and prints its row.
+async fn run_only(args: &Args, suite: CipherSuite, which: &str) -> std::io::Result<()> {
+    let (total, io_size) = (args.mib * MIB, args.write_kib * 1024);
+    let t = match which {
+        "tcp" => best_of(args.runs, || raw_tcp(total, io_size)).await?,
+        "secio" => best_of(args.runs, || secio(total, io_size, suite)).await?,
+        "yamux1" => best_of(args.runs, || yamux(total, io_size, 1, suite)).await?,
+        "yamuxN" => best_of(args.runs, || yamux(total, io_size, args.streams, suite)).await?,
+        other => return Err(std::io::Error::other(format!("unknown scenario {other}"))),
+    };
+    row(which, &t);
+    Ok(())
 }
 
 fn suite_from(name: &str) -> Result<CipherSuite, String> {
@@ -276,6 +294,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let suite = suite_from(&args.cipher)?;
     let total = args.mib * MIB;
     let io_size = args.write_kib * 1024;
+
+    if let Some(which) = args.only.clone() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(run_only(&args, suite, &which))?;
+        return Ok(());
+    }
 
     println!("# Shoal loopback throughput");
     println!(
