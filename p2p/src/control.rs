@@ -1,0 +1,545 @@
+//! [`ServiceControl`]: the cloneable handle that drives a service.
+//!
+//! Every command has an `async` form that waits for its outcome (or for
+//! queue capacity) and a non-blocking `try_*` form that returns at once,
+//! with an id echoed by the completion event where the outcome comes later.
+//! Commands go straight to the session or spawn their own task: no command
+//! waits behind another session's traffic.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shoal_identity::PeerId;
+use shoal_transport::{Multiaddr, Transport};
+use tokio::sync::{TryAcquireError, mpsc::error::TrySendError, oneshot};
+
+use crate::{
+    ControlError, DialError, DialId, ListenError, ListenerId, ProtocolId, RawStream, SendError,
+    ServiceError, SessionId, SessionInfo,
+    service::{
+        connection, listen,
+        shared::{Shared, lock},
+    },
+    session::{
+        ActiveGuard, OutFrame, SessionShared,
+        substream::{self, frame_cost},
+    },
+};
+
+/// Which protocols a dial opens once the session is up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TargetProtocols {
+    /// Every registered protocol except raw ones (the default).
+    #[default]
+    All,
+    /// None; open them later with [`ServiceControl::open_protocol`].
+    None,
+    /// These.
+    Only(Vec<ProtocolId>),
+}
+
+impl TargetProtocols {
+    pub(crate) fn includes(&self, id: ProtocolId) -> bool {
+        match self {
+            TargetProtocols::All => true,
+            TargetProtocols::None => false,
+            TargetProtocols::Only(ids) => ids.contains(&id),
+        }
+    }
+}
+
+/// Options of a dial.
+#[derive(Debug, Clone, Default)]
+pub struct DialOptions {
+    /// The peer that must answer; the dial fails with
+    /// [`HandshakeError::PeerIdMismatch`](shoal_secio::HandshakeError::PeerIdMismatch)
+    /// otherwise. Taken from the address's `/p2p/` component when unset.
+    pub expected_peer: Option<PeerId>,
+    /// Protocols to open once the session is up.
+    pub protocols: TargetProtocols,
+}
+
+impl DialOptions {
+    /// Expect `peer` to answer.
+    pub fn expect(mut self, peer: PeerId) -> DialOptions {
+        self.expected_peer = Some(peer);
+        self
+    }
+
+    /// Open these protocols once the session is up.
+    pub fn protocols(mut self, protocols: TargetProtocols) -> DialOptions {
+        self.protocols = protocols;
+        self
+    }
+}
+
+/// The sessions a broadcast goes to.
+pub enum TargetSessions {
+    /// Every session where the protocol is open.
+    All,
+    /// One session.
+    Single(SessionId),
+    /// These sessions.
+    Multi(Vec<SessionId>),
+    /// Sessions (with the protocol open) matching the predicate.
+    Filter(Box<dyn Fn(&SessionInfo) -> bool + Send + Sync>),
+}
+
+impl std::fmt::Debug for TargetSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetSessions::All => f.write_str("All"),
+            TargetSessions::Single(id) => write!(f, "Single({id})"),
+            TargetSessions::Multi(ids) => write!(f, "Multi({ids:?})"),
+            TargetSessions::Filter(_) => f.write_str("Filter(..)"),
+        }
+    }
+}
+
+/// What a broadcast did, per session.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BroadcastResult {
+    /// Sessions the frame was queued for.
+    pub sent: Vec<SessionId>,
+    /// Sessions it could not be queued for, and why.
+    pub failed: Vec<(SessionId, SendError)>,
+}
+
+/// Drives a service: listen, dial, open and close protocols, send, shut
+/// down. Cheap to clone, `Send + Sync`; all methods work from any task.
+#[derive(Clone)]
+pub struct ServiceControl {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServiceControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceControl")
+            .field("peer_id", &self.local_peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn in_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+impl ServiceControl {
+    /// Our peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.shared.secio.local_peer_id()
+    }
+
+    /// Addresses we listen on (as bound).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        lock(&self.shared.listeners).values().cloned().collect()
+    }
+
+    /// Open sessions.
+    pub fn sessions(&self) -> Vec<Arc<SessionInfo>> {
+        self.shared
+            .sessions_where(|s| !s.is_closing())
+            .into_iter()
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// One session, if open.
+    pub fn session(&self, id: SessionId) -> Option<Arc<SessionInfo>> {
+        self.open_session(id).map(|s| s.info.clone())
+    }
+
+    /// The negotiated version of `protocol` on `session`, if open.
+    pub fn protocol_version(&self, session: SessionId, protocol: ProtocolId) -> Option<u32> {
+        self.open_session(session)?.version(protocol)
+    }
+
+    fn open_session(&self, id: SessionId) -> Option<Arc<SessionShared>> {
+        self.shared.session(id).filter(|s| !s.is_closing())
+    }
+
+    /// Listens on `addr`; returns the address actually bound (port 0 picks
+    /// one). Also reported as
+    /// [`ServiceEvent::ListenStarted`](crate::ServiceEvent::ListenStarted).
+    pub async fn listen(&self, addr: Multiaddr) -> Result<Multiaddr, ListenError> {
+        let shared = &self.shared;
+        let id = self.check_listen(&addr)?;
+        let Some(transport) = shared.transport_for(&addr) else {
+            return Err(ListenError::NoTransport(addr));
+        };
+        match transport.listen(&addr).await {
+            Ok(listener) => {
+                let bound = shoal_transport::Listener::local_addr(&listener).clone();
+                lock(&shared.listeners).insert(id, bound.clone());
+                shared
+                    .tasks
+                    .spawn(listen::run(shared.clone(), id, listener));
+                Ok(bound)
+            }
+            Err(e) => {
+                let error = ListenError::Transport(Arc::new(e));
+                shared
+                    .report_error(ServiceError::ListenFailed {
+                        id,
+                        addr,
+                        error: error.clone(),
+                    })
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts listening on `addr`; the outcome is reported as
+    /// [`ServiceEvent::ListenStarted`](crate::ServiceEvent::ListenStarted) or
+    /// [`ServiceError::ListenFailed`] with the returned id.
+    pub fn try_listen(&self, addr: Multiaddr) -> Result<ListenerId, ListenError> {
+        let id = self.check_listen(&addr)?;
+        let shared = self.shared.clone();
+        self.shared.tasks.spawn(async move {
+            let Some(transport) = shared.transport_for(&addr) else {
+                return;
+            };
+            match transport.listen(&addr).await {
+                Ok(listener) => {
+                    let bound = shoal_transport::Listener::local_addr(&listener).clone();
+                    lock(&shared.listeners).insert(id, bound);
+                    listen::run(shared, id, listener).await;
+                }
+                Err(e) => {
+                    let error = ListenError::Transport(Arc::new(e));
+                    shared
+                        .report_error(ServiceError::ListenFailed { id, addr, error })
+                        .await;
+                }
+            }
+        });
+        Ok(id)
+    }
+
+    fn check_listen(&self, addr: &Multiaddr) -> Result<ListenerId, ListenError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(ListenError::ShuttingDown);
+        }
+        if !in_runtime() {
+            return Err(ListenError::NoRuntime);
+        }
+        if self.shared.transport_for(addr).is_none() {
+            return Err(ListenError::NoTransport(addr.clone()));
+        }
+        Ok(ListenerId(self.shared.next_id()))
+    }
+
+    /// Dials `addr` and waits for the session (secured, multiplexed; the
+    /// protocols of `opts` are being opened when this returns). Failures are
+    /// also reported as [`ServiceError::DialFailed`].
+    pub async fn dial(
+        &self,
+        addr: Multiaddr,
+        opts: DialOptions,
+    ) -> Result<Arc<SessionInfo>, DialError> {
+        let (tx, rx) = oneshot::channel();
+        self.start_dial(addr, opts, Some(tx))?;
+        rx.await.unwrap_or(Err(DialError::ServiceStopped))
+    }
+
+    /// Starts a dial; the outcome is reported as
+    /// [`ServiceEvent::SessionOpened`](crate::ServiceEvent::SessionOpened) or
+    /// [`ServiceError::DialFailed`] with the returned id. Errors found before
+    /// any I/O (limit, address) are returned here and not reported.
+    pub fn try_dial(&self, addr: Multiaddr, opts: DialOptions) -> Result<DialId, DialError> {
+        self.start_dial(addr, opts, None)
+    }
+
+    fn start_dial(
+        &self,
+        addr: Multiaddr,
+        opts: DialOptions,
+        reply: Option<connection::DialReply>,
+    ) -> Result<DialId, DialError> {
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(DialError::ShuttingDown);
+        }
+        if !in_runtime() {
+            return Err(DialError::NoRuntime);
+        }
+        connection::expected_peer(&addr, &opts)?;
+        if shared.transport_for(&addr).is_none() {
+            return Err(DialError::NoTransport(addr));
+        }
+        let permit = shared
+            .outbound
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DialError::TooManySessions(shared.config.max_outbound_sessions))?;
+        let id = DialId(shared.next_id());
+        shared.tasks.spawn(connection::outbound(
+            shared.clone(),
+            id,
+            addr,
+            opts,
+            permit,
+            reply,
+        ));
+        Ok(id)
+    }
+
+    /// Closes a session gracefully and waits until it is closed.
+    pub async fn disconnect(&self, session: SessionId) -> Result<(), ControlError> {
+        let s = self
+            .shared
+            .session(session)
+            .ok_or(ControlError::NoSession(session))?;
+        s.set_close_reason(crate::CloseReason::Local);
+        s.cancel.cancel();
+        s.closed.cancelled().await;
+        Ok(())
+    }
+
+    /// Starts closing a session; completion is reported as
+    /// [`ServiceEvent::SessionClosed`](crate::ServiceEvent::SessionClosed).
+    pub fn try_disconnect(&self, session: SessionId) -> Result<(), ControlError> {
+        let s = self
+            .shared
+            .session(session)
+            .ok_or(ControlError::NoSession(session))?;
+        s.set_close_reason(crate::CloseReason::Local);
+        s.cancel.cancel();
+        Ok(())
+    }
+
+    /// Opens `protocol` on `session` and returns the negotiated version.
+    pub async fn open_protocol(
+        &self,
+        session: SessionId,
+        protocol: ProtocolId,
+    ) -> Result<u32, ControlError> {
+        let s = self
+            .open_session(session)
+            .ok_or(ControlError::NoSession(session))?;
+        let (tx, rx) = oneshot::channel();
+        substream::spawn_open(&self.shared, &s, protocol, Some(tx))?;
+        rx.await.unwrap_or(Err(ControlError::ShuttingDown))
+    }
+
+    /// Starts opening `protocol` on `session`; the outcome is reported as
+    /// [`ServiceEvent::ProtocolOpened`](crate::ServiceEvent::ProtocolOpened)
+    /// or [`ServiceError::Negotiation`].
+    pub fn try_open_protocol(
+        &self,
+        session: SessionId,
+        protocol: ProtocolId,
+    ) -> Result<(), ControlError> {
+        if !in_runtime() {
+            return Err(ControlError::NoRuntime);
+        }
+        let s = self
+            .open_session(session)
+            .ok_or(ControlError::NoSession(session))?;
+        substream::spawn_open(&self.shared, &s, protocol, None)
+    }
+
+    /// Closes `protocol` on `session` after its queued frames are written
+    /// (FIN to the peer). A no-op if it is not open.
+    pub fn close_protocol(
+        &self,
+        session: SessionId,
+        protocol: ProtocolId,
+    ) -> Result<(), ControlError> {
+        self.shared
+            .protocol(protocol)
+            .ok_or(ControlError::UnknownProtocol(protocol))?;
+        let s = self
+            .shared
+            .session(session)
+            .ok_or(ControlError::NoSession(session))?;
+        s.close_protocol(protocol);
+        Ok(())
+    }
+
+    /// Opens a substream of raw `protocol` on `session` (see
+    /// [`ProtocolMetaBuilder::raw_streams`](crate::ProtocolMetaBuilder::raw_streams)).
+    pub async fn open_raw_stream(
+        &self,
+        session: SessionId,
+        protocol: ProtocolId,
+    ) -> Result<RawStream, ControlError> {
+        let entry = self
+            .shared
+            .protocol(protocol)
+            .ok_or(ControlError::UnknownProtocol(protocol))?;
+        if !entry.is_raw() {
+            return Err(ControlError::WrongKind(protocol));
+        }
+        let s = self
+            .open_session(session)
+            .ok_or(ControlError::NoSession(session))?;
+        let guard = ActiveGuard::new(&s);
+        let (stream, version) = substream::negotiate_outbound(&self.shared, &s, entry).await?;
+        Ok(RawStream::new(
+            s.info.clone(),
+            protocol,
+            version,
+            stream,
+            guard,
+        ))
+    }
+
+    /// Checks a send and returns the frame's queue, its cost and the session.
+    fn prepare_send(
+        &self,
+        session: SessionId,
+        protocol: ProtocolId,
+        len: usize,
+    ) -> Result<(Arc<SessionShared>, tokio::sync::mpsc::Sender<OutFrame>, u32), SendError> {
+        let entry = self
+            .shared
+            .protocol(protocol)
+            .ok_or(SendError::UnknownProtocol(protocol))?;
+        if len > entry.max_frame_size {
+            return Err(SendError::TooLarge {
+                len,
+                max: entry.max_frame_size,
+            });
+        }
+        let s = self
+            .open_session(session)
+            .ok_or(SendError::NoSession(session))?;
+        let tx = s
+            .sender(protocol)
+            .ok_or(SendError::ProtocolNotOpen(session, protocol))?;
+        Ok((s, tx, frame_cost(len, self.shared.config.send_queue_bytes)))
+    }
+
+    /// Queues `data` as one frame of `protocol` to `session`, waiting while
+    /// the session's send queue is full.
+    pub async fn send(
+        &self,
+        session: SessionId,
+        protocol: ProtocolId,
+        data: impl Into<Bytes>,
+    ) -> Result<(), SendError> {
+        let data = data.into();
+        let (s, tx, cost) = self.prepare_send(session, protocol, data.len())?;
+        let permit = s
+            .budget
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| SendError::NoSession(session))?;
+        tx.send(OutFrame {
+            data,
+            _permit: permit,
+        })
+        .await
+        .map_err(|_| SendError::ProtocolNotOpen(session, protocol))
+    }
+
+    /// Queues `data` as one frame of `protocol` to `session`, failing with
+    /// [`SendError::QueueFull`] if the session's send queue is full.
+    pub fn try_send(
+        &self,
+        session: SessionId,
+        protocol: ProtocolId,
+        data: impl Into<Bytes>,
+    ) -> Result<(), SendError> {
+        let data = data.into();
+        let (s, tx, cost) = self.prepare_send(session, protocol, data.len())?;
+        let permit = match s.budget.clone().try_acquire_many_owned(cost) {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => return Err(SendError::QueueFull(session)),
+            Err(TryAcquireError::Closed) => return Err(SendError::NoSession(session)),
+        };
+        tx.try_send(OutFrame {
+            data,
+            _permit: permit,
+        })
+        .map_err(|e| match e {
+            TrySendError::Full(_) => SendError::QueueFull(session),
+            TrySendError::Closed(_) => SendError::ProtocolNotOpen(session, protocol),
+        })
+    }
+
+    /// The sessions a broadcast of `protocol` reaches.
+    fn targets(&self, target: &TargetSessions, protocol: ProtocolId) -> Vec<SessionId> {
+        match target {
+            TargetSessions::Single(id) => vec![*id],
+            TargetSessions::Multi(ids) => ids.clone(),
+            TargetSessions::All => self
+                .shared
+                .sessions_where(|s| s.version(protocol).is_some())
+                .iter()
+                .map(|s| s.info.id)
+                .collect(),
+            TargetSessions::Filter(f) => self
+                .shared
+                .sessions_where(|s| s.version(protocol).is_some() && f(&s.info))
+                .iter()
+                .map(|s| s.info.id)
+                .collect(),
+        }
+    }
+
+    /// Queues `data` to every targeted session, waiting for queue capacity
+    /// on each (concurrently, so one slow peer delays only its own frame).
+    pub async fn broadcast(
+        &self,
+        target: TargetSessions,
+        protocol: ProtocolId,
+        data: impl Into<Bytes>,
+    ) -> BroadcastResult {
+        let data = data.into();
+        let ids = self.targets(&target, protocol);
+        let sends = ids.iter().map(|&id| self.send(id, protocol, data.clone()));
+        let results = futures::future::join_all(sends).await;
+        collect(ids, results)
+    }
+
+    /// Queues `data` to every targeted session without waiting; sessions
+    /// whose queue is full are listed as failed.
+    pub fn try_broadcast(
+        &self,
+        target: TargetSessions,
+        protocol: ProtocolId,
+        data: impl Into<Bytes>,
+    ) -> BroadcastResult {
+        let data = data.into();
+        let ids = self.targets(&target, protocol);
+        let results = ids
+            .iter()
+            .map(|&id| self.try_send(id, protocol, data.clone()))
+            .collect();
+        collect(ids, results)
+    }
+
+    /// Shuts the service down gracefully and waits until its future has
+    /// completed: listeners stop, sessions close (handlers get
+    /// `disconnected`), handler tasks end. Needs the [`Service`](crate::Service)
+    /// to be polled (spawned).
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        self.shared.stopped.cancelled().await;
+    }
+
+    /// Starts a graceful shutdown without waiting.
+    pub fn try_shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Whether the service future has completed.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.is_cancelled()
+    }
+}
+
+fn collect(ids: Vec<SessionId>, results: Vec<Result<(), SendError>>) -> BroadcastResult {
+    let mut out = BroadcastResult::default();
+    for (id, result) in ids.into_iter().zip(results) {
+        match result {
+            Ok(()) => out.sent.push(id),
+            Err(e) => out.failed.push((id, e)),
+        }
+    }
+    out
+}

@@ -1,0 +1,125 @@
+//! The Shoal service layer: sessions over secure multiplexed connections,
+//! protocol negotiation per substream, and protocol handlers.
+//!
+//! # Tour
+//! - [`ServiceBuilder`] → [`Service`]: identity key, [`ProtocolMeta`]s,
+//!   transports, listen addresses, limits and timeouts ([`config`], each with
+//!   a documented `DEFAULT_*`). The `Service` is a future: spawn it.
+//! - [`ServiceControl`]: cloneable handle; `async` and `try_*` forms of
+//!   listen, dial ([`DialOptions`]: expected peer, protocols to open),
+//!   disconnect, open/close protocol, send, broadcast ([`TargetSessions`]),
+//!   shutdown; plus [`ServiceControl::open_raw_stream`].
+//! - [`ServiceHandle`]: receives [`ServiceEvent`]s and [`ServiceError`]s.
+//! - Protocols, declared by [`ProtocolMeta::builder`], are consumed in one of
+//!   four ways: a service-wide [`ServiceProtocol`], a per-session
+//!   [`SessionProtocol`] (one instance per session), a [`ProtocolEvents`]
+//!   stream, or — the simple path — [`RawStreams`] of unframed negotiated
+//!   streams.
+//! - [`negotiation`]: the wire format that opens every substream (also in
+//!   `docs/PROTOCOL-p2p.md`).
+//!
+//! # Data flow
+//! ```text
+//!  Transport ─▶ secio handshake ─▶ yamux Driver (task) ─▶ session task
+//!   (slot taken at accept)  (timeout)                      │ accept_stream
+//!                                                          ▼
+//!          substream task per (session, protocol): negotiate, then
+//!   yamux stream ─read frames─▶ bounded event queue ─▶ handler task / ProtocolEvents
+//!   yamux stream ◀─write frames── bounded send queue ◀─ ServiceControl / ctx.send
+//!                                  (bytes per session)
+//!  every task ─reports─▶ bounded queue ─▶ Service future ─▶ ServiceHandle
+//! ```
+//! A slow consumer fills its event queue; then only the substreams feeding
+//! it stop reading, and yamux flow control pushes back on those streams.
+//! A peer that does not read fills its session's send queue: `send` waits,
+//! `try_send` fails with [`SendError::QueueFull`].
+//!
+//! # Example
+//! ```
+//! use bytes::Bytes;
+//! use shoal::{
+//!     DialOptions, HandlerResult, ProtocolContextMut, ProtocolEvent, ProtocolId, ProtocolMeta,
+//!     ServiceBuilder, ServiceProtocol,
+//! };
+//! use shoal_identity::Keypair;
+//! use shoal_transport::{MemoryNetwork, MemoryTransport};
+//!
+//! /// Echoes every frame back.
+//! struct Echo;
+//! impl ServiceProtocol for Echo {
+//!     fn received(&mut self, ctx: &mut ProtocolContextMut<'_>, data: Bytes) -> HandlerResult {
+//!         ctx.reply(data)?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! const ECHO: ProtocolId = ProtocolId(1);
+//! let network = MemoryNetwork::new();
+//!
+//! let server = ServiceBuilder::new(Keypair::generate())
+//!     .transport(MemoryTransport::new(&network))
+//!     .protocol(ProtocolMeta::builder(ECHO, "/echo").service_handle(Echo))
+//!     .build()?;
+//! let server_control = server.control();
+//! tokio::spawn(server);
+//! let addr = server_control.listen("/memory/0".parse()?).await?;
+//!
+//! let (meta, mut events) = ProtocolMeta::builder(ECHO, "/echo").event_stream();
+//! let client = ServiceBuilder::new(Keypair::generate())
+//!     .transport(MemoryTransport::new(&network))
+//!     .protocol(meta)
+//!     .build()?;
+//! let control = client.control();
+//! tokio::spawn(client);
+//!
+//! let session = control.dial(addr, DialOptions::default()).await?;
+//! assert_eq!(session.peer, server_control.local_peer_id());
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         ProtocolEvent::Connected { session, .. } => {
+//!             control.send(session.id, ECHO, "hello").await?;
+//!         }
+//!         ProtocolEvent::Received { data, .. } => {
+//!             assert_eq!(data, "hello");
+//!             break;
+//!         }
+//!         ProtocolEvent::Disconnected { .. } => {}
+//!     }
+//! }
+//! control.shutdown().await;
+//! server_control.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod builder;
+pub mod config;
+mod control;
+mod error;
+mod ids;
+pub mod negotiation;
+mod protocol;
+mod service;
+mod session;
+
+pub use builder::ServiceBuilder;
+pub use control::{BroadcastResult, DialOptions, ServiceControl, TargetProtocols, TargetSessions};
+pub use error::{
+    BoxError, BuildError, CloseReason, ControlError, DialError, HandlerError, HandlerResult,
+    ListenError, ProtocolError, SendError, ServiceError,
+};
+pub use ids::{DialId, Direction, ListenerId, ProtocolId, SessionId, SessionInfo};
+pub use protocol::{
+    ProtocolContext, ProtocolContextMut, ProtocolEvent, ProtocolEvents, ProtocolMeta,
+    ProtocolMetaBuilder, RawStream, RawStreams, ServiceProtocol, SessionProtocol, TooManyTimers,
+};
+pub use service::{Service, ServiceContext, ServiceEvent, ServiceHandle};
+
+pub use bytes::Bytes;
+pub use shoal_identity::{Keypair, PeerId};
+pub use shoal_transport::Multiaddr;

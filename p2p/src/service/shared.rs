@@ -1,0 +1,216 @@
+//! State shared by the service task, the control handles, the connection
+//! tasks and the handler tasks.
+//!
+//! Locks here are short and never held across an `.await`: the session map
+//! (read-mostly), the listener list and each protocol's sink slot.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use shoal_transport::{BoxedTransport, Multiaddr, Transport};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    ListenerId, ProtocolEvent, ProtocolId, RawStream, ServiceError, ServiceEvent, SessionId,
+    config::Config, session::SessionShared,
+};
+
+/// Locks a mutex; a poisoned lock is still usable (holders never leave the
+/// data half-updated).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Something for the [`ServiceHandle`](crate::ServiceHandle).
+#[derive(Debug)]
+pub(crate) enum Report {
+    Event(ServiceEvent),
+    Error(ServiceError),
+}
+
+/// Where a protocol's traffic goes.
+pub(crate) enum Sink {
+    /// Handler task or user event stream. `None` once disabled or stopped.
+    Events(Mutex<Option<mpsc::Sender<ProtocolEvent>>>),
+    /// User raw-stream queue.
+    Raw(Mutex<Option<mpsc::Sender<RawStream>>>),
+}
+
+/// A registered protocol.
+pub(crate) struct ProtocolEntry {
+    pub(crate) id: ProtocolId,
+    pub(crate) name: String,
+    pub(crate) versions: Vec<u32>,
+    pub(crate) max_frame_size: usize,
+    pub(crate) sink: Sink,
+}
+
+impl ProtocolEntry {
+    pub(crate) fn is_raw(&self) -> bool {
+        matches!(self.sink, Sink::Raw(_))
+    }
+
+    pub(crate) fn events(&self) -> Option<mpsc::Sender<ProtocolEvent>> {
+        match &self.sink {
+            Sink::Events(tx) => lock(tx).clone(),
+            Sink::Raw(_) => None,
+        }
+    }
+
+    pub(crate) fn raw(&self) -> Option<mpsc::Sender<RawStream>> {
+        match &self.sink {
+            Sink::Raw(tx) => lock(tx).clone(),
+            Sink::Events(_) => None,
+        }
+    }
+
+    /// Drops our sender: the consumer sees the end once every substream
+    /// holding a clone has finished.
+    pub(crate) fn close_sink(&self) {
+        match &self.sink {
+            Sink::Events(tx) => drop(lock(tx).take()),
+            Sink::Raw(tx) => drop(lock(tx).take()),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) secio: shoal_secio::Config,
+    pub(crate) yamux: shoal_yamux::Config,
+    pub(crate) transports: Vec<BoxedTransport>,
+    pub(crate) protocols: Vec<ProtocolEntry>,
+    pub(crate) sessions: RwLock<HashMap<SessionId, Arc<SessionShared>>>,
+    pub(crate) listeners: Mutex<HashMap<ListenerId, Multiaddr>>,
+    next_id: AtomicU64,
+    /// Inbound sessions plus inbound handshakes in progress.
+    pub(crate) inbound: Arc<Semaphore>,
+    /// Outbound sessions plus dials in progress.
+    pub(crate) outbound: Arc<Semaphore>,
+    /// Cancelled when shutdown starts; parent of every session's token.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the service future has finished.
+    pub(crate) stopped: CancellationToken,
+    /// Listener, connection and substream tasks.
+    pub(crate) tasks: TaskTracker,
+    /// Protocol handler tasks.
+    pub(crate) handler_tasks: TaskTracker,
+    reports: mpsc::Sender<Report>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        secio: shoal_secio::Config,
+        yamux: shoal_yamux::Config,
+        transports: Vec<BoxedTransport>,
+        protocols: Vec<ProtocolEntry>,
+        reports: mpsc::Sender<Report>,
+    ) -> Shared {
+        Shared {
+            inbound: Arc::new(Semaphore::new(config.max_inbound_sessions)),
+            outbound: Arc::new(Semaphore::new(config.max_outbound_sessions)),
+            config,
+            secio,
+            yamux,
+            transports,
+            protocols,
+            sessions: RwLock::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            handler_tasks: TaskTracker::new(),
+            reports,
+        }
+    }
+
+    /// A fresh number for a session, dial or listener.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn transport_for(&self, addr: &Multiaddr) -> Option<&BoxedTransport> {
+        self.transports.iter().find(|t| t.supports(addr))
+    }
+
+    pub(crate) fn protocol(&self, id: ProtocolId) -> Option<&ProtocolEntry> {
+        self.protocols.iter().find(|p| p.id == id)
+    }
+
+    pub(crate) fn protocol_by_name(&self, name: &str) -> Option<&ProtocolEntry> {
+        self.protocols.iter().find(|p| p.name == name)
+    }
+
+    pub(crate) fn session(&self, id: SessionId) -> Option<Arc<SessionShared>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    pub(crate) fn insert_session(&self, session: Arc<SessionShared>) {
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session.info.id, session);
+    }
+
+    pub(crate) fn remove_session(&self, id: SessionId) {
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Sessions matching `filter`, collected under the read lock.
+    pub(crate) fn sessions_where(
+        &self,
+        mut filter: impl FnMut(&SessionShared) -> bool,
+    ) -> Vec<Arc<SessionShared>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|s| filter(s))
+            .cloned()
+            .collect()
+    }
+
+    /// Closes a failed protocol everywhere and refuses it from now on.
+    pub(crate) fn disable_protocol(&self, id: ProtocolId) {
+        if let Some(entry) = self.protocol(id) {
+            entry.close_sink();
+        }
+        for session in self.sessions_where(|_| true) {
+            session.close_protocol(id);
+        }
+    }
+
+    pub(crate) async fn report_event(&self, event: ServiceEvent) {
+        let _ = self.reports.send(Report::Event(event)).await;
+    }
+
+    pub(crate) async fn report_error(&self, error: ServiceError) {
+        tracing::debug!(%error, "service error");
+        let _ = self.reports.send(Report::Error(error)).await;
+    }
+
+    /// Reports without waiting; drops the report if the queue is full (used
+    /// where waiting would slow down accepting, e.g. under a connection
+    /// flood).
+    pub(crate) fn try_report_error(&self, error: ServiceError) {
+        tracing::debug!(%error, "service error");
+        if self.reports.try_send(Report::Error(error)).is_err() {
+            tracing::warn!("service report queue full; dropped an error report");
+        }
+    }
+}
