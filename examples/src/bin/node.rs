@@ -1,0 +1,232 @@
+//! A long-running Shoal node: TCP, with ping, identify and discovery. It
+//! prints its address and peer id, then the peers it meets, discovers and
+//! pings, one line per event.
+//!
+//! ```sh
+//! # first node
+//! cargo run -p shoal-examples --bin node -- --listen /ip4/127.0.0.1/tcp/4001
+//! # second node, connecting to the first (use the address it printed)
+//! cargo run -p shoal-examples --bin node -- --connect /ip4/127.0.0.1/tcp/4001/p2p/<peer id>
+//! ```
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use shoal::{
+    CloseReason, ProtocolId, ServiceBuilder, ServiceContext, ServiceError, ServiceEvent,
+    ServiceHandle,
+};
+use shoal_identify::LocalRecord;
+use shoal_identity::Keypair;
+use shoal_transport::{Multiaddr, TcpTransport};
+
+const PING: ProtocolId = ProtocolId(1);
+const IDENTIFY: ProtocolId = ProtocolId(2);
+const DISCOVERY: ProtocolId = ProtocolId(3);
+
+#[derive(Parser, Debug)]
+#[command(about = "A Shoal node: ping, identify and discovery over TCP")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Multiaddr,
+    /// A peer to connect to, as `/ip4/…/tcp/…/p2p/<peer id>` (repeatable);
+    /// also used to bootstrap discovery.
+    #[arg(long)]
+    connect: Vec<Multiaddr>,
+    /// File holding the node's secret key (64 hex digits); created with a
+    /// new key (readable by the owner only) if missing. Without it the
+    /// node gets a new identity on every start.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Exit after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds between pings.
+    #[arg(long, default_value_t = 15.0)]
+    ping_interval: f64,
+    /// Outbound connections discovery keeps.
+    #[arg(long, default_value_t = shoal_discovery::DEFAULT_TARGET_CONNECTIONS)]
+    target: usize,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Prints session events.
+struct Printer;
+
+impl ServiceHandle for Printer {
+    fn handle_event(&mut self, _: &mut ServiceContext<'_>, event: ServiceEvent) {
+        match event {
+            ServiceEvent::SessionOpened { session, .. } => println!(
+                "connected: {} via {} ({:?})",
+                session.peer, session.remote_addr, session.direction
+            ),
+            ServiceEvent::SessionClosed { session, reason } => {
+                let reason = match reason {
+                    CloseReason::Remote => "closed by the peer".to_owned(),
+                    other => other.to_string(),
+                };
+                println!("disconnected: {} ({reason})", session.peer);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_error(&mut self, _: &mut ServiceContext<'_>, error: ServiceError) {
+        if let ServiceError::DialFailed { addr, error, .. } = &error {
+            println!("dial failed: {addr}: {error}");
+        } else {
+            tracing::debug!(%error, "service error");
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Loads the key from `path`, or creates it there.
+fn load_or_create_key(path: &std::path::Path) -> Result<Keypair, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let seed = unhex(&text)
+                .ok_or_else(|| format!("{}: expected 64 hex digits", path.display()))?;
+            Ok(Keypair::from_secret_bytes(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::try_generate()?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path)?;
+            std::io::Write::write_all(&mut file, hex(&*key.secret_bytes()).as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn list(addrs: &[Multiaddr]) -> String {
+    let texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    format!("[{}]", texts.join(", "))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let key = match &args.key_file {
+        Some(path) => load_or_create_key(path)?,
+        None => Keypair::try_generate()?,
+    };
+    let local = LocalRecord::new(key.clone());
+
+    let (ping, _, mut pings) = shoal_ping::new(
+        PING,
+        shoal_ping::Config {
+            interval: Duration::try_from_secs_f64(args.ping_interval)?,
+            ..shoal_ping::Config::default()
+        },
+    );
+    let protocols = [
+        shoal_ping::PROTOCOL_NAME,
+        shoal_identify::PROTOCOL_NAME,
+        shoal_discovery::PROTOCOL_NAME,
+    ];
+    let (identify, _, mut identified) = shoal_identify::new(
+        IDENTIFY,
+        local.clone(),
+        shoal_identify::Config {
+            protocols: protocols.iter().map(|p| p.to_string()).collect(),
+            ..shoal_identify::Config::default()
+        },
+    );
+    let (discovery, _, mut discovered) = shoal_discovery::new(
+        DISCOVERY,
+        local,
+        shoal_discovery::Config {
+            bootstrap: args.connect.clone(),
+            target_connections: args.target,
+            ..shoal_discovery::Config::default()
+        },
+    );
+    let service = ServiceBuilder::new(key)
+        .transport(TcpTransport::default())
+        .protocol(ping)
+        .protocol(identify)
+        .protocol(discovery)
+        .handle(Printer)
+        .build()?;
+    let control = service.control();
+    // Listen before the service starts, so the first record has the address.
+    let addr = control.listen(args.listen.clone()).await?;
+    let id = control.local_peer_id();
+    println!("peer id: {id}");
+    println!("listening on: {}", addr.with_peer_id(id));
+    let service = tokio::spawn(service);
+
+    let stop = async {
+        match args.duration {
+            Some(secs) => tokio::time::sleep(Duration::try_from_secs_f64(secs)?).await,
+            None => tokio::signal::ctrl_c().await?,
+        }
+        Ok::<(), Error>(())
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            result = &mut stop => {
+                result?;
+                break;
+            }
+            Some(event) = pings.recv() => match event {
+                shoal_ping::Event::Pong { peer, rtt, .. } => {
+                    println!("ping: {peer} rtt={:.3} ms", rtt.as_secs_f64() * 1e3);
+                }
+                shoal_ping::Event::Timeout { peer, .. } => println!("ping timeout: {peer}"),
+                _ => {}
+            },
+            Some(event) = identified.recv() => match event {
+                shoal_identify::Event::Identified { peer, info, .. } => println!(
+                    "identified: {peer} agent={} addrs={} observed_us_at={}",
+                    info.agent_version,
+                    list(&info.listen_addrs),
+                    info.observed_addr.as_ref().map_or("?".into(), |a| a.to_string()),
+                ),
+                shoal_identify::Event::Rejected { peer, error, .. } => {
+                    println!("identify rejected: {peer}: {error}");
+                }
+                _ => {}
+            },
+            Some(event) = discovered.recv() => match event {
+                shoal_discovery::Event::Discovered { peer, addrs } => {
+                    println!("discovered: {peer} at {}", list(&addrs));
+                }
+                shoal_discovery::Event::Removed { peer, reason } => {
+                    println!("removed: {peer} ({reason:?})");
+                }
+                _ => {}
+            },
+        }
+    }
+    control.shutdown().await;
+    service.await?;
+    Ok(())
+}

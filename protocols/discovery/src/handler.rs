@@ -1,0 +1,378 @@
+//! The service-wide discovery handler: answers and sends `GetPeers`, feeds
+//! the store, and on every tick dials peers to hold the target.
+//!
+//! Handler callbacks cannot wait, and the service reports dial outcomes
+//! only to the application's `ServiceHandle`; so each dial runs in a small
+//! task awaiting `ServiceControl::dial`, and hands its outcome back through
+//! a bounded channel (capacity = `max_concurrent_dials`, so it never fills)
+//! drained on the next tick.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use shoal::{
+    DialError, DialOptions, Direction, HandlerResult, Multiaddr, PeerId, ProtocolContext,
+    ProtocolContextMut, ServiceControl, ServiceProtocol, SessionId,
+};
+use shoal_identify::LocalRecord;
+use tokio::{sync::mpsc, time::Instant};
+
+use crate::{
+    DiscoveryMessage, Event, MAX_IGNORED_MESSAGES, MAX_MESSAGE_SIZE, MAX_PEERS_PER_MESSAGE,
+    RemoveReason, Shared,
+    store::{Backoff, DialFailure, Inserted},
+};
+
+/// The upkeep timer.
+const TICK: u64 = 1;
+
+/// Why a session's discovery substream is closed by us.
+#[derive(Debug, thiserror::Error)]
+enum DiscoveryError {
+    #[error("{0} ignored discovery messages in a row")]
+    Flood(u32),
+    #[error("{got} records in an answer to a request for {asked}")]
+    TooManyRecords { got: usize, asked: usize },
+}
+
+struct SessionState {
+    peer: PeerId,
+    /// When we last sent `GetPeers`, and whether its answer is pending.
+    last_request: Instant,
+    awaiting: bool,
+    /// When we last answered a `GetPeers`.
+    last_answer: Option<Instant>,
+    /// Ignored messages since the last accepted one.
+    ignored: u32,
+    /// Where the next answer starts in the list of relayable records, so
+    /// repeated requests walk the whole list.
+    cursor: usize,
+}
+
+/// How a dial ended.
+struct DialOutcome {
+    /// The peer expected (or, for a bootstrap address without `/p2p/`,
+    /// `None`).
+    expected: Option<PeerId>,
+    addr: Multiaddr,
+    result: Result<PeerId, DialError>,
+}
+
+pub(crate) struct DiscoveryHandler {
+    shared: Arc<Shared>,
+    local: LocalRecord,
+    sessions: HashMap<SessionId, SessionState>,
+    dials_tx: mpsc::Sender<DialOutcome>,
+    dials_rx: mpsc::Receiver<DialOutcome>,
+    in_flight: usize,
+    next_bootstrap: Instant,
+}
+
+impl DiscoveryHandler {
+    pub(crate) fn new(shared: Arc<Shared>, local: LocalRecord) -> DiscoveryHandler {
+        let (dials_tx, dials_rx) = mpsc::channel(shared.config.max_concurrent_dials.max(1));
+        DiscoveryHandler {
+            shared,
+            local,
+            sessions: HashMap::new(),
+            dials_tx,
+            dials_rx,
+            in_flight: 0,
+            next_bootstrap: Instant::now(),
+        }
+    }
+
+    fn request_size(&self) -> u32 {
+        self.shared
+            .config
+            .max_records_per_response
+            .clamp(1, MAX_PEERS_PER_MESSAGE) as u32
+    }
+
+    fn send_request(&self, ctx: &ProtocolContext, session: SessionId) -> bool {
+        let message = DiscoveryMessage::GetPeers {
+            max: self.request_size(),
+        };
+        ctx.send(session, message.encode()).is_ok()
+    }
+
+    /// Starts a dial task; its outcome comes back through `dials_rx`.
+    fn spawn_dial(&mut self, control: &ServiceControl, expected: Option<PeerId>, addr: Multiaddr) {
+        self.in_flight += 1;
+        let control = control.clone();
+        let tx = self.dials_tx.clone();
+        let opts = DialOptions {
+            expected_peer: expected,
+            ..DialOptions::default()
+        };
+        tokio::spawn(async move {
+            let result = control.dial(addr.clone(), opts).await.map(|s| s.peer);
+            let _ = tx
+                .send(DialOutcome {
+                    expected,
+                    addr,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn answer(&mut self, ctx: &ProtocolContextMut<'_>, max: u32) -> HandlerResult {
+        let now = Instant::now();
+        let session = ctx.session().clone();
+        let config = &self.shared.config;
+        let Some(state) = self.sessions.get_mut(&session.id) else {
+            return Ok(());
+        };
+        if state
+            .last_answer
+            .is_some_and(|t| now.duration_since(t) < config.min_request_interval)
+        {
+            return ignore(state, "GetPeers over the rate limit");
+        }
+        state.last_answer = Some(now);
+        state.ignored = 0;
+        let n = (max as usize).min(
+            config
+                .max_records_per_response
+                .clamp(1, MAX_PEERS_PER_MESSAGE),
+        );
+        let own = self.local.current(&ctx.control().listen_addrs())?;
+        let relayable = self
+            .shared
+            .store()
+            .relayable(now, config.peer_ttl, session.peer);
+        let mut records = vec![own];
+        let take = (n - 1).min(relayable.len());
+        if take > 0 {
+            let start = state.cursor % relayable.len();
+            records.extend(relayable.iter().cycle().skip(start).take(take).cloned());
+            state.cursor = (start + take) % relayable.len();
+        }
+        let mut encoded = DiscoveryMessage::Peers(records.clone()).encode();
+        while encoded.len() > MAX_MESSAGE_SIZE && records.len() > 1 {
+            records.pop();
+            encoded = DiscoveryMessage::Peers(records.clone()).encode();
+        }
+        if let Err(e) = ctx.reply(encoded) {
+            tracing::debug!(session = %session.id, error = %e, "discovery answer not queued");
+        }
+        Ok(())
+    }
+
+    fn learn(
+        &mut self,
+        ctx: &ProtocolContextMut<'_>,
+        records: Vec<shoal_identify::SignedPeerRecord>,
+    ) -> HandlerResult {
+        let asked = self.request_size() as usize;
+        let session = ctx.session().id;
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        if !state.awaiting {
+            return ignore(state, "unsolicited Peers");
+        }
+        state.awaiting = false;
+        state.ignored = 0;
+        if records.len() > asked {
+            return Err(DiscoveryError::TooManyRecords {
+                got: records.len(),
+                asked,
+            }
+            .into());
+        }
+        let now = Instant::now();
+        let mut store = self.shared.store();
+        for record in records {
+            let peer = record.peer_id();
+            let addrs = record.addrs().to_vec();
+            let seq = record.seq();
+            match store.insert_record(record, now) {
+                Inserted::New => self.shared.emit(Event::Discovered { peer, addrs }),
+                Inserted::Updated => self.shared.emit(Event::Updated { peer, seq }),
+                Inserted::Evicted(old) => {
+                    self.shared.emit(Event::Removed {
+                        peer: old,
+                        reason: RemoveReason::Evicted,
+                    });
+                    self.shared.emit(Event::Discovered { peer, addrs });
+                }
+                Inserted::Unchanged | Inserted::Dropped => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_dials(&mut self) {
+        let now = Instant::now();
+        let policy = Backoff {
+            base: self.shared.config.dial_backoff,
+            max: self.shared.config.max_dial_backoff,
+            max_failures: self.shared.config.max_failures.max(1),
+        };
+        while let Ok(outcome) = self.dials_rx.try_recv() {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            let mut store = self.shared.store();
+            match (outcome.result, outcome.expected) {
+                (Ok(peer), _) => {
+                    store.dial_succeeded(peer, &outcome.addr, now);
+                    self.shared.emit(Event::Verified {
+                        peer,
+                        addr: outcome.addr.without_peer_id(),
+                    });
+                }
+                (Err(e), Some(peer)) if is_local(&e) => {
+                    tracing::debug!(%peer, error = %e, "dial not attempted");
+                    store.dial_cancelled(peer);
+                }
+                (Err(e), Some(peer)) => {
+                    let failure = store.dial_failed(peer, &outcome.addr, now, &policy);
+                    self.shared.emit(Event::DialFailed {
+                        peer,
+                        addr: outcome.addr,
+                        error: e.to_string(),
+                    });
+                    if failure == DialFailure::Removed {
+                        self.shared.emit(Event::Removed {
+                            peer,
+                            reason: RemoveReason::Unreachable,
+                        });
+                    }
+                }
+                (Err(e), None) => {
+                    tracing::debug!(addr = %outcome.addr, error = %e, "bootstrap dial failed");
+                }
+            }
+        }
+    }
+
+    fn upkeep(&mut self, ctx: &ProtocolContext) {
+        let now = Instant::now();
+        let config = self.shared.config.clone();
+        let control = ctx.control().clone();
+
+        for peer in self.shared.store().expire(now, config.peer_ttl) {
+            self.shared.emit(Event::Removed {
+                peer,
+                reason: RemoveReason::Expired,
+            });
+        }
+
+        // Periodic requests; a request left unanswered for a whole interval
+        // is given up and sent again.
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_request) >= config.request_interval)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let sent = self.send_request(ctx, id);
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.last_request = now;
+                s.awaiting = sent;
+            }
+        }
+
+        // Connection upkeep.
+        let sessions = control.sessions();
+        let connected: HashSet<PeerId> = sessions.iter().map(|s| s.peer).collect();
+        let outbound = sessions
+            .iter()
+            .filter(|s| s.direction == Direction::Outbound)
+            .count();
+        if sessions.is_empty() && self.in_flight == 0 && now >= self.next_bootstrap {
+            self.next_bootstrap = now + config.bootstrap_retry;
+            let room = config.max_concurrent_dials;
+            for addr in config.bootstrap.iter().take(room) {
+                self.spawn_dial(&control, addr.peer_id(), addr.clone());
+            }
+        }
+        let room = config.max_concurrent_dials.saturating_sub(self.in_flight);
+        let wanted = config
+            .target_connections
+            .saturating_sub(outbound + self.in_flight)
+            .min(room);
+        let picks = self.shared.store().dial_candidates(now, wanted, &connected);
+        for (peer, addr) in picks {
+            self.spawn_dial(&control, Some(peer), addr);
+        }
+    }
+}
+
+/// Counts an ignored message; too many in a row close the substream.
+fn ignore(state: &mut SessionState, what: &str) -> HandlerResult {
+    state.ignored += 1;
+    tracing::debug!(peer = %state.peer, ignored = state.ignored, "{what} ignored");
+    if state.ignored > MAX_IGNORED_MESSAGES {
+        return Err(DiscoveryError::Flood(state.ignored).into());
+    }
+    Ok(())
+}
+
+/// Dial errors that say nothing about the peer.
+fn is_local(e: &DialError) -> bool {
+    matches!(
+        e,
+        DialError::TooManySessions(_)
+            | DialError::ShuttingDown
+            | DialError::ServiceStopped
+            | DialError::NoRuntime
+    )
+}
+
+impl ServiceProtocol for DiscoveryHandler {
+    fn init(&mut self, ctx: &mut ProtocolContext) -> HandlerResult {
+        ctx.set_notify(self.shared.config.tick_interval, TICK)?;
+        // The first tick bootstraps; run it now rather than a tick later.
+        self.upkeep(ctx);
+        Ok(())
+    }
+
+    fn connected(&mut self, ctx: &mut ProtocolContextMut<'_>, _version: u32) -> HandlerResult {
+        let now = Instant::now();
+        let session = ctx.session().clone();
+        self.shared.store().session_opened(session.peer, now);
+        let sent = self.send_request(ctx, session.id);
+        self.sessions.insert(
+            session.id,
+            SessionState {
+                peer: session.peer,
+                last_request: now,
+                awaiting: sent,
+                last_answer: None,
+                ignored: 0,
+                cursor: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn disconnected(&mut self, ctx: &mut ProtocolContextMut<'_>) -> HandlerResult {
+        let session = ctx.session();
+        if self.sessions.remove(&session.id).is_some() {
+            self.shared
+                .store()
+                .session_closed(session.peer, Instant::now());
+        }
+        Ok(())
+    }
+
+    fn received(&mut self, ctx: &mut ProtocolContextMut<'_>, data: bytes::Bytes) -> HandlerResult {
+        match DiscoveryMessage::decode(&data)? {
+            DiscoveryMessage::GetPeers { max } => self.answer(ctx, max),
+            DiscoveryMessage::Peers(records) => self.learn(ctx, records),
+        }
+    }
+
+    fn notify(&mut self, ctx: &mut ProtocolContext, token: u64) -> HandlerResult {
+        if token == TICK {
+            self.drain_dials();
+            self.upkeep(ctx);
+        }
+        Ok(())
+    }
+}
