@@ -68,6 +68,13 @@ pub const DEFAULT_MAX_PENDING_CONTROL_FRAMES: usize = 256;
 /// `write` takes nothing and the stream is told when there is room again.
 pub const DEFAULT_MAX_SEND_BUFFER: usize = 1024 * 1024;
 
+/// Smallest round-trip time receive-window auto-tuning assumes. A ping
+/// measures the wire round trip of an idle connection; under load the credit
+/// loop also includes both ends' scheduling (reader task, driver, encryption),
+/// which on loopback or a LAN is far longer than the wire. Without this floor
+/// a single fast stream on such a link would never grow past its first window.
+pub const AUTOTUNE_MIN_RTT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Auto-tuning factor: a stream's window doubles when half of it was read
 /// within this many round-trip times since its previous window update.
 pub const AUTOTUNE_RTT_FACTOR: u32 = 2;

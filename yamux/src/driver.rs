@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
@@ -19,9 +19,14 @@ use crate::error::{ConnectionError, OpenError};
 use crate::stream::Stream;
 use crate::{Config, Mode, StreamId};
 
-/// Bytes requested from the transport per read. Large reads keep syscalls
-/// (and decryption calls of an encrypted transport below) few.
-const READ_CHUNK: usize = 256 * 1024;
+/// Largest read from the transport. Large reads keep syscalls (and
+/// decryption calls of an encrypted transport below) few.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// First size of the read buffer. It doubles (up to [`READ_CHUNK`]) each
+/// time a read fills it, so idle connections stay small and busy ones soon
+/// read in large chunks.
+const FIRST_READ_CHUNK: usize = 8 * 1024;
 
 /// Loop iterations per `poll` before yielding to other tasks.
 const POLL_BUDGET: usize = 32;
@@ -197,7 +202,10 @@ impl Control {
 pub struct Driver<T> {
     io: T,
     inner: Arc<Inner>,
-    rbuf: BytesMut,
+    /// Where the transport reads into: initialised once and reused, so the
+    /// transport never has to zero fresh memory (an encrypted transport
+    /// decrypts straight into it).
+    scratch: Vec<u8>,
     wbuf: BytesMut,
     need_flush: bool,
     read_closed: bool,
@@ -232,7 +240,7 @@ where
         let driver = Driver {
             io,
             inner: inner.clone(),
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            scratch: Vec::new(),
             wbuf: BytesMut::new(),
             need_flush: false,
             read_closed: false,
@@ -342,19 +350,29 @@ where
 
         // 4. Read from the transport, even while a write is pending.
         if !self.read_closed {
-            if self.rbuf.capacity() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
+            if self.scratch.is_empty() {
+                self.scratch.resize(FIRST_READ_CHUNK, 0);
             }
-            let read = pin!(self.io.read_buf(&mut self.rbuf)).poll(cx);
+            let mut buf = ReadBuf::new(&mut self.scratch);
+            let read = Pin::new(&mut self.io)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().len());
             match read {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
                     self.inner.lock().conn.handle_transport_closed();
                     progress = true;
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
                     // Errors are recorded in the core and surface next round.
-                    let _ = self.inner.lock().conn.handle_input(&mut self.rbuf, now());
+                    let _ = self
+                        .inner
+                        .lock()
+                        .conn
+                        .handle_bytes(&self.scratch[..n], now());
+                    if n == self.scratch.len() && n < READ_CHUNK {
+                        self.scratch.resize(n * 2, 0);
+                    }
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {

@@ -16,10 +16,22 @@ use crate::error::StreamError;
 ///
 /// * `poll_shutdown` half-closes our direction (FIN); reading continues
 ///   until the remote finishes too.
-/// * [`Stream::reset`] aborts both directions (RST).
-/// * **Dropping a stream resets it** (RST) unless both directions already
-///   finished and all data was read; either way its state is freed.
+/// * [`Stream::reset`] aborts both directions (RST): the remote's reads and
+///   writes fail and its unread data is discarded.
+/// * **Dropping a stream finishes it gracefully**, like closing a TCP socket
+///   or a QUIC stream: a write side still open is finished (FIN, never
+///   RST), so everything written before — even bytes the remote has not
+///   read yet — is delivered and the remote reads end-of-stream after it.
+///   The read side is discarded: data still arriving is thrown away and its
+///   window credit returned at once, so the remote can finish its writes
+///   without stalling. The stream's state is freed once the remote's FIN or
+///   RST arrives (at once if it already came); until then it counts toward
+///   [`Config::max_concurrent_streams`](crate::Config::max_concurrent_streams).
+///   Call [`Stream::reset`] before dropping to abort instead.
 /// * Once the connection dies, pending and later reads and writes fail.
+///
+/// See [`Connection::drop_stream`](crate::Connection::drop_stream) for the
+/// core's side of dropping.
 pub struct Stream {
     id: StreamId,
     inner: Arc<Inner>,
@@ -142,10 +154,12 @@ impl AsyncWrite for Stream {
 }
 
 impl Drop for Stream {
+    /// Finishes the write side (FIN) if still open and discards the read
+    /// side; never sends RST (see the type's documentation).
     fn drop(&mut self) {
         let mut s = self.inner.lock();
-        if s.conn.contains_stream(self.id) {
-            let _ = s.conn.reset(self.id);
+        s.conn.drop_stream(self.id);
+        if s.conn.has_transmit() {
             s.wake_driver();
         }
         s.wakers.remove(&self.id);

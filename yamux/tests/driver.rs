@@ -213,6 +213,7 @@ async fn thousands_of_streams_are_freed() {
                 tasks.push(tokio::spawn(async move {
                     s.write_all(b"hello").await.unwrap();
                     match (batch + i) % 3 {
+                        // Graceful close, reset, and a plain drop (FIN).
                         0 => {
                             s.shutdown().await.unwrap();
                             let mut buf = Vec::new();
@@ -233,6 +234,86 @@ async fn thousands_of_streams_are_freed() {
     })
     .await
     .expect("streams were not freed");
+}
+
+/// Writes `LEN` bytes, optionally shuts down, and drops the stream while the
+/// peer still has the last 64 KiB unread; the peer must get every byte and
+/// then EOF (dropping finishes, it never resets).
+async fn drop_delivers_unread_data(shutdown_first: bool) {
+    const LEN: usize = 4 * 1024 * 1024;
+    const TAIL: usize = 64 * 1024;
+    let (client, server, _cd, _sd) = pair();
+    let data = pattern(3, LEN);
+    let expected = data.clone();
+    let writer = tokio::spawn(async move {
+        let mut s = client.open_stream().await.unwrap();
+        s.write_all(&data).await.unwrap();
+        if shutdown_first {
+            s.shutdown().await.unwrap();
+        }
+        drop(s);
+        client
+    });
+    timeout(Duration::from_secs(20), async move {
+        let mut s = server.accept_stream().await.unwrap();
+        let mut got = vec![0u8; LEN - TAIL];
+        s.read_exact(&mut got).await.unwrap();
+        // The writer finishes and drops while the tail is unread here.
+        let client = writer.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), LEN);
+        assert!(got == expected, "bytes differ");
+        drop(s);
+        for _ in 0..1000 {
+            if client.num_streams() == 0 && server.num_streams() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("dropped streams were not freed");
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_after_shutdown_delivers_all_data() {
+    drop_delivers_unread_data(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_without_shutdown_finishes_and_delivers_all_data() {
+    drop_delivers_unread_data(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_stream_does_not_stall_peer_writer() {
+    const LEN: usize = 8 * 1024 * 1024;
+    let (client, server, _cd, _sd) = pair();
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    drop(s);
+    timeout(Duration::from_secs(20), async {
+        let mut s = server.accept_stream().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"x");
+        // Nobody reads these on the client; the writer must not stall.
+        s.write_all(&pattern(5, LEN)).await.unwrap();
+        // The dropped stream lives (and counts) until we finish.
+        assert_eq!(client.num_streams(), 1);
+        s.shutdown().await.unwrap();
+        for _ in 0..1000 {
+            if client.num_streams() == 0 && server.num_streams() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("dropped stream was not freed after the peer finished");
+    })
+    .await
+    .expect("peer writer stalled on a dropped stream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

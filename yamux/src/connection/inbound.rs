@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::limits::Ended;
 use super::stream_state::StreamState;
@@ -12,14 +12,10 @@ use crate::config::INITIAL_WINDOW;
 use crate::error::{ConnectionError, ProtocolViolation};
 use crate::frame::{Flags, FrameType, GoAwayCode, HEADER_LEN, Header};
 
-/// Payload pieces smaller than this are copied out of the read buffer, so a
-/// few unread bytes cannot pin a whole large read buffer in memory. Larger
-/// pieces are split off without copying.
-const COPY_BELOW: usize = 4096;
-
 impl Connection {
     /// Consumes all of `input` (bytes read from the transport, in any
-    /// chunking). Data payloads are split off `input` without copying.
+    /// chunking). Data payloads are copied into their stream's receive
+    /// buffer, so `input` can be reused for the next read.
     ///
     /// On `Err` the connection is closed: the GoAway frame for the error is
     /// queued for [`poll_transmit`](Connection::poll_transmit) and an
@@ -29,35 +25,39 @@ impl Connection {
         input: &mut BytesMut,
         now: Instant,
     ) -> Result<(), ConnectionError> {
+        let result = self.handle_bytes(input, now);
+        input.clear();
+        result
+    }
+
+    /// Like [`handle_input`](Connection::handle_input) for a borrowed slice:
+    /// consumes all of `input`, copying payloads into their streams.
+    pub fn handle_bytes(&mut self, mut input: &[u8], now: Instant) -> Result<(), ConnectionError> {
         self.now = now;
         while !input.is_empty() {
             if let Some(e) = &self.closed {
-                input.clear();
                 return if e.is_graceful() {
                     Ok(())
                 } else {
                     Err(e.clone())
                 };
             }
-            if let Err(e) = self.step(input, now) {
-                input.clear();
-                self.fail(e.clone());
-                return Err(e);
+            match self.step(input, now) {
+                Ok(used) => input = &input[used..],
+                Err(e) => {
+                    self.fail(e.clone());
+                    return Err(e);
+                }
             }
         }
         Ok(())
     }
 
-    /// Convenience for tests and fuzzing: copies `input` and calls
-    /// [`handle_input`](Connection::handle_input).
-    pub fn handle_bytes(&mut self, input: &[u8], now: Instant) -> Result<(), ConnectionError> {
-        self.handle_input(&mut BytesMut::from(input), now)
-    }
-
-    fn step(&mut self, input: &mut BytesMut, now: Instant) -> Result<(), ConnectionError> {
+    /// Handles the start of `input`; returns how many bytes it used.
+    fn step(&mut self, input: &[u8], now: Instant) -> Result<usize, ConnectionError> {
         if let Some(body) = &mut self.body {
             let take = input.len().min(body.remaining as usize);
-            let chunk = input.split_to(take);
+            let chunk = &input[..take];
             // take <= remaining, a u32.
             body.remaining -= take as u32;
             let (target, done, fin) = (body.target, body.remaining == 0, body.fin);
@@ -70,24 +70,21 @@ impl Connection {
                     self.on_remote_fin(id);
                 }
             }
-            return Ok(());
+            return Ok(take);
         }
         let max_data = self.config.max_stream_window();
-        let header = if self.header_len == 0 && input.len() >= HEADER_LEN {
-            let header = Header::decode(&input[..HEADER_LEN], max_data)?;
-            input.advance(HEADER_LEN);
-            header
+        let (header, used) = if self.header_len == 0 && input.len() >= HEADER_LEN {
+            (Header::decode(&input[..HEADER_LEN], max_data)?, HEADER_LEN)
         } else {
             let take = input.len().min(HEADER_LEN - self.header_len);
             self.header_buf[self.header_len..self.header_len + take]
                 .copy_from_slice(&input[..take]);
-            input.advance(take);
             self.header_len += take;
             if self.header_len < HEADER_LEN {
-                return Ok(());
+                return Ok(take);
             }
             self.header_len = 0;
-            Header::decode(&self.header_buf, max_data)?
+            (Header::decode(&self.header_buf, max_data)?, take)
         };
         tracing::trace!(?header, "yamux frame received");
         match header.frame_type {
@@ -95,19 +92,18 @@ impl Connection {
             FrameType::WindowUpdate => self.on_window_update(header, now),
             FrameType::Ping => self.on_ping(header, now),
             FrameType::GoAway => self.on_go_away(header, now),
-        }
+        }?;
+        Ok(used)
     }
 
-    fn deliver(&mut self, id: StreamId, chunk: BytesMut) {
+    fn deliver(&mut self, id: StreamId, chunk: &[u8]) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        let bytes = if chunk.len() < COPY_BELOW {
-            Bytes::copy_from_slice(&chunk)
-        } else {
-            chunk.freeze()
-        };
-        s.push(bytes);
+        if s.discarded {
+            return;
+        }
+        s.push(chunk);
         if s.notify_readable {
             s.notify_readable = false;
             self.events.push_back(Event::Readable(id));
@@ -151,7 +147,9 @@ impl Connection {
                     .into());
                 }
                 s.recv_credit -= h.length;
-                s.unread += h.length;
+                if !s.discarded {
+                    s.unread += h.length;
+                }
                 Some(id)
             }
             None => {
@@ -159,6 +157,10 @@ impl Connection {
                 None
             }
         };
+        if target.is_some() && !fin {
+            // A dropped stream's bytes will be thrown away: credit at once.
+            self.grant_discarded(id);
+        }
         if h.length > 0 {
             self.body = Some(Body {
                 target,
@@ -301,7 +303,9 @@ impl Connection {
     fn on_remote_reset(&mut self, id: StreamId) {
         if let Some(s) = self.streams.remove(&id) {
             tracing::debug!(stream = %id, "stream reset by remote");
-            self.events.push_back(Event::Reset(id));
+            if !s.discarded {
+                self.events.push_back(Event::Reset(id));
+            }
             self.forget(id, &s, Ended::ResetRemote);
         }
     }
@@ -312,7 +316,9 @@ impl Connection {
         };
         if !s.remote_fin {
             s.remote_fin = true;
-            self.events.push_back(Event::Finished(id));
+            if !s.discarded {
+                self.events.push_back(Event::Finished(id));
+            }
         }
         self.remove_if_done(id);
     }

@@ -13,7 +13,9 @@ use bytes::{Bytes, BytesMut};
 
 use self::limits::{ControlBudget, Ended, RecentlyClosed};
 use self::stream_state::StreamState;
-use crate::config::{AUTOTUNE_RTT_FACTOR, INITIAL_WINDOW, RECENTLY_CLOSED_CAPACITY};
+use crate::config::{
+    AUTOTUNE_MIN_RTT, AUTOTUNE_RTT_FACTOR, INITIAL_WINDOW, RECENTLY_CLOSED_CAPACITY,
+};
 use crate::error::{Blame, ConnectionError, OpenError, StreamError};
 use crate::frame::{Flags, GoAwayCode, HEADER_LEN, Header};
 use crate::{Config, Mode, StreamId};
@@ -80,6 +82,7 @@ struct Pinger {
 ///    [`accept_stream`](Connection::accept_stream),
 ///    [`write`](Connection::write), [`read`](Connection::read),
 ///    [`finish`](Connection::finish), [`reset`](Connection::reset),
+///    [`drop_stream`](Connection::drop_stream) (the handle is gone),
 ///    [`go_away`](Connection::go_away).
 /// 4. After any of the above, drain the outputs in this order:
 ///    [`poll_event`](Connection::poll_event) until `None`,
@@ -280,6 +283,9 @@ impl Connection {
             }
             return Err(self.missing(id));
         };
+        if stream.discarded {
+            return Err(StreamError::UnknownStream(id));
+        }
         stream.notify_readable = true;
         if !stream.has_data() {
             return Ok(if stream.remote_fin && stream.unread == 0 {
@@ -308,6 +314,9 @@ impl Connection {
             }
             return Err(self.missing(id));
         };
+        if stream.discarded {
+            return Err(StreamError::UnknownStream(id));
+        }
         stream.notify_readable = true;
         match stream.read_chunk(max) {
             Some(chunk) => {
@@ -326,13 +335,7 @@ impl Connection {
         let Some(stream) = self.streams.get_mut(&id) else {
             return Err(self.missing(id));
         };
-        if stream.local_fin {
-            return Ok(());
-        }
-        stream.local_fin = true;
-        stream.write_blocked = false;
-        let flags = stream.take_flag() | Flags::FIN;
-        Header::window_update(flags, id, 0).encode(&mut self.out);
+        queue_fin(id, stream, &mut self.out);
         self.remove_if_done(id);
         Ok(())
     }
@@ -353,6 +356,43 @@ impl Connection {
         }
         self.forget(id, &stream, Ended::ResetLocal);
         Ok(())
+    }
+
+    /// The application dropped its handle to the stream (what dropping a
+    /// [`Stream`](crate::Stream) does). Graceful, like closing a TCP socket:
+    ///
+    /// * A write side still open is finished (FIN), never reset, so bytes
+    ///   written before still reach the remote. [`reset`](Self::reset) is
+    ///   the explicit abort.
+    /// * The read side is discarded: unread bytes are thrown away, Data
+    ///   arriving later is thrown away too and its credit returned at once
+    ///   (batched like reads), so the remote can finish writing without
+    ///   stalling. No more events are raised for the stream.
+    /// * The state is freed once the remote's FIN or RST arrives —
+    ///   immediately if the remote already finished. Until then the stream
+    ///   counts toward [`Config::max_concurrent_streams`].
+    /// * A stream the remote never heard of (nothing sent yet, its SYN still
+    ///   owed) is freed silently.
+    ///
+    /// Later calls with `id` fail as for an unknown stream. Unknown ids and a
+    /// closed connection are ignored.
+    pub fn drop_stream(&mut self, id: StreamId) {
+        if self.closed.is_some() {
+            return;
+        }
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if stream.pending_flag.contains(Flags::SYN) {
+            if let Some(stream) = self.streams.remove(&id) {
+                self.forget(id, &stream, Ended::ResetLocal);
+            }
+            return;
+        }
+        stream.discard();
+        queue_fin(id, stream, &mut self.out);
+        self.grant_discarded(id);
+        self.remove_if_done(id);
     }
 
     /// Sends GoAway(normal): inbound SYNs are refused with RST, `open_stream`
@@ -551,7 +591,7 @@ impl Connection {
     fn after_read(&mut self, id: StreamId, now: Instant) {
         let max_window = self.config.max_stream_window();
         let max_total = self.config.max_connection_window();
-        let rtt = self.pinger.rtt;
+        let rtt = self.pinger.rtt.map(|rtt| rtt.max(AUTOTUNE_MIN_RTT));
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -575,6 +615,20 @@ impl Connection {
             Header::window_update(flags, id, grant).encode(&mut self.out);
         }
         self.remove_if_done(id);
+    }
+
+    /// Returns the credit of discarded bytes of a dropped stream, in batches
+    /// of at least half a window (no auto-tuning: nobody reads).
+    fn grant_discarded(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.discarded && !s.remote_fin && s.grantable() >= s.recv_window / 2 {
+            let grant = s.grantable();
+            let flags = s.take_flag();
+            s.recv_credit += grant;
+            Header::window_update(flags, id, grant).encode(&mut self.out);
+        }
     }
 
     fn remove_if_done(&mut self, id: StreamId) {
@@ -633,4 +687,16 @@ impl Connection {
         self.closed = Some(error.clone());
         self.events.push_back(Event::Closed(error));
     }
+}
+
+/// Half-closes our direction of `stream` (FIN, carrying any owed SYN/ACK).
+/// Idempotent.
+fn queue_fin(id: StreamId, stream: &mut StreamState, out: &mut BytesMut) {
+    if stream.local_fin {
+        return;
+    }
+    stream.local_fin = true;
+    stream.write_blocked = false;
+    let flags = stream.take_flag() | Flags::FIN;
+    Header::window_update(flags, id, 0).encode(out);
 }

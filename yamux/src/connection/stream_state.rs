@@ -1,9 +1,8 @@
 //! Per-stream state: receive buffer and window, send credit, half-close flags.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::INITIAL_WINDOW;
 use crate::frame::Flags;
@@ -11,8 +10,11 @@ use crate::frame::Flags;
 /// State of one live stream inside the connection core.
 #[derive(Debug)]
 pub(crate) struct StreamState {
-    /// Arrived payload not yet read by the application.
-    recv_buf: VecDeque<Bytes>,
+    /// Arrived payload not yet read by the application. Payloads are copied
+    /// in (rather than kept as slices of the connection's read buffer) so
+    /// the read buffer is reused for every read and this buffer is reused
+    /// across reads: a busy stream allocates nothing in the steady state.
+    recv_buf: BytesMut,
     /// Bytes announced by received Data headers and not yet read. Counts the
     /// body of a frame still being received, so window arithmetic never
     /// hands out credit for bytes already on their way.
@@ -35,13 +37,16 @@ pub(crate) struct StreamState {
     pub(crate) write_blocked: bool,
     /// The application read since the last Readable event.
     pub(crate) notify_readable: bool,
+    /// The application dropped its handle: arriving data is thrown away and
+    /// its credit returned at once; no events are raised for the stream.
+    pub(crate) discarded: bool,
 }
 
 impl StreamState {
     /// A stream whose remote already knows the 256 KiB initial windows.
     pub(crate) fn new(now: Instant, send_credit: u32, pending_flag: Flags) -> Self {
         StreamState {
-            recv_buf: VecDeque::new(),
+            recv_buf: BytesMut::new(),
             unread: 0,
             recv_window: INITIAL_WINDOW,
             recv_credit: INITIAL_WINDOW,
@@ -52,14 +57,22 @@ impl StreamState {
             pending_flag,
             write_blocked: false,
             notify_readable: true,
+            discarded: false,
         }
     }
 
     /// Appends arrived payload.
-    pub(crate) fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.recv_buf.push_back(chunk);
-        }
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
+        self.recv_buf.extend_from_slice(chunk);
+    }
+
+    /// Throws away everything arrived and not yet read (the read side was
+    /// dropped); from now on nothing counts as unread.
+    pub(crate) fn discard(&mut self) {
+        self.discarded = true;
+        self.recv_buf = BytesMut::new();
+        self.unread = 0;
+        self.notify_readable = false;
     }
 
     /// Whether arrived bytes are waiting.
@@ -69,32 +82,21 @@ impl StreamState {
 
     /// Copies arrived bytes into `buf`; returns how many.
     pub(crate) fn read_into(&mut self, buf: &mut [u8]) -> usize {
-        let mut copied = 0;
-        while copied < buf.len() {
-            let Some(front) = self.recv_buf.front_mut() else {
-                break;
-            };
-            let n = front.len().min(buf.len() - copied);
-            buf[copied..copied + n].copy_from_slice(&front[..n]);
-            front.advance(n);
-            if front.is_empty() {
-                self.recv_buf.pop_front();
-            }
-            copied += n;
-        }
-        self.consume(copied);
-        copied
+        let n = self.recv_buf.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.recv_buf[..n]);
+        self.recv_buf.advance(n);
+        self.consume(n);
+        n
     }
 
     /// Takes up to `max` arrived bytes as one chunk without copying.
     pub(crate) fn read_chunk(&mut self, max: usize) -> Option<Bytes> {
-        let front = self.recv_buf.front_mut()?;
-        let chunk = if front.len() <= max {
-            self.recv_buf.pop_front()?
-        } else {
-            front.split_to(max)
-        };
-        self.consume(chunk.len());
+        if self.recv_buf.is_empty() {
+            return None;
+        }
+        let n = self.recv_buf.len().min(max);
+        let chunk = self.recv_buf.split_to(n).freeze();
+        self.consume(n);
         Some(chunk)
     }
 

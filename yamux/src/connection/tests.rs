@@ -185,7 +185,10 @@ fn stream_handshake_and_echo() {
 
 #[test]
 fn window_exhaustion_and_update() {
-    let mut p = Pair::instant();
+    // A fixed window: this test is about batching, not auto-tuning (reading
+    // at the instant data arrives would count as a fast reader).
+    let fixed = no_keepalive().with_max_stream_window(256 * 1024);
+    let mut p = Pair::new(fixed.clone(), fixed, Duration::ZERO);
     let id = p.client.open_stream().unwrap();
     let data = vec![7u8; 300 * 1024];
     assert_eq!(p.client.write(id, &data).unwrap(), 256 * 1024);
@@ -471,10 +474,11 @@ fn thousands_of_streams_are_freed() {
         let ids: Vec<_> = (0..100).map(|_| p.client.open_stream().unwrap()).collect();
         for (i, &id) in ids.iter().enumerate() {
             p.client.write(id, b"payload").unwrap();
-            if i % 3 == 0 {
-                p.client.reset(id).unwrap();
-            } else {
-                p.client.finish(id).unwrap();
+            match i % 3 {
+                0 => p.client.reset(id).unwrap(),
+                1 => p.client.finish(id).unwrap(),
+                // Dropped handles finish gracefully and free on the remote's FIN.
+                _ => p.client.drop_stream(id),
             }
         }
         p.drive();
@@ -497,6 +501,171 @@ fn thousands_of_streams_are_freed() {
         assert_eq!(p.client.num_streams(), 0, "round {round}");
     }
     assert!(!p.client.is_closed() && !p.server.is_closed());
+}
+
+/// Reads everything `conn` has for `id` until EOF; `None` if EOF did not come.
+fn read_all(conn: &mut Connection, id: StreamId, now: Instant) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..10_000 {
+        match conn.read(id, &mut buf, now) {
+            Ok(Some(0)) => return Some(got),
+            Ok(Some(n)) => got.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn drop_after_finish_delivers_unread_data() {
+    let mut p = Pair::instant();
+    let id = p.client.open_stream().unwrap();
+    let data: Vec<u8> = (0..INITIAL_WINDOW).map(|i| (i % 251) as u8).collect();
+    assert_eq!(p.client.write(id, &data).unwrap(), data.len());
+    p.client.finish(id).unwrap();
+    // Dropped before the peer read a single byte: nothing may be lost.
+    p.client.drop_stream(id);
+    let sent = drain(&mut p.client);
+    assert!(sent.iter().all(|(h, _)| !h.flags.contains(Flags::RST)));
+    let mut wire = BytesMut::new();
+    for (h, body) in sent {
+        h.encode(&mut wire);
+        wire.extend_from_slice(&body);
+    }
+    p.server.handle_input(&mut wire, p.now).unwrap();
+    p.server.accept_stream().unwrap();
+    assert_eq!(read_all(&mut p.server, id, p.now), Some(data));
+    // Still live on the dropping side until the remote finishes too.
+    assert_eq!(p.client.num_streams(), 1);
+    p.server.finish(id).unwrap();
+    p.drive();
+    assert_eq!((p.client.num_streams(), p.server.num_streams()), (0, 0));
+    assert!(
+        events(&mut p.client).is_empty(),
+        "no events for a dropped stream"
+    );
+}
+
+#[test]
+fn drop_without_finish_sends_fin_not_rst() {
+    let mut p = Pair::instant();
+    let id = p.client.open_stream().unwrap();
+    p.client.write(id, &[9u8; 1000]).unwrap();
+    p.client.drop_stream(id);
+    let f = drain(&mut p.client);
+    assert_eq!(
+        f.last().unwrap().0,
+        Header::window_update(Flags::FIN, id, 0)
+    );
+    let mut wire = BytesMut::new();
+    for (h, body) in f {
+        h.encode(&mut wire);
+        wire.extend_from_slice(&body);
+    }
+    p.server.handle_input(&mut wire, p.now).unwrap();
+    p.server.accept_stream().unwrap();
+    assert_eq!(read_all(&mut p.server, id, p.now), Some(vec![9u8; 1000]));
+    // Writing after a drop is an API error; reading is an unknown stream.
+    assert!(matches!(
+        p.client.write(id, b"x"),
+        Err(StreamError::WriteAfterFinish)
+    ));
+    assert!(matches!(
+        p.client.read(id, &mut [0u8; 4], p.now),
+        Err(StreamError::UnknownStream(_))
+    ));
+}
+
+#[test]
+fn dropped_stream_discards_data_without_stalling_the_writer() {
+    let mut p = Pair::new(
+        no_keepalive().with_max_concurrent_streams(1),
+        no_keepalive(),
+        Duration::ZERO,
+    );
+    let id = p.client.open_stream().unwrap();
+    p.client.write(id, b"x").unwrap();
+    p.drive();
+    p.server.accept_stream().unwrap();
+    // Some unread bytes sit in the client's buffer when it drops the stream.
+    p.server.write(id, &[1u8; 1000]).unwrap();
+    p.drive();
+    events(&mut p.client);
+    p.client.drop_stream(id);
+    assert_eq!(p.client.stream_unread(id), Some(0));
+    // The server keeps writing 8 MiB; it never blocks for lack of credit.
+    let chunk = vec![2u8; 64 * 1024];
+    let mut written = 0usize;
+    for _ in 0..10_000 {
+        if written >= 8 * 1024 * 1024 {
+            break;
+        }
+        let n = p.server.write(id, &chunk).unwrap();
+        assert!(n > 0, "writer stalled after {written} bytes");
+        written += n;
+        p.drive();
+    }
+    assert_eq!(written, 8 * 1024 * 1024);
+    assert!(p.client.stream_unread(id) == Some(0));
+    assert!(
+        events(&mut p.client).is_empty(),
+        "no events for a dropped stream"
+    );
+    // The dropped stream still counts toward the stream limit.
+    assert_eq!(p.client.num_streams(), 1);
+    assert!(matches!(
+        p.client.open_stream(),
+        Err(OpenError::TooManyStreams(1))
+    ));
+    // The server saw our FIN: EOF after the "x".
+    assert_eq!(read_all(&mut p.server, id, p.now), Some(b"x".to_vec()));
+    p.server.finish(id).unwrap();
+    p.drive();
+    assert_eq!((p.client.num_streams(), p.server.num_streams()), (0, 0));
+    assert!(p.client.open_stream().is_ok());
+    assert!(!p.client.is_closed() && !p.server.is_closed());
+}
+
+#[test]
+fn drop_after_remote_finished_frees_at_once() {
+    let mut p = Pair::instant();
+    let id = p.client.open_stream().unwrap();
+    p.client.write(id, b"req").unwrap();
+    p.drive();
+    p.server.accept_stream().unwrap();
+    p.server.write(id, b"unread reply").unwrap();
+    p.server.finish(id).unwrap();
+    p.drive();
+    assert_eq!(p.client.num_streams(), 1);
+    p.client.drop_stream(id);
+    assert_eq!(p.client.num_streams(), 0);
+    // Our FIN still goes out, so the server frees its side too.
+    let f = drain(&mut p.client);
+    assert_eq!(
+        f.last().unwrap().0,
+        Header::window_update(Flags::FIN, id, 0)
+    );
+    let mut wire = BytesMut::new();
+    for (h, _) in f {
+        h.encode(&mut wire);
+    }
+    p.server.handle_input(&mut wire, p.now).unwrap();
+    assert_eq!(read_all(&mut p.server, id, p.now), Some(b"req".to_vec()));
+    assert_eq!(p.server.num_streams(), 0);
+    // Dropping again is a no-op.
+    p.client.drop_stream(id);
+    assert!(drain(&mut p.client).is_empty());
+}
+
+#[test]
+fn drop_before_anything_was_sent_is_silent() {
+    let mut c = Connection::new(no_keepalive(), Mode::Client, Instant::now());
+    drain(&mut c);
+    let id = c.open_stream().unwrap();
+    c.drop_stream(id);
+    assert_eq!(c.num_streams(), 0);
+    assert!(drain(&mut c).is_empty());
 }
 
 #[test]
