@@ -19,7 +19,10 @@ pub(crate) fn handshake_in_memory() -> Option<HandshakeOutcome> {
     let initiator = shoal_secio::Config::new(Keypair::from_secret_bytes(&[3; 32]));
     let responder = shoal_secio::Config::new(Keypair::from_secret_bytes(&[4; 32]));
     let (init, hello) = InitiatorHandshake::start(&initiator, None).ok()?;
-    let ResponderStep::Send { next: resp, message } = ResponderHandshake::new(&responder, None)
+    let ResponderStep::Send {
+        next: resp,
+        message,
+    } = ResponderHandshake::new(&responder, None)
         .handle(&hello)
         .ok()?
     else {
@@ -53,7 +56,11 @@ impl AsyncRead for Scripted<'_> {
 }
 
 impl AsyncWrite for Scripted<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

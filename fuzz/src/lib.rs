@@ -30,7 +30,12 @@ use shoal_secio::{
 use shoal_yamux::{Connection, Event, Mode, frame::Header};
 
 /// The names of all targets, as used for corpus directories.
-pub const TARGETS: [&str; 4] = ["yamux_frame", "yamux_session", "secio_handshake", "secio_frame"];
+pub const TARGETS: [&str; 4] = [
+    "yamux_frame",
+    "yamux_session",
+    "secio_handshake",
+    "secio_frame",
+];
 
 /// Runs the target called `name` on `data`; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -62,7 +67,11 @@ pub fn yamux_session(data: &[u8]) {
     let Some((&control, rest)) = data.split_first() else {
         return;
     };
-    let mode = if control & 1 == 0 { Mode::Client } else { Mode::Server };
+    let mode = if control & 1 == 0 {
+        Mode::Client
+    } else {
+        Mode::Server
+    };
     let chunk = 1 + (control as usize >> 1);
     let start = Instant::now();
     let mut now = start;
