@@ -16,7 +16,7 @@
 //!   stream, or — the simple path — [`RawStreams`] of unframed negotiated
 //!   streams.
 //! - [`negotiation`]: the wire format that opens every substream (also in
-//!   `docs/PROTOCOL-p2p.md`).
+//!   `docs/PROTOCOL.md` (section 6)).
 //!
 //! # Data flow
 //! ```text

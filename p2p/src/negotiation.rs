@@ -16,7 +16,7 @@
 //! Each message is a protobuf `Envelope` prefixed by its length as an
 //! unsigned LEB128 varint, at most [`MAX_MESSAGE_LEN`] bytes; the length is
 //! checked before the body is read. The byte layout and test vectors are in
-//! `docs/PROTOCOL-p2p.md`. [`Message::encode`] and [`decode_frame`] are the
+//! `docs/PROTOCOL.md` (section 6). [`Message::encode`] and [`decode_frame`] are the
 //! pure codec (the fuzzing entry point is [`decode_frame`]);
 //! [`select_version`] is the version rule.
 
@@ -46,7 +46,7 @@ pub const MAX_VERSIONS: usize = 16;
 const MAX_VARINT_LEN: usize = 2;
 
 mod wire {
-    //! The protobuf schema (see `docs/PROTOCOL-p2p.md`).
+    //! The protobuf schema (see `docs/PROTOCOL.md` (section 6)).
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct Envelope {
@@ -382,7 +382,7 @@ mod tests {
         buf.to_vec()
     }
 
-    /// The vectors printed in docs/PROTOCOL-p2p.md.
+    /// The vectors printed in docs/PROTOCOL.md (section 6).
     #[test]
     fn documented_vectors() {
         let propose = Message::Propose {

@@ -4,7 +4,7 @@
 //! the [yamux specification](https://github.com/hashicorp/yamux/blob/master/spec.md)
 //! so it interoperates with other implementations (`yamux`, `tokio-yamux`,
 //! Go's `hashicorp/yamux`). Shoal's profile of the protocol — defaults,
-//! limits, auto-tuning — is written down in `docs/PROTOCOL-yamux.md`.
+//! limits, auto-tuning — is written down in `docs/PROTOCOL.md` (section 5).
 //!
 //! ## Tour
 //!

@@ -11,7 +11,7 @@
 //!   intervals, rate limits, retry policy; each default is a named
 //!   `DEFAULT_*` constant.
 //! - [`protocol`]: `GetPeers` / `Peers` and their codec (also in
-//!   `docs/PROTOCOL-protocols.md`).
+//!   `docs/PROTOCOL.md`, section 7).
 //! - The store (`store.rs`) is plain bookkeeping with the time passed in;
 //!   the handler (`handler.rs`) drives it from protocol events and one
 //!   timer.

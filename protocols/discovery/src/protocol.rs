@@ -158,7 +158,7 @@ mod tests {
         SignedPeerRecord::sign(&key, 1_700_000_000_000, vec![addr]).unwrap()
     }
 
-    /// The vectors printed in docs/PROTOCOL-protocols.md, section 4.
+    /// The vectors printed in docs/PROTOCOL.md, section 7.4.
     #[test]
     fn documented_vectors() {
         let get = DiscoveryMessage::GetPeers { max: 16 };

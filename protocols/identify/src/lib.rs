@@ -12,7 +12,7 @@
 //!   and [`LocalRecord`] (our own record, re-signed when our addresses
 //!   change). Discovery relays these records.
 //! - [`protocol`]: the identify message and its codec (also in
-//!   `docs/PROTOCOL-protocols.md`).
+//!   `docs/PROTOCOL.md`, section 7).
 //!
 //! # Behaviour
 //! ```text

@@ -224,7 +224,7 @@ mod tests {
         }
     }
 
-    /// The vector printed in docs/PROTOCOL-protocols.md, section 3.
+    /// The vector printed in docs/PROTOCOL.md, section 7.3.
     #[test]
     fn documented_vector() {
         let info = info();

@@ -429,7 +429,7 @@ mod tests {
         Keypair::from_secret_bytes(&[1u8; 32])
     }
 
-    /// The vectors printed in docs/PROTOCOL-protocols.md, section 3.
+    /// The vectors printed in docs/PROTOCOL.md, section 7.3.
     #[test]
     fn documented_vectors() {
         let signed = SignedPeerRecord::sign(

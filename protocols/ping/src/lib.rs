@@ -8,7 +8,7 @@
 //! - [`Config`]: ping interval, timeout, the rate of pings answered; each
 //!   default is a named `DEFAULT_*` constant.
 //! - [`protocol`]: the two wire messages and their codec (also in
-//!   `docs/PROTOCOL-protocols.md`).
+//!   `docs/PROTOCOL.md`, section 7).
 //!
 //! # Behaviour
 //! ```text

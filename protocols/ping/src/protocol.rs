@@ -104,7 +104,7 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The vectors printed in docs/PROTOCOL-protocols.md, section 2.
+    /// The vectors printed in docs/PROTOCOL.md, section 7.2.
     #[test]
     fn documented_vectors() {
         let ping = PingMessage::Ping(0x0102_0304_0506_0708);
