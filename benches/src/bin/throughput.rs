@@ -86,17 +86,22 @@ fn cipher_choice(suite: CipherSuite) -> CipherChoice {
 
 type Conn = tokio::net::TcpStream;
 
-/// A connected TCP pair on loopback: (dialer side, listener side).
-async fn tcp_pair() -> std::io::Result<(Conn, Conn)> {
+/// A TCP transport and a listener on a free loopback port.
+async fn loopback_listener() -> std::io::Result<(TcpTransport, shoal_transport::TcpListener)> {
     let transport = TcpTransport::default();
-    let mut listener = transport
-        .listen(
-            &"/ip4/127.0.0.1/tcp/0"
-                .parse()
-                .map_err(std::io::Error::other)?,
-        )
+    let listen = "/ip4/127.0.0.1/tcp/0"
+        .parse()
+        .map_err(std::io::Error::other)?;
+    let listener = transport
+        .listen(&listen)
         .await
         .map_err(std::io::Error::other)?;
+    Ok((transport, listener))
+}
+
+/// A connected TCP pair on loopback: (dialer side, listener side).
+async fn tcp_pair() -> std::io::Result<(Conn, Conn)> {
+    let (transport, mut listener) = loopback_listener().await?;
     let addr = listener.local_addr().clone();
     let (dialed, accepted) = tokio::join!(transport.dial(&addr), listener.accept());
     Ok((
@@ -216,15 +221,7 @@ struct Setup {
 
 /// Measures `count` connection setups to a fresh server.
 async fn setup_latency(count: usize, suite: CipherSuite) -> std::io::Result<Setup> {
-    let transport = TcpTransport::default();
-    let mut listener = transport
-        .listen(
-            &"/ip4/127.0.0.1/tcp/0"
-                .parse()
-                .map_err(std::io::Error::other)?,
-        )
-        .await
-        .map_err(std::io::Error::other)?;
+    let (transport, mut listener) = loopback_listener().await?;
     let addr = listener.local_addr().clone();
     let server_config = shoal_secio::Config::new(Keypair::generate()).with_suites([suite]);
     let server_id = server_config.local_peer_id();
