@@ -85,4 +85,27 @@ write("secio_frame", "two_frames", frame(bytes(16)) + frame(bytes(range(100))))
 write("secio_frame", "too_short", frame(bytes(4)))
 write("secio_frame", "max_len_prefix", b"\xff\xff" + bytes(300))
 write("secio_frame", "truncated", b"\x00")
+# protocol_messages: selector byte, then a message; the documented vectors
+# of PROTOCOL.md sections 6.4 and 7.
+H = bytes.fromhex
+record = H("0801" "1220" "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+           "1880d095ffbc31" "2217" "2f6970342f3132372e302e302e312f7463702f34303031")
+signature = H("8cd1b4050d69acc9de648a53e361d75cca47fc3de042a821c1e798eff3af4947"
+              "ba85e31faabe1727a59566b701d7d3a4bd23670bd9df8c83cc82379b19721b03")
+envelope = (H("0801" "1220" "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c")
+            + H("1a44") + record + H("2240") + signature)
+identify_body = (H("0a0b") + b"shoal/0.1.0" + H("1217") + b"/ip4/127.0.0.1/tcp/4001"
+                 + H("1a0b") + b"/shoal/ping" + H("2216") + b"/ip4/10.0.0.2/tcp/5000"
+                 + H("2aac01") + envelope)
+identify = H("0afa01") + identify_body
+write("protocol_messages", "negotiation_propose_accept",
+      b"\x00" + H("16080112120a0b2f73686f616c2f70696e67120301020a") + H("0608011a02080a"))
+write("protocol_messages", "negotiation_refuse", b"\x00" + H("06080122020801"))
+write("protocol_messages", "ping", b"\x01" + H("0a09090807060504030201"))
+write("protocol_messages", "pong", b"\x01" + H("1209090807060504030201"))
+write("protocol_messages", "identify", b"\x02" + identify)
+write("protocol_messages", "discovery_get_peers", b"\x03" + H("0a020810"))
+write("protocol_messages", "discovery_peers", b"\x03" + H("12af01") + H("0aac01") + envelope)
+write("protocol_messages", "signed_record", b"\x04" + envelope)
+write("protocol_messages", "peer_record", b"\x05" + record)
 print("seeds written to", ROOT)

@@ -12,6 +12,7 @@
 //! | [`yamux_session`] | a sans-IO yamux connection, as a chunked byte stream with time passing |
 //! | [`secio_handshake`] | both handshake roles, message by message |
 //! | [`secio_frame`] | the frame-length decoder and a secure stream's read path |
+//! | [`protocol_messages`] | the service layer's negotiation frames and the ping, identify and discovery messages and signed peer records |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -44,6 +45,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "yamux_session" => yamux_session(data),
         "secio_handshake" => secio_handshake(data),
         "secio_frame" => secio_frame(data),
+        "protocol_messages" => protocol_messages(data),
         _ => return false,
     }
     true
@@ -166,5 +168,41 @@ pub fn secio_frame(data: &[u8]) {
     }
     if let Some(outcome) = io::handshake_in_memory() {
         io::read_secure_stream(outcome, data);
+    }
+}
+
+/// `data[0]` picks a decoder of the layers above yamux, which gets
+/// `data[1..]`: 0 negotiation frames (decoded one after another), 1 ping,
+/// 2 identify, 3 discovery, 4 a signed peer record envelope, 5 a bare peer
+/// record.
+pub fn protocol_messages(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    match which % 6 {
+        0 => {
+            let mut input = rest;
+            while let Ok(Some((_, used))) = shoal::negotiation::decode_frame(input) {
+                if used == 0 || used > input.len() {
+                    break;
+                }
+                input = &input[used..];
+            }
+        }
+        1 => {
+            let _ = shoal_ping::PingMessage::decode(rest);
+        }
+        2 => {
+            let _ = shoal_identify::IdentifyInfo::decode(rest);
+        }
+        3 => {
+            let _ = shoal_discovery::DiscoveryMessage::decode(rest);
+        }
+        4 => {
+            let _ = shoal_identify::SignedPeerRecord::from_bytes(rest);
+        }
+        _ => {
+            let _ = shoal_identify::PeerRecord::decode(rest);
+        }
     }
 }
