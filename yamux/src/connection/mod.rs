@@ -120,7 +120,9 @@ pub struct Connection {
     streams: HashMap<StreamId, StreamState>,
     accept_queue: VecDeque<StreamId>,
     events: VecDeque<Event>,
-    /// Encoded frames waiting for `poll_transmit`.
+    /// Encoded frames waiting for `poll_transmit`. Starts empty and grows
+    /// with use (an idle connection holds no output buffer); it is swapped
+    /// with the caller's emptied buffer, so the steady state reuses two.
     out: BytesMut,
     /// Streams owing SYN/ACK that must go out even if they send nothing else.
     flag_pending: Vec<StreamId>,
@@ -155,7 +157,7 @@ impl Connection {
             streams: HashMap::new(),
             accept_queue: VecDeque::new(),
             events: VecDeque::new(),
-            out: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::new(),
             flag_pending: Vec::new(),
             waiting_room: Vec::new(),
             next_local_id: u64::from(mode.first_local_id()),
