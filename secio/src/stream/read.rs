@@ -11,12 +11,14 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::{
     StreamError,
-    frame::{FrameDecoder, LEN_PREFIX, MAX_FRAME_LEN, MAX_FRAME_WIRE_LEN},
+    frame::{FrameDecoder, LEN_PREFIX, MAX_FRAME_LEN, MAX_FRAME_WIRE_LEN, decode_len},
 };
 
-/// Bytes of ciphertext buffered from the socket; each socket read asks for
-/// up to this much. At least two maximal frames, so a partial frame always
-/// fits after moving it to the front.
+use super::buffer::ElasticBuffer;
+
+/// Most ciphertext buffered from the socket; the buffer grows to this size
+/// while reads keep filling it. At least two maximal frames, so a partial
+/// frame always fits after moving it to the front.
 pub(super) const READ_BUFFER_LEN: usize = 256 * 1024;
 
 /// Socket reads one `poll_read` may make without producing plaintext (a
@@ -27,12 +29,15 @@ const _: () = assert!(READ_BUFFER_LEN >= 2 * MAX_FRAME_WIRE_LEN);
 
 pub(super) struct ReadState {
     /// Ciphertext received but not yet decrypted: `buf[start..end]`.
-    buf: Box<[u8]>,
+    buf: ElasticBuffer,
     start: usize,
     end: usize,
+    /// The last socket read filled all the space it was given: grow before
+    /// the next one.
+    grow: bool,
     /// Decrypted plaintext not yet handed out: `plain[plain_start..plain_end]`.
-    /// Allocated on first use (only needed for reads smaller than a frame).
-    plain: Box<[u8]>,
+    /// Only needed for reads smaller than a frame.
+    plain: ElasticBuffer,
     plain_start: usize,
     plain_end: usize,
     /// The socket reported end of file.
@@ -44,15 +49,21 @@ pub(super) struct ReadState {
 impl ReadState {
     pub(super) fn new() -> ReadState {
         ReadState {
-            buf: vec![0u8; READ_BUFFER_LEN].into_boxed_slice(),
+            buf: ElasticBuffer::default(),
             start: 0,
             end: 0,
-            plain: Box::default(),
+            grow: false,
+            plain: ElasticBuffer::default(),
             plain_start: 0,
             plain_end: 0,
             eof: false,
             failed: false,
         }
+    }
+
+    /// Bytes of buffer memory held.
+    pub(super) fn buffer_memory(&self) -> usize {
+        self.buf.len() + self.plain.len()
     }
 
     pub(super) fn poll_read<IO: AsyncRead + Unpin>(
@@ -113,7 +124,7 @@ impl ReadState {
             return false;
         }
         let n = out.remaining().min(self.plain_end - self.plain_start);
-        out.put_slice(&self.plain[self.plain_start..self.plain_start + n]);
+        out.put_slice(&self.plain.as_slice()[self.plain_start..self.plain_start + n]);
         self.plain_start += n;
         true
     }
@@ -129,7 +140,7 @@ impl ReadState {
         let decoder = FrameDecoder::transport();
         // Each pass consumes a whole frame or returns.
         while out.remaining() > 0 {
-            let Some(body) = decoder.decode(&self.buf[self.start..self.end])? else {
+            let Some(body) = decoder.decode(&self.buf.as_slice()[self.start..self.end])? else {
                 return Ok(());
             };
             let consumed = LEN_PREFIX + body.len();
@@ -143,12 +154,11 @@ impl ReadState {
                 out.advance(n);
                 self.start += consumed;
             } else {
-                if self.plain.is_empty() {
-                    self.plain = vec![0u8; MAX_FRAME_LEN].into_boxed_slice();
-                }
+                self.plain.grow_to(body.len(), MAX_FRAME_LEN);
                 let n = transport
-                    .read_message(body, &mut self.plain)
+                    .read_message(body, self.plain.as_mut_slice())
                     .map_err(|_| StreamError::Decrypt)?;
+                self.plain.note_transfer(n);
                 self.start += consumed;
                 self.plain_start = 0;
                 self.plain_end = n;
@@ -159,8 +169,11 @@ impl ReadState {
         Ok(())
     }
 
-    /// Reads more ciphertext from the socket, moving a partial frame to the
-    /// front first if the space behind it is short.
+    /// Reads more ciphertext from the socket. First makes room: the buffer
+    /// grows to hold the whole frame that has started (or after a read that
+    /// filled it), and a partial frame moves to the front when the space
+    /// behind it runs short. When the socket has nothing and nothing is
+    /// buffered, idle buffers are released.
     fn poll_fill<IO: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -169,21 +182,43 @@ impl ReadState {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.buf.len() - self.end < MAX_FRAME_WIRE_LEN && self.start > 0 {
-            // Fewer than a frame's bytes are buffered (complete frames were
-            // consumed first), so this copies less than one frame.
-            self.buf.copy_within(self.start..self.end, 0);
+        }
+        // Only a partial frame is buffered here (whole ones were consumed
+        // first), so `want` is at most one maximal frame.
+        let buffered = self.end - self.start;
+        let frame = decode_len(&self.buf.as_slice()[self.start..self.end])
+            .map_or(LEN_PREFIX, |len| LEN_PREFIX + len);
+        let want = frame.max(buffered + 1);
+        if self.grow {
+            self.grow = false;
+            self.buf.grow_to(self.buf.len() + 1, READ_BUFFER_LEN);
+        }
+        self.buf.grow_to(want, READ_BUFFER_LEN);
+        let len = self.buf.len();
+        if self.start > 0 && len - self.end < (want - buffered).max(len / 4) {
+            self.buf.as_mut_slice().copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let mut space = ReadBuf::new(&mut self.buf[self.end..]);
-        ready!(Pin::new(io).poll_read(cx, &mut space))?;
+        let mut space = ReadBuf::new(&mut self.buf.as_mut_slice()[self.end..]);
+        let offered = space.capacity();
+        if Pin::new(io).poll_read(cx, &mut space)?.is_pending() {
+            if self.start == self.end {
+                self.buf.release_if_idle();
+            }
+            if self.plain_start == self.plain_end {
+                self.plain.release_if_idle();
+            }
+            return Poll::Pending;
+        }
         let n = space.filled().len();
         if n == 0 {
             self.eof = true;
         } else {
             tracing::trace!(bytes = n, "secio: read ciphertext");
             self.end += n;
+            self.buf.note_transfer(n);
+            self.grow = n == offered && len < READ_BUFFER_LEN;
         }
         Poll::Ready(Ok(()))
     }

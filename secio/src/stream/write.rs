@@ -14,8 +14,11 @@ use crate::{
     frame::{LEN_PREFIX, MAX_FRAME_PLAINTEXT, MAX_FRAME_WIRE_LEN, TAG_LEN, encode_len},
 };
 
-/// Bytes of encrypted frames buffered before they must go to the socket:
-/// four maximal frames (about 256 KiB of plaintext).
+use super::buffer::ElasticBuffer;
+
+/// Most bytes of encrypted frames buffered before they must go to the
+/// socket: four maximal frames (about 256 KiB of plaintext). The buffer
+/// grows to this size as writes need it.
 pub(super) const WRITE_BUFFER_LEN: usize = 4 * MAX_FRAME_WIRE_LEN;
 
 /// Once this many encrypted bytes are buffered, `poll_write` starts handing
@@ -25,7 +28,7 @@ const EAGER_WRITE_THRESHOLD: usize = MAX_FRAME_WIRE_LEN;
 
 pub(super) struct WriteState {
     /// Encrypted frames not yet written: `buf[start..end]`.
-    buf: Box<[u8]>,
+    buf: ElasticBuffer,
     start: usize,
     end: usize,
     /// An error from an eager write after the caller's data was accepted;
@@ -38,12 +41,17 @@ pub(super) struct WriteState {
 impl WriteState {
     pub(super) fn new() -> WriteState {
         WriteState {
-            buf: vec![0u8; WRITE_BUFFER_LEN].into_boxed_slice(),
+            buf: ElasticBuffer::default(),
             start: 0,
             end: 0,
             deferred: None,
             failed: false,
         }
+    }
+
+    /// Bytes of buffer memory held.
+    pub(super) fn buffer_memory(&self) -> usize {
+        self.buf.len()
     }
 
     /// Encrypts as many whole frames of `data` as fit in the buffer and
@@ -60,17 +68,21 @@ impl WriteState {
             return Poll::Ready(Ok(0));
         }
         let first_frame = LEN_PREFIX + data.len().min(MAX_FRAME_PLAINTEXT) + TAG_LEN;
-        if self.buf.len() - self.pending() < first_frame {
+        if WRITE_BUFFER_LEN - self.pending() < first_frame {
             match self.poll_drain(cx, io) {
                 Poll::Ready(result) => self.record(result)?,
-                Poll::Pending if self.buf.len() - self.pending() < first_frame => {
+                Poll::Pending if WRITE_BUFFER_LEN - self.pending() < first_frame => {
                     return Poll::Pending;
                 }
                 Poll::Pending => {}
             }
         }
+        // Room for all of `data` if the buffer may grow that far; at least
+        // for its first frame.
+        let want = (self.pending() + wire_len(data.len())).min(WRITE_BUFFER_LEN);
+        self.buf.grow_to(want, WRITE_BUFFER_LEN);
         if self.buf.len() - self.end < first_frame {
-            self.buf.copy_within(self.start..self.end, 0);
+            self.buf.as_mut_slice().copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
@@ -95,6 +107,7 @@ impl WriteState {
         self.check()?;
         let drained = ready!(self.poll_drain(cx, io));
         self.record(drained)?;
+        self.buf.release_if_idle();
         let flushed = ready!(Pin::new(io).poll_flush(cx));
         Poll::Ready(self.record(flushed))
     }
@@ -147,7 +160,7 @@ impl WriteState {
         while taken < data.len() {
             let chunk = (data.len() - taken).min(MAX_FRAME_PLAINTEXT);
             let wire = LEN_PREFIX + chunk + TAG_LEN;
-            let Some(frame) = self.buf.get_mut(self.end..self.end + wire) else {
+            let Some(frame) = self.buf.as_mut_slice().get_mut(self.end..self.end + wire) else {
                 break;
             };
             let (header, body) = frame.split_at_mut(LEN_PREFIX);
@@ -170,15 +183,23 @@ impl WriteState {
     ) -> Poll<io::Result<()>> {
         // Each pass writes at least one byte or returns.
         while self.start < self.end {
-            let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.buf[self.start..self.end]))?;
+            let n = ready!(
+                Pin::new(&mut *io).poll_write(cx, &self.buf.as_slice()[self.start..self.end])
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             tracing::trace!(bytes = n, "secio: wrote ciphertext");
             self.start += n;
         }
+        self.buf.note_transfer(self.end);
         self.start = 0;
         self.end = 0;
         Poll::Ready(Ok(()))
     }
+}
+
+/// Bytes on the wire for `plaintext` bytes cut into maximal frames.
+fn wire_len(plaintext: usize) -> usize {
+    plaintext + plaintext.div_ceil(MAX_FRAME_PLAINTEXT) * (LEN_PREFIX + TAG_LEN)
 }
