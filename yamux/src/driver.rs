@@ -28,6 +28,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// read in large chunks.
 const FIRST_READ_CHUNK: usize = 8 * 1024;
 
+/// A read buffer that grew past [`FIRST_READ_CHUNK`] is freed once the
+/// transport has had nothing to read and no read filled the buffer for this
+/// long; a buffer of the first size is freed whenever the transport has
+/// nothing to read. An idle connection thus holds no read buffer.
+const RELEASE_READ_BUFFER_AFTER: Duration = Duration::from_secs(1);
+
 /// Loop iterations per `poll` before yielding to other tasks.
 const POLL_BUDGET: usize = 32;
 
@@ -202,10 +208,12 @@ impl Control {
 pub struct Driver<T> {
     io: T,
     inner: Arc<Inner>,
-    /// Where the transport reads into: initialised once and reused, so the
-    /// transport never has to zero fresh memory (an encrypted transport
-    /// decrypts straight into it).
+    /// Where the transport reads into: reused while the connection is busy,
+    /// so the transport never has to zero fresh memory (an encrypted
+    /// transport decrypts straight into it), and freed when it goes quiet.
     scratch: Vec<u8>,
+    /// When a transport read last filled `scratch`.
+    last_full_read: Option<Instant>,
     wbuf: BytesMut,
     need_flush: bool,
     read_closed: bool,
@@ -241,6 +249,7 @@ where
             io,
             inner: inner.clone(),
             scratch: Vec::new(),
+            last_full_read: None,
             wbuf: BytesMut::new(),
             need_flush: false,
             read_closed: false,
@@ -370,8 +379,11 @@ where
                         .lock()
                         .conn
                         .handle_bytes(&self.scratch[..n], now());
-                    if n == self.scratch.len() && n < READ_CHUNK {
-                        self.scratch.resize(n * 2, 0);
+                    if n == self.scratch.len() {
+                        self.last_full_read = Some(now());
+                        if n < READ_CHUNK {
+                            self.scratch.resize(n * 2, 0);
+                        }
                     }
                     progress = true;
                 }
@@ -380,11 +392,23 @@ where
                     self.inner.lock().conn.handle_transport_error(e);
                     progress = true;
                 }
+                Poll::Pending if !progress => self.release_idle_read_buffer(),
                 Poll::Pending => {}
             }
         }
 
         if progress { Step::Progress } else { Step::Idle }
+    }
+
+    /// Frees the read buffer if the connection is quiet (see
+    /// [`RELEASE_READ_BUFFER_AFTER`]).
+    fn release_idle_read_buffer(&mut self) {
+        let quiet = self
+            .last_full_read
+            .is_none_or(|at| now().saturating_duration_since(at) >= RELEASE_READ_BUFFER_AFTER);
+        if self.scratch.len() <= FIRST_READ_CHUNK || quiet {
+            self.scratch = Vec::new();
+        }
     }
 }
 
