@@ -1,5 +1,7 @@
 //! A pair of `SecureStream`s over an in-memory pipe, both ends in one task:
-//! the cost of framing plus the AEAD, without the kernel.
+//! the cost of a whole handshake (both sides' CPU, in series: what a
+//! connection setup cannot go below), and of framing plus the AEAD, without
+//! the kernel.
 //!
 //! ```sh
 //! cargo bench -p shoal-benches --bench secio_stream
@@ -69,5 +71,34 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_handshake(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("secio_handshake");
+    for (suite, name) in [
+        (CipherSuite::ChaChaPoly, "chacha"),
+        (CipherSuite::AesGcm, "aesgcm"),
+    ] {
+        let ca = shoal_secio::Config::new(Keypair::generate()).with_suites([suite]);
+        let cb = shoal_secio::Config::new(Keypair::generate()).with_suites([suite]);
+        let expected = cb.local_peer_id();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let (x, y) = tokio::io::duplex(64 * 1024);
+                    let (sa, sb) = tokio::join!(
+                        shoal_secio::handshake_outbound(x, &ca, Some(expected)),
+                        shoal_secio::handshake_inbound(y, &cb)
+                    );
+                    (sa.unwrap(), sb.unwrap())
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_handshake, bench);
 criterion_main!(benches);
