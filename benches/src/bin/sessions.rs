@@ -4,7 +4,6 @@
 //! registered on a server and a client service in this process.
 //!
 //! ```sh
-//! ulimit -n 65536   # the TCP phase needs 2 descriptors per session
 //! cargo run --release -p shoal-benches --bin sessions -- --help
 //! ```
 //!
@@ -144,10 +143,10 @@ fn vm_rss_kib() -> u64 {
         .unwrap()
 }
 
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+/// Raises the soft open-file limit towards `need` (as far as the hard
+/// limit allows) and returns the limit now in force.
+fn raise_open_files_limit(need: u64) -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(need)
 }
 
 /// `sorted[q]` for a fraction `q`.
@@ -241,14 +240,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(limit) = open_files_limit() {
-        let need = 2 * args.tcp_sessions as u64 + 64;
-        if limit < need {
-            return Err(format!(
-                "open-file limit {limit} is below the {need} the TCP phase needs: run under `ulimit -n 65536` or pass a smaller --tcp-sessions"
-            )
-            .into());
-        }
+    let need = 2 * args.tcp_sessions as u64 + 64;
+    let limit = raise_open_files_limit(need)?;
+    if limit < need {
+        return Err(format!(
+            "open-file limit {limit} (the hard limit) is below the {need} the TCP phase needs: raise the hard limit or pass a smaller --tcp-sessions"
+        )
+        .into());
     }
     let network = MemoryNetwork::new();
     let server = ServiceBuilder::new(Keypair::generate())
