@@ -1,0 +1,1 @@
+//! Shoal gossip: topic publish/subscribe over a mesh with lazy gossip.

@@ -1,0 +1,1 @@
+//! Shoal Kademlia DHT: routing table, iterative lookups and signed records.

@@ -1,0 +1,1 @@
+//! Deterministic simulator for Shoal's sans-IO protocol cores.
