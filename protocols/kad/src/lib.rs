@@ -5,5 +5,8 @@
 
 pub mod ip;
 pub mod key;
+pub mod lookup;
+pub mod protocol;
 pub mod record;
+pub mod store;
 pub mod table;

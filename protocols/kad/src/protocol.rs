@@ -1,0 +1,575 @@
+//! The Kademlia wire messages (protocol version 1) and their codec.
+//!
+//! Each frame carries one protobuf message:
+//!
+//! ```protobuf
+//! message KadMessage {
+//!   fixed64 request_id = 1;        // chosen by the requester, echoed by the answer
+//!   oneof body {                   // the type tag; unknown/missing is an error
+//!     Empty ping = 2;
+//!     Empty pong = 3;
+//!     FindNode find_node = 4;
+//!     Nodes nodes = 5;             // answers find_node
+//!     FindValue find_value = 6;
+//!     Value value = 7;             // answers find_value
+//!     Store store = 8;
+//!     StoreAck store_ack = 9;      // answers store
+//!   }
+//! }
+//! message Empty {}
+//! message FindNode { bytes key = 1; }                 // 32 bytes
+//! message Nodes { repeated Peer closer = 1; }         // ≤ MAX_PEERS_PER_MESSAGE
+//! message FindValue { bytes key = 1; }                // 32 bytes
+//! message Value { bytes record = 1; repeated Peer closer = 2; } // record: SignedRecord or empty
+//! message Store { bytes record = 1; }                 // a SignedRecord
+//! message StoreAck { uint32 status = 1; }             // see StoreStatus
+//! message Peer { bytes id = 1; repeated string addrs = 2; } // ≤ 8 addrs, each ≤ 256 bytes
+//! ```
+//!
+//! Within version 1 unknown fields are ignored. Counts and lengths are
+//! checked right after protobuf decoding (itself bounded by the frame size),
+//! records' signatures last.
+
+use bytes::Bytes;
+use prost::Message as _;
+use shoal_identity::{PEER_ID_LEN, PeerId};
+use shoal_transport::Multiaddr;
+
+use crate::{
+    key::{KEY_LEN, Key},
+    record::{MAX_SIGNED_RECORD_SIZE, RecordError, SignedRecord},
+    table::{Contact, MAX_ADDRS_PER_CONTACT},
+};
+
+/// Most contacts in one `Nodes` or `Value` answer (k may not exceed it).
+pub const MAX_PEERS_PER_MESSAGE: usize = 32;
+
+/// Longest address text in a `Peer`, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
+
+/// Largest encoded `Peer`: id, then the maximum of addresses.
+const MAX_PEER_SIZE: usize = 2 + PEER_ID_LEN + MAX_ADDRS_PER_CONTACT * (3 + MAX_ADDR_LEN);
+
+/// Largest Kademlia frame accepted or sent: a `Value` answer with a maximal
+/// record and [`MAX_PEERS_PER_MESSAGE`] maximal peers fits. Checked before
+/// the frame is read.
+pub const MAX_MESSAGE_SIZE: usize =
+    16 + (4 + MAX_SIGNED_RECORD_SIZE) + MAX_PEERS_PER_MESSAGE * (3 + MAX_PEER_SIZE) + 16;
+
+mod wire {
+    //! The protobuf schema.
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct KadMessage {
+        #[prost(fixed64, tag = "1")]
+        pub(super) request_id: u64,
+        #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
+        pub(super) body: Option<Body>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub(super) enum Body {
+        #[prost(message, tag = "2")]
+        Ping(Empty),
+        #[prost(message, tag = "3")]
+        Pong(Empty),
+        #[prost(message, tag = "4")]
+        FindNode(KeyMsg),
+        #[prost(message, tag = "5")]
+        Nodes(Nodes),
+        #[prost(message, tag = "6")]
+        FindValue(KeyMsg),
+        #[prost(message, tag = "7")]
+        Value(Value),
+        #[prost(message, tag = "8")]
+        Store(Store),
+        #[prost(message, tag = "9")]
+        StoreAck(StoreAck),
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Empty {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct KeyMsg {
+        #[prost(bytes = "vec", tag = "1")]
+        pub(super) key: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Nodes {
+        #[prost(message, repeated, tag = "1")]
+        pub(super) closer: Vec<Peer>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Value {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub(super) record: bytes::Bytes,
+        #[prost(message, repeated, tag = "2")]
+        pub(super) closer: Vec<Peer>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Store {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub(super) record: bytes::Bytes,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct StoreAck {
+        #[prost(uint32, tag = "1")]
+        pub(super) status: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Peer {
+        #[prost(bytes = "vec", tag = "1")]
+        pub(super) id: Vec<u8>,
+        #[prost(string, repeated, tag = "2")]
+        pub(super) addrs: Vec<String>,
+    }
+}
+
+/// How a `Store` request ended, as told by `StoreAck`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoreStatus {
+    /// Code 0: the record is stored (new, or newer than the one held).
+    Stored,
+    /// Code 1: the same or a newer record is already held.
+    Unchanged,
+    /// Code 2: the record breaks the receiver's policy (expired, expiry too
+    /// far, refused by its kind's validator, too large, key taken by
+    /// another publisher).
+    Rejected,
+    /// Code 3: the receiver's store is full (in total or for this
+    /// publisher).
+    Full,
+    /// Any other code (from a newer implementation); treated as a failure.
+    Unknown(u32),
+}
+
+impl StoreStatus {
+    /// The wire code.
+    pub fn code(self) -> u32 {
+        match self {
+            StoreStatus::Stored => 0,
+            StoreStatus::Unchanged => 1,
+            StoreStatus::Rejected => 2,
+            StoreStatus::Full => 3,
+            StoreStatus::Unknown(c) => c,
+        }
+    }
+
+    /// Reads a wire code.
+    pub fn from_code(code: u32) -> StoreStatus {
+        match code {
+            0 => StoreStatus::Stored,
+            1 => StoreStatus::Unchanged,
+            2 => StoreStatus::Rejected,
+            3 => StoreStatus::Full,
+            c => StoreStatus::Unknown(c),
+        }
+    }
+
+    /// Whether the receiver holds the record (or a newer one) afterwards.
+    pub fn is_held(self) -> bool {
+        matches!(self, StoreStatus::Stored | StoreStatus::Unchanged)
+    }
+}
+
+/// The body of a message: its type and content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Asks for a `Pong`: is the receiver alive?
+    Ping,
+    /// Answers a `Ping`.
+    Pong,
+    /// Asks for the contacts the receiver knows closest to `key`.
+    FindNode(Key),
+    /// Answers `FindNode`: up to k contacts, closest first.
+    Nodes(Vec<Contact>),
+    /// Asks for the record at `key`, or closer contacts.
+    FindValue(Key),
+    /// Answers `FindValue`: the record if the receiver holds a live one,
+    /// and its closest contacts.
+    Value {
+        /// The record held at the key, if any.
+        record: Option<SignedRecord>,
+        /// Up to k contacts, closest first.
+        closer: Vec<Contact>,
+    },
+    /// Asks the receiver to hold a record.
+    Store(SignedRecord),
+    /// Answers `Store`.
+    StoreAck(StoreStatus),
+}
+
+impl Body {
+    /// Whether this is an answer (`Pong`, `Nodes`, `Value`, `StoreAck`).
+    pub fn is_response(&self) -> bool {
+        matches!(
+            self,
+            Body::Pong | Body::Nodes(_) | Body::Value { .. } | Body::StoreAck(_)
+        )
+    }
+}
+
+/// One Kademlia message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Chosen by the requester; an answer carries its request's id.
+    pub request_id: u64,
+    /// The type and content.
+    pub body: Body,
+}
+
+/// Why a frame is not a valid Kademlia message. Blame: the remote; the
+/// caller closes its Kademlia stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The frame is longer than [`MAX_MESSAGE_SIZE`].
+    #[error("kad message of {0} bytes exceeds {MAX_MESSAGE_SIZE}")]
+    TooLarge(usize),
+    /// Not valid protobuf for the schema.
+    #[error("malformed kad message: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    /// No body this version knows (missing type tag).
+    #[error("kad message of unknown type")]
+    UnknownType,
+    /// A key that is not 32 bytes.
+    #[error("key of {0} bytes, expected {KEY_LEN}")]
+    KeyLength(usize),
+    /// A peer id that is not 32 bytes.
+    #[error("peer id of {0} bytes, expected {PEER_ID_LEN}")]
+    PeerIdLength(usize),
+    /// More than [`MAX_PEERS_PER_MESSAGE`] contacts.
+    #[error("{0} contacts in one message, over {MAX_PEERS_PER_MESSAGE}")]
+    TooManyPeers(usize),
+    /// More than [`MAX_ADDRS_PER_CONTACT`] addresses, or one longer than
+    /// [`MAX_ADDR_LEN`].
+    #[error("contact addresses over the limits")]
+    Addrs,
+    /// A `Store` without a record.
+    #[error("store without a record")]
+    MissingRecord,
+    /// A record that does not decode or verify.
+    #[error("invalid record: {0}")]
+    Record(#[from] RecordError),
+}
+
+fn peers_to_wire(contacts: &[Contact]) -> Vec<wire::Peer> {
+    contacts
+        .iter()
+        .take(MAX_PEERS_PER_MESSAGE)
+        .map(|c| wire::Peer {
+            id: c.peer.as_bytes().to_vec(),
+            addrs: c
+                .addrs
+                .iter()
+                .map(|a| a.without_peer_id().to_string())
+                .filter(|a| a.len() <= MAX_ADDR_LEN)
+                .take(MAX_ADDRS_PER_CONTACT)
+                .collect(),
+        })
+        .collect()
+}
+
+fn peers_from_wire(peers: Vec<wire::Peer>) -> Result<Vec<Contact>, DecodeError> {
+    if peers.len() > MAX_PEERS_PER_MESSAGE {
+        return Err(DecodeError::TooManyPeers(peers.len()));
+    }
+    let mut out = Vec::with_capacity(peers.len());
+    for p in peers {
+        let peer =
+            PeerId::try_from_slice(&p.id).map_err(|_| DecodeError::PeerIdLength(p.id.len()))?;
+        if p.addrs.len() > MAX_ADDRS_PER_CONTACT || p.addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
+            return Err(DecodeError::Addrs);
+        }
+        // An address that does not parse may be a kind of a newer
+        // implementation: skipped, not an error.
+        let addrs = p
+            .addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .map(|a| a.without_peer_id())
+            .collect();
+        out.push(Contact::new(peer, addrs));
+    }
+    Ok(out)
+}
+
+fn key_from_wire(key: &[u8]) -> Result<Key, DecodeError> {
+    Key::try_from_slice(key).ok_or(DecodeError::KeyLength(key.len()))
+}
+
+impl Message {
+    /// Encodes the message. Contact lists are cut to
+    /// [`MAX_PEERS_PER_MESSAGE`], so what is sent decodes.
+    pub fn encode(&self) -> Bytes {
+        let body = match &self.body {
+            Body::Ping => wire::Body::Ping(wire::Empty {}),
+            Body::Pong => wire::Body::Pong(wire::Empty {}),
+            Body::FindNode(key) => wire::Body::FindNode(wire::KeyMsg {
+                key: key.as_bytes().to_vec(),
+            }),
+            Body::Nodes(closer) => wire::Body::Nodes(wire::Nodes {
+                closer: peers_to_wire(closer),
+            }),
+            Body::FindValue(key) => wire::Body::FindValue(wire::KeyMsg {
+                key: key.as_bytes().to_vec(),
+            }),
+            Body::Value { record, closer } => wire::Body::Value(wire::Value {
+                record: record
+                    .as_ref()
+                    .map(SignedRecord::to_bytes)
+                    .unwrap_or_default(),
+                closer: peers_to_wire(closer),
+            }),
+            Body::Store(record) => wire::Body::Store(wire::Store {
+                record: record.to_bytes(),
+            }),
+            Body::StoreAck(status) => wire::Body::StoreAck(wire::StoreAck {
+                status: status.code(),
+            }),
+        };
+        let message = wire::KadMessage {
+            request_id: self.request_id,
+            body: Some(body),
+        };
+        Bytes::from(message.encode_to_vec())
+    }
+
+    /// Decodes one frame: size, type, counts and lengths, then records'
+    /// signatures.
+    pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
+        if frame.len() > MAX_MESSAGE_SIZE {
+            return Err(DecodeError::TooLarge(frame.len()));
+        }
+        let message = wire::KadMessage::decode(frame)?;
+        let body = match message.body.ok_or(DecodeError::UnknownType)? {
+            wire::Body::Ping(_) => Body::Ping,
+            wire::Body::Pong(_) => Body::Pong,
+            wire::Body::FindNode(k) => Body::FindNode(key_from_wire(&k.key)?),
+            wire::Body::Nodes(n) => Body::Nodes(peers_from_wire(n.closer)?),
+            wire::Body::FindValue(k) => Body::FindValue(key_from_wire(&k.key)?),
+            wire::Body::Value(v) => {
+                let closer = peers_from_wire(v.closer)?;
+                let record = if v.record.is_empty() {
+                    None
+                } else {
+                    Some(SignedRecord::from_bytes(v.record)?)
+                };
+                Body::Value { record, closer }
+            }
+            wire::Body::Store(s) => {
+                if s.record.is_empty() {
+                    return Err(DecodeError::MissingRecord);
+                }
+                Body::Store(SignedRecord::from_bytes(s.record)?)
+            }
+            wire::Body::StoreAck(a) => Body::StoreAck(StoreStatus::from_code(a.status)),
+        };
+        Ok(Message {
+            request_id: message.request_id,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_identity::Keypair;
+
+    use super::*;
+    use crate::record::Record;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn msg(request_id: u64, body: Body) -> Message {
+        Message { request_id, body }
+    }
+
+    fn record() -> SignedRecord {
+        let keypair = Keypair::from_secret_bytes(&[1u8; 32]);
+        let record = Record {
+            key: Key::from_bytes([0xab; 32]),
+            kind: "test".into(),
+            value: Bytes::from_static(b"hello"),
+            publisher: keypair.peer_id(),
+            seq: 7,
+            expires: 1_700_003_600,
+        };
+        SignedRecord::sign(&keypair, record).unwrap()
+    }
+
+    /// The vectors printed in docs/PROTOCOL.md, section 8.
+    #[test]
+    fn documented_vectors() {
+        let key = Key::from_bytes([0xab; 32]);
+        let contact = Contact::new(
+            PeerId::from_bytes([0x01; 32]),
+            vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()],
+        );
+        let rid = 0x0102_0304_0506_0708;
+        let ab = "ab".repeat(32);
+        let peer = format!(
+            "0a3b0a20{}12172f6970342f3132372e302e302e312f7463702f34303031",
+            "01".repeat(32)
+        );
+        let cases = [
+            (msg(rid, Body::Ping), "0908070605040302011200".to_string()),
+            (msg(rid, Body::Pong), "0908070605040302011a00".to_string()),
+            (
+                msg(rid, Body::FindNode(key)),
+                format!("0908070605040302012222 0a20{ab}").replace(' ', ""),
+            ),
+            (
+                msg(rid, Body::Nodes(vec![contact.clone()])),
+                format!("0908070605040302012a3d{peer}"),
+            ),
+            (
+                msg(rid, Body::FindValue(key)),
+                format!("0908070605040302013222 0a20{ab}").replace(' ', ""),
+            ),
+            (
+                msg(
+                    rid,
+                    Body::Value {
+                        record: None,
+                        closer: vec![contact],
+                    },
+                ),
+                format!("0908070605040302013a3d123b{}", &peer[4..]),
+            ),
+            (
+                msg(rid, Body::StoreAck(StoreStatus::Unchanged)),
+                "0908070605040302014a020801".to_string(),
+            ),
+        ];
+        for (m, expected) in cases {
+            assert_eq!(hex(&m.encode()), expected, "{m:?}");
+            assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
+        let store = msg(rid, Body::Store(record()));
+        assert_eq!(
+            hex(&store.encode()),
+            format!(
+                "09080706050403020142a2010a9f01{}",
+                hex(&record().to_bytes())
+            )
+        );
+        assert_eq!(Message::decode(&store.encode()), Ok(store));
+    }
+
+    #[test]
+    fn rejects_malformed_input() {
+        assert_eq!(Message::decode(&[]), Err(DecodeError::UnknownType));
+        assert!(matches!(
+            Message::decode(&[0xff; 5]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert_eq!(
+            Message::decode(&vec![0; MAX_MESSAGE_SIZE + 1]),
+            Err(DecodeError::TooLarge(MAX_MESSAGE_SIZE + 1))
+        );
+        let short_key = wire::KadMessage {
+            request_id: 1,
+            body: Some(wire::Body::FindNode(wire::KeyMsg { key: vec![1; 31] })),
+        };
+        assert_eq!(
+            Message::decode(&short_key.encode_to_vec()),
+            Err(DecodeError::KeyLength(31))
+        );
+        let peer = wire::Peer {
+            id: vec![1; 32],
+            addrs: vec![],
+        };
+        let many = wire::KadMessage {
+            request_id: 1,
+            body: Some(wire::Body::Nodes(wire::Nodes {
+                closer: vec![peer.clone(); MAX_PEERS_PER_MESSAGE + 1],
+            })),
+        };
+        assert_eq!(
+            Message::decode(&many.encode_to_vec()),
+            Err(DecodeError::TooManyPeers(MAX_PEERS_PER_MESSAGE + 1))
+        );
+        let bad_id = wire::KadMessage {
+            request_id: 1,
+            body: Some(wire::Body::Nodes(wire::Nodes {
+                closer: vec![wire::Peer {
+                    id: vec![1; 3],
+                    addrs: vec![],
+                }],
+            })),
+        };
+        assert_eq!(
+            Message::decode(&bad_id.encode_to_vec()),
+            Err(DecodeError::PeerIdLength(3))
+        );
+        let long_addr = wire::KadMessage {
+            request_id: 1,
+            body: Some(wire::Body::Nodes(wire::Nodes {
+                closer: vec![wire::Peer {
+                    id: vec![1; 32],
+                    addrs: vec!["/".repeat(MAX_ADDR_LEN + 1)],
+                }],
+            })),
+        };
+        assert_eq!(
+            Message::decode(&long_addr.encode_to_vec()),
+            Err(DecodeError::Addrs)
+        );
+        // Unparseable addresses are skipped; unknown fields ignored.
+        let odd = wire::KadMessage {
+            request_id: 1,
+            body: Some(wire::Body::Nodes(wire::Nodes {
+                closer: vec![wire::Peer {
+                    id: vec![1; 32],
+                    addrs: vec!["/quic/1".into(), "/memory/3".into()],
+                }],
+            })),
+        };
+        let Ok(Message {
+            body: Body::Nodes(c),
+            ..
+        }) = Message::decode(&odd.encode_to_vec())
+        else {
+            panic!("expected nodes");
+        };
+        assert_eq!(c[0].addrs, vec!["/memory/3".parse().unwrap()]);
+        let empty_store = wire::KadMessage {
+            request_id: 1,
+            body: Some(wire::Body::Store(wire::Store {
+                record: Bytes::new(),
+            })),
+        };
+        assert_eq!(
+            Message::decode(&empty_store.encode_to_vec()),
+            Err(DecodeError::MissingRecord)
+        );
+        // A tampered record inside a Value is an error.
+        let mut env = record().to_bytes().to_vec();
+        let last = env.len() - 1;
+        env[last] ^= 1;
+        let bad = wire::KadMessage {
+            request_id: 1,
+            body: Some(wire::Body::Value(wire::Value {
+                record: Bytes::from(env),
+                closer: vec![],
+            })),
+        };
+        assert_eq!(
+            Message::decode(&bad.encode_to_vec()),
+            Err(DecodeError::Record(RecordError::BadSignature))
+        );
+        assert_eq!(
+            Message::decode(&[0x4a, 0x02, 0x08, 0x09]),
+            Ok(msg(0, Body::StoreAck(StoreStatus::Unknown(9))))
+        );
+    }
+}
