@@ -1,0 +1,287 @@
+//! Hand-made peers that lie, flood or send garbage to one honest core.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::{
+    Error, Misbehaviour, Topic, message,
+    protocol::{IHave, IWant, Rpc, SignedMessage, Subscription, encode_frame},
+};
+
+/// An honest core `g` (subscribed to "t") with connected raw peers.
+struct Rig {
+    g: Gossip,
+    peers: Vec<PeerId>,
+    now: Instant,
+    t: Topic,
+}
+
+impl Rig {
+    fn new(n: usize, config: Config) -> Rig {
+        let mut g = Gossip::new(key(100), config, 9);
+        let t = topic("t");
+        g.subscribe(t.clone()).unwrap();
+        let now = Instant::now();
+        let peers: Vec<PeerId> = (0..n as u64).map(|i| key(i).peer_id()).collect();
+        let mut rig = Rig { g, peers, now, t };
+        for i in 0..n {
+            let p = rig.peers[i];
+            rig.g.peer_connected(now, p);
+            let sub = Rpc {
+                subscriptions: vec![Subscription {
+                    subscribe: true,
+                    topic: "t".into(),
+                }],
+                ..Rpc::default()
+            };
+            rig.send(i, sub).unwrap();
+        }
+        rig.drain();
+        rig
+    }
+
+    fn send(&mut self, i: usize, rpc: Rpc) -> Result<(), Error> {
+        self.g
+            .handle_message(self.now, self.peers[i], &encode_frame(rpc))
+    }
+
+    fn drain(&mut self) -> (Vec<Transmit>, Vec<Event>) {
+        let t = std::iter::from_fn(|| self.g.poll_transmit()).collect();
+        let e = std::iter::from_fn(|| self.g.poll_event()).collect();
+        (t, e)
+    }
+
+    fn heartbeat(&mut self) {
+        self.now += self.g.config().heartbeat_interval;
+        self.g.handle_timeout(self.now);
+    }
+}
+
+fn signed(author: u64, seq: u64, t: &Topic, payload: &[u8]) -> (crate::MessageId, SignedMessage) {
+    message::sign(&key(author), seq, t, Bytes::copy_from_slice(payload))
+}
+
+fn messages(rpc: Vec<SignedMessage>) -> Rpc {
+    Rpc {
+        messages: rpc,
+        ..Rpc::default()
+    }
+}
+
+#[test]
+fn an_invalid_signature_is_not_delivered_nor_forwarded_and_is_penalised() {
+    let mut rig = Rig::new(8, Config::default());
+    rig.heartbeat();
+    rig.drain();
+    let (id, good) = signed(50, 1, &rig.t, b"real");
+    let mut forged = good.clone();
+    let mut sig = forged.signature.to_vec();
+    sig[0] ^= 1;
+    forged.signature = Bytes::from(sig);
+    rig.send(0, messages(vec![forged])).unwrap();
+    let (transmits, events) = rig.drain();
+    assert!(transmits.iter().all(|t| !has_messages(t)), "forwarded");
+    assert!(events.is_empty());
+    assert_eq!(rig.g.stats().invalid, 1);
+    assert!(rig.g.penalty(&rig.peers[0]).unwrap() > 0);
+    // Not remembered as seen: the genuine message still gets through.
+    rig.send(1, messages(vec![good])).unwrap();
+    let (transmits, events) = rig.drain();
+    assert!(matches!(events[..], [Event::Message { id: i, .. }] if i == id));
+    assert!(transmits.iter().any(has_messages));
+}
+
+#[test]
+fn a_forged_author_or_body_is_rejected() {
+    let mut rig = Rig::new(2, Config::default());
+    let (_, mut m) = signed(50, 1, &rig.t, b"x");
+    // Another author's signature on this body.
+    let (_, other) = signed(51, 1, &rig.t, b"x");
+    m.signature = other.signature;
+    rig.send(0, messages(vec![m])).unwrap();
+    let bad_body = SignedMessage {
+        body: Bytes::from_static(&[0xff, 0xff]),
+        signature: Bytes::from(vec![0u8; 64]),
+    };
+    rig.send(1, messages(vec![bad_body])).unwrap();
+    let (_, events) = rig.drain();
+    assert!(events.is_empty());
+    assert_eq!(rig.g.stats().invalid, 2);
+}
+
+#[test]
+fn a_peer_sending_invalid_messages_is_disconnected() {
+    let mut rig = Rig::new(3, Config::default());
+    let mut disconnected = false;
+    for seq in 0..10 {
+        let (_, mut m) = signed(50, seq, &rig.t, b"x");
+        m.signature = Bytes::from(vec![1u8; 64]);
+        match rig.send(0, messages(vec![m])) {
+            Ok(()) => {}
+            Err(Error::UnknownPeer(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+        let (_, events) = rig.drain();
+        if events.iter().any(|e| {
+            matches!(e, Event::Disconnect { peer, reason: Misbehaviour::InvalidMessage } if *peer == rig.peers[0])
+        }) {
+            disconnected = true;
+        }
+    }
+    assert!(disconnected);
+    assert!(rig.g.penalty(&rig.peers[0]).is_none(), "forgotten");
+    assert!(rig.g.peers().count() == 2);
+}
+
+#[test]
+fn an_ihave_flood_is_bounded_and_penalised_until_disconnect() {
+    let config = Config::default();
+    let mut rig = Rig::new(4, config.clone());
+    let mut asked = 0usize;
+    let mut disconnected = false;
+    // 8,000 ids per heartbeat: over the 5,000 budget.
+    for round in 0u32..400 {
+        let ids: Vec<Bytes> = (0..4000u32)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&round.to_be_bytes());
+                id[4..8].copy_from_slice(&i.to_be_bytes());
+                Bytes::copy_from_slice(&id)
+            })
+            .collect();
+        let ihave = Rpc {
+            ihave: vec![IHave {
+                topic: "t".into(),
+                ids,
+            }],
+            ..Rpc::default()
+        };
+        if rig.send(0, ihave).is_err() {
+            break;
+        }
+        let (transmits, events) = rig.drain();
+        for t in transmits.iter().filter(|t| t.peer == rig.peers[0]) {
+            let rpc = crate::protocol::decode_frame(t.frame.clone()).unwrap();
+            asked += rpc.iwant.iter().map(|w| w.ids.len()).sum::<usize>();
+        }
+        if events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Disconnect {
+                    reason: Misbehaviour::OverLimit,
+                    ..
+                }
+            )
+        }) {
+            disconnected = true;
+            break;
+        }
+        if round % 2 == 1 {
+            rig.heartbeat();
+        }
+    }
+    assert!(disconnected, "the flooder is dropped");
+    // Never more IWANT than pending capacity allows.
+    assert!(asked <= config.max_iwant_pending, "asked for {asked} ids");
+    assert!(rig.g.iwant_pending.len() <= config.max_iwant_pending);
+    // The honest peers are untouched.
+    for p in &rig.peers[1..] {
+        assert_eq!(rig.g.penalty(p), Some(0));
+    }
+}
+
+#[test]
+fn iwant_answers_are_budgeted() {
+    let config = Config {
+        max_iwant_answers_per_heartbeat: 3,
+        ..Config::default()
+    };
+    let mut rig = Rig::new(2, config);
+    let now = rig.now;
+    let id = rig.g.publish(now, rig.t.clone(), &b"m"[..]).unwrap();
+    rig.drain();
+    let want = Rpc {
+        iwant: vec![IWant {
+            ids: vec![Bytes::copy_from_slice(&id.0); 5],
+        }],
+        ..Rpc::default()
+    };
+    rig.send(1, want).unwrap();
+    let (transmits, _) = rig.drain();
+    let sent: usize = transmits
+        .iter()
+        .map(|t| {
+            crate::protocol::decode_frame(t.frame.clone())
+                .unwrap()
+                .messages
+                .len()
+        })
+        .sum();
+    assert_eq!(sent, 3);
+    assert!(rig.g.penalty(&rig.peers[1]).unwrap() > 0);
+}
+
+#[test]
+fn a_message_flood_is_cut_at_the_budget() {
+    let config = Config {
+        max_messages_per_heartbeat: 5,
+        ..Config::default()
+    };
+    let mut rig = Rig::new(2, config);
+    let batch: Vec<SignedMessage> = (0..20).map(|s| signed(60, s, &rig.t, b"f").1).collect();
+    rig.send(0, messages(batch)).unwrap();
+    let (_, events) = rig.drain();
+    let delivered = events
+        .iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .count();
+    assert_eq!(delivered, 5);
+    assert!(rig.g.penalty(&rig.peers[0]).unwrap() > 0);
+}
+
+#[test]
+fn malformed_bytes_are_an_error_and_drop_the_peer() {
+    let mut rig = Rig::new(2, Config::default());
+    let r = rig
+        .g
+        .handle_message(rig.now, rig.peers[0], &[0xff, 0xff, 0xff]);
+    assert!(matches!(r, Err(Error::Decode(_))));
+    let (_, events) = rig.drain();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Disconnect {
+            reason: Misbehaviour::MalformedFrame,
+            ..
+        }
+    )));
+    let r = rig.g.handle_message(rig.now, rig.peers[0], &[]);
+    assert_eq!(r, Err(Error::UnknownPeer(rig.peers[0])));
+    // The other peer is fine.
+    assert_eq!(rig.g.penalty(&rig.peers[1]), Some(0));
+}
+
+#[test]
+fn too_many_topics_from_one_peer_are_ignored_and_penalised() {
+    let config = Config {
+        max_peer_topics: 4,
+        ..Config::default()
+    };
+    let mut rig = Rig::new(1, config);
+    let subs = (0..10)
+        .map(|i| Subscription {
+            subscribe: true,
+            topic: format!("x{i}"),
+        })
+        .collect();
+    rig.send(
+        0,
+        Rpc {
+            subscriptions: subs,
+            ..Rpc::default()
+        },
+    )
+    .unwrap();
+    let state = &rig.g.peers[&rig.peers[0]];
+    assert_eq!(state.topics.len(), 4);
+    assert!(state.penalty > 0);
+}
