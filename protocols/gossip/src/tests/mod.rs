@@ -4,6 +4,7 @@
 
 mod adversarial;
 mod network;
+mod vectors;
 
 use std::{
     collections::{BTreeMap, VecDeque},
