@@ -213,3 +213,36 @@ fn same_seed_same_run() {
     assert_eq!(first, run(11));
     assert_ne!(first, run(12));
 }
+
+#[test]
+fn a_thousand_nodes_deliver_everything_once() {
+    let mut net = Net::new(1000, Config::default(), 77);
+    let t = topic("big");
+    for node in &mut net.nodes {
+        node.subscribe(t.clone()).unwrap();
+    }
+    net.connect_ring_and_chords(5);
+    net.run();
+    net.heartbeats(3);
+    let start = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for publisher in [0usize, 333, 999] {
+        let now = net.now;
+        ids.push(
+            net.nodes[publisher]
+                .publish(now, t.clone(), &b"x"[..])
+                .unwrap(),
+        );
+        net.run();
+    }
+    net.heartbeats(2);
+    for id in ids {
+        let reached = (0..1000).filter(|&i| net.deliveries(i, id) == 1).count();
+        assert_eq!(reached, 999);
+    }
+    let dups: u64 = net.nodes.iter().map(|n| n.stats().duplicates).sum();
+    eprintln!(
+        "3 messages to 1000 nodes: {:?}, {dups} duplicates",
+        start.elapsed()
+    );
+}
