@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_IWANT_ANSWERS_PER_HEARTBEAT: u32 = 512;
 pub const DEFAULT_MAX_PEER_TOPICS: usize = 128;
 /// Default for [`Config::max_subscriptions`]: 1,024.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
+/// Default for [`Config::event_queue`]: 1,024 events.
+pub const DEFAULT_EVENT_QUEUE: usize = 1024;
 /// Default for [`Config::disconnect_threshold`]: 100 penalty points.
 pub const DEFAULT_DISCONNECT_THRESHOLD: u32 = 100;
 
@@ -115,6 +117,10 @@ pub struct Config {
     /// only the mesh: faster first hop, more robust against a bad mesh
     /// (default `true`).
     pub flood_publish: bool,
+    /// Tokio driver only: capacity of the event channel returned by
+    /// [`crate::new`] ([`DEFAULT_EVENT_QUEUE`]). Events that find it full
+    /// are dropped and counted by [`crate::Handle::dropped_events`].
+    pub event_queue: usize,
 }
 
 impl Default for Config {
@@ -141,6 +147,7 @@ impl Default for Config {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             disconnect_threshold: DEFAULT_DISCONNECT_THRESHOLD,
             flood_publish: true,
+            event_queue: DEFAULT_EVENT_QUEUE,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Shoal gossip: topic publish/subscribe over a mesh with lazy gossip.
 //!
 //! # Tour
+//! - [`new`] declares the protocol ([`PROTOCOL_NAME`], versions
+//!   [`VERSIONS`]) for a [`ServiceBuilder`](shoal::ServiceBuilder): one
+//!   service-wide handler runs the core; the [`Handle`] subscribes and
+//!   publishes; [`Event`]s arrive on a bounded channel.
 //! - [`Gossip`]: the sans-IO core (no tokio, no sockets, no clock). Feed it
 //!   peers, frames and time; drain frames to send and [`Event`]s. The same
 //!   core runs under the tokio driver and in the simulator (`shoal-sim`).
@@ -27,7 +31,22 @@
 //! sending invalid messages, costs penalty points, and a peer that collects
 //! too many is dropped with [`Event::Disconnect`].
 //!
-//! # Example
+//! # Examples
+//! On a service:
+//! ```
+//! use shoal::{ProtocolId, ServiceBuilder};
+//! use shoal_gossip::{Config, Topic};
+//! use shoal_identity::Keypair;
+//!
+//! let key = Keypair::generate();
+//! let (meta, handle, mut events) = shoal_gossip::new(ProtocolId(2), Config::default(), key.clone());
+//! let service = ServiceBuilder::new(key).protocol(meta).build().unwrap();
+//! handle.subscribe(Topic::new("chat").unwrap()).unwrap();
+//! // spawn `service`, dial peers, `handle.publish(topic, payload)`, then
+//! // read `events`: Event::Message { topic, author, payload, .. }
+//! # drop((service, events));
+//! ```
+//!
 //! Two cores wired by hand:
 //! ```
 //! use std::time::Instant;
@@ -63,12 +82,24 @@
 mod cache;
 pub mod config;
 mod gossip;
+mod handler;
 mod heartbeat;
 mod inbound;
 pub mod message;
 mod outbox;
 pub mod peer;
 pub mod protocol;
+
+use std::{
+    collections::hash_map::RandomState,
+    hash::{BuildHasher, Hasher},
+    sync::{Arc, atomic::Ordering},
+};
+
+use bytes::Bytes;
+use shoal::{ProtocolId, ProtocolMeta};
+use shoal_identity::{Keypair, PeerId};
+use tokio::sync::mpsc;
 
 pub use config::Config;
 pub use gossip::{Error, Event, Gossip, PublishError, Stats, SubscribeError};
@@ -82,6 +113,110 @@ pub const PROTOCOL_NAME: &str = "/shoal/gossip";
 
 /// The protocol versions spoken (negotiated per substream).
 pub const VERSIONS: [u32; 1] = [1];
+
+/// Why a [`Handle`] call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// Publishing was refused.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// Subscribing was refused.
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
+}
+
+/// Application access to a running gossip protocol. Cheap to clone.
+///
+/// Calls made before the service runs are kept and sent once it starts.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    shared: Arc<handler::Shared>,
+}
+
+impl Handle {
+    /// Joins `topic` (see [`Gossip::subscribe`]).
+    pub fn subscribe(&self, topic: Topic) -> Result<bool, HandleError> {
+        let mut inner = self.shared.lock();
+        let joined = inner.core.subscribe(topic)?;
+        self.shared.flush(&mut inner);
+        Ok(joined)
+    }
+
+    /// Leaves `topic` (see [`Gossip::unsubscribe`]).
+    pub fn unsubscribe(&self, topic: &Topic) -> bool {
+        let mut inner = self.shared.lock();
+        let left = inner.core.unsubscribe(topic);
+        self.shared.flush(&mut inner);
+        left
+    }
+
+    /// Signs and sends a message (see [`Gossip::publish`]).
+    pub fn publish(
+        &self,
+        topic: Topic,
+        payload: impl Into<Bytes>,
+    ) -> Result<MessageId, HandleError> {
+        let mut inner = self.shared.lock();
+        let id = inner.core.publish(handler::now(), topic, payload)?;
+        self.shared.flush(&mut inner);
+        Ok(id)
+    }
+
+    /// Our mesh peers of `topic`.
+    pub fn mesh_peers(&self, topic: &Topic) -> Vec<PeerId> {
+        self.shared.lock().core.mesh_peers(topic).copied().collect()
+    }
+
+    /// Connected peers subscribed to `topic`.
+    pub fn topic_peers(&self, topic: &Topic) -> Vec<PeerId> {
+        self.shared
+            .lock()
+            .core
+            .topic_peers(topic)
+            .copied()
+            .collect()
+    }
+
+    /// The core's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().core.stats().clone()
+    }
+
+    /// Events dropped because the event channel was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Frames dropped because a session's send queue was full or closed.
+    pub fn dropped_frames(&self) -> u64 {
+        self.shared.dropped_frames.load(Ordering::Relaxed)
+    }
+}
+
+/// Declares the gossip protocol as `id` for the node `keypair` (the
+/// service's own key: messages are signed with it): register the returned
+/// [`ProtocolMeta`] with a [`ServiceBuilder`](shoal::ServiceBuilder), use
+/// the [`Handle`] to subscribe and publish, and read the [`Event`]s.
+pub fn new(
+    id: ProtocolId,
+    config: Config,
+    keypair: Keypair,
+) -> (ProtocolMeta, Handle, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(config.event_queue.max(1));
+    // Only simulations need reproducible runs; a live node takes a seed
+    // from the standard library's per-process random keys.
+    let seed = RandomState::new().build_hasher().finish();
+    let core = Gossip::new(keypair, config, seed);
+    let shared = Arc::new(handler::Shared::new(core, id, tx));
+    let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
+        .versions(VERSIONS)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .service_handle(handler::GossipHandler {
+            shared: shared.clone(),
+        });
+    (meta, Handle { shared }, rx)
+}
 
 #[cfg(test)]
 mod tests;

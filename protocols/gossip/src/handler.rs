@@ -1,0 +1,186 @@
+//! The tokio driver: one service-wide handler runs the [`Gossip`] core for
+//! every session of the protocol.
+//!
+//! The core lives behind a mutex shared with the [`Handle`](crate::Handle),
+//! so application calls (subscribe, publish) and network callbacks go
+//! through the same state. After every call into the core, [`Shared::flush`]
+//! sends its frames with non-blocking sends (a frame that finds a session's
+//! queue full is dropped and counted: gossip recovers it through IHAVE and
+//! IWANT) and hands its events to the bounded event channel.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use shoal::{
+    HandlerResult, PeerId, ProtocolContext, ProtocolContextMut, ProtocolId, ServiceControl,
+    ServiceProtocol, SessionId,
+};
+use tokio::sync::mpsc;
+
+use crate::{Error, Event, Gossip};
+
+/// The heartbeat check timer.
+const TICK: u64 = 1;
+
+/// Longest time between two checks of the core's timeout: the heartbeat
+/// runs at most this late.
+const MAX_TICK: Duration = Duration::from_millis(100);
+
+/// The core and what the driver knows about sessions.
+pub(crate) struct Inner {
+    pub(crate) core: Gossip,
+    /// Open gossip sessions per peer; frames go to the first.
+    sessions: BTreeMap<PeerId, BTreeSet<SessionId>>,
+    /// Set by the handler's `init`; until then frames wait in the core.
+    control: Option<ServiceControl>,
+}
+
+/// State shared between the handler and the [`Handle`](crate::Handle).
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    protocol: ProtocolId,
+    events: mpsc::Sender<Event>,
+    pub(crate) dropped_events: AtomicU64,
+    pub(crate) dropped_frames: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The current time as the core takes it (tokio's clock, so paused test
+/// time works too).
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Shared {
+    pub(crate) fn new(core: Gossip, protocol: ProtocolId, events: mpsc::Sender<Event>) -> Shared {
+        Shared {
+            inner: Mutex::new(Inner {
+                core,
+                sessions: BTreeMap::new(),
+                control: None,
+            }),
+            protocol,
+            events,
+            dropped_events: AtomicU64::new(0),
+            dropped_frames: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends the core's frames and hands out its events. Call after every
+    /// call into the core, with the lock held.
+    pub(crate) fn flush(&self, inner: &mut Inner) {
+        let Some(control) = inner.control.as_ref() else {
+            return;
+        };
+        while let Some(t) = inner.core.poll_transmit() {
+            let session = inner.sessions.get(&t.peer).and_then(|s| s.first());
+            let sent =
+                session.is_some_and(|&s| control.try_send(s, self.protocol, t.frame).is_ok());
+            if !sent {
+                self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        while let Some(event) = inner.core.poll_event() {
+            if let Event::Disconnect { peer, reason } = &event {
+                tracing::debug!(%peer, ?reason, "closing gossip with a misbehaving peer");
+                for session in inner.sessions.remove(peer).into_iter().flatten() {
+                    // The session may be closing already.
+                    let _ = control.close_protocol(session, self.protocol);
+                }
+            }
+            if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+                self.dropped_events.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?event, "gossip event queue full; event dropped");
+            }
+        }
+    }
+}
+
+/// The service-wide handler.
+pub(crate) struct GossipHandler {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ServiceProtocol for GossipHandler {
+    fn init(&mut self, ctx: &mut ProtocolContext) -> HandlerResult {
+        let mut inner = self.shared.lock();
+        inner.control = Some(ctx.control().clone());
+        let tick =
+            (inner.core.config().heartbeat_interval / 4).clamp(Duration::from_millis(1), MAX_TICK);
+        ctx.set_notify(tick, TICK)?;
+        // Frames of calls made before the service ran.
+        self.shared.flush(&mut inner);
+        Ok(())
+    }
+
+    fn connected(&mut self, ctx: &mut ProtocolContextMut<'_>, _version: u32) -> HandlerResult {
+        let session = ctx.session();
+        let mut inner = self.shared.lock();
+        let sessions = inner.sessions.entry(session.peer).or_default();
+        let first = sessions.is_empty();
+        sessions.insert(session.id);
+        if first {
+            inner.core.peer_connected(now(), session.peer);
+        }
+        self.shared.flush(&mut inner);
+        Ok(())
+    }
+
+    fn disconnected(&mut self, ctx: &mut ProtocolContextMut<'_>) -> HandlerResult {
+        let session = ctx.session();
+        let mut inner = self.shared.lock();
+        let Some(sessions) = inner.sessions.get_mut(&session.peer) else {
+            return Ok(());
+        };
+        sessions.remove(&session.id);
+        if sessions.is_empty() {
+            inner.sessions.remove(&session.peer);
+            inner.core.peer_disconnected(now(), session.peer);
+        }
+        self.shared.flush(&mut inner);
+        Ok(())
+    }
+
+    fn received(&mut self, ctx: &mut ProtocolContextMut<'_>, data: Bytes) -> HandlerResult {
+        let peer = ctx.session().peer;
+        let mut inner = self.shared.lock();
+        let result = inner.core.handle_message(now(), peer, &data);
+        self.shared.flush(&mut inner);
+        match result {
+            Ok(()) => Ok(()),
+            // Dropped for misbehaviour: its substreams are being closed.
+            Err(Error::UnknownPeer(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn notify(&mut self, _ctx: &mut ProtocolContext, token: u64) -> HandlerResult {
+        if token == TICK {
+            let mut inner = self.shared.lock();
+            let now = now();
+            if inner.core.poll_timeout().is_some_and(|t| t <= now) {
+                inner.core.handle_timeout(now);
+            }
+            self.shared.flush(&mut inner);
+        }
+        Ok(())
+    }
+}
