@@ -235,11 +235,11 @@ impl Lookup {
     }
 
     /// `peer`, asked by `path`, answered with `closer` contacts. Returns
-    /// `false` (and changes nothing) if no such request is outstanding.
-    pub fn on_response(&mut self, path: usize, peer: &PeerId, closer: Vec<Contact>) -> bool {
-        let Some(c) = self.find(path, peer) else {
-            return false;
-        };
+    /// the depth of `peer`, or `None` (and changes nothing) if no such
+    /// request is outstanding.
+    pub fn on_response(&mut self, path: usize, peer: &PeerId, closer: Vec<Contact>) -> Option<u32> {
+        let c = self.find(path, peer)?;
+        let responder_depth = c.depth;
         c.state = State::Succeeded;
         let depth = c.depth + 1;
         self.paths[path].in_flight -= 1;
@@ -261,7 +261,7 @@ impl Lookup {
                 }
             }
         }
-        true
+        Some(responder_depth)
     }
 
     fn add_candidate(&mut self, path: usize, contact: Contact, depth: u32) {
@@ -326,7 +326,7 @@ impl Lookup {
             .flat_map(|p| p.candidates.iter())
             .filter(|c| c.state == State::Succeeded)
             .collect();
-        all.sort_by(|a, b| (a.distance, a.contact.peer).cmp(&(b.distance, b.contact.peer)));
+        all.sort_by_key(|c| (c.distance, c.contact.peer));
         all.truncate(self.params.k);
         all.into_iter()
             .map(|c| (c.contact.clone(), c.depth))
@@ -360,7 +360,7 @@ mod tests {
         let mut asked = reqs;
         let mut answered = 0;
         while let Some(r) = asked.pop() {
-            assert!(l.on_response(r.path, &r.contact.peer, vec![]));
+            assert!(l.on_response(r.path, &r.contact.peer, vec![]).is_some());
             answered += 1;
             asked.extend(l.next_requests());
         }
@@ -385,11 +385,8 @@ mod tests {
         assert_eq!(r.len(), 1);
         // The seed answers with two contacts (depth 1) and the local node.
         let local_contact = Contact::new(local, vec![]);
-        assert!(l.on_response(
-            0,
-            &r[0].contact.peer,
-            vec![contact(2), contact(3), local_contact]
-        ));
+        let closer = vec![contact(2), contact(3), local_contact];
+        assert_eq!(l.on_response(0, &r[0].contact.peer, closer), Some(0));
         let r = l.next_requests();
         assert_eq!(r.len(), 1);
         let first = r[0].contact.peer;
@@ -398,7 +395,7 @@ mod tests {
         let r = l.next_requests();
         assert_eq!(r.len(), 1);
         assert_ne!(r[0].contact.peer, first);
-        assert!(l.on_response(0, &r[0].contact.peer, vec![]));
+        assert_eq!(l.on_response(0, &r[0].contact.peer, vec![]), Some(1));
         assert!(l.next_requests().is_empty());
         assert!(l.is_finished());
         let got = l.closest();

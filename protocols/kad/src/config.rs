@@ -1,0 +1,223 @@
+//! Settings of the Kademlia core, each default a named constant.
+
+use std::time::Duration;
+
+use crate::{
+    protocol::MAX_PEERS_PER_MESSAGE, record::MAX_SIGNED_RECORD_SIZE, store::StoreLimits,
+    table::TableLimits,
+};
+
+/// Default for [`Config::k`]: 20 contacts per bucket, 20 nodes per answer
+/// and 20 holders per record.
+pub const DEFAULT_K: usize = 20;
+
+/// Default for [`Config::alpha`]: 3 requests in flight per lookup path.
+pub const DEFAULT_ALPHA: usize = 3;
+
+/// Default for [`Config::disjoint_paths`]: 3 disjoint paths per lookup.
+/// S/Kademlia shows that a few paths already make hiding a key from a
+/// lookup require control of far more nodes; each path costs about one
+/// classic lookup, so 3 is a middle ground between safety and messages.
+pub const DEFAULT_DISJOINT_PATHS: usize = 3;
+
+/// Default for [`Config::request_timeout`]: 10 s for an answer.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default for [`Config::query_timeout`]: a query ends after 60 s with what
+/// it has.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default for [`Config::max_queries`]: 256 queries at once (user and
+/// upkeep together). Bounds lookup state and requests in flight.
+pub const DEFAULT_MAX_QUERIES: usize = 256;
+
+/// Default for [`Config::bucket_ip_limit`]: 2 contacts of one IP prefix per
+/// bucket.
+pub const DEFAULT_BUCKET_IP_LIMIT: usize = 2;
+
+/// Default for [`Config::table_ip_limit`]: 10 contacts of one IP prefix in
+/// the table.
+pub const DEFAULT_TABLE_IP_LIMIT: usize = 10;
+
+/// Default for [`Config::replacement_cache`]: 8 waiting contacts per
+/// bucket.
+pub const DEFAULT_REPLACEMENT_CACHE: usize = 8;
+
+/// Default for [`Config::max_failures`]: 2 failed requests in a row remove
+/// a contact (one lost message does not).
+pub const DEFAULT_MAX_FAILURES: u32 = 2;
+
+/// Default for [`Config::refresh_interval`]: 15 min.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// Default for [`Config::max_refresh_lookups`]: 4 bucket lookups per round.
+pub const DEFAULT_MAX_REFRESH_LOOKUPS: usize = 4;
+
+/// Default for [`Config::replication_interval`]: 10 min.
+pub const DEFAULT_REPLICATION_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// Default for [`Config::republish_interval`]: 1 h.
+pub const DEFAULT_REPUBLISH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+/// Default for [`Config::expiry_check_interval`]: 60 s.
+pub const DEFAULT_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Default for [`Config::max_records`]: 4096 records held.
+pub const DEFAULT_MAX_RECORDS: usize = 4096;
+
+/// Default for [`Config::max_records_per_publisher`]: 64.
+pub const DEFAULT_MAX_RECORDS_PER_PUBLISHER: usize = 64;
+
+/// Default for [`Config::max_record_ttl`]: 48 h.
+pub const DEFAULT_MAX_RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
+
+/// Default for [`Config::clock_skew`]: 5 min.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// Default for [`Config::get_quorum`]: a record lookup stops after 2 nodes
+/// returned a valid record (then the newest of them wins).
+pub const DEFAULT_GET_QUORUM: usize = 2;
+
+/// Default for [`Config::max_queued_transmits`]: 4096 messages.
+pub const DEFAULT_MAX_QUEUED_TRANSMITS: usize = 4096;
+
+/// Default for [`Config::max_queued_events`]: 1024 events.
+pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 1024;
+
+/// Settings of a [`Kademlia`](crate::Kademlia) core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Bucket size, answer size and replication factor (see [`DEFAULT_K`]);
+    /// at most [`MAX_PEERS_PER_MESSAGE`].
+    pub k: usize,
+    /// Requests in flight per lookup path (see [`DEFAULT_ALPHA`]).
+    pub alpha: usize,
+    /// Disjoint paths per user lookup (see [`DEFAULT_DISJOINT_PATHS`]);
+    /// upkeep lookups (bucket refresh) use one.
+    pub disjoint_paths: usize,
+    /// Time allowed for an answer (see [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub request_timeout: Duration,
+    /// Time allowed for a whole query (see [`DEFAULT_QUERY_TIMEOUT`]).
+    pub query_timeout: Duration,
+    /// Queries at once (see [`DEFAULT_MAX_QUERIES`]); commands beyond fail
+    /// with [`Error::TooManyQueries`](crate::Error::TooManyQueries).
+    pub max_queries: usize,
+    /// Contacts per bucket sharing an IPv4 /24 or IPv6 /48 (see
+    /// [`DEFAULT_BUCKET_IP_LIMIT`]).
+    pub bucket_ip_limit: usize,
+    /// Contacts in the table sharing a prefix (see
+    /// [`DEFAULT_TABLE_IP_LIMIT`]).
+    pub table_ip_limit: usize,
+    /// Replacement cache size per bucket (see
+    /// [`DEFAULT_REPLACEMENT_CACHE`]).
+    pub replacement_cache: usize,
+    /// Failed requests in a row that remove a contact (see
+    /// [`DEFAULT_MAX_FAILURES`]).
+    pub max_failures: u32,
+    /// Time between bucket refresh rounds (see
+    /// [`DEFAULT_REFRESH_INTERVAL`]).
+    pub refresh_interval: Duration,
+    /// Random-key lookups per refresh round (see
+    /// [`DEFAULT_MAX_REFRESH_LOOKUPS`]).
+    pub max_refresh_lookups: usize,
+    /// Time between re-replication rounds of held records (see
+    /// [`DEFAULT_REPLICATION_INTERVAL`]).
+    pub replication_interval: Duration,
+    /// Time between republications of our own records (see
+    /// [`DEFAULT_REPUBLISH_INTERVAL`]).
+    pub republish_interval: Duration,
+    /// Time between purges of expired records (see
+    /// [`DEFAULT_EXPIRY_CHECK_INTERVAL`]).
+    pub expiry_check_interval: Duration,
+    /// Records held (see [`DEFAULT_MAX_RECORDS`]).
+    pub max_records: usize,
+    /// Largest record envelope held or sent, in bytes; at most (and by
+    /// default) [`MAX_SIGNED_RECORD_SIZE`].
+    pub max_record_size: usize,
+    /// Records held per publisher (see
+    /// [`DEFAULT_MAX_RECORDS_PER_PUBLISHER`]); also the most records we
+    /// publish ourselves.
+    pub max_records_per_publisher: usize,
+    /// Latest expiry accepted, counted from now (see
+    /// [`DEFAULT_MAX_RECORD_TTL`]).
+    pub max_record_ttl: Duration,
+    /// Wall-clock skew tolerated on expiries (see [`DEFAULT_CLOCK_SKEW`]).
+    pub clock_skew: Duration,
+    /// Whether records of kinds without a validator are accepted (default
+    /// `true`: signature, size and expiry are still checked).
+    pub accept_unknown_kinds: bool,
+    /// Valid records (from distinct nodes) that end a record lookup early
+    /// (see [`DEFAULT_GET_QUORUM`]).
+    pub get_quorum: usize,
+    /// Messages waiting for [`poll_transmit`](crate::Kademlia::poll_transmit)
+    /// (see [`DEFAULT_MAX_QUEUED_TRANSMITS`]); more are dropped and counted.
+    pub max_queued_transmits: usize,
+    /// Routing and record events waiting for
+    /// [`poll_event`](crate::Kademlia::poll_event) (see
+    /// [`DEFAULT_MAX_QUEUED_EVENTS`]); more are dropped and counted. Query
+    /// results are never dropped.
+    pub max_queued_events: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            k: DEFAULT_K,
+            alpha: DEFAULT_ALPHA,
+            disjoint_paths: DEFAULT_DISJOINT_PATHS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            max_queries: DEFAULT_MAX_QUERIES,
+            bucket_ip_limit: DEFAULT_BUCKET_IP_LIMIT,
+            table_ip_limit: DEFAULT_TABLE_IP_LIMIT,
+            replacement_cache: DEFAULT_REPLACEMENT_CACHE,
+            max_failures: DEFAULT_MAX_FAILURES,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            max_refresh_lookups: DEFAULT_MAX_REFRESH_LOOKUPS,
+            replication_interval: DEFAULT_REPLICATION_INTERVAL,
+            republish_interval: DEFAULT_REPUBLISH_INTERVAL,
+            expiry_check_interval: DEFAULT_EXPIRY_CHECK_INTERVAL,
+            max_records: DEFAULT_MAX_RECORDS,
+            max_record_size: MAX_SIGNED_RECORD_SIZE,
+            max_records_per_publisher: DEFAULT_MAX_RECORDS_PER_PUBLISHER,
+            max_record_ttl: DEFAULT_MAX_RECORD_TTL,
+            clock_skew: DEFAULT_CLOCK_SKEW,
+            accept_unknown_kinds: true,
+            get_quorum: DEFAULT_GET_QUORUM,
+            max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
+            max_queued_events: DEFAULT_MAX_QUEUED_EVENTS,
+        }
+    }
+}
+
+impl Config {
+    /// The config with every value clamped into its valid range (k within
+    /// 1..=[`MAX_PEERS_PER_MESSAGE`], at least one path, …).
+    pub(crate) fn normalized(mut self) -> Config {
+        self.k = self.k.clamp(1, MAX_PEERS_PER_MESSAGE);
+        self.alpha = self.alpha.max(1);
+        self.disjoint_paths = self.disjoint_paths.max(1);
+        self.max_queries = self.max_queries.max(1);
+        self.max_failures = self.max_failures.max(1);
+        self.max_record_size = self.max_record_size.min(MAX_SIGNED_RECORD_SIZE);
+        self.get_quorum = self.get_quorum.max(1);
+        self
+    }
+
+    pub(crate) fn table_limits(&self) -> TableLimits {
+        TableLimits {
+            k: self.k,
+            bucket_ip_limit: self.bucket_ip_limit,
+            table_ip_limit: self.table_ip_limit,
+            replacement_cache: self.replacement_cache,
+        }
+    }
+
+    pub(crate) fn store_limits(&self) -> StoreLimits {
+        StoreLimits {
+            max_records: self.max_records,
+            max_record_size: self.max_record_size,
+            max_per_publisher: self.max_records_per_publisher,
+        }
+    }
+}

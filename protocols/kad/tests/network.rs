@@ -1,0 +1,265 @@
+//! Lookups, records and upkeep across a few dozen cores wired by hand.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use bytes::Bytes;
+use common::{Net, random_key};
+use shoal_kad::{
+    Config, Event, Key, QueryResult, Record, SignedRecord,
+    protocol::{Body, Message},
+};
+
+fn record(net: &Net, publisher: usize, key: Key, seq: u64, ttl: u64) -> SignedRecord {
+    let keypair = &net.nodes[publisher].keypair;
+    let record = Record {
+        key,
+        kind: "test".into(),
+        value: Bytes::from(format!("value {seq}")),
+        publisher: keypair.peer_id(),
+        seq,
+        expires: net.unix() + ttl,
+    };
+    SignedRecord::sign(keypair, record).unwrap()
+}
+
+#[test]
+fn lookups_find_the_closest_node() {
+    let mut net = Net::joined(40, Config::default());
+    for q in 0..20u64 {
+        let from = (q as usize * 7) % 40;
+        let key = random_key(q);
+        let id = net.nodes[from].core.find_node(net.now, key).unwrap();
+        let (result, stats) = net.run_until_finished(from, id);
+        let QueryResult::FindNode { closest } = result else {
+            panic!("wrong result {result:?}");
+        };
+        // The querying node itself is never in its own result.
+        let expected = {
+            let me = net.peer(from);
+            let mut all: Vec<_> = net.index.keys().filter(|p| **p != me).copied().collect();
+            all.sort_by_key(|p| Key::for_peer(p).distance(&key));
+            all
+        };
+        assert_eq!(closest[0].peer, expected[0], "query {q}");
+        assert_eq!(closest.len(), 20);
+        assert!(stats.requests >= stats.responses && stats.responses >= 20);
+        assert!(stats.closest_depth.is_some());
+        assert!(stats.max_depth >= stats.closest_depth.unwrap());
+        assert!(!stats.timed_out);
+    }
+}
+
+#[test]
+fn disjoint_paths_ask_each_node_once() {
+    let mut net = Net::joined(40, Config::default());
+    net.run_for(Duration::from_secs(60));
+    net.keep_log = true;
+    net.log.clear();
+    let id = net.nodes[5]
+        .core
+        .find_node(net.now, random_key(99))
+        .unwrap();
+    let (_, stats) = net.run_until_finished(5, id);
+    let mut asked = BTreeSet::new();
+    let mut requests = 0;
+    for (from, to, bytes) in &net.log {
+        if *from != 5 {
+            continue;
+        }
+        if let Ok(Message {
+            body: Body::FindNode(_),
+            ..
+        }) = Message::decode(bytes)
+        {
+            requests += 1;
+            assert!(asked.insert(*to), "node {to} asked twice");
+        }
+    }
+    assert_eq!(requests, stats.requests);
+    assert!(requests as usize > 20, "three paths ask more than k nodes");
+}
+
+#[test]
+fn lookups_survive_crashed_nodes() {
+    let mut net = Net::joined(40, Config::default());
+    for i in (3..40).step_by(5) {
+        net.down.insert(i);
+    }
+    let mut ok = 0;
+    for q in 0..15u64 {
+        let from = [0, 1, 2, 4, 6][q as usize % 5];
+        let key = random_key(1000 + q);
+        let id = net.nodes[from].core.find_node(net.now, key).unwrap();
+        let (result, stats) = net.run_until_finished(from, id);
+        let QueryResult::FindNode { closest } = result else {
+            panic!("wrong result");
+        };
+        let live_closest = {
+            let me = net.peer(from);
+            net.index
+                .iter()
+                .filter(|(p, i)| **p != me && !net.down.contains(i))
+                .map(|(p, _)| *p)
+                .min_by_key(|p| Key::for_peer(p).distance(&key))
+                .unwrap()
+        };
+        if closest.first().map(|c| c.peer) == Some(live_closest) {
+            ok += 1;
+        }
+        assert!(
+            closest
+                .iter()
+                .all(|c| !net.down.contains(&net.index[&c.peer]))
+        );
+        let _ = stats;
+    }
+    assert_eq!(ok, 15);
+}
+
+#[test]
+fn records_are_stored_and_found() {
+    let mut net = Net::joined(30, Config::default());
+    let key = random_key(7);
+    let r = record(&net, 3, key, 1, 3600);
+    let id = net.put(3, r.clone());
+    let (result, stats) = net.run_until_finished(3, id);
+    let QueryResult::PutRecord { stored, failed, .. } = result else {
+        panic!("wrong result");
+    };
+    assert_eq!((stored, failed), (20, 0));
+    assert_eq!(stats.stores, 20);
+    for from in [0, 11, 29] {
+        let id = net.get(from, key);
+        let (result, stats) = net.run_until_finished(from, id);
+        let QueryResult::GetRecord {
+            record: Some(got),
+            found,
+        } = result
+        else {
+            panic!("record not found from {from}: {result:?}");
+        };
+        assert_eq!(got, r);
+        assert!(found >= 1);
+        assert!(stats.record_depth.is_some());
+    }
+    // A newer version replaces it everywhere it is asked for.
+    let newer = record(&net, 3, key, 2, 3600);
+    let id = net.put(3, newer.clone());
+    net.run_until_finished(3, id);
+    let id = net.get(20, key);
+    let (result, _) = net.run_until_finished(20, id);
+    assert!(matches!(result, QueryResult::GetRecord { record: Some(ref g), .. } if *g == newer));
+    // An older one is refused by the holders and never returned.
+    let older = record(&net, 3, key, 1, 3600);
+    let id = net.put(3, older);
+    let (result, _) = net.run_until_finished(3, id);
+    assert!(matches!(result, QueryResult::PutRecord { .. }));
+    let id = net.get(21, key);
+    let (result, _) = net.run_until_finished(21, id);
+    assert!(matches!(result, QueryResult::GetRecord { record: Some(ref g), .. } if *g == newer));
+}
+
+#[test]
+fn expired_records_are_never_returned() {
+    let mut net = Net::joined(20, Config::default());
+    let key = random_key(8);
+    let r = record(&net, 2, key, 1, 100);
+    let id = net.put(2, r);
+    net.run_until_finished(2, id);
+    net.run_for(Duration::from_secs(101));
+    let id = net.get(9, key);
+    let (result, _) = net.run_until_finished(9, id);
+    assert!(
+        matches!(
+            result,
+            QueryResult::GetRecord {
+                record: None,
+                found: 0
+            }
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn records_follow_new_closer_nodes() {
+    // Publisher gone, no republish: holders leave one by one, spaced wider
+    // than the replication interval, while new nodes join.
+    let config = Config {
+        replication_interval: Duration::from_secs(60),
+        republish_interval: Duration::from_secs(1_000_000),
+        ..Config::default()
+    };
+    let mut net = Net::joined(30, config.clone());
+    let key = random_key(42);
+    let r = record(&net, 1, key, 1, 48 * 3600 - 600);
+    let id = net.put(1, r.clone());
+    net.run_until_finished(1, id);
+    net.down.insert(1);
+    for next_seed in 1000..1025 {
+        // The closest live holder leaves.
+        let holder = (0..net.nodes.len())
+            .filter(|i| !net.down.contains(i))
+            .filter(|i| {
+                net.nodes[*i]
+                    .core
+                    .record_store()
+                    .get(&key, net.unix())
+                    .is_some()
+            })
+            .min_by_key(|i| Key::for_peer(&net.peer(*i)).distance(&key))
+            .unwrap();
+        net.down.insert(holder);
+        // A new node joins through a live one.
+        let n = net.add(next_seed, config.clone());
+        let via = (0..n).find(|i| !net.down.contains(i)).unwrap();
+        net.join(n, via);
+        net.run_for(Duration::from_secs(150));
+    }
+    let asker = (0..net.nodes.len())
+        .find(|i| !net.down.contains(i))
+        .unwrap();
+    let id = net.get(asker, key);
+    let (result, _) = net.run_until_finished(asker, id);
+    assert!(
+        matches!(result, QueryResult::GetRecord { record: Some(ref g), .. } if *g == r),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn same_seed_same_run() {
+    fn run() -> Vec<(usize, usize, Vec<u8>)> {
+        let mut net = Net::new();
+        for s in 0..15 {
+            net.add(s + 1, Config::default());
+        }
+        net.keep_log = true;
+        for i in 1..15 {
+            net.join(i, 0);
+        }
+        let id = net.nodes[3].core.find_node(net.now, random_key(5)).unwrap();
+        net.run_until_finished(3, id);
+        net.run_for(Duration::from_secs(3600));
+        net.log
+    }
+    let (a, b) = (run(), run());
+    assert!(a.len() > 100);
+    assert!(a == b, "runs differ");
+}
+
+#[test]
+fn routing_events_are_reported() {
+    let mut net = Net::joined(5, Config::default());
+    let events = &net.nodes[0].events;
+    let inserted = events
+        .iter()
+        .filter(|e| matches!(e, Event::RoutingUpdated { .. }))
+        .count();
+    assert_eq!(inserted, 4);
+    net.run_for(Duration::from_secs(1));
+}
