@@ -95,6 +95,11 @@ pub enum PublishError {
     /// No connected peer (in good standing) is subscribed to the topic.
     #[error("no peer to publish to")]
     NoPeers,
+    /// Every target has had its share of messages for this heartbeat (half
+    /// of [`Config::max_messages_per_heartbeat`]); retry after the next
+    /// heartbeat. Nothing was sent.
+    #[error("publishing faster than peers accept; retry after the next heartbeat")]
+    Throttled,
 }
 
 /// Why [`Gossip::subscribe`] refused a topic. Blame: the local caller.
@@ -118,6 +123,9 @@ pub struct Stats {
     pub invalid: u64,
     /// Message copies sent (forwarded, published or answering IWANT).
     pub sent: u64,
+    /// Message copies not sent because the peer's budget for this
+    /// heartbeat was used up.
+    pub throttled: u64,
     /// Message ids asked for with IWANT.
     pub iwant_requested: u64,
     /// Penalties given, and peers dropped for them.
@@ -287,7 +295,11 @@ impl Gossip {
     /// Signs and sends a new message. With [`Config::flood_publish`] it
     /// goes to every peer in good standing subscribed to `topic`; otherwise
     /// to our mesh, or `mesh_n` random topic peers when not subscribed. Our
-    /// own messages are not reported as [`Event::Message`].
+    /// own messages are not reported as [`Event::Message`]. A peer is sent
+    /// at most half its message budget per heartbeat; a message no target
+    /// can take fails with [`PublishError::Throttled`], one some targets
+    /// can take goes to those and reaches the others through the mesh or
+    /// IHAVE/IWANT.
     pub fn publish(
         &mut self,
         now: Instant,
@@ -310,13 +322,17 @@ impl Gossip {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let (id, signed) = message::sign(&self.keypair, seq, &topic, payload);
-        self.seen.insert(id, now + self.config.seen_ttl);
-        self.mcache.put(id, topic, signed.clone());
+        let mut accepted = 0;
         for peer in targets {
-            self.send_message(peer, signed.clone());
+            accepted += usize::from(self.send_message(peer, signed.clone()));
         }
-        self.stats.published += 1;
         self.outbox.flush();
+        if accepted == 0 {
+            return Err(PublishError::Throttled);
+        }
+        self.seen.insert(id, now + self.config.seen_ttl);
+        self.mcache.put(id, topic, signed);
+        self.stats.published += 1;
         Ok(id)
     }
 
@@ -470,9 +486,26 @@ impl Gossip {
         self.outbox.push(peer, entry);
     }
 
-    pub(crate) fn send_message(&mut self, peer: PeerId, message: crate::protocol::SignedMessage) {
+    /// Queues a full message for `peer`, within half its per-heartbeat
+    /// budget (see [`crate::peer`]).
+    /// `false` if it was not queued.
+    pub(crate) fn send_message(
+        &mut self,
+        peer: PeerId,
+        message: crate::protocol::SignedMessage,
+    ) -> bool {
+        let budget = (self.config.max_messages_per_heartbeat / 2).max(1);
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        if state.messages_sent >= budget {
+            self.stats.throttled += 1;
+            return false;
+        }
+        state.messages_sent += 1;
         self.stats.sent += 1;
         self.outbox.push(peer, Entry::Message(message));
+        true
     }
 
     /// Adds penalty points; drops the peer at the threshold and takes it

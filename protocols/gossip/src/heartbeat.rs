@@ -89,9 +89,10 @@ impl Gossip {
         if ids.is_empty() {
             return;
         }
-        // Half the receiver's budget (heartbeats may be out of step).
-        let cap =
-            (self.config.max_ihave_ids_per_heartbeat as usize / 2).clamp(1, MAX_IDS_PER_FRAME);
+        // Half the receiver's budget (heartbeats may be out of step), over
+        // all topics.
+        let budget = (self.config.max_ihave_ids_per_heartbeat / 2).max(1);
+        let cap = (budget as usize).min(MAX_IDS_PER_FRAME);
         if ids.len() > cap {
             ids.shuffle(&mut self.rng);
             ids.truncate(cap);
@@ -103,15 +104,27 @@ impl Gossip {
             .filter(|p| self.peers.get(*p).is_some_and(PeerState::in_good_standing))
             .copied()
             .collect();
-        let share = others.len() * self.config.gossip_factor_percent / 100;
+        let share = others
+            .len()
+            .saturating_mul(self.config.gossip_factor_percent)
+            / 100;
         let n = self.config.gossip_lazy.max(share);
         others.shuffle(&mut self.rng);
         others.truncate(n);
         let ids: Vec<Bytes> = ids.iter().map(|id| Bytes::copy_from_slice(&id.0)).collect();
         for peer in others {
+            let Some(state) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            let room = budget.saturating_sub(state.ihave_sent) as usize;
+            if room == 0 {
+                continue;
+            }
+            let ids = ids[..ids.len().min(room)].to_vec();
+            state.ihave_sent += ids.len() as u32;
             let ihave = IHave {
                 topic: topic.as_str().to_owned(),
-                ids: ids.clone(),
+                ids,
             };
             self.outbox.push(peer, Entry::IHave(ihave));
         }

@@ -134,7 +134,7 @@ impl Gossip {
                 .copied()
                 .collect();
             for peer in targets {
-                self.send_message(peer, signed.clone());
+                let _ = self.send_message(peer, signed.clone());
             }
             self.mcache.put(id, verified.topic.clone(), signed);
             self.stats.delivered += 1;
@@ -219,7 +219,7 @@ impl Gossip {
             }
         }
         for message in answers {
-            self.send_message(from, message);
+            let _ = self.send_message(from, message);
         }
         !(over && self.penalise(from, Misbehaviour::OverLimit))
     }

@@ -7,6 +7,12 @@
 //! [`Config::disconnect_threshold`](crate::Config::disconnect_threshold) is
 //! dropped. A peer with at least [`GRAFT_PENALTY_LIMIT`] points is not
 //! taken into a mesh, not sent IHAVE, and its GRAFTs are refused.
+//!
+//! In the other direction, we send a peer at most *half* of each budget per
+//! heartbeat (messages, IHAVE ids, IWANT ids), so two honest nodes whose
+//! heartbeats are out of step never push each other over a budget,
+//! whatever the load: beyond it, a message is not pushed eagerly and must
+//! reach that peer another way (another mesh peer, or IHAVE/IWANT).
 
 use std::collections::BTreeSet;
 
@@ -70,6 +76,10 @@ pub(crate) struct PeerState {
     pub(crate) iwant_answered: u32,
     /// IWANT ids we sent this heartbeat.
     pub(crate) iwant_sent: u32,
+    /// Full messages we sent this heartbeat.
+    pub(crate) messages_sent: u32,
+    /// IHAVE ids we sent this heartbeat.
+    pub(crate) ihave_sent: u32,
 }
 
 impl PeerState {
@@ -79,6 +89,8 @@ impl PeerState {
         self.ihave_ids = 0;
         self.iwant_answered = 0;
         self.iwant_sent = 0;
+        self.messages_sent = 0;
+        self.ihave_sent = 0;
         self.penalty = self.penalty.saturating_sub(PENALTY_DECAY);
     }
 

@@ -246,3 +246,44 @@ fn a_thousand_nodes_deliver_everything_once() {
         start.elapsed()
     );
 }
+
+#[test]
+fn a_publish_burst_is_throttled_not_penalised_and_still_delivered() {
+    let config = Config {
+        max_messages_per_heartbeat: 20,
+        flood_publish: false,
+        ..Config::default()
+    };
+    let mut net = Net::new(12, config, 8);
+    let t = topic("burst");
+    for node in &mut net.nodes {
+        node.subscribe(t.clone()).unwrap();
+    }
+    net.connect_ring_and_chords(3);
+    net.run();
+    net.heartbeats(3);
+    let mut published = Vec::new();
+    let mut throttled = 0;
+    for k in 0..40u32 {
+        let now = net.now;
+        match net.nodes[0].publish(now, t.clone(), k.to_be_bytes().to_vec()) {
+            Ok(id) => published.push(id),
+            Err(PublishError::Throttled) => throttled += 1,
+            Err(e) => panic!("{e}"),
+        }
+        net.run();
+    }
+    assert_eq!(published.len(), 10, "half the budget per heartbeat");
+    assert_eq!(throttled, 30);
+    net.heartbeats(5);
+    for id in published {
+        for i in 1..12 {
+            assert_eq!(net.deliveries(i, id), 1, "node {i}");
+        }
+    }
+    for node in &net.nodes {
+        for peer in node.peers() {
+            assert_eq!(node.penalty(peer), Some(0));
+        }
+    }
+}
