@@ -285,3 +285,49 @@ fn too_many_topics_from_one_peer_are_ignored_and_penalised() {
     assert_eq!(state.topics.len(), 4);
     assert!(state.penalty > 0);
 }
+
+#[test]
+fn random_and_mutated_frames_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (id, signed) = signed(50, 1, &topic("t"), b"payload");
+    let valid = encode_frame(Rpc {
+        subscriptions: vec![Subscription {
+            subscribe: true,
+            topic: "t".into(),
+        }],
+        messages: vec![signed],
+        ihave: vec![IHave {
+            topic: "t".into(),
+            ids: vec![Bytes::copy_from_slice(&id.0)],
+        }],
+        iwant: vec![IWant {
+            ids: vec![Bytes::copy_from_slice(&id.0)],
+        }],
+        ..Rpc::default()
+    });
+    let mut rig = Rig::new(1, Config::default());
+    for round in 0..20_000 {
+        let frame: Vec<u8> = if round % 2 == 0 {
+            let len = rng.random_range(0..64);
+            (0..len).map(|_| rng.random()).collect()
+        } else {
+            let mut f = valid.to_vec();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..f.len());
+                f[i] = rng.random();
+            }
+            f
+        };
+        let peer = rig.peers[0];
+        // Malformed frames drop the peer; bring it back each time.
+        if rig.g.penalty(&peer).is_none() {
+            rig.g.peer_connected(rig.now, peer);
+        }
+        let _ = rig.g.handle_message(rig.now, peer, &frame);
+        rig.drain();
+        if round % 500 == 0 {
+            rig.heartbeat();
+        }
+    }
+}
