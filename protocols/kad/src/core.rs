@@ -272,13 +272,15 @@ impl Kademlia {
         match message.body {
             Body::Ping => self.respond(from, from_addrs, id, Body::Pong),
             Body::FindNode(key) => {
-                let closer = self.closest_contacts(&key, Some(&from));
-                self.respond(from, from_addrs, id, Body::Nodes(closer));
+                let closer = self.table.closest(&key, self.config.k, Some(&from));
+                let bytes = Message::encode_nodes(id, &closer);
+                self.push_response(from, from_addrs, bytes);
             }
             Body::FindValue(key) => {
-                let record = self.store.get(&key, unix_secs).cloned();
-                let closer = self.closest_contacts(&key, Some(&from));
-                self.respond(from, from_addrs, id, Body::Value { record, closer });
+                let record = self.store.get(&key, unix_secs);
+                let closer = self.table.closest(&key, self.config.k, Some(&from));
+                let bytes = Message::encode_value(id, record, &closer);
+                self.push_response(from, from_addrs, bytes);
             }
             Body::Store(record) => {
                 let status = self.accept_store(from, record);
@@ -354,15 +356,6 @@ impl Kademlia {
                 self.request_failed(now, p);
             }
         }
-    }
-
-    /// The `k` contacts closest to `key`, for an answer.
-    fn closest_contacts(&self, key: &Key, exclude: Option<&PeerId>) -> Vec<Contact> {
-        self.table
-            .closest(key, self.config.k, exclude)
-            .into_iter()
-            .cloned()
-            .collect()
     }
 
     /// A peer's STORE: policy, then the store's bounds.
@@ -539,6 +532,10 @@ impl Kademlia {
 
     fn respond(&mut self, to: PeerId, addrs: &[Multiaddr], request_id: u64, body: Body) {
         let bytes = Message { request_id, body }.encode();
+        self.push_response(to, addrs, bytes);
+    }
+
+    fn push_response(&mut self, to: PeerId, addrs: &[Multiaddr], bytes: Bytes) {
         self.push_transmit(Transmit {
             to,
             addrs: addrs.to_vec(),

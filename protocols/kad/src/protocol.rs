@@ -33,7 +33,7 @@
 use bytes::Bytes;
 use prost::Message as _;
 use shoal_identity::{PEER_ID_LEN, PeerId};
-use shoal_transport::Multiaddr;
+use shoal_transport::{Multiaddr, Protocol};
 
 use crate::{
     key::{KEY_LEN, Key},
@@ -259,21 +259,71 @@ pub enum DecodeError {
     Record(#[from] RecordError),
 }
 
-fn peers_to_wire(contacts: &[Contact]) -> Vec<wire::Peer> {
+fn peers_to_wire<'a>(contacts: impl IntoIterator<Item = &'a Contact>) -> Vec<wire::Peer> {
     contacts
-        .iter()
+        .into_iter()
         .take(MAX_PEERS_PER_MESSAGE)
         .map(|c| wire::Peer {
             id: c.peer.as_bytes().to_vec(),
             addrs: c
                 .addrs
                 .iter()
-                .map(|a| a.without_peer_id().to_string())
+                .map(addr_text)
                 .filter(|a| a.len() <= MAX_ADDR_LEN)
                 .take(MAX_ADDRS_PER_CONTACT)
                 .collect(),
         })
         .collect()
+}
+
+/// The text form of `addr` without a trailing `/p2p/` component: the
+/// same text as `Display`, with a fast path for the common components
+/// (answers carry up to 20 contacts, so this runs often).
+fn addr_text(addr: &Multiaddr) -> String {
+    use std::fmt::Write as _;
+    fn number(out: &mut String, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for d in &digits[i..] {
+            out.push(char::from(*d));
+        }
+    }
+    let mut out = String::with_capacity(32);
+    let components = addr.iter().as_slice();
+    for (i, c) in components.iter().enumerate() {
+        match c {
+            Protocol::Ip4(ip) => {
+                out.push_str("/ip4/");
+                for (j, o) in ip.octets().iter().enumerate() {
+                    if j > 0 {
+                        out.push('.');
+                    }
+                    number(&mut out, u64::from(*o));
+                }
+            }
+            Protocol::Tcp(port) => {
+                out.push_str("/tcp/");
+                number(&mut out, u64::from(*port));
+            }
+            Protocol::Memory(port) => {
+                out.push_str("/memory/");
+                number(&mut out, *port);
+            }
+            Protocol::P2p(_) if i + 1 == components.len() => {}
+            other => {
+                let _ = write!(out, "{other}");
+            }
+        }
+    }
+    out
 }
 
 fn peers_from_wire(peers: Vec<wire::Peer>) -> Result<Vec<Contact>, DecodeError> {
@@ -334,8 +384,34 @@ impl Message {
                 status: status.code(),
             }),
         };
+        Self::encode_wire(self.request_id, body)
+    }
+
+    /// Encodes a `Nodes` answer straight from borrowed contacts (what
+    /// [`Message::encode`] of [`Body::Nodes`] gives, without copying them).
+    pub fn encode_nodes(request_id: u64, closer: &[&Contact]) -> Bytes {
+        let body = wire::Body::Nodes(wire::Nodes {
+            closer: peers_to_wire(closer.iter().copied()),
+        });
+        Self::encode_wire(request_id, body)
+    }
+
+    /// Encodes a `Value` answer straight from borrowed parts.
+    pub fn encode_value(
+        request_id: u64,
+        record: Option<&SignedRecord>,
+        closer: &[&Contact],
+    ) -> Bytes {
+        let body = wire::Body::Value(wire::Value {
+            record: record.map(SignedRecord::to_bytes).unwrap_or_default(),
+            closer: peers_to_wire(closer.iter().copied()),
+        });
+        Self::encode_wire(request_id, body)
+    }
+
+    fn encode_wire(request_id: u64, body: wire::Body) -> Bytes {
         let message = wire::KadMessage {
-            request_id: self.request_id,
+            request_id,
             body: Some(body),
         };
         Bytes::from(message.encode_to_vec())
@@ -463,6 +539,24 @@ mod tests {
             )
         );
         assert_eq!(Message::decode(&store.encode()), Ok(store));
+    }
+
+    #[test]
+    fn address_text_matches_display() {
+        for text in [
+            "/ip4/0.0.0.0/tcp/0",
+            "/ip4/255.255.255.255/tcp/65535",
+            "/ip4/10.20.3.4/tcp/4001",
+            "/memory/18446744073709551615",
+            "/memory/0",
+            "/ip6/::1/tcp/5",
+            "/dns4/example.org/tcp/443",
+        ] {
+            let a: Multiaddr = text.parse().unwrap();
+            assert_eq!(addr_text(&a), text);
+            let with_id = a.with_peer_id(PeerId::from_bytes([1; 32]));
+            assert_eq!(addr_text(&with_id), text);
+        }
     }
 
     #[test]

@@ -208,23 +208,67 @@ impl RoutingTable {
 
     /// Up to `n` contacts closest to `target`, closest first, never
     /// `exclude`.
-    pub fn closest(&self, target: &Key, n: usize, exclude: Option<&PeerId>) -> Vec<&Contact> {
-        let mut all: Vec<(Distance, &Contact)> = self
-            .buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
-            .filter(|e| Some(&e.contact.peer) != exclude)
-            .map(|e| (e.contact.key.distance(target), &e.contact))
-            .collect();
+    ///
+    /// Walks buckets in order of distance to `target` instead of sorting
+    /// the whole table: contacts in the target's own bucket `b` are closer
+    /// than 2^b to it; those in buckets below `b` lie in [2^b, 2^(b+1));
+    /// those in a bucket `i > b` in [2^i, 2^(i+1)). Each group is sorted on
+    /// its own and the walk stops once `n` are found, so a full bucket
+    /// answers most queries from 20 distance computations.
+    pub fn closest<'a>(
+        &'a self,
+        target: &Key,
+        n: usize,
+        exclude: Option<&PeerId>,
+    ) -> Vec<&'a Contact> {
+        let mut out: Vec<(Distance, &Contact)> = Vec::with_capacity(n + self.limits.k);
         if n == 0 {
             return Vec::new();
         }
-        if all.len() > n {
-            all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
-            all.truncate(n);
+        let push = |out: &mut Vec<(Distance, &'a Contact)>, b: usize| {
+            for e in &self.buckets[b].entries {
+                if Some(&e.contact.peer) != exclude {
+                    out.push((e.contact.key.distance(target), &e.contact));
+                }
+            }
+        };
+        let sort_group = |out: &mut Vec<(Distance, &'a Contact)>, from: usize| {
+            out[from..].sort_unstable_by_key(|(d, _)| *d);
+            out.len() >= n
+        };
+        match self.bucket_of(target) {
+            None => {
+                for b in 0..NUM_BUCKETS {
+                    let from = out.len();
+                    push(&mut out, b);
+                    if sort_group(&mut out, from) {
+                        break;
+                    }
+                }
+            }
+            Some(tb) => {
+                push(&mut out, tb);
+                let mut done = sort_group(&mut out, 0);
+                if !done {
+                    let from = out.len();
+                    for b in (0..tb).rev() {
+                        push(&mut out, b);
+                    }
+                    done = sort_group(&mut out, from);
+                }
+                if !done {
+                    for b in tb + 1..NUM_BUCKETS {
+                        let from = out.len();
+                        push(&mut out, b);
+                        if sort_group(&mut out, from) {
+                            break;
+                        }
+                    }
+                }
+            }
         }
-        all.sort_unstable_by_key(|a| a.0);
-        all.into_iter().map(|(_, c)| c).collect()
+        out.truncate(n);
+        out.into_iter().map(|(_, c)| c).collect()
     }
 
     /// Records that `contact` was seen alive (it sent us a message or
@@ -621,5 +665,24 @@ mod tests {
         assert_eq!(d, all[..5]);
         let got = t.closest(&target, 5, Some(&peers[7]));
         assert!(got.iter().all(|c| c.peer != peers[7]));
+        // Against brute force, for targets near and far, and the local key.
+        let mut targets: Vec<Key> = (0u8..40)
+            .map(|i| Key::for_peer(&PeerId::from_bytes([i * 3; 32])))
+            .collect();
+        targets.push(local);
+        targets.push(Key::from_bytes([0xff; 32]));
+        for target in targets {
+            for n in [1, 3, 20, 100] {
+                let got: Vec<_> = t
+                    .closest(&target, n, None)
+                    .iter()
+                    .map(|c| c.key.distance(&target))
+                    .collect();
+                let mut all: Vec<_> = t.iter().map(|c| c.key.distance(&target)).collect();
+                all.sort();
+                all.truncate(n);
+                assert_eq!(got, all);
+            }
+        }
     }
 }

@@ -105,19 +105,23 @@ impl Net {
 
     fn collect(&mut self) {
         for i in 0..self.nodes.len() {
-            if self.down.contains(&i) {
-                // A crashed node sends nothing.
-                while self.nodes[i].core.poll_transmit().is_some() {}
-                while self.nodes[i].core.poll_event().is_some() {}
-                continue;
-            }
-            while let Some(t) = self.nodes[i].core.poll_transmit() {
-                let to = self.index[&t.to];
-                self.queue.push_back((i, to, t.bytes));
-            }
-            while let Some(e) = self.nodes[i].core.poll_event() {
-                self.nodes[i].events.push(e);
-            }
+            self.collect_from(i);
+        }
+    }
+
+    fn collect_from(&mut self, i: usize) {
+        if self.down.contains(&i) {
+            // A crashed node sends nothing.
+            while self.nodes[i].core.poll_transmit().is_some() {}
+            while self.nodes[i].core.poll_event().is_some() {}
+            return;
+        }
+        while let Some(t) = self.nodes[i].core.poll_transmit() {
+            let to = self.index[&t.to];
+            self.queue.push_back((i, to, t.bytes));
+        }
+        while let Some(e) = self.nodes[i].core.poll_event() {
+            self.nodes[i].events.push(e);
         }
     }
 
@@ -125,7 +129,10 @@ impl Net {
     /// timeout. Returns `false` when no node has anything left to do
     /// before `limit`.
     pub fn step(&mut self, limit: Instant) -> bool {
-        self.collect();
+        if self.queue.is_empty() {
+            // Commands may have been given to any node.
+            self.collect();
+        }
         if let Some((from, to, bytes)) = self.queue.pop_front() {
             if !self.down.contains(&to) {
                 if self.keep_log {
@@ -152,9 +159,11 @@ impl Net {
         }
         self.now = self.now.max(next);
         let (now, unix) = (self.now, self.unix());
-        for (i, n) in self.nodes.iter_mut().enumerate() {
+        for i in 0..self.nodes.len() {
+            let n = &mut self.nodes[i];
             if !self.down.contains(&i) && n.core.poll_timeout().is_some_and(|t| t <= now) {
                 n.core.handle_timeout(now, unix);
+                self.collect_from(i);
             }
         }
         true
@@ -175,7 +184,7 @@ impl Net {
     }
 
     fn take_finished(&mut self, i: usize, id: QueryId) -> Option<(QueryResult, QueryStats)> {
-        self.collect();
+        self.collect_from(i);
         let events = &mut self.nodes[i].events;
         let at = events
             .iter()

@@ -1,0 +1,340 @@
+//! The core fed bytes and time directly: one node under test, the other
+//! side played by hand.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shoal_identity::{Keypair, PeerId};
+use shoal_kad::{
+    Config, DecodeError, Error, Event, Kademlia, Key, Record, RecordError, SignedRecord,
+    protocol::{Body, Message, StoreStatus},
+    table::Contact,
+};
+use shoal_transport::Multiaddr;
+
+const UNIX: u64 = 1_700_000_000;
+
+fn addr(i: u32) -> Vec<Multiaddr> {
+    vec![format!("/memory/{i}").parse().unwrap()]
+}
+
+fn node(config: Config) -> Kademlia {
+    Kademlia::new(PeerId::from_bytes([0; 32]), config, 7)
+}
+
+fn send(core: &mut Kademlia, now: Instant, from: PeerId, body: Body) -> Result<(), Error> {
+    let bytes = Message {
+        request_id: 77,
+        body,
+    }
+    .encode();
+    core.handle_message(now, UNIX, from, &addr(9), &bytes)
+}
+
+fn answers(core: &mut Kademlia) -> Vec<(PeerId, Message)> {
+    std::iter::from_fn(|| core.poll_transmit())
+        .map(|t| (t.to, Message::decode(&t.bytes).unwrap()))
+        .collect()
+}
+
+fn keypair(i: u8) -> Keypair {
+    Keypair::from_secret_bytes(&[i; 32])
+}
+
+fn signed(kp: &Keypair, key: u8, seq: u64, expires: u64) -> SignedRecord {
+    let record = Record {
+        key: Key::from_bytes([key; 32]),
+        kind: "t".into(),
+        value: Bytes::from_static(b"v"),
+        publisher: kp.peer_id(),
+        seq,
+        expires,
+    };
+    SignedRecord::sign(kp, record).unwrap()
+}
+
+/// Peers whose keys fall in bucket 255 of the core's local key.
+fn far_peers(core: &Kademlia, n: usize) -> Vec<PeerId> {
+    let local = Key::for_peer(&core.local_peer_id());
+    (1u32..)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            PeerId::from_bytes(b)
+        })
+        .filter(|p| local.distance(&Key::for_peer(p)).bucket_index() == Some(255))
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn malformed_and_illegal_input_is_an_error() {
+    let mut core = node(Config::default());
+    let now = Instant::now();
+    let peer = PeerId::from_bytes([1; 32]);
+    assert!(matches!(
+        core.handle_message(now, UNIX, peer, &addr(1), &[0xff, 0xff, 0xff]),
+        Err(Error::Decode(DecodeError::Malformed(_)))
+    ));
+    assert!(matches!(
+        core.handle_message(now, UNIX, peer, &addr(1), &[]),
+        Err(Error::Decode(DecodeError::UnknownType))
+    ));
+    // A tampered record in a STORE.
+    let kp = keypair(3);
+    let record = signed(&kp, 1, 1, UNIX + 60);
+    let mut bytes = Message {
+        request_id: 1,
+        body: Body::Store(record),
+    }
+    .encode()
+    .to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert_eq!(
+        core.handle_message(now, UNIX, peer, &addr(1), &bytes),
+        Err(Error::Decode(DecodeError::Record(
+            RecordError::BadSignature
+        )))
+    );
+    // An answer of the wrong type to our request.
+    core.add_address(now, peer, addr(1));
+    core.find_node(now, Key::from_bytes([5; 32])).unwrap();
+    let sent = answers(&mut core);
+    assert_eq!(sent.len(), 1);
+    let rid = sent[0].1.request_id;
+    let pong = Message {
+        request_id: rid,
+        body: Body::Pong,
+    };
+    assert_eq!(
+        core.handle_message(now, UNIX, peer, &addr(1), &pong.encode()),
+        Err(Error::UnexpectedResponse(rid))
+    );
+    // Answers nobody waits for are ignored, not errors.
+    assert_eq!(send(&mut core, now, peer, Body::Pong), Ok(()));
+    // Nothing panicked and the lookup failed over cleanly.
+    let finished =
+        std::iter::from_fn(|| core.poll_event()).any(|e| matches!(e, Event::QueryFinished { .. }));
+    assert!(finished);
+}
+
+#[test]
+fn requests_are_answered() {
+    let mut core = node(Config::default());
+    let now = Instant::now();
+    let peers: Vec<PeerId> = (1..=30u8).map(|i| PeerId::from_bytes([i; 32])).collect();
+    for (i, p) in peers.iter().enumerate() {
+        core.add_address(now, *p, addr(i as u32));
+    }
+    let asker = peers[0];
+    send(&mut core, now, asker, Body::Ping).unwrap();
+    send(
+        &mut core,
+        now,
+        asker,
+        Body::FindNode(Key::from_bytes([9; 32])),
+    )
+    .unwrap();
+    let got = answers(&mut core);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, asker);
+    assert_eq!(got[0].1.body, Body::Pong);
+    assert_eq!(got[0].1.request_id, 77);
+    let Body::Nodes(closer) = &got[1].1.body else {
+        panic!("expected nodes");
+    };
+    assert_eq!(closer.len(), 20);
+    assert!(closer.iter().all(|c| c.peer != asker));
+    let target = Key::from_bytes([9; 32]);
+    let d: Vec<_> = closer.iter().map(|c| c.key.distance(&target)).collect();
+    assert!(d.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn full_bucket_pings_oldest_before_evicting() {
+    let config = Config {
+        k: 3,
+        ..Config::default()
+    };
+    let mut core = node(config);
+    let t0 = Instant::now();
+    let p = far_peers(&core, 5);
+    for (i, peer) in p.iter().take(3).enumerate() {
+        core.add_address(t0, *peer, addr(i as u32));
+    }
+    assert!(answers(&mut core).is_empty());
+    // A fourth contact: the oldest (p[0]) is pinged.
+    send(&mut core, t0, p[3], Body::Ping).unwrap();
+    let out = answers(&mut core);
+    let ping = out
+        .iter()
+        .find(|(to, m)| *to == p[0] && m.body == Body::Ping)
+        .unwrap();
+    // It answers: it stays and p[3] waits in the replacement cache.
+    let pong = Message {
+        request_id: ping.1.request_id,
+        body: Body::Pong,
+    };
+    core.handle_message(t0, UNIX, p[0], &addr(0), &pong.encode())
+        .unwrap();
+    let table = core.routing_table();
+    assert!(table.contains(&p[0]) && !table.contains(&p[3]));
+    // A fifth: now p[1] is the oldest; it stays silent and is evicted.
+    send(&mut core, t0, p[4], Body::Ping).unwrap();
+    let out = answers(&mut core);
+    assert!(
+        out.iter()
+            .any(|(to, m)| *to == p[1] && m.body == Body::Ping)
+    );
+    while core.poll_event().is_some() {}
+    let t1 = t0 + Duration::from_secs(11);
+    core.handle_timeout(t1, UNIX + 11);
+    let table = core.routing_table();
+    assert!(!table.contains(&p[1]));
+    assert!(table.contains(&p[4]));
+    let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
+    assert!(events.contains(&Event::PeerRemoved { peer: p[1] }));
+    assert!(events.contains(&Event::RoutingUpdated {
+        peer: p[4],
+        bucket: 255
+    }));
+}
+
+#[test]
+fn stores_are_checked_and_bounded() {
+    let config = Config {
+        max_records: 3,
+        max_records_per_publisher: 2,
+        ..Config::default()
+    };
+    let mut core = node(config);
+    let now = Instant::now();
+    let from = PeerId::from_bytes([1; 32]);
+    let (a, b) = (keypair(3), keypair(4));
+    let store = |core: &mut Kademlia, r: SignedRecord| {
+        send(core, now, from, Body::Store(r)).unwrap();
+        let got = answers(core);
+        match got.last().map(|(_, m)| &m.body) {
+            Some(Body::StoreAck(s)) => *s,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        store(&mut core, signed(&a, 1, 5, UNIX + 60)),
+        StoreStatus::Stored
+    );
+    assert_eq!(
+        store(&mut core, signed(&a, 1, 4, UNIX + 60)),
+        StoreStatus::Unchanged
+    );
+    assert_eq!(
+        store(&mut core, signed(&a, 2, 1, UNIX + 60)),
+        StoreStatus::Stored
+    );
+    assert_eq!(
+        store(&mut core, signed(&a, 3, 1, UNIX + 60)),
+        StoreStatus::Full
+    );
+    assert_eq!(
+        store(&mut core, signed(&b, 3, 1, UNIX + 60)),
+        StoreStatus::Stored
+    );
+    assert_eq!(
+        store(&mut core, signed(&b, 4, 1, UNIX + 60)),
+        StoreStatus::Full
+    );
+    // Expired, or expiring beyond the allowed TTL: rejected.
+    assert_eq!(
+        store(&mut core, signed(&b, 5, 1, UNIX)),
+        StoreStatus::Rejected
+    );
+    assert_eq!(
+        store(&mut core, signed(&b, 5, 1, UNIX + 49 * 3600)),
+        StoreStatus::Rejected
+    );
+    // A validator refusing everything of kind "t".
+    core.set_validator("t", Box::new(|_: &Record| Err("no".to_string())));
+    assert_eq!(
+        store(&mut core, signed(&a, 1, 9, UNIX + 60)),
+        StoreStatus::Rejected
+    );
+    // FIND_VALUE returns the record while it lives, never after.
+    send(
+        &mut core,
+        now,
+        from,
+        Body::FindValue(Key::from_bytes([1; 32])),
+    )
+    .unwrap();
+    let got = answers(&mut core);
+    let Body::Value { record, .. } = &got[0].1.body else {
+        panic!("expected a value");
+    };
+    assert_eq!(record.as_ref().unwrap().record().seq, 5);
+    let later = UNIX + 60;
+    let bytes = Message {
+        request_id: 1,
+        body: Body::FindValue(Key::from_bytes([1; 32])),
+    }
+    .encode();
+    core.handle_message(now, later, from, &addr(1), &bytes)
+        .unwrap();
+    let got = answers(&mut core);
+    assert!(matches!(&got[0].1.body, Body::Value { record: None, .. }));
+    assert_eq!(core.record_store().len(), 3);
+}
+
+#[test]
+fn lookup_timeouts_fail_over_and_finish() {
+    let mut core = node(Config::default());
+    let t0 = Instant::now();
+    let peers: Vec<PeerId> = (1..=5u8).map(|i| PeerId::from_bytes([i; 32])).collect();
+    for (i, p) in peers.iter().enumerate() {
+        core.add_address(t0, *p, addr(i as u32));
+    }
+    let id = core.find_node(t0, Key::from_bytes([3; 32])).unwrap();
+    let first = answers(&mut core);
+    // Three paths, one request each (each path has one or two seeds).
+    assert_eq!(first.len(), 5);
+    assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    // Nobody answers: every request times out and the query ends empty.
+    core.handle_timeout(t0 + Duration::from_secs(10), UNIX + 10);
+    let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
+    let Some(Event::QueryFinished {
+        id: done, stats, ..
+    }) = events
+        .iter()
+        .find(|e| matches!(e, Event::QueryFinished { .. }))
+    else {
+        panic!("no result: {events:?}");
+    };
+    assert_eq!(*done, id);
+    assert_eq!(stats.failures, 5);
+    assert_eq!(stats.responses, 0);
+    assert_eq!(stats.closest_depth, None);
+    // One failure is not enough to drop a contact (max_failures = 2).
+    assert_eq!(core.routing_table().len(), 5);
+    let _ = Contact::new(peers[0], vec![]);
+}
+
+#[test]
+fn dial_failure_removes_the_contact_at_once() {
+    let mut core = node(Config::default());
+    let now = Instant::now();
+    let peer = PeerId::from_bytes([1; 32]);
+    core.add_address(now, peer, addr(1));
+    core.find_node(now, Key::from_bytes([3; 32])).unwrap();
+    assert_eq!(answers(&mut core).len(), 1);
+    core.dial_failed(now, peer);
+    assert!(core.routing_table().is_empty());
+    let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
+    assert!(events.contains(&Event::PeerRemoved { peer }));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::QueryFinished { .. }))
+    );
+}
