@@ -539,6 +539,21 @@ mod tests {
             )
         );
         assert_eq!(Message::decode(&store.encode()), Ok(store));
+        assert_eq!(MAX_MESSAGE_SIZE, 84_004);
+        // The borrowed encoders give the same bytes.
+        let c = Contact::new(PeerId::from_bytes([1; 32]), vec![]);
+        assert_eq!(
+            Message::encode_nodes(rid, &[&c]),
+            msg(rid, Body::Nodes(vec![c.clone()])).encode()
+        );
+        let body = Body::Value {
+            record: Some(record()),
+            closer: vec![c.clone()],
+        };
+        assert_eq!(
+            Message::encode_value(rid, Some(&record()), &[&c]),
+            msg(rid, body).encode()
+        );
     }
 
     #[test]

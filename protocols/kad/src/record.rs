@@ -420,6 +420,11 @@ mod tests {
              a9665f2bfade45c4bfe81ba8222f9b58f5c22ccd3ac0c1cef894e98a86763204"
         );
         assert_eq!(signed.encoded_len(), 159);
+        assert_eq!(
+            hex(&shoal_identity::signed_input(RECORD_PURPOSE, b"")),
+            "1273686f616c2f6b61642f7265636f72642f31"
+        );
+        assert_eq!(MAX_SIGNED_RECORD_SIZE, 16_480);
         assert_eq!(SignedRecord::from_bytes(signed.to_bytes()).unwrap(), signed);
     }
 
