@@ -9,14 +9,17 @@
 //! # Tour
 //! - [`SimNode`]: what the simulator needs from a core: deliver a message,
 //!   run its timers, hand over what it wants to send. Each protocol crate's
-//!   core is wrapped in a small adapter implementing it (see the tests of
-//!   `shoal-kad` and `shoal-gossip`), so the simulator drives the very same
+//!   core is wrapped in a small adapter implementing it (the
+//!   [`kad`] and [`gossip`] modules), so the simulator drives the very same
 //!   cores and encoded messages as the real handlers.
 //! - [`NetworkModel`]: per-link latency (stable per pair of nodes, plus
 //!   jitter, so messages can overtake each other) and loss.
 //! - [`Simulation`]: the event loop. Add nodes, crash them, act on one
 //!   ([`Simulation::with_node`]), and advance virtual time
 //!   ([`Simulation::run_for`], [`Simulation::run_until`]).
+//! - [`kad::KadNetworkPlan`]: a network of Kademlia nodes (or of
+//!   [`gossip::GossipNode`]s) that joined one by one through a single seed,
+//!   and the lookup measurements the tests and the bench share.
 //! - [`Clock`]: the virtual time handed to cores: a monotonic [`Instant`]
 //!   for timers and wall-clock seconds for signed expiries.
 //!
@@ -56,6 +59,8 @@
 
 mod clock;
 mod engine;
+pub mod gossip;
+pub mod kad;
 mod network;
 
 pub use clock::Clock;

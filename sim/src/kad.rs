@@ -1,0 +1,367 @@
+//! [`KadNode`]: a Kademlia core as a simulated node.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use shoal_identity::{Keypair, PeerId};
+use shoal_kad::{Config, Event, Kademlia, QueryId, QueryResult, QueryStats};
+use shoal_transport::Multiaddr;
+
+use crate::{Clock, NetworkModel, NodeIndex, SimNode, Simulation, Transmit};
+
+/// The address a simulated node is reached at. Only a label: the simulator
+/// routes by peer id, but the cores keep addresses with their contacts.
+pub fn sim_addr(peer: &PeerId) -> Multiaddr {
+    let bytes = peer.as_bytes();
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&bytes[..8]);
+    let text = format!("/memory/{}", u64::from_be_bytes(n) >> 1);
+    text.parse()
+        .unwrap_or_else(|_| unreachable!("a memory address is valid"))
+}
+
+/// A [`Kademlia`] core, fed every frame as its own handler would be. Of
+/// its events it keeps the finished queries (for the test to take) and
+/// counts the rest.
+pub struct KadNode {
+    /// The node's identity (it signs the node's records).
+    pub keypair: Keypair,
+    /// The core.
+    pub core: Kademlia,
+    /// Finished queries not yet taken.
+    pub finished: BTreeMap<QueryId, (QueryResult, QueryStats)>,
+    /// Other events seen.
+    pub other_events: u64,
+    /// Frames the core rejected (the real handler would close the stream).
+    pub rejected: u64,
+}
+
+impl KadNode {
+    /// A node with a core of `config`, its randomness from `seed`.
+    pub fn new(keypair: Keypair, config: Config, seed: u64) -> KadNode {
+        KadNode {
+            core: Kademlia::new(keypair.peer_id(), config, seed),
+            keypair,
+            finished: BTreeMap::new(),
+            other_events: 0,
+            rejected: 0,
+        }
+    }
+
+    /// Takes the result of query `id` if it has finished.
+    pub fn take_finished(&mut self, id: QueryId) -> Option<(QueryResult, QueryStats)> {
+        self.finished.remove(&id)
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                Event::QueryFinished { id, result, stats } => {
+                    self.finished.insert(id, (result, stats));
+                }
+                _ => self.other_events += 1,
+            }
+        }
+    }
+}
+
+/// A simulated node with a Kademlia core, as [`KadNetworkPlan::build`]
+/// makes them.
+pub trait KadHost: SimNode + Sized {
+    /// A node for `keypair` whose Kademlia core uses `config` and `seed`.
+    fn create(keypair: Keypair, config: &Config, seed: u64) -> Self;
+    /// Its Kademlia core.
+    fn kademlia(&mut self) -> &mut Kademlia;
+    /// Called once, when the node starts.
+    fn start(&mut self, _now: Clock) {}
+}
+
+impl KadHost for KadNode {
+    fn create(keypair: Keypair, config: &Config, seed: u64) -> KadNode {
+        KadNode::new(keypair, config.clone(), seed)
+    }
+
+    fn kademlia(&mut self) -> &mut Kademlia {
+        &mut self.core
+    }
+}
+
+impl SimNode for KadNode {
+    fn deliver(&mut self, now: Clock, from: PeerId, bytes: &[u8]) {
+        let addrs = [sim_addr(&from)];
+        if self
+            .core
+            .handle_message(now.instant, now.unix_secs, from, &addrs, bytes)
+            .is_err()
+        {
+            self.rejected += 1;
+        }
+        self.drain_events();
+    }
+
+    fn handle_timeout(&mut self, now: Clock) {
+        self.core.handle_timeout(now.instant, now.unix_secs);
+        self.drain_events();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.core.poll_transmit().map(|t| Transmit {
+            to: t.to,
+            bytes: t.bytes.to_vec(),
+        })
+    }
+}
+
+/// How a simulated Kademlia network comes together.
+#[derive(Debug, Clone)]
+pub struct KadNetworkPlan {
+    /// Nodes, the seed included.
+    pub nodes: usize,
+    /// Virtual time between two nodes starting to join.
+    pub join_interval: Duration,
+    /// Virtual time after the last join before the network counts as built.
+    pub settle: Duration,
+    /// Core configuration of every node.
+    pub config: Config,
+    /// The network.
+    pub model: NetworkModel,
+}
+
+impl KadNetworkPlan {
+    /// `nodes` nodes with default cores on the default network, one joining
+    /// every 20 ms, a minute to settle.
+    pub fn new(nodes: usize) -> KadNetworkPlan {
+        KadNetworkPlan {
+            nodes,
+            join_interval: Duration::from_millis(20),
+            settle: Duration::from_secs(60),
+            config: Config::default(),
+            model: NetworkModel::default(),
+        }
+    }
+
+    /// Builds the network: node 0 starts alone; every other node knows only
+    /// node 0 and joins by a bootstrap lookup through it, so routing tables
+    /// are filled only by the protocol itself. Deterministic in `seed`
+    /// (identities included).
+    pub fn build<N: KadHost>(&self, seed: u64) -> Simulation<N> {
+        let mut sim: Simulation<N> = Simulation::new(seed, self.model);
+        let seed_node = self.add(&mut sim, seed, 0);
+        let seed_peer = sim.peer_id(seed_node);
+        let seeds = [(seed_peer, vec![sim_addr(&seed_peer)])];
+        for i in 1..self.nodes {
+            let node = self.add(&mut sim, seed, i);
+            sim.with_node(node, |n, now| {
+                // A fresh core with one seed has room for its first query.
+                let _ = n.kademlia().bootstrap(now.instant, &seeds);
+            });
+            sim.run_for(self.join_interval);
+        }
+        sim.run_for(self.settle);
+        sim
+    }
+
+    /// Adds node `i` of the network built from `seed` and starts it.
+    pub fn add<N: KadHost>(&self, sim: &mut Simulation<N>, seed: u64, i: usize) -> NodeIndex {
+        let keypair = Keypair::from_secret_bytes(&node_secret(seed, i));
+        let peer = keypair.peer_id();
+        let node = N::create(keypair, &self.config, seed ^ ((i as u64) << 20));
+        let index = sim.add_node(peer, node);
+        sim.with_node(index, |n, now| n.start(now));
+        index
+    }
+}
+
+/// The secret key of node `i` of the network built from `seed`.
+fn node_secret(seed: u64, i: usize) -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&seed.to_be_bytes());
+    secret[8..16].copy_from_slice(&(i as u64).to_be_bytes());
+    secret[16..21].copy_from_slice(b"sim-k");
+    secret
+}
+
+/// Runs until every query in `pending` (node, query) has finished or
+/// `limit` passes; returns the results in the order given (`None` for
+/// those that did not finish).
+pub fn await_queries(
+    sim: &mut Simulation<KadNode>,
+    pending: &[(NodeIndex, QueryId)],
+    limit: Duration,
+) -> Vec<Option<(QueryResult, QueryStats)>> {
+    sim.run_until(limit, |s| {
+        pending
+            .iter()
+            .all(|(n, q)| !s.is_alive(*n) || s.node(*n).finished.contains_key(q))
+    });
+    pending
+        .iter()
+        .map(|(n, q)| sim.node_mut(*n).take_finished(*q))
+        .collect()
+}
+
+/// The live node whose key is closest to `key` (ground truth for a
+/// lookup's result).
+pub fn closest_live<N: KadHost>(sim: &Simulation<N>, key: &shoal_kad::Key) -> Option<PeerId> {
+    sim.alive()
+        .map(|i| sim.peer_id(i))
+        .min_by_key(|p| shoal_kad::Key::for_peer(p).distance(key))
+}
+
+/// What a batch of lookups found.
+#[derive(Debug, Clone, Default)]
+pub struct LookupReport {
+    /// Lookups started.
+    pub lookups: usize,
+    /// Lookups that found what they were after (the closest live node, or
+    /// the record).
+    pub successes: usize,
+    /// Per finished lookup: the hop count (depth of the closest node, or of
+    /// the node that returned the record).
+    pub hops: Vec<u32>,
+    /// Per finished lookup: requests sent.
+    pub requests: Vec<u32>,
+}
+
+impl LookupReport {
+    /// Share of lookups that succeeded.
+    pub fn success_rate(&self) -> f64 {
+        self.successes as f64 / self.lookups.max(1) as f64
+    }
+
+    /// Mean of `values`.
+    pub fn mean(values: &[u32]) -> f64 {
+        values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64
+    }
+}
+
+/// Lookups started together: `batch` at a time, each given `limit`.
+const LOOKUP_BATCH: usize = 50;
+
+/// Runs `count` FIND_NODE lookups for random keys from random live nodes
+/// (chosen by `rng`), `LOOKUP_BATCH` at a time; a lookup succeeds if the
+/// first node it returns is the closest live node to the key.
+pub fn find_node_lookups(
+    sim: &mut Simulation<KadNode>,
+    rng: &mut ChaCha8Rng,
+    count: usize,
+    limit: Duration,
+) -> LookupReport {
+    let mut report = LookupReport::default();
+    let alive: Vec<NodeIndex> = sim.alive().collect();
+    while report.lookups < count {
+        let n = LOOKUP_BATCH.min(count - report.lookups);
+        let mut batch = Vec::with_capacity(n);
+        for _ in 0..n {
+            let from = alive[rng.random_range(0..alive.len())];
+            let key = shoal_kad::Key::from_bytes(rng.random());
+            if let Ok(q) = sim.with_node(from, |node, now| node.core.find_node(now.instant, key)) {
+                batch.push(((from, q), key));
+            }
+            report.lookups += 1;
+        }
+        let pending: Vec<_> = batch.iter().map(|(p, _)| *p).collect();
+        let results = await_queries(sim, &pending, limit);
+        for ((_, key), result) in batch.iter().zip(results) {
+            let Some((QueryResult::FindNode { closest }, stats)) = result else {
+                continue;
+            };
+            report.requests.push(stats.requests);
+            report.hops.push(stats.closest_depth.unwrap_or(0));
+            let truth = closest_live(sim, key);
+            if closest.first().map(|c| c.peer) == truth {
+                report.successes += 1;
+            }
+        }
+    }
+    report
+}
+
+/// Publishes `count` records, each from a random live node, valid for a
+/// day; returns their keys (with the publishing node).
+pub fn publish_records(
+    sim: &mut Simulation<KadNode>,
+    rng: &mut ChaCha8Rng,
+    count: usize,
+    limit: Duration,
+) -> Vec<shoal_kad::Key> {
+    let alive: Vec<NodeIndex> = sim.alive().collect();
+    let mut keys = Vec::with_capacity(count);
+    let mut pending = Vec::with_capacity(count);
+    for i in 0..count {
+        let from = alive[rng.random_range(0..alive.len())];
+        let key = shoal_kad::Key::for_name(SIM_RECORD_PURPOSE, &(i as u64).to_be_bytes());
+        let started = sim.with_node(from, |node, now| {
+            let record = shoal_kad::Record {
+                key,
+                kind: "sim".into(),
+                value: bytes::Bytes::from(format!("record {i}")),
+                publisher: node.keypair.peer_id(),
+                seq: 1,
+                expires: now.unix_secs + 24 * 3600,
+            };
+            let signed = shoal_kad::SignedRecord::sign(&node.keypair, record).ok()?;
+            node.core
+                .put_record(now.instant, now.unix_secs, signed)
+                .ok()
+        });
+        if let Some(q) = started {
+            pending.push((from, q));
+            keys.push(key);
+        }
+    }
+    await_queries(sim, &pending, limit);
+    keys
+}
+
+/// Purpose of the names behind the simulator's test records.
+pub const SIM_RECORD_PURPOSE: shoal_identity::Purpose =
+    shoal_identity::Purpose::new("shoal/sim/record/1");
+
+/// Runs `count` FIND_VALUE lookups of random `keys` from random live nodes;
+/// a lookup succeeds if it returns the record.
+pub fn find_value_lookups(
+    sim: &mut Simulation<KadNode>,
+    rng: &mut ChaCha8Rng,
+    keys: &[shoal_kad::Key],
+    count: usize,
+    limit: Duration,
+) -> LookupReport {
+    let mut report = LookupReport::default();
+    let alive: Vec<NodeIndex> = sim.alive().collect();
+    while report.lookups < count {
+        let n = LOOKUP_BATCH.min(count - report.lookups);
+        let mut batch = Vec::with_capacity(n);
+        for _ in 0..n {
+            let from = alive[rng.random_range(0..alive.len())];
+            let key = keys[rng.random_range(0..keys.len())];
+            if let Ok(q) = sim.with_node(from, |node, now| {
+                node.core.get_record(now.instant, now.unix_secs, key)
+            }) {
+                batch.push(((from, q), key));
+            }
+            report.lookups += 1;
+        }
+        let pending: Vec<_> = batch.iter().map(|(p, _)| *p).collect();
+        let results = await_queries(sim, &pending, limit);
+        for ((_, key), result) in batch.iter().zip(results) {
+            let Some((QueryResult::GetRecord { record, .. }, stats)) = result else {
+                continue;
+            };
+            report.requests.push(stats.requests);
+            report.hops.push(stats.record_depth.unwrap_or(0));
+            if record.is_some_and(|r| r.record().key == *key) {
+                report.successes += 1;
+            }
+        }
+    }
+    report
+}
