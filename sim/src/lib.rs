@@ -20,7 +20,7 @@
 //! - [`kad::KadNetworkPlan`]: a network of Kademlia nodes (or of
 //!   [`gossip::GossipNode`]s) that joined one by one through a single seed,
 //!   and the lookup measurements the tests and the bench share.
-//! - [`Clock`]: the virtual time handed to cores: a monotonic [`Instant`]
+//! - [`Clock`]: the virtual time handed to cores: a monotonic [`Instant`](std::time::Instant)
 //!   for timers and wall-clock seconds for signed expiries.
 //!
 //! # Example
