@@ -17,6 +17,9 @@
 //!   bounded [`RecordStore`].
 //! - [`protocol`]: the wire messages (also in `docs/PROTOCOL.md`,
 //!   section 8).
+//! - [`new`]: the protocol on a Shoal service (`handler.rs` drives the core
+//!   with tokio), with a [`Handle`] whose async commands wait for their
+//!   query's result.
 //!
 //! # Data flow
 //! ```text
@@ -72,6 +75,7 @@
 mod commands;
 pub mod config;
 mod core;
+mod handler;
 pub mod ip;
 pub mod key;
 pub mod lookup;
@@ -82,8 +86,14 @@ pub mod record;
 pub mod store;
 pub mod table;
 
+use std::sync::{Arc, atomic::Ordering};
+
+use shoal::{Multiaddr, PeerId, ProtocolId, ProtocolMeta};
+use tokio::sync::{mpsc, oneshot};
+
 pub use crate::core::{Error, Kademlia, Transmit};
 pub use config::Config;
+pub use handler::{MAX_KNOWN_ADDRS, MAX_OUTBOX_PER_PEER};
 pub use key::{Distance, Key};
 pub use lookup::Lookup;
 pub use protocol::{DecodeError, MAX_MESSAGE_SIZE};
@@ -97,3 +107,159 @@ pub const PROTOCOL_NAME: &str = "/shoal/kad";
 
 /// The protocol versions spoken (negotiated per substream).
 pub const VERSIONS: [u32; 1] = [1];
+
+/// Why a [`Handle`] command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// The core refused the command.
+    #[error(transparent)]
+    Core(#[from] Error),
+    /// The service stopped before the query ended.
+    #[error("the kad protocol stopped before the query ended")]
+    Stopped,
+}
+
+/// Application access to a running Kademlia protocol. Cheap to clone.
+///
+/// Commands wait for their query's result; the query runs in the service
+/// whether or not the future is polled to the end.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    shared: Arc<handler::Shared>,
+}
+
+impl Handle {
+    async fn run(
+        &self,
+        start: impl FnOnce(&mut Kademlia) -> Result<QueryId, Error>,
+    ) -> Result<(QueryResult, QueryStats), HandleError> {
+        let rx = {
+            let mut inner = self.shared.lock();
+            let id = start(&mut inner.core)?;
+            let (tx, rx) = oneshot::channel();
+            inner.waiters.insert(id, tx);
+            self.shared.flush(&mut inner);
+            rx
+        };
+        rx.await.map_err(|_| HandleError::Stopped)
+    }
+
+    /// Joins through `seeds` (see [`Kademlia::bootstrap`]).
+    pub async fn bootstrap(
+        &self,
+        seeds: Vec<(PeerId, Vec<Multiaddr>)>,
+    ) -> Result<(QueryResult, QueryStats), HandleError> {
+        {
+            let mut inner = self.shared.lock();
+            for (peer, addrs) in &seeds {
+                handler::Shared::remember(&mut inner, *peer, addrs);
+            }
+        }
+        self.run(|core| core.bootstrap(handler::now(), &seeds))
+            .await
+    }
+
+    /// The `k` nodes closest to `key` (see [`Kademlia::find_node`]).
+    pub async fn find_node(&self, key: Key) -> Result<(Vec<Contact>, QueryStats), HandleError> {
+        let (result, stats) = self.run(|core| core.find_node(handler::now(), key)).await?;
+        match result {
+            QueryResult::FindNode { closest } => Ok((closest, stats)),
+            _ => Ok((Vec::new(), stats)),
+        }
+    }
+
+    /// The newest record at `key`, if found (see [`Kademlia::get_record`]).
+    pub async fn get_record(
+        &self,
+        key: Key,
+    ) -> Result<(Option<SignedRecord>, QueryStats), HandleError> {
+        let now = handler::now();
+        let unix = handler::unix_now();
+        let (result, stats) = self.run(|core| core.get_record(now, unix, key)).await?;
+        match result {
+            QueryResult::GetRecord { record, .. } => Ok((record, stats)),
+            _ => Ok((None, stats)),
+        }
+    }
+
+    /// Publishes `record`; returns how many nodes confirmed holding it (see
+    /// [`Kademlia::put_record`]).
+    pub async fn put_record(
+        &self,
+        record: SignedRecord,
+    ) -> Result<(usize, QueryStats), HandleError> {
+        let now = handler::now();
+        let unix = handler::unix_now();
+        let (result, stats) = self.run(|core| core.put_record(now, unix, record)).await?;
+        match result {
+            QueryResult::PutRecord { stored, .. } => Ok((stored, stats)),
+            _ => Ok((0, stats)),
+        }
+    }
+
+    /// Tells the core where `peer` listens (from identify or discovery);
+    /// see [`Kademlia::add_address`].
+    pub fn add_address(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let mut inner = self.shared.lock();
+        let addrs: Vec<Multiaddr> = addrs.iter().map(Multiaddr::without_peer_id).collect();
+        handler::Shared::remember(&mut inner, peer, &addrs);
+        inner.core.add_address(handler::now(), peer, addrs);
+        self.shared.flush(&mut inner);
+    }
+
+    /// Sets the validator for records of `kind` (see [`Validator`]).
+    pub fn set_validator(&self, kind: &str, validator: Box<dyn Validator>) {
+        self.shared.lock().core.set_validator(kind, validator);
+    }
+
+    /// Contacts in the routing table.
+    pub fn routing_table_len(&self) -> usize {
+        self.shared.lock().core.routing_table().len()
+    }
+
+    /// Records held.
+    pub fn record_count(&self) -> usize {
+        self.shared.lock().core.record_store().len()
+    }
+
+    /// Events dropped because the event channel was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped (full session queue, full outbox, too many dials,
+    /// no address to dial).
+    pub fn dropped_messages(&self) -> u64 {
+        self.shared.dropped_messages.load(Ordering::Relaxed)
+    }
+}
+
+/// Declares the Kademlia protocol as `id` for the node `local` (the
+/// service's peer id): register the returned [`ProtocolMeta`] with a
+/// [`ServiceBuilder`](shoal::ServiceBuilder), run commands through the
+/// [`Handle`], and read the other [`Event`]s (routing changes, stored
+/// records; results of queries no command waits for).
+pub fn new(
+    id: ProtocolId,
+    local: PeerId,
+    config: Config,
+) -> (ProtocolMeta, Handle, mpsc::Receiver<Event>) {
+    use std::hash::{BuildHasher, Hasher};
+    let (tx, rx) = mpsc::channel(config.event_queue.max(1));
+    let max_dials = config.max_concurrent_dials;
+    // Only simulations need reproducible runs; a live node takes a seed
+    // from the standard library's per-process random keys.
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let core = Kademlia::new(local, config, seed);
+    let shared = Arc::new(handler::Shared::new(core, id, max_dials, tx));
+    let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
+        .versions(VERSIONS)
+        .max_frame_size(MAX_MESSAGE_SIZE)
+        .service_handle(handler::KadHandler {
+            shared: shared.clone(),
+        });
+    (meta, Handle { shared }, rx)
+}
