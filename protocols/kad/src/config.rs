@@ -20,8 +20,15 @@ pub const DEFAULT_ALPHA: usize = 3;
 /// classic lookup, so 3 is a middle ground between safety and messages.
 pub const DEFAULT_DISJOINT_PATHS: usize = 3;
 
-/// Default for [`Config::request_timeout`]: 10 s for an answer.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Config::request_timeout`]: 5 s for an answer to one
+/// attempt.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default for [`Config::request_attempts`]: a request that times out is
+/// sent once more before it counts as failed. One lost message must not
+/// make a lookup miss a live node: with 5% loss each way, a single attempt
+/// fails about one time in ten, two attempts one time in a hundred.
+pub const DEFAULT_REQUEST_ATTEMPTS: u32 = 2;
 
 /// Default for [`Config::query_timeout`]: a query ends after 60 s with what
 /// it has.
@@ -102,8 +109,12 @@ pub struct Config {
     /// Disjoint paths per user lookup (see [`DEFAULT_DISJOINT_PATHS`]);
     /// upkeep lookups (bucket refresh) use one.
     pub disjoint_paths: usize,
-    /// Time allowed for an answer (see [`DEFAULT_REQUEST_TIMEOUT`]).
+    /// Time allowed for an answer to one attempt (see
+    /// [`DEFAULT_REQUEST_TIMEOUT`]).
     pub request_timeout: Duration,
+    /// Attempts of a request before it fails; at least 1 (see
+    /// [`DEFAULT_REQUEST_ATTEMPTS`]).
+    pub request_attempts: u32,
     /// Time allowed for a whole query (see [`DEFAULT_QUERY_TIMEOUT`]).
     pub query_timeout: Duration,
     /// Queries at once (see [`DEFAULT_MAX_QUERIES`]); commands beyond fail
@@ -181,6 +192,7 @@ impl Default for Config {
             alpha: DEFAULT_ALPHA,
             disjoint_paths: DEFAULT_DISJOINT_PATHS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_attempts: DEFAULT_REQUEST_ATTEMPTS,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             max_queries: DEFAULT_MAX_QUERIES,
             bucket_ip_limit: DEFAULT_BUCKET_IP_LIMIT,

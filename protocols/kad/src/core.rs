@@ -74,6 +74,10 @@ pub(crate) struct Pending {
     pub(crate) peer: PeerId,
     pub(crate) deadline: Instant,
     pub(crate) kind: PendingKind,
+    /// Attempts made so far.
+    pub(crate) attempts: u32,
+    /// The request as sent, for another attempt.
+    pub(crate) retry: Transmit,
 }
 
 /// When each periodic duty is next due (set on the first input).
@@ -301,7 +305,7 @@ impl Kademlia {
             }
             self.deadlines.pop_first();
             if let Some(p) = self.pending.remove(&id) {
-                self.request_failed(now, p);
+                self.request_timed_out(now, id, p);
             }
         }
         while let Some(&(t, query)) = self.query_deadlines.first() {
@@ -426,6 +430,21 @@ impl Kademlia {
         Ok(())
     }
 
+    /// An attempt got no answer in time: send the same request (same id,
+    /// so a late answer to the first attempt still counts) once more, or
+    /// give up.
+    fn request_timed_out(&mut self, now: Instant, id: u64, mut p: Pending) {
+        if p.attempts >= self.config.request_attempts.max(1) {
+            self.request_failed(now, p);
+            return;
+        }
+        p.attempts += 1;
+        p.deadline = now + self.config.request_timeout;
+        self.deadlines.insert((p.deadline, id));
+        self.push_transmit(p.retry.clone());
+        self.pending.insert(id, p);
+    }
+
     /// A request got no (valid) answer.
     pub(crate) fn request_failed(&mut self, now: Instant, p: Pending) {
         match p.kind {
@@ -497,25 +516,28 @@ impl Kademlia {
         let id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
         let deadline = now + self.config.request_timeout;
+        let bytes = Message {
+            request_id: id,
+            body,
+        }
+        .encode();
+        let transmit = Transmit {
+            to: *to,
+            addrs,
+            bytes,
+        };
         self.pending.insert(
             id,
             Pending {
                 peer: *to,
                 deadline,
                 kind,
+                attempts: 1,
+                retry: transmit.clone(),
             },
         );
         self.deadlines.insert((deadline, id));
-        let bytes = Message {
-            request_id: id,
-            body,
-        }
-        .encode();
-        self.push_transmit(Transmit {
-            to: *to,
-            addrs,
-            bytes,
-        });
+        self.push_transmit(transmit);
     }
 
     /// Sends a request whose answer nobody waits for (replication).

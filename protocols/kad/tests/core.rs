@@ -190,8 +190,18 @@ fn full_bucket_pings_oldest_before_evicting() {
             .any(|(to, m)| *to == p[1] && m.body == Body::Ping)
     );
     while core.poll_event().is_some() {}
-    let t1 = t0 + Duration::from_secs(11);
-    core.handle_timeout(t1, UNIX + 11);
+    // The ping is sent once more after one request timeout, then fails.
+    let t_retry = t0 + Duration::from_secs(5);
+    core.handle_timeout(t_retry, UNIX + 5);
+    let again = answers(&mut core);
+    assert!(
+        again
+            .iter()
+            .any(|(to, m)| *to == p[1] && m.body == Body::Ping)
+    );
+    assert!(core.routing_table().contains(&p[1]), "not evicted yet");
+    let t1 = t0 + Duration::from_secs(10);
+    core.handle_timeout(t1, UNIX + 10);
     let table = core.routing_table();
     assert!(!table.contains(&p[1]));
     assert!(table.contains(&p[4]));
@@ -299,8 +309,18 @@ fn lookup_timeouts_fail_over_and_finish() {
     let first = answers(&mut core);
     // Three paths, one request each (each path has one or two seeds).
     assert_eq!(first.len(), 5);
-    assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-    // Nobody answers: every request times out and the query ends empty.
+    assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    // Nobody answers: each request is sent once more, unchanged ...
+    core.handle_timeout(t0 + Duration::from_secs(5), UNIX + 5);
+    let retries = answers(&mut core);
+    assert_eq!(retries.len(), 5);
+    for ((to, m), (to0, m0)) in retries.iter().zip(&first) {
+        assert_eq!((to, m.request_id), (to0, m0.request_id));
+    }
+    assert!(
+        std::iter::from_fn(|| core.poll_event()).all(|e| !matches!(e, Event::QueryFinished { .. }))
+    );
+    // ... then every request has failed and the query ends empty.
     core.handle_timeout(t0 + Duration::from_secs(10), UNIX + 10);
     let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
     let Some(Event::QueryFinished {
