@@ -243,8 +243,8 @@ impl LookupReport {
     }
 }
 
-/// Lookups started together: `batch` at a time, each given `limit`.
-const LOOKUP_BATCH: usize = 50;
+/// Lookups started together.
+const LOOKUP_BATCH: usize = 100;
 
 /// Runs `count` FIND_NODE lookups for random keys from random live nodes
 /// (chosen by `rng`), `LOOKUP_BATCH` at a time; a lookup succeeds if the
