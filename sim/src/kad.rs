@@ -155,18 +155,31 @@ impl KadNetworkPlan {
     pub fn build<N: KadHost>(&self, seed: u64) -> Simulation<N> {
         let mut sim: Simulation<N> = Simulation::new(seed, self.model);
         let seed_node = self.add(&mut sim, seed, 0);
-        let seed_peer = sim.peer_id(seed_node);
-        let seeds = [(seed_peer, vec![sim_addr(&seed_peer)])];
         for i in 1..self.nodes {
-            let node = self.add(&mut sim, seed, i);
-            sim.with_node(node, |n, now| {
-                // A fresh core with one seed has room for its first query.
-                let _ = n.kademlia().bootstrap(now.instant, &seeds);
-            });
+            self.join(&mut sim, seed, i, seed_node);
             sim.run_for(self.join_interval);
         }
         sim.run_for(self.settle);
         sim
+    }
+
+    /// Adds node `i` of the network built from `seed`, which joins by a
+    /// bootstrap lookup through the live node `via` (and knows no other).
+    pub fn join<N: KadHost>(
+        &self,
+        sim: &mut Simulation<N>,
+        seed: u64,
+        i: usize,
+        via: NodeIndex,
+    ) -> NodeIndex {
+        let via_peer = sim.peer_id(via);
+        let seeds = [(via_peer, vec![sim_addr(&via_peer)])];
+        let node = self.add(sim, seed, i);
+        sim.with_node(node, |n, now| {
+            // A fresh core with one seed has room for its first query.
+            let _ = n.kademlia().bootstrap(now.instant, &seeds);
+        });
+        node
     }
 
     /// Adds node `i` of the network built from `seed` and starts it.
@@ -286,13 +299,13 @@ pub fn find_node_lookups(
 }
 
 /// Publishes `count` records, each from a random live node, valid for a
-/// day; returns their keys (with the publishing node).
+/// day; returns the keys of those published, each with its publisher.
 pub fn publish_records(
     sim: &mut Simulation<KadNode>,
     rng: &mut ChaCha8Rng,
     count: usize,
     limit: Duration,
-) -> Vec<shoal_kad::Key> {
+) -> Vec<(shoal_kad::Key, NodeIndex)> {
     let alive: Vec<NodeIndex> = sim.alive().collect();
     let mut keys = Vec::with_capacity(count);
     let mut pending = Vec::with_capacity(count);
@@ -315,7 +328,7 @@ pub fn publish_records(
         });
         if let Some(q) = started {
             pending.push((from, q));
-            keys.push(key);
+            keys.push((key, from));
         }
     }
     await_queries(sim, &pending, limit);

@@ -29,7 +29,10 @@ fn lookups_find_the_closest_node_and_stored_records() {
     );
     let mut rng = ChaCha8Rng::seed_from_u64(12);
 
-    let keys = publish_records(&mut sim, &mut rng, RECORDS, LIMIT);
+    let keys: Vec<_> = publish_records(&mut sim, &mut rng, RECORDS, LIMIT)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
     assert_eq!(keys.len(), RECORDS);
 
     let healthy = find_node_lookups(&mut sim, &mut rng, LOOKUPS, LIMIT);
