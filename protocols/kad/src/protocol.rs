@@ -409,6 +409,27 @@ impl Message {
         Self::encode_wire(request_id, body)
     }
 
+    /// Encodes a `Value` answer around `record`, any bytes, unchecked.
+    ///
+    /// Only for tests and tools that play a misbehaving peer (a forged or
+    /// oversized record that no [`SignedRecord`] can hold); receivers must
+    /// reject what does not decode. Honest code uses [`Message::encode`] or
+    /// [`Message::encode_value`].
+    pub fn encode_value_bytes(request_id: u64, record: Bytes, closer: &[&Contact]) -> Bytes {
+        let body = wire::Body::Value(wire::Value {
+            record,
+            closer: peers_to_wire(closer.iter().copied()),
+        });
+        Self::encode_wire(request_id, body)
+    }
+
+    /// Encodes a `Store` request around `record`, any bytes, unchecked:
+    /// the `Store` counterpart of [`Message::encode_value_bytes`], for
+    /// tests and tools only.
+    pub fn encode_store_bytes(request_id: u64, record: Bytes) -> Bytes {
+        Self::encode_wire(request_id, wire::Body::Store(wire::Store { record }))
+    }
+
     fn encode_wire(request_id: u64, body: wire::Body) -> Bytes {
         let message = wire::KadMessage {
             request_id,
@@ -554,6 +575,35 @@ mod tests {
             Message::encode_value(rid, Some(&record()), &[&c]),
             msg(rid, body).encode()
         );
+    }
+
+    #[test]
+    fn unchecked_encoders_write_the_real_layout() {
+        let c = Contact::new(PeerId::from_bytes([1; 32]), vec![]);
+        let good = record().to_bytes();
+        let body = Body::Value {
+            record: Some(record()),
+            closer: vec![c.clone()],
+        };
+        assert_eq!(
+            Message::encode_value_bytes(9, good.clone(), &[&c]),
+            msg(9, body).encode()
+        );
+        assert_eq!(
+            Message::encode_store_bytes(9, good),
+            msg(9, Body::Store(record())).encode()
+        );
+        // Bytes that are no record travel, and the receiver's decoder
+        // refuses them.
+        let junk = Bytes::from_static(b"not a record");
+        assert!(matches!(
+            Message::decode(&Message::encode_value_bytes(1, junk.clone(), &[])),
+            Err(DecodeError::Record(RecordError::Malformed(_)))
+        ));
+        assert!(matches!(
+            Message::decode(&Message::encode_store_bytes(1, junk)),
+            Err(DecodeError::Record(RecordError::Malformed(_)))
+        ));
     }
 
     #[test]

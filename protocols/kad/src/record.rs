@@ -239,6 +239,23 @@ impl SignedRecord {
         })
     }
 
+    /// Signs `record` with `keypair` and encodes the envelope *without*
+    /// the checks of [`SignedRecord::sign`] (signer is the publisher, kind
+    /// and size limits).
+    ///
+    /// Only for tests and tools that play a forger: a record claiming a
+    /// publisher that did not sign it, or an oversized one. Receivers
+    /// reject such bytes in [`SignedRecord::from_bytes`].
+    pub fn sign_unchecked(keypair: &Keypair, record: &Record) -> Bytes {
+        let bytes = record.encode();
+        let signature = keypair.sign(RECORD_PURPOSE, &bytes);
+        let envelope = wire::SignedRecord {
+            record: Bytes::from(bytes),
+            signature: signature.to_vec(),
+        };
+        Bytes::from(envelope.encode_to_vec())
+    }
+
     /// Decodes an envelope: sizes, version, fields, then the signature.
     pub fn from_bytes(envelope: Bytes) -> Result<SignedRecord, RecordError> {
         if envelope.len() > MAX_SIGNED_RECORD_SIZE {
@@ -470,6 +487,35 @@ mod tests {
         big.value = Bytes::from(vec![0; MAX_RECORD_SIZE]);
         assert!(matches!(
             SignedRecord::sign(&keypair, big),
+            Err(RecordError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn unchecked_signing_makes_what_receivers_refuse() {
+        let keypair = Keypair::from_secret_bytes(&[1u8; 32]);
+        let other = Keypair::from_secret_bytes(&[2u8; 32]);
+        // With the publisher's key: the same bytes as `sign`.
+        let honest = sample(&keypair, 3);
+        assert_eq!(
+            SignedRecord::sign_unchecked(&keypair, &honest),
+            SignedRecord::sign(&keypair, honest.clone())
+                .unwrap()
+                .to_bytes()
+        );
+        // Signed by someone else than the claimed publisher.
+        let forged = SignedRecord::sign_unchecked(&other, &honest);
+        assert_eq!(
+            SignedRecord::from_bytes(forged).unwrap_err(),
+            RecordError::BadSignature
+        );
+        // Over the size limit.
+        let mut big = sample(&keypair, 4);
+        big.value = Bytes::from(vec![7; MAX_RECORD_SIZE]);
+        let big = SignedRecord::sign_unchecked(&keypair, &big);
+        assert!(big.len() > MAX_SIGNED_RECORD_SIZE);
+        assert!(matches!(
+            SignedRecord::from_bytes(big),
             Err(RecordError::TooLarge(_))
         ));
     }
