@@ -44,9 +44,15 @@ impl Kademlia {
         self.start_query(now, Kind::FindNode, key, paths, Vec::new())
     }
 
-    /// Looks up the record at `key`: the newest valid one among the first
-    /// [`Config::get_quorum`](crate::Config::get_quorum) found (our own
-    /// copy counts too, but not toward the quorum).
+    /// Looks up the record at `key`. The lookup runs to the end, like
+    /// [`find_node`](Kademlia::find_node), since any node may answer with
+    /// a validly signed record that is not the right one: an older copy
+    /// replayed, or a record of another publisher for the key. The key
+    /// belongs to the publisher whose records most of the `k` closest
+    /// nodes that answered returned (our own copy counts as one of them;
+    /// on a tie, the closest node decides); the result is that
+    /// publisher's newest record found. So a forger must be the majority
+    /// of the key's closest nodes, not just on the lookup's way.
     pub fn get_record(&mut self, now: Instant, unix_secs: u64, key: Key) -> Result<QueryId, Error> {
         self.unix = unix_secs;
         let local = self.store.get(&key, unix_secs).cloned();
@@ -219,9 +225,6 @@ impl Kademlia {
                         q.stats.record_depth = Some(depth);
                     }
                     found.push((Contact::new(from, from_addrs.to_vec()), record));
-                    if found.len() >= self.config.get_quorum {
-                        q.lookup.finish();
-                    }
                 }
                 Ok(()) => tracing::debug!(%from, "record for another key ignored"),
                 Err(e) => tracing::debug!(%from, error = %e, "invalid record ignored"),
@@ -327,21 +330,13 @@ impl Kademlia {
             Kind::FindNode | Kind::Refresh => QueryResult::FindNode { closest },
             Kind::GetRecord { found, local } => {
                 let count = found.len();
-                let unix = self.unix;
-                let best = found
-                    .iter()
-                    .map(|(_, r)| r)
-                    .chain(local.as_ref())
-                    .filter(|r| !r.is_expired(unix))
-                    .fold(None::<&SignedRecord>, |best, r| match best {
-                        Some(b) if !r.is_newer_than(b) => Some(b),
-                        _ => Some(r),
-                    })
-                    .cloned();
-                // Holders of an older copy get the newest one.
+                let best = choose_record(&found, local.as_ref(), &closest, self.unix).cloned();
+                // Holders of an older copy of the same publisher get the
+                // newest one.
                 if let Some(best) = &best {
                     for (contact, r) in &found {
-                        if best.is_newer_than(r) {
+                        let same = r.record().publisher == best.record().publisher;
+                        if same && best.is_newer_than(r) {
                             let body = Body::Store(best.clone());
                             self.send_unsolicited(contact.peer, contact.addrs.clone(), body);
                         }
@@ -370,4 +365,52 @@ impl Kademlia {
                 .push_back(Event::QueryFinished { id, result, stats });
         }
     }
+}
+
+/// The record a record lookup returns (see [`Kademlia::get_record`]):
+/// `found` are the valid records with the node that returned each, `local`
+/// our own copy, `closest` the `k` closest nodes that answered.
+fn choose_record<'a>(
+    found: &'a [(Contact, SignedRecord)],
+    local: Option<&'a SignedRecord>,
+    closest: &[Contact],
+    unix: u64,
+) -> Option<&'a SignedRecord> {
+    let live: Vec<(Option<&Contact>, &SignedRecord)> = found
+        .iter()
+        .map(|(c, r)| (Some(c), r))
+        .chain(local.map(|r| (None, r)))
+        .filter(|(_, r)| !r.is_expired(unix))
+        .collect();
+    // Voters: the k closest nodes that returned a live record, closest
+    // first, and ourselves; everyone who returned one if none of them did.
+    let rank = |c: Option<&Contact>| match c {
+        None => Some(0),
+        Some(c) => closest.iter().position(|k| k.peer == c.peer).map(|i| i + 1),
+    };
+    let mut voters: Vec<(usize, &SignedRecord)> = live
+        .iter()
+        .filter_map(|(c, r)| rank(*c).map(|i| (i, *r)))
+        .collect();
+    if voters.is_empty() {
+        voters = live.iter().enumerate().map(|(i, (_, r))| (i, *r)).collect();
+    }
+    voters.sort_by_key(|(i, _)| *i);
+    // Votes per publisher, and the rank of its closest voter for ties.
+    let mut votes: std::collections::BTreeMap<PeerId, (usize, usize)> = Default::default();
+    for (i, r) in &voters {
+        let v = votes.entry(r.record().publisher).or_insert((0, *i));
+        v.0 += 1;
+    }
+    let owner = votes
+        .iter()
+        .max_by_key(|(_, (n, first))| (*n, std::cmp::Reverse(*first)))
+        .map(|(p, _)| *p)?;
+    live.iter()
+        .map(|(_, r)| *r)
+        .filter(|r| r.record().publisher == owner)
+        .fold(None::<&SignedRecord>, |best, r| match best {
+            Some(b) if !r.is_newer_than(b) => Some(b),
+            _ => Some(r),
+        })
 }

@@ -81,10 +81,6 @@ pub const DEFAULT_MAX_RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
 /// Default for [`Config::clock_skew`]: 5 min.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
-/// Default for [`Config::get_quorum`]: a record lookup stops after 2 nodes
-/// returned a valid record (then the newest of them wins).
-pub const DEFAULT_GET_QUORUM: usize = 2;
-
 /// Default for [`Config::max_queued_transmits`]: 4096 messages.
 pub const DEFAULT_MAX_QUEUED_TRANSMITS: usize = 4096;
 
@@ -164,9 +160,6 @@ pub struct Config {
     /// Whether records of kinds without a validator are accepted (default
     /// `true`: signature, size and expiry are still checked).
     pub accept_unknown_kinds: bool,
-    /// Valid records (from distinct nodes) that end a record lookup early
-    /// (see [`DEFAULT_GET_QUORUM`]).
-    pub get_quorum: usize,
     /// Messages waiting for [`poll_transmit`](crate::Kademlia::poll_transmit)
     /// (see [`DEFAULT_MAX_QUEUED_TRANSMITS`]); more are dropped and counted.
     pub max_queued_transmits: usize,
@@ -210,7 +203,6 @@ impl Default for Config {
             max_record_ttl: DEFAULT_MAX_RECORD_TTL,
             clock_skew: DEFAULT_CLOCK_SKEW,
             accept_unknown_kinds: true,
-            get_quorum: DEFAULT_GET_QUORUM,
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
             max_queued_events: DEFAULT_MAX_QUEUED_EVENTS,
             event_queue: DEFAULT_EVENT_QUEUE,
@@ -229,7 +221,6 @@ impl Config {
         self.max_queries = self.max_queries.max(1);
         self.max_failures = self.max_failures.max(1);
         self.max_record_size = self.max_record_size.min(MAX_SIGNED_RECORD_SIZE);
-        self.get_quorum = self.get_quorum.max(1);
         self
     }
 

@@ -34,7 +34,8 @@ pub enum QueryResult {
     },
     /// A record lookup ended.
     GetRecord {
-        /// The newest valid record found (largest `seq`), if any.
+        /// The newest valid record of the key's publisher (see
+        /// [`Kademlia::get_record`](crate::Kademlia::get_record)), if any.
         record: Option<SignedRecord>,
         /// Distinct nodes that returned a valid record.
         found: usize,

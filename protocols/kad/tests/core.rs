@@ -358,3 +358,80 @@ fn dial_failure_removes_the_contact_at_once() {
             .any(|e| matches!(e, Event::QueryFinished { .. }))
     );
 }
+
+/// Answers every outstanding `find_value` of `core`: nodes in `records`
+/// return that record, the others none; nobody names further contacts.
+/// Returns the other messages `core` sent.
+fn answer_find_values(
+    core: &mut Kademlia,
+    now: Instant,
+    records: &std::collections::BTreeMap<PeerId, SignedRecord>,
+) -> Vec<(PeerId, Message)> {
+    let mut others = Vec::new();
+    for (to, m) in answers(core) {
+        let Body::FindValue(_) = m.body else {
+            others.push((to, m));
+            continue;
+        };
+        let bytes = Message::encode_value(m.request_id, records.get(&to), &[]);
+        core.handle_message(now, UNIX, to, &addr(1), &bytes)
+            .unwrap();
+    }
+    others
+}
+
+#[test]
+fn record_lookup_returns_the_owners_newest_not_the_first_or_largest_seq() {
+    let mut core = node(Config::default());
+    let t0 = Instant::now();
+    let key = Key::from_bytes([5; 32]);
+    let owner = keypair(1);
+    let squatter = keypair(2);
+    let old = signed(&owner, 5, 1, UNIX + 3600);
+    let newest = signed(&owner, 5, 2, UNIX + 3600);
+    let squat = signed(&squatter, 5, 1000, UNIX + 3600);
+    // The 20 nodes closest to the key (the ones asked): 10 hold the newest
+    // record, 5 replay the old one, 5 answer with another publisher's
+    // record of a much larger seq. The owner's records win 15 to 5.
+    let mut peers: Vec<PeerId> = (1..=20u8).map(|i| PeerId::from_bytes([i; 32])).collect();
+    peers.sort_by_key(|p| Key::for_peer(p).distance(&key));
+    let mut records = std::collections::BTreeMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        core.add_address(t0, *p, addr(i as u32));
+        let r = match i {
+            0..10 => newest.clone(),
+            10..15 => old.clone(),
+            _ => squat.clone(),
+        };
+        records.insert(*p, r);
+    }
+    let id = core.get_record(t0, UNIX, key).unwrap();
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        sent.extend(answer_find_values(&mut core, t0, &records));
+    }
+    let result = std::iter::from_fn(|| core.poll_event()).find_map(|e| match e {
+        Event::QueryFinished {
+            id: done, result, ..
+        } if done == id => Some(result),
+        _ => None,
+    });
+    let Some(shoal_kad::QueryResult::GetRecord { record, found }) = result else {
+        panic!("no result");
+    };
+    assert_eq!(record, Some(newest.clone()));
+    assert_eq!(found, 20, "the lookup ran to the end");
+    // Holders of the old copy were sent the newest; the squatters not.
+    let stores: Vec<PeerId> = sent
+        .into_iter()
+        .filter(|(_, m)| matches!(&m.body, Body::Store(r) if *r == newest))
+        .map(|(to, _)| to)
+        .collect();
+    let old_holders: Vec<PeerId> = records
+        .iter()
+        .filter(|(_, r)| **r == old)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!stores.is_empty());
+    assert!(stores.iter().all(|p| old_holders.contains(p)));
+}
