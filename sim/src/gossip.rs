@@ -61,6 +61,9 @@ pub struct GossipNode {
     pub max_connections: usize,
     /// Frames a core rejected (a real handler would close the stream).
     pub rejected: u64,
+    /// Peers the gossip core dropped for misbehaviour
+    /// ([`Event::Disconnect`]), in order; the connection to each is closed.
+    pub disconnected: Vec<PeerId>,
     connected: BTreeSet<PeerId>,
     /// Connection attempts and when they give up.
     pending: BTreeMap<PeerId, Instant>,
@@ -85,6 +88,7 @@ impl GossipNode {
             target_connections: 8,
             max_connections: 32,
             rejected: 0,
+            disconnected: Vec::new(),
             connected: BTreeSet::new(),
             pending: BTreeMap::new(),
             next_maintain: None,
@@ -96,6 +100,26 @@ impl GossipNode {
     /// Peers this node has a connection with.
     pub fn connections(&self) -> &BTreeSet<PeerId> {
         &self.connected
+    }
+
+    /// `frame`, a gossip frame (as from [`shoal_gossip::protocol::encode_frame`]),
+    /// packed for this node type's connection to `to`: what a node that
+    /// crafts its own frames (a misbehaving one, in tests) sends beside
+    /// its cores' output.
+    pub fn gossip_transmit(to: PeerId, frame: &[u8]) -> Transmit {
+        let mut bytes = Vec::with_capacity(1 + frame.len());
+        bytes.push(TAG_GOSSIP);
+        bytes.extend_from_slice(frame);
+        Transmit { to, bytes }
+    }
+
+    /// The gossip frame inside `bytes`, a message between two nodes of
+    /// this type, if it carries one (see [`GossipNode::gossip_transmit`]).
+    pub fn gossip_frame(bytes: &[u8]) -> Option<&[u8]> {
+        match bytes.split_first() {
+            Some((&TAG_GOSSIP, frame)) => Some(frame),
+            _ => None,
+        }
     }
 
     fn connect(&mut self, now: Instant, peer: PeerId) {
@@ -156,6 +180,7 @@ impl GossipNode {
                 }),
                 Event::Disconnect { peer, .. } => {
                     self.connected.remove(&peer);
+                    self.disconnected.push(peer);
                 }
                 _ => {}
             }
