@@ -221,10 +221,16 @@ pub fn await_queries(
         .collect()
 }
 
-/// The live node whose key is closest to `key` (ground truth for a
-/// lookup's result).
-pub fn closest_live<N: KadHost>(sim: &Simulation<N>, key: &shoal_kad::Key) -> Option<PeerId> {
+/// The live node other than `asking` whose key is closest to `key`: the
+/// ground truth for the first result of a lookup by `asking` (a lookup
+/// returns other nodes, never the one asking).
+pub fn closest_live<N: KadHost>(
+    sim: &Simulation<N>,
+    key: &shoal_kad::Key,
+    asking: NodeIndex,
+) -> Option<PeerId> {
     sim.alive()
+        .filter(|i| *i != asking)
         .map(|i| sim.peer_id(i))
         .min_by_key(|p| shoal_kad::Key::for_peer(p).distance(key))
 }
@@ -261,7 +267,8 @@ const LOOKUP_BATCH: usize = 100;
 
 /// Runs `count` FIND_NODE lookups for random keys from random live nodes
 /// (chosen by `rng`), `LOOKUP_BATCH` at a time; a lookup succeeds if the
-/// first node it returns is the closest live node to the key.
+/// first node it returns is the closest live node to the key (see
+/// [`closest_live`]).
 pub fn find_node_lookups(
     sim: &mut Simulation<KadNode>,
     rng: &mut ChaCha8Rng,
@@ -283,13 +290,13 @@ pub fn find_node_lookups(
         }
         let pending: Vec<_> = batch.iter().map(|(p, _)| *p).collect();
         let results = await_queries(sim, &pending, limit);
-        for ((_, key), result) in batch.iter().zip(results) {
+        for (((from, _), key), result) in batch.iter().zip(results) {
             let Some((QueryResult::FindNode { closest }, stats)) = result else {
                 continue;
             };
             report.requests.push(stats.requests);
             report.hops.push(stats.closest_depth.unwrap_or(0));
-            let truth = closest_live(sim, key);
+            let truth = closest_live(sim, key, *from);
             if closest.first().map(|c| c.peer) == truth {
                 report.successes += 1;
             }
