@@ -1,5 +1,6 @@
-//! Two `node` processes on loopback: the second connects to the first, and
-//! each prints a ping time for the other.
+//! Two `node` processes on loopback: the second connects to the first;
+//! each prints a ping time for the other, both join the DHT, and a message
+//! each publishes on the gossip topic reaches the other.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -31,6 +32,7 @@ impl Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
             .args(["--duration", "30", "--ping-interval", "0.5"])
             .args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -80,13 +82,13 @@ impl Node {
 #[test]
 fn two_nodes_see_and_ping_each_other() {
     let deadline = Instant::now() + LIMIT;
-    let mut a = Node::start(&[]);
+    let mut a = Node::start(&["--say", "hello from a"]);
     let a_id = a.value("peer id:", deadline);
     let a_addr = a.value("listening on:", deadline);
     assert!(a_addr.starts_with("/ip4/127.0.0.1/tcp/"));
     assert!(a_addr.ends_with(&format!("/p2p/{a_id}")));
 
-    let mut b = Node::start(&["--connect", &a_addr]);
+    let mut b = Node::start(&["--connect", &a_addr, "--say", "hello from b"]);
     let b_id = b.value("peer id:", deadline);
     assert_ne!(a_id, b_id);
 
@@ -98,4 +100,15 @@ fn two_nodes_see_and_ping_each_other() {
     let rtt = b.wait_line(&format!("ping: {a_id} rtt="), deadline);
     assert!(rtt.ends_with(" ms"), "{rtt}");
     a.wait_line(&format!("ping: {b_id} rtt="), deadline);
+
+    b.wait_line("dht: joined", deadline);
+    a.wait_line(&format!("dht: {b_id} in bucket"), deadline);
+    a.wait_line(
+        &format!("gossip: {b_id} on shoal/lobby: hello from b"),
+        deadline,
+    );
+    b.wait_line(
+        &format!("gossip: {a_id} on shoal/lobby: hello from a"),
+        deadline,
+    );
 }

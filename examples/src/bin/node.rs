@@ -1,6 +1,8 @@
-//! A long-running Shoal node: TCP, with ping, identify and discovery. It
-//! prints its address and peer id, then the peers it meets, discovers and
-//! pings, one line per event.
+//! A long-running Shoal node: TCP, with ping, identify, discovery, the
+//! Kademlia DHT and gossip. It prints its address and peer id, then the
+//! peers it meets, discovers and pings, its DHT routing table as it joins,
+//! and the messages of its gossip topic, one line per event. Every line
+//! typed on standard input is published on the topic.
 //!
 //! ```sh
 //! # first node
@@ -8,6 +10,9 @@
 //! # second node, connecting to the first (use the address it printed)
 //! cargo run -p shoal-examples --bin node -- --connect /ip4/127.0.0.1/tcp/4001/p2p/<peer id>
 //! ```
+//!
+//! Identify and discovery feed the addresses they learn into the DHT's
+//! routing table; the first peer identified is the DHT's bootstrap peer.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -23,9 +28,11 @@ use shoal_transport::{Multiaddr, TcpTransport};
 const PING: ProtocolId = ProtocolId(1);
 const IDENTIFY: ProtocolId = ProtocolId(2);
 const DISCOVERY: ProtocolId = ProtocolId(3);
+const KAD: ProtocolId = ProtocolId(4);
+const GOSSIP: ProtocolId = ProtocolId(5);
 
 #[derive(Parser, Debug)]
-#[command(about = "A Shoal node: ping, identify and discovery over TCP")]
+#[command(about = "A Shoal node: ping, identify, discovery, DHT and gossip over TCP")]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
@@ -48,6 +55,14 @@ struct Args {
     /// Outbound connections discovery keeps.
     #[arg(long, default_value_t = shoal_discovery::DEFAULT_TARGET_CONNECTIONS)]
     target: usize,
+    /// Gossip topic to join; lines typed on standard input are published
+    /// on it.
+    #[arg(long, default_value = "shoal/lobby")]
+    topic: String,
+    /// A message to publish on the topic as soon as a peer has joined it
+    /// (repeatable).
+    #[arg(long)]
+    say: Vec<String>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -149,6 +164,8 @@ async fn main() -> Result<(), Error> {
         shoal_ping::PROTOCOL_NAME,
         shoal_identify::PROTOCOL_NAME,
         shoal_discovery::PROTOCOL_NAME,
+        shoal_kad::PROTOCOL_NAME,
+        shoal_gossip::PROTOCOL_NAME,
     ];
     let (identify, _, mut identified) = shoal_identify::new(
         IDENTIFY,
@@ -167,11 +184,19 @@ async fn main() -> Result<(), Error> {
             ..shoal_discovery::Config::default()
         },
     );
+    let (kad, dht, mut dht_events) =
+        shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
+    let (gossip, pubsub, mut messages) =
+        shoal_gossip::new(GOSSIP, shoal_gossip::Config::default(), key.clone());
+    let topic = shoal_gossip::Topic::new(&args.topic)?;
+    pubsub.subscribe(topic.clone())?;
     let service = ServiceBuilder::new(key)
         .transport(TcpTransport::default())
         .protocol(ping)
         .protocol(identify)
         .protocol(discovery)
+        .protocol(kad)
+        .protocol(gossip)
         .handle(Printer)
         .build()?;
     let control = service.control();
@@ -190,6 +215,18 @@ async fn main() -> Result<(), Error> {
         Ok::<(), Error>(())
     };
     tokio::pin!(stop);
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut to_say: std::collections::VecDeque<String> = args.say.iter().cloned().collect();
+    let mut say_tick = tokio::time::interval(Duration::from_millis(250));
+    let mut joined_dht = false;
     loop {
         tokio::select! {
             result = &mut stop => {
@@ -204,12 +241,25 @@ async fn main() -> Result<(), Error> {
                 _ => {}
             },
             Some(event) = identified.recv() => match event {
-                shoal_identify::Event::Identified { peer, info, .. } => println!(
-                    "identified: {peer} agent={} addrs={} observed_us_at={}",
-                    info.agent_version,
-                    list(&info.listen_addrs),
-                    info.observed_addr.as_ref().map_or("?".into(), |a| a.to_string()),
-                ),
+                shoal_identify::Event::Identified { peer, info, .. } => {
+                    println!(
+                        "identified: {peer} agent={} addrs={} observed_us_at={}",
+                        info.agent_version,
+                        list(&info.listen_addrs),
+                        info.observed_addr.as_ref().map_or("?".into(), |a| a.to_string()),
+                    );
+                    dht.add_address(peer, info.listen_addrs.clone());
+                    if !joined_dht {
+                        joined_dht = true;
+                        let dht = dht.clone();
+                        let seeds = vec![(peer, info.listen_addrs.clone())];
+                        tokio::spawn(async move {
+                            if dht.bootstrap(seeds).await.is_ok() {
+                                println!("dht: joined, {} contacts", dht.routing_table_len());
+                            }
+                        });
+                    }
+                }
                 shoal_identify::Event::Rejected { peer, error, .. } => {
                     println!("identify rejected: {peer}: {error}");
                 }
@@ -218,12 +268,41 @@ async fn main() -> Result<(), Error> {
             Some(event) = discovered.recv() => match event {
                 shoal_discovery::Event::Discovered { peer, addrs } => {
                     println!("discovered: {peer} at {}", list(&addrs));
+                    dht.add_address(peer, addrs);
                 }
                 shoal_discovery::Event::Removed { peer, reason } => {
                     println!("removed: {peer} ({reason:?})");
                 }
                 _ => {}
             },
+            Some(event) = dht_events.recv() => {
+                if let shoal_kad::Event::RoutingUpdated { peer, bucket } = event {
+                    println!("dht: {peer} in bucket {bucket}");
+                }
+            }
+            Some(event) = messages.recv() => {
+                if let shoal_gossip::Event::Message { author, topic, payload, .. } = event {
+                    println!(
+                        "gossip: {author} on {}: {}",
+                        topic.as_str(),
+                        String::from_utf8_lossy(&payload)
+                    );
+                }
+            }
+            Some(line) = lines.recv() => to_say.push_back(line),
+            _ = say_tick.tick(), if !to_say.is_empty() => {
+                // Publishing needs a peer on the topic; until one has
+                // joined, the message waits.
+                if let Some(text) = to_say.front() {
+                    match pubsub.publish(topic.clone(), text.clone().into_bytes()) {
+                        Ok(_) => {
+                            println!("published: {text}");
+                            to_say.pop_front();
+                        }
+                        Err(e) => tracing::debug!("publish waits: {e}"),
+                    }
+                }
+            }
         }
     }
     control.shutdown().await;
