@@ -108,4 +108,46 @@ write("protocol_messages", "discovery_get_peers", b"\x03" + H("0a020810"))
 write("protocol_messages", "discovery_peers", b"\x03" + H("12af01") + H("0aac01") + envelope)
 write("protocol_messages", "signed_record", b"\x04" + envelope)
 write("protocol_messages", "peer_record", b"\x05" + record)
+
+# routing_messages: selector byte, then (for the live cores) frames with a
+# two-byte length prefix; the documented vectors of PROTOCOL.md sections 8
+# and 9.
+def frames(*fs):
+    return b"".join(struct.pack(">H", len(f)) + f for f in fs)
+
+
+K = bytes([0xab]) * 32
+P = H("0a20") + bytes([1]) * 32 + H("1217") + b"/ip4/127.0.0.1/tcp/4001"
+RID = H("090807060504030201")
+kad_record = (H("0801") + H("1220") + K + H("1a04") + b"test" + H("2205") + b"hello"
+              + H("2a20" "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c")
+              + H("3007") + H("3890fecfaa06"))
+kad_signature = H("e4f9be396d50970e92867ba19dc46d6722dbea7e77ed0e81aef22bea187981a3"
+                  "a9665f2bfade45c4bfe81ba8222f9b58f5c22ccd3ac0c1cef894e98a86763204")
+kad_envelope = H("0a5b") + kad_record + H("1240") + kad_signature
+write("routing_messages", "kad_requests", b"\x00" + frames(
+    RID + H("1200"),
+    RID + H("2222" "0a20") + K,
+    RID + H("3222" "0a20") + K,
+    RID + H("42a201" "0a9f01") + kad_envelope,
+))
+write("routing_messages", "kad_answers", b"\x00" + frames(
+    RID + H("1a00"),
+    RID + H("2a3d" "0a3b") + P,
+    RID + H("3a3d" "123b") + P,
+    RID + H("4a02" "0801"),
+))
+write("routing_messages", "kad_signed_record", b"\x01" + kad_envelope)
+gossip_body = (H("0801") + H("1220" "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c")
+               + H("1801") + H("2204") + b"chat" + H("2a05") + b"hello")
+gossip_signature = H("b03214436d3b90833165ea6daf48f8bdd8b5f05f791b6101f0c30f81f87f61c1"
+                     "024d3f9d2cd8d1072e44f6e7d59ba03e0c51a0440610a3da847e1b77a7a46906")
+gossip_id = H("a4c95084ce476c373966c84779f454ab23861d3df93ef9e077b38e594741dab5")
+gossip_subscribe = H("0a0a0a080801120463686174")
+gossip_message = H("0a79" "1277" "0a33") + gossip_body + H("1240") + gossip_signature
+gossip_control = (H("0a60" "1a28" "0a0463686174" "1220") + gossip_id + H("2222" "0a20") + gossip_id
+                  + H("2a06" "0a0463686174") + H("3208" "0a0463686174" "103c"))
+write("routing_messages", "gossip_session", b"\x02" + frames(gossip_subscribe, gossip_message, gossip_control))
+write("routing_messages", "gossip_frame_message", b"\x03" + gossip_message)
+write("routing_messages", "gossip_frame_control", b"\x03" + gossip_control)
 print("seeds written to", ROOT)

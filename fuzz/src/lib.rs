@@ -13,6 +13,7 @@
 //! | [`secio_handshake`] | both handshake roles, message by message |
 //! | [`secio_frame`] | the frame-length decoder and a secure stream's read path |
 //! | [`protocol_messages`] | the service layer's negotiation frames and the ping, identify and discovery messages and signed peer records |
+//! | [`routing_messages`] | Kademlia and gossip frames, into their decoders and into live sans-IO cores, and signed DHT records |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,11 +32,13 @@ use shoal_secio::{
 use shoal_yamux::{Connection, Event, Mode, frame::Header};
 
 /// The names of all targets, as used for corpus directories.
-pub const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 6] = [
     "yamux_frame",
     "yamux_session",
     "secio_handshake",
     "secio_frame",
+    "protocol_messages",
+    "routing_messages",
 ];
 
 /// Runs the target called `name` on `data`; `false` for an unknown name.
@@ -46,6 +49,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "secio_handshake" => secio_handshake(data),
         "secio_frame" => secio_frame(data),
         "protocol_messages" => protocol_messages(data),
+        "routing_messages" => routing_messages(data),
         _ => return false,
     }
     true
@@ -205,4 +209,68 @@ pub fn protocol_messages(data: &[u8]) {
             let _ = shoal_identify::PeerRecord::decode(rest);
         }
     }
+}
+
+/// A selector byte, then frames for the routing protocols: Kademlia frames
+/// fed to a live core (with time passing between them), a signed DHT record,
+/// gossip frames fed to a live core from a connected peer, or the gossip
+/// frame decoder alone. Frames after the selector are split by a two-byte
+/// big-endian length prefix, so one input can drive a core through several
+/// messages.
+pub fn routing_messages(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let start = Instant::now();
+    let unix = 1_800_000_000;
+    let peer = shoal_identity::PeerId::from_bytes([7; 32]);
+    match which % 4 {
+        0 => {
+            let mut core = shoal_kad::Kademlia::new(
+                shoal_identity::PeerId::from_bytes([1; 32]),
+                shoal_kad::Config::default(),
+                1,
+            );
+            for (i, frame) in length_prefixed(rest).enumerate() {
+                let now = start + Duration::from_secs(i as u64);
+                let _ = core.handle_message(now, unix + i as u64, peer, &[], frame);
+                core.handle_timeout(now, unix + i as u64);
+                while core.poll_transmit().is_some() {}
+                while core.poll_event().is_some() {}
+            }
+        }
+        1 => {
+            let _ = shoal_kad::SignedRecord::from_bytes(bytes::Bytes::copy_from_slice(rest));
+        }
+        2 => {
+            let mut core = shoal_gossip::Gossip::new(
+                Keypair::from_secret_bytes(&[1; 32]),
+                shoal_gossip::Config::default(),
+                1,
+            );
+            core.peer_connected(start, peer);
+            for (i, frame) in length_prefixed(rest).enumerate() {
+                let now = start + Duration::from_millis(300 * i as u64);
+                let _ = core.handle_message(now, peer, frame);
+                core.handle_timeout(now);
+                while core.poll_transmit().is_some() {}
+                while core.poll_event().is_some() {}
+            }
+        }
+        _ => {
+            let _ = shoal_gossip::protocol::decode_frame(bytes::Bytes::copy_from_slice(rest));
+        }
+    }
+}
+
+/// Splits `data` into frames, each preceded by its length in two bytes
+/// (big-endian); a short last frame is cut off.
+fn length_prefixed(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, rest) = data.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len)).min(rest.len());
+        let (frame, tail) = rest.split_at(len);
+        data = tail;
+        Some(frame)
+    })
 }
