@@ -265,15 +265,17 @@ impl LookupReport {
 /// Lookups started together.
 const LOOKUP_BATCH: usize = 100;
 
-/// Runs `count` FIND_NODE lookups for random keys from random live nodes
-/// (chosen by `rng`), `LOOKUP_BATCH` at a time; a lookup succeeds if the
-/// first node it returns is the closest live node to the key (see
-/// [`closest_live`]).
-pub fn find_node_lookups(
+/// Runs `count` lookups from random live nodes (chosen by `rng`),
+/// `LOOKUP_BATCH` at a time. `start` picks the lookup's target and starts
+/// it on the asking node; `judge` scores a finished one: `Some(hops)` with
+/// whether it succeeded, or `None` if the result has the wrong kind.
+fn run_lookups<T: Copy>(
     sim: &mut Simulation<KadNode>,
     rng: &mut ChaCha8Rng,
     count: usize,
     limit: Duration,
+    mut start: impl FnMut(&mut KadNode, Clock, &mut ChaCha8Rng) -> Option<(T, QueryId)>,
+    judge: impl Fn(&Simulation<KadNode>, NodeIndex, T, &QueryResult, &QueryStats) -> Option<(u32, bool)>,
 ) -> LookupReport {
     let mut report = LookupReport::default();
     let alive: Vec<NodeIndex> = sim.alive().collect();
@@ -282,27 +284,54 @@ pub fn find_node_lookups(
         let mut batch = Vec::with_capacity(n);
         for _ in 0..n {
             let from = alive[rng.random_range(0..alive.len())];
-            let key = shoal_kad::Key::from_bytes(rng.random());
-            if let Ok(q) = sim.with_node(from, |node, now| node.core.find_node(now.instant, key)) {
-                batch.push(((from, q), key));
+            if let Some((target, q)) = sim.with_node(from, |node, now| start(node, now, rng)) {
+                batch.push(((from, q), target));
             }
             report.lookups += 1;
         }
         let pending: Vec<_> = batch.iter().map(|(p, _)| *p).collect();
         let results = await_queries(sim, &pending, limit);
-        for (((from, _), key), result) in batch.iter().zip(results) {
-            let Some((QueryResult::FindNode { closest }, stats)) = result else {
+        for (((from, _), target), result) in batch.iter().zip(results) {
+            let Some((result, stats)) = result else {
+                continue;
+            };
+            let Some((hops, success)) = judge(sim, *from, *target, &result, &stats) else {
                 continue;
             };
             report.requests.push(stats.requests);
-            report.hops.push(stats.closest_depth.unwrap_or(0));
-            let truth = closest_live(sim, key, *from);
-            if closest.first().map(|c| c.peer) == truth {
-                report.successes += 1;
-            }
+            report.hops.push(hops);
+            report.successes += usize::from(success);
         }
     }
     report
+}
+
+/// Runs `count` FIND_NODE lookups for random keys from random live nodes
+/// (chosen by `rng`); a lookup succeeds if the first node it returns is the
+/// closest live node to the key (see [`closest_live`]).
+pub fn find_node_lookups(
+    sim: &mut Simulation<KadNode>,
+    rng: &mut ChaCha8Rng,
+    count: usize,
+    limit: Duration,
+) -> LookupReport {
+    run_lookups(
+        sim,
+        rng,
+        count,
+        limit,
+        |node, now, rng| {
+            let key = shoal_kad::Key::from_bytes(rng.random());
+            node.core.find_node(now.instant, key).ok().map(|q| (key, q))
+        },
+        |sim, from, key, result, stats| {
+            let QueryResult::FindNode { closest } = result else {
+                return None;
+            };
+            let found = closest.first().map(|c| c.peer) == closest_live(sim, &key, from);
+            Some((stats.closest_depth.unwrap_or(0), found))
+        },
+    )
 }
 
 /// Publishes `count` records, each from a random live node, valid for a
@@ -355,33 +384,24 @@ pub fn find_value_lookups(
     count: usize,
     limit: Duration,
 ) -> LookupReport {
-    let mut report = LookupReport::default();
-    let alive: Vec<NodeIndex> = sim.alive().collect();
-    while report.lookups < count {
-        let n = LOOKUP_BATCH.min(count - report.lookups);
-        let mut batch = Vec::with_capacity(n);
-        for _ in 0..n {
-            let from = alive[rng.random_range(0..alive.len())];
+    run_lookups(
+        sim,
+        rng,
+        count,
+        limit,
+        |node, now, rng| {
             let key = keys[rng.random_range(0..keys.len())];
-            if let Ok(q) = sim.with_node(from, |node, now| {
-                node.core.get_record(now.instant, now.unix_secs, key)
-            }) {
-                batch.push(((from, q), key));
-            }
-            report.lookups += 1;
-        }
-        let pending: Vec<_> = batch.iter().map(|(p, _)| *p).collect();
-        let results = await_queries(sim, &pending, limit);
-        for ((_, key), result) in batch.iter().zip(results) {
-            let Some((QueryResult::GetRecord { record, .. }, stats)) = result else {
-                continue;
+            node.core
+                .get_record(now.instant, now.unix_secs, key)
+                .ok()
+                .map(|q| (key, q))
+        },
+        |_, _, key, result, stats| {
+            let QueryResult::GetRecord { record, .. } = result else {
+                return None;
             };
-            report.requests.push(stats.requests);
-            report.hops.push(stats.record_depth.unwrap_or(0));
-            if record.is_some_and(|r| r.record().key == *key) {
-                report.successes += 1;
-            }
-        }
-    }
-    report
+            let found = record.as_ref().is_some_and(|r| r.record().key == key);
+            Some((stats.record_depth.unwrap_or(0), found))
+        },
+    )
 }
