@@ -1,1 +1,69 @@
-//! Shoal messaging core.
+//! Shoal messaging core: user identities, X3DH first contact and the
+//! Double Ratchet. Sans-IO: no sockets, no clocks, no global RNG; every
+//! random value comes from a caller's RNG or an explicit key input.
+//!
+//! # Tour
+//! - [`account`]: a user's root key certifies each device's ed25519 and
+//!   X25519 identity keys in a [`DeviceCertificate`]; a [`Device`] holds the
+//!   device's secrets.
+//! - [`x3dh`]: a [`PrekeyBundle`] (certificate + signed prekey) and the
+//!   first contact: [`x3dh::initiate`] on the sender, [`x3dh::respond`] on
+//!   the recipient, both yielding a [`Session`].
+//! - [`ratchet`]: the Double Ratchet [`Session`]: `encrypt`, `decrypt`
+//!   (state changes only on success), `to_bytes` / `from_bytes`, and the
+//!   skipped-key window [`ratchet::MAX_SKIP`], [`ratchet::MAX_SKIPPED_KEYS`].
+//! - [`kdf`]: the keyed-BLAKE2b KDF and its domain constants.
+//! - [`Error`]: one error type; `OutsideWindow` and `AlreadyUsedOrEvicted`
+//!   mean "ask for a resend".
+//!
+//! Formats and test vectors: docs/PROTOCOL.md, section 10.
+//!
+//! # Data flow
+//! ```text
+//!  Bob:   Device ──signed_prekey──▶ PrekeyBundle ──(published)──▶ Alice
+//!  Alice: initiate(bundle) ──▶ InitialHeader + Session ──encrypt──▶ message
+//!  Bob:   respond(header, prekey secret) ──▶ Session ──decrypt──▶ plaintext
+//! ```
+//!
+//! # Example
+//! ```
+//! use rand_chacha::ChaCha20Rng;
+//! use rand::SeedableRng;
+//! use shoal_identity::Keypair;
+//! use shoal_im::{Device, PrekeyBundle, x3dh};
+//!
+//! let mut rng = ChaCha20Rng::seed_from_u64(7);
+//! let (alice_user, bob_user) = (Keypair::from_secret_bytes(&[1; 32]), Keypair::from_secret_bytes(&[2; 32]));
+//! let alice = Device::new(&alice_user, Keypair::from_secret_bytes(&[3; 32]), [4; 32], 1_700_000_000);
+//! let bob = Device::new(&bob_user, Keypair::from_secret_bytes(&[5; 32]), [6; 32], 1_700_000_000);
+//!
+//! // Bob publishes a bundle; Alice fetches and verifies it.
+//! let (prekey, prekey_secret) = x3dh::signed_prekey(&bob, 1, [7; 32]);
+//! let published = PrekeyBundle { certificate: bob.certificate().clone(), prekey }.encode();
+//! let bundle = PrekeyBundle::decode(&published)?;
+//!
+//! let (header, mut a) = x3dh::initiate_with_rng(&mut rng, &alice, &bob_user.public(), &bundle)?;
+//! let message = a.encrypt(&mut rng, b"hello bob")?;
+//!
+//! let header = x3dh::InitialHeader::decode(&header.encode())?;
+//! assert_eq!(header.sender.user(), alice_user.public());
+//! let mut b = x3dh::respond(&bob, &prekey_secret, &header)?;
+//! assert_eq!(b.decrypt(&message)?, b"hello bob");
+//! let reply = b.encrypt(&mut rng, b"hi alice")?;
+//! assert_eq!(a.decrypt(&reply)?, b"hi alice");
+//! # Ok::<(), shoal_im::Error>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod account;
+mod error;
+pub mod kdf;
+pub mod ratchet;
+pub mod x3dh;
+
+pub use account::{Device, DeviceCertificate};
+pub use error::Error;
+pub use ratchet::{Header, Session};
+pub use x3dh::{InitialHeader, PrekeyBundle, PrekeySecret, SignedPrekey};
