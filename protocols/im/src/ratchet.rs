@@ -23,7 +23,9 @@
 //! messages skipped over are kept, at most [`MAX_SKIPPED_KEYS`] of them,
 //! oldest evicted first, and a message whose key was evicted (or already
 //! used) is [`Error::AlreadyUsedOrEvicted`]. Both become resend requests one
-//! layer up; nothing is dropped silently. Keys are kept until evicted by
+//! layer up; nothing is dropped silently. The peer's last
+//! [`MAX_PAST_RATCHET_KEYS`] ratchet keys are remembered so a late message of
+//! an old chain is recognised as such. Keys are kept until evicted by
 //! count; there is no time limit in the core (it has no clock).
 
 use std::collections::VecDeque;

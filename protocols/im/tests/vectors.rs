@@ -1,0 +1,171 @@
+//! The test vectors printed in docs/PROTOCOL.md, section 10.6.
+#![allow(clippy::unwrap_used)]
+
+use rand::{CryptoRng, RngCore};
+use shoal_identity::Keypair;
+use shoal_im::kdf::{chain_step, kdf, root_step};
+use shoal_im::{Device, PrekeyBundle, x3dh};
+
+/// An "RNG" that always yields the same byte: fixed keys for the vectors.
+struct Fixed(u8);
+
+impl RngCore for Fixed {
+    fn next_u32(&mut self) -> u32 {
+        u32::from_ne_bytes([self.0; 4])
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::from_ne_bytes([self.0; 8])
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(self.0);
+    }
+}
+impl CryptoRng for Fixed {}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Vectors {
+    kdf: String,
+    root: (String, String),
+    chain: (String, String),
+    alice_cert: String,
+    bob_cert: String,
+    bob_prekey: String,
+    initial_header: String,
+    shared: String,
+    ad: String,
+    ephemeral: String,
+    header: String,
+    body: String,
+}
+
+fn compute() -> Vectors {
+    let kdf_out = kdf("shoal/im/x3dh/1", &[0; 32], &[b"abc"]);
+    let (rk, ck) = root_step(&[1; 32], &[2; 32]);
+    let (ck2, mk) = chain_step(&[3; 32]);
+    let created = 1_700_000_000;
+    let alice_user = Keypair::from_secret_bytes(&[0x11; 32]);
+    let alice = Device::new(
+        &alice_user,
+        Keypair::from_secret_bytes(&[0x12; 32]),
+        [0x13; 32],
+        created,
+    );
+    let bob_user = Keypair::from_secret_bytes(&[0x21; 32]);
+    let bob = Device::new(
+        &bob_user,
+        Keypair::from_secret_bytes(&[0x22; 32]),
+        [0x23; 32],
+        created,
+    );
+    let (prekey, secret) = x3dh::signed_prekey(&bob, 1, [0x24; 32]);
+    let bundle = PrekeyBundle {
+        certificate: bob.certificate().clone(),
+        prekey,
+    };
+    let bundle = PrekeyBundle::decode(&bundle.encode()).unwrap();
+    let (header, mut a) = x3dh::initiate(&alice, &bob_user.public(), &bundle, [0x14; 32]).unwrap();
+    let state = a.to_bytes();
+    let shared = hex(&state[1..33]);
+    let ad = hex(&state[33..97]);
+    let message = a.encrypt(&mut Fixed(0x15), b"hello bob").unwrap();
+    let mut b = x3dh::respond(&bob, &secret, &header).unwrap();
+    assert_eq!(b.to_bytes()[1..97], state[1..97]);
+    assert_eq!(b.decrypt(&message).unwrap(), b"hello bob");
+    Vectors {
+        kdf: hex(kdf_out.as_ref()),
+        root: (hex(&rk), hex(&ck)),
+        chain: (hex(&ck2), hex(&mk)),
+        alice_cert: hex(&alice.certificate().encode()),
+        bob_cert: hex(&bob.certificate().encode()),
+        bob_prekey: hex(&bundle.prekey.encode()),
+        initial_header: hex(&header.encode()),
+        shared,
+        ad,
+        ephemeral: hex(&header.ephemeral),
+        header: hex(&message[..41]),
+        body: hex(&message[41..]),
+    }
+}
+
+/// Section 10 of docs/PROTOCOL.md with all whitespace removed, so hex
+/// wrapped over several lines can be searched.
+fn documented() -> String {
+    let doc = include_str!("../../../docs/PROTOCOL.md");
+    let at = doc.find("## 10. Messaging").unwrap();
+    doc[at..].chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+#[test]
+fn documented_vectors() {
+    let v = compute();
+    let expected = [
+        (
+            &v.kdf,
+            "dcf6cdedb1ed0e9a5909b645f8cfc5743cd568c63c2583a7c12a092ac8c290b9e1eaf9b4d5f16d50b4c9e8e90097a4ab5727ef0e145b399c49ada7704b21cf11",
+        ),
+        (
+            &v.root.0,
+            "17fbe707cb737800ff23db5efce2c91d41d91cf744eebe5ee06b0946cd309dff",
+        ),
+        (
+            &v.root.1,
+            "a402965c4aca7a63daac745ed7dbeecea5aa0b10d8b0da53c57ad27f6e056ba5",
+        ),
+        (
+            &v.chain.0,
+            "7e7879fe412cb3b14410523e222960495aabeacc85919f6128bf26cd45675311",
+        ),
+        (
+            &v.chain.1,
+            "eca994704684251d338d9f8566130c759de3256f19d9730c0c6d1d8b433d9260",
+        ),
+        (
+            &v.alice_cert,
+            "01d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737204040e364c10f2bec9c1fe500a1cd4c247c89d650a01ed7e82caba867877c21197fc2c567dc03ee2aadf0ed86681dac24daa76e83ca555875dd3be7376e5306000000006553f100a7ade61bf612be35bda65bd60d9fb1946ee08ed5410807d7698e77add942d95dd8b39dfe3843b9131b38d1feee358f5175ef8cb652bfe93001eec673f2ebac0f",
+        ),
+        (
+            &v.bob_cert,
+            "01884b8857f4eaa1613c61504db34d4beaf346517a0e31de3cddd4d9b4201d9d0ba09aa5f47a6759802ff955f8dc2d2a14a5c99d23be97f864127ff9383455a4f09a4503a98ab10fe8d354c9c42cbd0c9d7944f52e7d14d8ea59775e7dc9e3bf4b000000006553f100c88bc59ce8d3588d1c94b85f02cc1aba23c1cbffb590cb9ef1a5b33d58999a92003abcd0a313d7f69edb643ec8c528ab5f2d7eef3d2662e8ef0121e22279da04",
+        ),
+        (
+            &v.bob_prekey,
+            "010000000104bcd2e0d00f2cce5fe8f1c6c2fbec5c07fa56e3aa5c88a5689975d88b3fce0564d43efe8d78508072ce77c4820851e79e554951fb0cdbd0950ed7f091d204f552c0372325ed99ff2b9026ad55d4eadbbff8d78d023ee90da347c9829b7b120b",
+        ),
+        (
+            &v.ephemeral,
+            "18a6f8c1a7fddf22bd410138f79f7298cd38d1d0a542d4266d556be8609d8862",
+        ),
+        (
+            &v.shared,
+            "85a317893f6f52085305ff51236e2d6fd655bec835f0b915ace3a58b847dcdb2",
+        ),
+        (
+            &v.ad,
+            "197fc2c567dc03ee2aadf0ed86681dac24daa76e83ca555875dd3be7376e53069a4503a98ab10fe8d354c9c42cbd0c9d7944f52e7d14d8ea59775e7dc9e3bf4b",
+        ),
+        (
+            &v.header,
+            "01bce059bf5b2ab7a91f3e863acf0c84d3ebbe04ca8490094b052b5b15afab17430000000000000000",
+        ),
+        (
+            &v.body,
+            "fd415d51d3120b9f68da2644a6ba4ffa689a8bbd1197570a17",
+        ),
+    ];
+    let doc = documented();
+    for (computed, fixed) in expected {
+        assert_eq!(computed, fixed);
+        assert!(
+            doc.contains(fixed),
+            "docs/PROTOCOL.md section 10 lacks {fixed}"
+        );
+    }
+    // The initial header is version | Alice's certificate | EK_a | prekey id.
+    assert_eq!(
+        v.initial_header,
+        format!("01{}{}00000001", v.alice_cert, v.ephemeral)
+    );
+}
