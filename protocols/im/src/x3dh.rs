@@ -12,7 +12,10 @@
 //! ```
 //!
 //! She sends an [`InitialHeader`] (her certificate, `EK_a`, prekey id) with
-//! her first ratchet messages until Bob answers; Bob calls [`respond`].
+//! her first ratchet messages until Bob answers; Bob calls [`respond`] for
+//! the first of them and decrypts the others (same header) with the session
+//! it returned. Without one-time prekeys, two senders making first contact
+//! at the same moment both succeed.
 //! No one-time prekeys yet (docs/PROTOCOL.md, section 10.3).
 
 use rand::CryptoRng;
