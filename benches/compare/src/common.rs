@@ -6,8 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::cpu::process_cpu_time;
 use futures::future::BoxFuture;
-use shoal_benches::cpu::process_cpu_time;
 
 /// Any error of the benchmark; it ends the run with a message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

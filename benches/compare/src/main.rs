@@ -16,6 +16,7 @@
 //! ```
 
 mod common;
+mod cpu;
 mod libp2p_stack;
 mod shoal_stack;
 mod tentacle_stack;
