@@ -103,6 +103,7 @@ mod control;
 mod error;
 mod ids;
 pub mod negotiation;
+mod peer_sessions;
 mod protocol;
 mod service;
 mod session;
@@ -114,6 +115,7 @@ pub use error::{
     ListenError, ProtocolError, SendError, ServiceError,
 };
 pub use ids::{DialId, Direction, ListenerId, ProtocolId, SessionId, SessionInfo};
+pub use peer_sessions::PeerSessions;
 pub use protocol::{
     ProtocolContext, ProtocolContextMut, ProtocolEvent, ProtocolEvents, ProtocolMeta,
     ProtocolMetaBuilder, RawStream, RawStreams, ServiceProtocol, SessionProtocol, TooManyTimers,

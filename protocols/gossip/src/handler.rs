@@ -9,7 +9,6 @@
 //! IWANT) and hands its events to the bounded event channel.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -19,8 +18,8 @@ use std::{
 
 use bytes::Bytes;
 use shoal::{
-    HandlerResult, PeerId, ProtocolContext, ProtocolContextMut, ProtocolId, ServiceControl,
-    ServiceProtocol, SessionId,
+    HandlerResult, PeerSessions, ProtocolContext, ProtocolContextMut, ProtocolId, ServiceControl,
+    ServiceProtocol,
 };
 use tokio::sync::mpsc;
 
@@ -37,7 +36,7 @@ const MAX_TICK: Duration = Duration::from_millis(100);
 pub(crate) struct Inner {
     pub(crate) core: Gossip,
     /// Open gossip sessions per peer; frames go to the first.
-    sessions: BTreeMap<PeerId, BTreeSet<SessionId>>,
+    sessions: PeerSessions,
     /// Set by the handler's `init`; until then frames wait in the core.
     control: Option<ServiceControl>,
 }
@@ -70,7 +69,7 @@ impl Shared {
         Shared {
             inner: Mutex::new(Inner {
                 core,
-                sessions: BTreeMap::new(),
+                sessions: PeerSessions::default(),
                 control: None,
             }),
             protocol,
@@ -91,9 +90,8 @@ impl Shared {
             return;
         };
         while let Some(t) = inner.core.poll_transmit() {
-            let session = inner.sessions.get(&t.peer).and_then(|s| s.first());
-            let sent =
-                session.is_some_and(|&s| control.try_send(s, self.protocol, t.frame).is_ok());
+            let session = inner.sessions.first(&t.peer);
+            let sent = session.is_some_and(|s| control.try_send(s, self.protocol, t.frame).is_ok());
             if !sent {
                 self.dropped_frames.fetch_add(1, Ordering::Relaxed);
             }
@@ -101,7 +99,7 @@ impl Shared {
         while let Some(event) = inner.core.poll_event() {
             if let Event::Disconnect { peer, reason } = &event {
                 tracing::debug!(%peer, ?reason, "closing gossip with a misbehaving peer");
-                for session in inner.sessions.remove(peer).into_iter().flatten() {
+                for session in inner.sessions.remove_peer(peer) {
                     // The session may be closing already.
                     let _ = control.close_protocol(session, self.protocol);
                 }
@@ -134,10 +132,7 @@ impl ServiceProtocol for GossipHandler {
     fn connected(&mut self, ctx: &mut ProtocolContextMut<'_>, _version: u32) -> HandlerResult {
         let session = ctx.session();
         let mut inner = self.shared.lock();
-        let sessions = inner.sessions.entry(session.peer).or_default();
-        let first = sessions.is_empty();
-        sessions.insert(session.id);
-        if first {
+        if inner.sessions.insert(session.peer, session.id) {
             inner.core.peer_connected(now(), session.peer);
         }
         self.shared.flush(&mut inner);
@@ -147,12 +142,7 @@ impl ServiceProtocol for GossipHandler {
     fn disconnected(&mut self, ctx: &mut ProtocolContextMut<'_>) -> HandlerResult {
         let session = ctx.session();
         let mut inner = self.shared.lock();
-        let Some(sessions) = inner.sessions.get_mut(&session.peer) else {
-            return Ok(());
-        };
-        sessions.remove(&session.id);
-        if sessions.is_empty() {
-            inner.sessions.remove(&session.peer);
+        if inner.sessions.remove(&session.peer, session.id) {
             inner.core.peer_disconnected(now(), session.peer);
         }
         self.shared.flush(&mut inner);

@@ -11,7 +11,7 @@
 //! other events to the bounded event channel.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -21,8 +21,8 @@ use std::{
 
 use bytes::Bytes;
 use shoal::{
-    DialOptions, Direction, HandlerResult, Multiaddr, PeerId, ProtocolContext, ProtocolContextMut,
-    ProtocolId, ServiceControl, ServiceProtocol, SessionId,
+    DialOptions, Direction, HandlerResult, Multiaddr, PeerId, PeerSessions, ProtocolContext,
+    ProtocolContextMut, ProtocolId, ServiceControl, ServiceProtocol,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,7 +47,7 @@ pub const MAX_KNOWN_ADDRS: usize = 16_384;
 pub(crate) struct Inner {
     pub(crate) core: Kademlia,
     /// Open Kademlia sessions per peer; messages go to the first.
-    sessions: BTreeMap<PeerId, BTreeSet<SessionId>>,
+    sessions: PeerSessions,
     /// Dialable addresses per peer.
     known: BTreeMap<PeerId, Vec<Multiaddr>>,
     /// Messages waiting for a session to their peer, while it is dialled.
@@ -100,7 +100,7 @@ impl Shared {
         Shared {
             inner: Mutex::new(Inner {
                 core,
-                sessions: BTreeMap::new(),
+                sessions: PeerSessions::default(),
                 known: BTreeMap::new(),
                 outbox: BTreeMap::new(),
                 control: None,
@@ -142,7 +142,7 @@ impl Shared {
             return;
         };
         while let Some(t) = inner.core.poll_transmit() {
-            if let Some(&session) = inner.sessions.get(&t.to).and_then(|s| s.first()) {
+            if let Some(session) = inner.sessions.first(&t.to) {
                 if control.try_send(session, self.protocol, t.bytes).is_err() {
                     self.dropped_messages.fetch_add(1, Ordering::Relaxed);
                 }
@@ -209,7 +209,7 @@ impl Shared {
                 // The protocol may have opened already (outbox sent) or
                 // will open shortly; if it never does, the requests time
                 // out and the outbox goes with the next dial.
-                if inner.sessions.contains_key(&peer) {
+                if inner.sessions.contains(&peer) {
                     inner.outbox.remove(&peer);
                 }
                 return;
@@ -245,11 +245,7 @@ impl ServiceProtocol for KadHandler {
                 std::slice::from_ref(&session.remote_addr),
             );
         }
-        inner
-            .sessions
-            .entry(session.peer)
-            .or_default()
-            .insert(session.id);
+        inner.sessions.insert(session.peer, session.id);
         let addrs = inner.known.get(&session.peer).cloned().unwrap_or_default();
         inner.core.peer_connected(now(), session.peer, addrs);
         // Messages that waited for this session.
@@ -272,12 +268,7 @@ impl ServiceProtocol for KadHandler {
     fn disconnected(&mut self, ctx: &mut ProtocolContextMut<'_>) -> HandlerResult {
         let session = ctx.session();
         let mut inner = self.shared.lock();
-        let Some(sessions) = inner.sessions.get_mut(&session.peer) else {
-            return Ok(());
-        };
-        sessions.remove(&session.id);
-        if sessions.is_empty() {
-            inner.sessions.remove(&session.peer);
+        if inner.sessions.remove(&session.peer, session.id) {
             inner.core.peer_disconnected(now(), session.peer);
         }
         self.shared.flush(&mut inner);

@@ -1,0 +1,72 @@
+//! [`PeerSessions`]: which sessions each peer has open on a protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_identity::PeerId;
+
+use crate::SessionId;
+
+/// The open sessions of each peer on one protocol, for handlers whose core
+/// addresses peers rather than sessions (a DHT, gossip). Two nodes that
+/// dial each other at once have two sessions; the peer counts as connected
+/// from its first session opening to its last closing, and messages go to
+/// its oldest open session.
+///
+/// ```
+/// use shoal::{PeerId, PeerSessions, SessionId};
+///
+/// let mut open = PeerSessions::default();
+/// let peer = PeerId::from_bytes([1; 32]);
+/// assert!(open.insert(peer, SessionId::new(7)), "first session: peer connected");
+/// assert!(!open.insert(peer, SessionId::new(9)));
+/// assert_eq!(open.first(&peer), Some(SessionId::new(7)));
+/// assert!(!open.remove(&peer, SessionId::new(7)));
+/// assert!(open.remove(&peer, SessionId::new(9)), "last session: peer disconnected");
+/// assert!(!open.contains(&peer));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PeerSessions {
+    by_peer: BTreeMap<PeerId, BTreeSet<SessionId>>,
+}
+
+impl PeerSessions {
+    /// Records that `session` with `peer` is open; `true` if it is the
+    /// peer's first.
+    pub fn insert(&mut self, peer: PeerId, session: SessionId) -> bool {
+        let sessions = self.by_peer.entry(peer).or_default();
+        let first = sessions.is_empty();
+        sessions.insert(session);
+        first
+    }
+
+    /// Records that `session` with `peer` closed; `true` if it was the
+    /// peer's last.
+    pub fn remove(&mut self, peer: &PeerId, session: SessionId) -> bool {
+        let Some(sessions) = self.by_peer.get_mut(peer) else {
+            return false;
+        };
+        if !sessions.remove(&session) {
+            return false;
+        }
+        if sessions.is_empty() {
+            self.by_peer.remove(peer);
+            return true;
+        }
+        false
+    }
+
+    /// Forgets every session of `peer` and returns them (to close them).
+    pub fn remove_peer(&mut self, peer: &PeerId) -> BTreeSet<SessionId> {
+        self.by_peer.remove(peer).unwrap_or_default()
+    }
+
+    /// The session to send to `peer` on: its oldest open one.
+    pub fn first(&self, peer: &PeerId) -> Option<SessionId> {
+        self.by_peer.get(peer).and_then(|s| s.first().copied())
+    }
+
+    /// Whether `peer` has an open session.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.by_peer.contains_key(peer)
+    }
+}
