@@ -30,6 +30,16 @@ pub enum Error {
     /// A prekey bundle or certificate belongs to another user than expected.
     #[error("certificate is for another user")]
     WrongUser,
+    /// A signed statement (a presence record) is past its expiry, even
+    /// allowing for the documented clock skew
+    /// ([`crate::presence::PRESENCE_CLOCK_SKEW`]).
+    #[error("expired at {expires} (now {now})")]
+    Expired {
+        /// The statement's expiry, Unix seconds.
+        expires: u64,
+        /// The wall clock when checked, Unix seconds.
+        now: u64,
+    },
     /// An initial message names a prekey id the caller's prekey does not have.
     #[error("initial message uses prekey {found}, expected {expected}")]
     PrekeyMismatch {

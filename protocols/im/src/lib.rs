@@ -58,12 +58,25 @@
 #![warn(missing_docs)]
 
 pub mod account;
+pub mod contact;
+pub mod conversation;
+pub mod engine;
+pub mod envelope;
 mod error;
 pub mod kdf;
+pub mod message;
+mod persist;
+pub mod presence;
 pub mod ratchet;
+pub mod store;
 pub mod x3dh;
 
 pub use account::{Device, DeviceCertificate};
+pub use contact::{UserId, UserIdError};
 pub use error::Error;
+pub use message::{Message, MessageId, Payload};
 pub use ratchet::{Header, Session};
+pub use store::{
+    Changes, MemoryStore, MessageFlags, MessageMeta, Store, StoreError, StoredMessage,
+};
 pub use x3dh::{InitialHeader, PrekeyBundle, PrekeySecret, SignedPrekey};

@@ -1,0 +1,82 @@
+//! The blobs the engine stores: the identity (device secrets and prekeys)
+//! and one per contact (device certificate, ratchet sessions, heads).
+//! Local storage only, never sent; protobuf so fields can be added.
+
+use crate::Error;
+
+/// The identity blob.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct IdentityBlob {
+    /// The user's root secret key (one device per user for now).
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) user_secret: Vec<u8>,
+    /// The device's ed25519 secret key (also the node key).
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) device_secret: Vec<u8>,
+    /// The device's X25519 identity secret.
+    #[prost(bytes = "vec", tag = "3")]
+    pub(crate) identity_secret: Vec<u8>,
+    /// The encoded device certificate.
+    #[prost(bytes = "vec", tag = "4")]
+    pub(crate) certificate: Vec<u8>,
+    /// Signed prekeys, newest last.
+    #[prost(message, repeated, tag = "5")]
+    pub(crate) prekeys: Vec<PrekeyBlob>,
+}
+
+/// One signed prekey and its secret.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PrekeyBlob {
+    #[prost(uint32, tag = "1")]
+    pub(crate) id: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) secret: Vec<u8>,
+    /// The encoded signed prekey.
+    #[prost(bytes = "vec", tag = "3")]
+    pub(crate) signed: Vec<u8>,
+}
+
+/// One contact.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ContactBlob {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    /// The encoded certificate of the contact's device, if known.
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) device: Vec<u8>,
+    /// Ratchet sessions, the active (sending) one first.
+    #[prost(message, repeated, tag = "3")]
+    pub(crate) sessions: Vec<SessionBlob>,
+    /// Ids of the conversation's heads.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub(crate) heads: Vec<Vec<u8>>,
+}
+
+/// One ratchet session.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct SessionBlob {
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) id: Vec<u8>,
+    /// `Session::to_bytes`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) state: Vec<u8>,
+    /// The encoded initial header while we have not heard back (empty
+    /// otherwise).
+    #[prost(bytes = "vec", tag = "3")]
+    pub(crate) initial: Vec<u8>,
+}
+
+pub(crate) fn decode<T: prost::Message + Default>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, Error> {
+    T::decode(bytes).map_err(|_| Error::Malformed { what })
+}
+
+pub(crate) fn encode<T: prost::Message>(value: &T) -> Vec<u8> {
+    value.encode_to_vec()
+}
+
+pub(crate) fn array32(bytes: &[u8], what: &'static str) -> Result<[u8; 32], Error> {
+    bytes.try_into().map_err(|_| Error::Malformed { what })
+}

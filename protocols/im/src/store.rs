@@ -1,0 +1,183 @@
+//! Where a messenger keeps its state: the [`Store`] trait, the changes it
+//! commits atomically, and [`MemoryStore`] for tests.
+//!
+//! The engine ([`crate::engine::Engine`]) writes through [`Store::commit`] before
+//! anything leaves the node: a ratchet step, the message it decrypted and
+//! the flags that follow are one [`Changes`] and therefore one transaction;
+//! the acknowledgement goes out only after `commit` returned. A store that
+//! loses a committed transaction breaks the "nothing acknowledged is lost"
+//! promise, so implementations must make `commit` durable against a process
+//! crash (SQLite in WAL mode with `synchronous=NORMAL` is).
+
+use std::collections::BTreeMap;
+
+use crate::message::MessageId;
+
+/// Why the store failed. The engine treats every store error as fatal for
+/// the operation: nothing is sent that was not committed.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// The flags of one stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageFlags {
+    /// Received but waiting for messages it follows: not in the history yet.
+    pub held: bool,
+    /// Outgoing: the recipient acknowledged it. Incoming: always true.
+    pub delivered: bool,
+    /// Outgoing: the recipient read it. Incoming: the local user read it.
+    pub read: bool,
+}
+
+/// Everything about a stored message except its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// The message id.
+    pub id: MessageId,
+    /// The other user of the conversation (32-byte root key).
+    pub contact: [u8; 32],
+    /// Sent by the local user.
+    pub outgoing: bool,
+    /// The sender's per-conversation counter.
+    pub counter: u64,
+    /// Causal height: 0 for a message following nothing, else one more
+    /// than the highest message it follows. History is ordered by
+    /// `(height, id)`.
+    pub height: u64,
+    /// The sender's advisory timestamp (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// Delivery and read state.
+    pub flags: MessageFlags,
+}
+
+/// A stored message: its metadata and the encoded [`crate::Message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Metadata.
+    pub meta: MessageMeta,
+    /// The exact encoded message (its id is the hash of these bytes).
+    pub encoded: Vec<u8>,
+}
+
+/// A set of changes committed in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    /// Replace the identity blob (device secrets and prekeys).
+    pub identity: Option<Vec<u8>>,
+    /// Insert or replace contact blobs, keyed by the contact's root key.
+    pub contacts: Vec<ContactRecord>,
+    /// Insert messages (an id already stored is left as it is).
+    pub messages: Vec<StoredMessage>,
+    /// Set the flags (and height) of stored messages.
+    pub updates: Vec<(MessageId, u64, MessageFlags)>,
+}
+
+impl Changes {
+    /// True when there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.identity.is_none()
+            && self.contacts.is_empty()
+            && self.messages.is_empty()
+            && self.updates.is_empty()
+    }
+}
+
+/// A stored contact: its root key and the engine's blob for it.
+pub type ContactRecord = ([u8; 32], Vec<u8>);
+
+/// A cursor into a conversation's history: messages strictly before this
+/// `(height, id)` position.
+pub type HistoryCursor = (u64, MessageId);
+
+/// Persistent state of one messenger.
+pub trait Store: Send + 'static {
+    /// The identity blob, if one was saved.
+    fn load_identity(&mut self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// All contact blobs.
+    fn load_contacts(&mut self) -> Result<Vec<ContactRecord>, StoreError>;
+    /// Metadata of every stored message.
+    fn load_index(&mut self) -> Result<Vec<MessageMeta>, StoreError>;
+    /// One message with its body.
+    fn message(&mut self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError>;
+    /// Up to `limit` shown (not held) messages of the conversation with
+    /// `contact`, newest first, strictly before `before` if given.
+    fn history(
+        &mut self,
+        contact: &[u8; 32],
+        before: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Applies `changes` atomically and durably (against a process crash).
+    fn commit(&mut self, changes: &Changes) -> Result<(), StoreError>;
+}
+
+/// A store in memory: for tests and for nodes that keep nothing.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    identity: Option<Vec<u8>>,
+    contacts: BTreeMap<[u8; 32], Vec<u8>>,
+    messages: BTreeMap<MessageId, StoredMessage>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn load_identity(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.identity.clone())
+    }
+
+    fn load_contacts(&mut self) -> Result<Vec<ContactRecord>, StoreError> {
+        Ok(self.contacts.iter().map(|(k, v)| (*k, v.clone())).collect())
+    }
+
+    fn load_index(&mut self) -> Result<Vec<MessageMeta>, StoreError> {
+        Ok(self.messages.values().map(|m| m.meta.clone()).collect())
+    }
+
+    fn message(&mut self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self.messages.get(id).cloned())
+    }
+
+    fn history(
+        &mut self,
+        contact: &[u8; 32],
+        before: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut shown: Vec<&StoredMessage> = self
+            .messages
+            .values()
+            .filter(|m| &m.meta.contact == contact && !m.meta.flags.held)
+            .filter(|m| before.is_none_or(|b| (m.meta.height, m.meta.id) < b))
+            .collect();
+        shown.sort_by_key(|m| std::cmp::Reverse((m.meta.height, m.meta.id)));
+        Ok(shown.into_iter().take(limit).cloned().collect())
+    }
+
+    fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        if let Some(identity) = &changes.identity {
+            self.identity = Some(identity.clone());
+        }
+        for (key, blob) in &changes.contacts {
+            self.contacts.insert(*key, blob.clone());
+        }
+        for message in &changes.messages {
+            self.messages
+                .entry(message.meta.id)
+                .or_insert_with(|| message.clone());
+        }
+        for (id, height, flags) in &changes.updates {
+            if let Some(message) = self.messages.get_mut(id) {
+                message.meta.height = *height;
+                message.meta.flags = *flags;
+            }
+        }
+        Ok(())
+    }
+}
