@@ -1,0 +1,68 @@
+//! How a [`Messenger`](crate::Messenger) starts.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_im::engine::EngineConfig;
+use shoal_transport::Multiaddr;
+use tokio::sync::mpsc;
+
+use crate::FaultConfig;
+
+/// Default lifetime of published presence and prekey records.
+pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(60 * 60);
+/// Default interval between republications.
+pub const DEFAULT_REPUBLISH: Duration = Duration::from_secs(10 * 60);
+/// Default first wait before looking a contact up again after a miss.
+pub const DEFAULT_LOOKUP_RETRY: Duration = Duration::from_millis(500);
+/// Default longest wait between lookups of an unreachable contact.
+pub const DEFAULT_LOOKUP_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Default most envelopes waiting per device for a session.
+pub const DEFAULT_MAX_WAITING: usize = 1_024;
+
+/// Configuration of a [`Messenger`](crate::Messenger).
+#[derive(Debug, Clone)]
+pub struct MessengerConfig {
+    /// Addresses to listen on (port 0 picks one).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the network through, as `…/p2p/<peer id>` addresses.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The engine's retry and window settings.
+    pub engine: EngineConfig,
+    /// Lifetime of the presence and prekey records.
+    pub record_ttl: Duration,
+    /// Interval between republications of those records.
+    pub republish: Duration,
+    /// First wait before looking a contact up again after a miss (doubles
+    /// up to `lookup_retry_max`).
+    pub lookup_retry: Duration,
+    /// Longest wait between lookups.
+    pub lookup_retry_max: Duration,
+    /// Envelopes kept per device while a session is being opened.
+    pub max_waiting: usize,
+    /// Faults to inject into outgoing envelopes (tests and demos only).
+    pub faults: Option<FaultConfig>,
+    /// A copy of every envelope as it arrives from the service layer,
+    /// before the engine sees it (for inspection by tests and tools).
+    pub envelope_tap: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Agent string announced by identify.
+    pub agent: String,
+}
+
+impl Default for MessengerConfig {
+    fn default() -> MessengerConfig {
+        MessengerConfig {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            engine: EngineConfig::default(),
+            record_ttl: DEFAULT_RECORD_TTL,
+            republish: DEFAULT_REPUBLISH,
+            lookup_retry: DEFAULT_LOOKUP_RETRY,
+            lookup_retry_max: DEFAULT_LOOKUP_RETRY_MAX,
+            max_waiting: DEFAULT_MAX_WAITING,
+            faults: None,
+            envelope_tap: None,
+            agent: concat!("shoal-messenger/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}

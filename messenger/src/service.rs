@@ -1,0 +1,692 @@
+//! The [`Messenger`]: a Shoal node (identify, Kademlia, the `/shoal/im`
+//! protocol) driving a [`shoal_im::engine::Engine`] from one task.
+//!
+//! The task owns the engine and its store, so every engine call and every
+//! commit happen in one place, in order. Envelopes leave only after the
+//! engine committed what they acknowledge or carry.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use shoal::{
+    DialOptions, PeerSessions, ProtocolEvent, ProtocolEvents, ProtocolId, ProtocolMeta,
+    ServiceBuilder, ServiceControl,
+};
+use shoal_identify::LocalRecord;
+use shoal_identity::PeerId;
+use shoal_im::engine::{ContactInfo, Engine, Event as EngineEvent, HistoryItem, Transmit};
+use shoal_im::store::HistoryCursor;
+use shoal_im::{Message, MessageId, Store, UserId};
+use shoal_transport::{Multiaddr, Transport};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::MessengerConfig;
+use crate::directory;
+use crate::faults::Faults;
+
+/// Protocol id of identify on a messenger node.
+pub const IDENTIFY: ProtocolId = ProtocolId(2);
+/// Protocol id of Kademlia on a messenger node.
+pub const KAD: ProtocolId = ProtocolId(4);
+/// Protocol id of the envelope protocol.
+pub const IM: ProtocolId = ProtocolId(6);
+/// Name of the envelope protocol: one frame per envelope.
+pub const IM_PROTOCOL_NAME: &str = "/shoal/im";
+
+/// Why a messenger call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MessengerError {
+    /// The engine refused (unknown contact, store failure...).
+    #[error(transparent)]
+    Engine(#[from] shoal_im::engine::EngineError),
+    /// The node could not start.
+    #[error("start: {0}")]
+    Start(String),
+    /// The messenger has stopped.
+    #[error("the messenger has stopped")]
+    Stopped,
+}
+
+/// What the messenger reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message is shown, in causal order.
+    Received {
+        /// The conversation.
+        contact: UserId,
+        /// The message id.
+        id: MessageId,
+        /// The message.
+        message: Message,
+    },
+    /// A contact acknowledged our message (decrypted and stored it).
+    Delivered {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
+    },
+    /// A contact read our message.
+    Read {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
+    },
+    /// A contact's presence was found (or their device connected).
+    ContactOnline {
+        /// The contact.
+        contact: UserId,
+        /// Their device.
+        device: PeerId,
+    },
+    /// Someone not in the contacts started a conversation.
+    ContactAdded {
+        /// The new contact.
+        contact: UserId,
+    },
+    /// Something went wrong that the user may want to see (a refused
+    /// envelope, a failed lookup); the messenger keeps running.
+    Error {
+        /// The contact concerned, if known.
+        contact: Option<UserId>,
+        /// What happened.
+        error: String,
+    },
+}
+
+type Reply<T> = oneshot::Sender<Result<T, MessengerError>>;
+
+enum Command {
+    AddContact(UserId, String, Reply<()>),
+    Send(UserId, String, Reply<MessageId>),
+    MarkRead(UserId, Vec<MessageId>, Reply<()>),
+    History(
+        UserId,
+        Option<HistoryCursor>,
+        usize,
+        Reply<Vec<HistoryItem>>,
+    ),
+    Contacts(Reply<Vec<ContactInfo>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A running messenger. Cheap to clone; every clone talks to the same node.
+#[derive(Debug, Clone)]
+pub struct Messenger {
+    commands: mpsc::Sender<Command>,
+    user: UserId,
+    control: ServiceControl,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Messenger {
+    /// Opens the engine on `store` (creating an identity if the store is
+    /// empty), starts a node on `transport` whose key is the device key,
+    /// listens, joins the network through `config.bootstrap`, publishes the
+    /// presence and prekey records, and returns the handle and its events.
+    pub async fn start<S: Store>(
+        store: S,
+        transport: impl Transport,
+        config: MessengerConfig,
+    ) -> Result<(Messenger, mpsc::Receiver<Event>), MessengerError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| MessengerError::Start(e.to_string()))?;
+        let engine = Engine::open(
+            store,
+            config.engine.clone(),
+            seed,
+            Instant::now(),
+            unix_ms() / 1000,
+        )?;
+        let key = engine.device().signing_key().clone();
+        let user = engine.user_id();
+
+        let (kad_meta, dht, _dht_events) =
+            shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
+        directory::install_validators(&dht);
+        let (identify_meta, _, identified) = shoal_identify::new(
+            IDENTIFY,
+            LocalRecord::new(key.clone()),
+            shoal_identify::Config {
+                agent_version: config.agent.clone(),
+                protocols: vec![
+                    shoal_identify::PROTOCOL_NAME.to_owned(),
+                    shoal_kad::PROTOCOL_NAME.to_owned(),
+                    IM_PROTOCOL_NAME.to_owned(),
+                ],
+                ..shoal_identify::Config::default()
+            },
+        );
+        let (im_meta, im_events) = ProtocolMeta::builder(IM, IM_PROTOCOL_NAME)
+            .max_frame_size(shoal_im::envelope::MAX_ENVELOPE_LEN)
+            .event_stream();
+        let service = ServiceBuilder::new(key)
+            .transport(transport)
+            .protocol(identify_meta)
+            .protocol(kad_meta)
+            .protocol(im_meta)
+            .build()
+            .map_err(|e| MessengerError::Start(e.to_string()))?;
+        let control = service.control();
+        for addr in &config.listen {
+            control
+                .listen(addr.clone())
+                .await
+                .map_err(|e| MessengerError::Start(format!("listen on {addr}: {e}")))?;
+        }
+        tokio::spawn(service);
+
+        let (commands, command_rx) = mpsc::channel(64);
+        let (events, event_rx) = mpsc::channel(1024);
+        let (lookups, lookup_rx) = mpsc::channel(64);
+        let driver = Driver {
+            engine,
+            config: config.clone(),
+            control: control.clone(),
+            dht,
+            events,
+            im_sessions: PeerSessions::default(),
+            addresses: HashMap::new(),
+            waiting: HashMap::new(),
+            dialing: HashSet::new(),
+            lookups_in_flight: HashSet::new(),
+            lookup_backoff: HashMap::new(),
+            lookups,
+            online: HashSet::new(),
+            faults: config.faults.clone().map(Faults::new),
+            published_seq: 0,
+        };
+        tokio::spawn(driver.run(command_rx, im_events, identified, lookup_rx));
+        Ok((
+            Messenger {
+                commands,
+                user,
+                control,
+            },
+            event_rx,
+        ))
+    }
+
+    /// This user's id (share its text form with contacts).
+    pub fn user_id(&self) -> UserId {
+        self.user
+    }
+
+    /// The node's peer id (the device key).
+    pub fn peer_id(&self) -> PeerId {
+        self.control.local_peer_id()
+    }
+
+    /// The addresses the node listens on, with its peer id.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let id = self.peer_id();
+        self.control
+            .listen_addrs()
+            .into_iter()
+            .map(|a| a.with_peer_id(id))
+            .collect()
+    }
+
+    /// Peers with an open session.
+    pub fn peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self.control.sessions().iter().map(|s| s.peer).collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, MessengerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| MessengerError::Stopped)?;
+        rx.await.map_err(|_| MessengerError::Stopped)?
+    }
+
+    /// Adds (or renames) a contact.
+    pub async fn add_contact(&self, user: UserId, name: &str) -> Result<(), MessengerError> {
+        let name = name.to_owned();
+        self.call(|r| Command::AddContact(user, name, r)).await
+    }
+
+    /// Sends `text` to `contact`. Returns once the message is stored in the
+    /// outbox; [`Event::Delivered`] follows when the contact acknowledges it.
+    pub async fn send(&self, contact: UserId, text: &str) -> Result<MessageId, MessengerError> {
+        let text = text.to_owned();
+        self.call(|r| Command::Send(contact, text, r)).await
+    }
+
+    /// Marks received messages read and tells their sender.
+    pub async fn mark_read(
+        &self,
+        contact: UserId,
+        ids: Vec<MessageId>,
+    ) -> Result<(), MessengerError> {
+        self.call(|r| Command::MarkRead(contact, ids, r)).await
+    }
+
+    /// A page of history with `contact`, newest first, before `before`
+    /// (the last item's `(meta.height, meta.id)` of the previous page).
+    pub async fn history(
+        &self,
+        contact: UserId,
+        before: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, MessengerError> {
+        self.call(|r| Command::History(contact, before, limit, r))
+            .await
+    }
+
+    /// The contacts.
+    pub async fn contacts(&self) -> Result<Vec<ContactInfo>, MessengerError> {
+        self.call(Command::Contacts).await
+    }
+
+    /// Stops the node and the engine (everything acknowledged is already
+    /// stored).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+type LookupResult = (UserId, Result<Option<directory::DirectoryEntry>, String>);
+
+struct Driver<S: Store> {
+    engine: Engine<S>,
+    config: MessengerConfig,
+    control: ServiceControl,
+    dht: shoal_kad::Handle,
+    events: mpsc::Sender<Event>,
+    /// Sessions with the envelope protocol open, per device.
+    im_sessions: PeerSessions,
+    /// Known addresses per device.
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Envelopes waiting for a session, per device.
+    waiting: HashMap<PeerId, (UserId, Vec<Bytes>)>,
+    dialing: HashSet<PeerId>,
+    lookups_in_flight: HashSet<UserId>,
+    /// Next allowed lookup and the current backoff, per contact.
+    lookup_backoff: HashMap<UserId, (Instant, Duration)>,
+    lookups: mpsc::Sender<LookupResult>,
+    online: HashSet<UserId>,
+    faults: Option<Faults>,
+    published_seq: u64,
+}
+
+impl<S: Store> Driver<S> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut im: ProtocolEvents,
+        mut identified: mpsc::Receiver<shoal_identify::Event>,
+        mut lookup_results: mpsc::Receiver<LookupResult>,
+    ) {
+        let (dialed_tx, mut dialed) = mpsc::channel::<(PeerId, bool)>(64);
+        self.join().await;
+        let mut republish = tokio::time::interval(self.config.republish);
+        republish.tick().await;
+        let mut joined = !self.config.bootstrap.is_empty();
+        loop {
+            self.drain(&dialed_tx);
+            let deadline = self
+                .engine
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        self.control.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.command(command),
+                    None => {
+                        self.control.shutdown().await;
+                        return;
+                    }
+                },
+                event = im.recv() => match event {
+                    Some(ProtocolEvent::Connected { session, .. }) => {
+                        self.im_sessions.insert(session.peer, session.id);
+                        self.flush_waiting(session.peer);
+                    }
+                    Some(ProtocolEvent::Received { data, .. }) => {
+                        if let Some(tap) = &self.config.envelope_tap {
+                            let _ = tap.send(data.clone());
+                        }
+                        if let Err(e) = self.engine.handle_envelope(Instant::now(), &data) {
+                            self.fatal(e);
+                        }
+                    }
+                    Some(ProtocolEvent::Disconnected { session }) => {
+                        self.im_sessions.remove(&session.peer, session.id);
+                    }
+                    None => return,
+                },
+                Some(event) = identified.recv() => {
+                    if let shoal_identify::Event::Identified { peer, info, .. } = event {
+                        self.dht.add_address(peer, info.listen_addrs.clone());
+                        self.addresses.entry(peer).or_insert_with(|| info.listen_addrs.clone());
+                        if !joined {
+                            // Joined without bootstrap peers: the first peer
+                            // that connects to us is our way in.
+                            joined = true;
+                            let dht = self.dht.clone();
+                            let seeds = vec![(peer, info.listen_addrs.clone())];
+                            tokio::spawn(async move { dht.bootstrap(seeds).await });
+                        }
+                    }
+                }
+                Some((user, result)) = lookup_results.recv() => self.looked_up(user, result),
+                Some((peer, ok)) = dialed.recv() => {
+                    self.dialing.remove(&peer);
+                    if !ok {
+                        // Forget the stale addresses; the next retry looks up again.
+                        self.addresses.remove(&peer);
+                        self.waiting.remove(&peer);
+                    }
+                }
+                _ = republish.tick() => self.publish(),
+                () = timer => {
+                    if let Err(e) = self.engine.handle_timeout(Instant::now()) {
+                        self.fatal(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fatal(&mut self, error: shoal_im::engine::EngineError) {
+        tracing::error!(%error, "messenger engine stopped");
+        let _ = self.events.try_send(Event::Error {
+            contact: None,
+            error: error.to_string(),
+        });
+    }
+
+    /// Dials the bootstrap peers, joins the DHT through them and publishes.
+    async fn join(&mut self) {
+        let mut seeds = Vec::new();
+        for addr in &self.config.bootstrap {
+            let Some(peer) = addr.peer_id() else {
+                tracing::warn!(%addr, "bootstrap address without /p2p/ peer id: skipped");
+                continue;
+            };
+            let base = addr.without_peer_id();
+            self.addresses.entry(peer).or_default().push(base.clone());
+            seeds.push((peer, vec![base]));
+        }
+        if !seeds.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(30), self.dht.bootstrap(seeds)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(%e, "bootstrap failed"),
+                Err(_) => tracing::warn!("bootstrap timed out"),
+            }
+        }
+        self.publish();
+    }
+
+    /// Publishes the presence and prekey records (in the background).
+    fn publish(&mut self) {
+        let now = unix_ms() / 1000;
+        // Larger is newer, also across restarts.
+        self.published_seq = (unix_ms()).max(self.published_seq + 1);
+        let addrs = self.control.listen_addrs();
+        let expires = now.saturating_add(self.config.record_ttl.as_secs());
+        let device = self.engine.device();
+        let seq = self.published_seq;
+        let records = directory::presence_record(device, &addrs, seq, expires).and_then(|p| {
+            directory::prekeys_record(device, &self.engine.prekey_bundle(), seq, expires)
+                .map(|b| (p, b))
+        });
+        let (presence, prekeys) = match records {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(%e, "presence records not built");
+                return;
+            }
+        };
+        let dht = self.dht.clone();
+        tokio::spawn(async move {
+            let (p, b) = tokio::join!(dht.put_record(presence), dht.put_record(prekeys));
+            match (p, b) {
+                (Ok((p, _)), Ok((b, _))) => tracing::debug!(p, b, "presence published"),
+                (p, b) => tracing::warn!(?p, ?b, "presence not published"),
+            }
+        });
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::AddContact(user, name, reply) => {
+                let _ = reply.send(self.engine.add_contact(user, &name).map_err(Into::into));
+                self.lookup(user, now);
+            }
+            Command::Send(user, text, reply) => {
+                let result = self.engine.send(now, unix_ms(), user, &text);
+                let _ = reply.send(result.map_err(Into::into));
+            }
+            Command::MarkRead(user, ids, reply) => {
+                let _ = reply.send(self.engine.mark_read(user, &ids).map_err(Into::into));
+            }
+            Command::History(user, before, limit, reply) => {
+                let _ = reply.send(
+                    self.engine
+                        .history(&user, before, limit)
+                        .map_err(Into::into),
+                );
+            }
+            Command::Contacts(reply) => {
+                let _ = reply.send(Ok(self.engine.contacts()));
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    /// Moves the engine's envelopes to the network and its events to the user.
+    fn drain(&mut self, dialed: &mpsc::Sender<(PeerId, bool)>) {
+        let now = Instant::now();
+        while let Some(event) = self.engine.poll_event() {
+            let out = match event {
+                EngineEvent::Received {
+                    contact,
+                    id,
+                    message,
+                    ..
+                } => Event::Received {
+                    contact,
+                    id,
+                    message,
+                },
+                EngineEvent::Delivered { contact, id } => Event::Delivered { contact, id },
+                EngineEvent::Read { contact, id } => Event::Read { contact, id },
+                EngineEvent::ContactAdded { contact } => Event::ContactAdded { contact },
+                EngineEvent::NeedBundle { contact } => {
+                    self.lookup(contact, now);
+                    continue;
+                }
+                EngineEvent::Rejected { contact, reason } => Event::Error {
+                    contact,
+                    error: format!("envelope refused: {reason}"),
+                },
+            };
+            if self.events.try_send(out).is_err() {
+                tracing::warn!("messenger event queue full: event dropped");
+            }
+        }
+        while let Some(transmit) = self.engine.poll_transmit() {
+            self.transmit(transmit, now, dialed);
+        }
+    }
+
+    fn transmit(
+        &mut self,
+        transmit: Transmit,
+        now: Instant,
+        dialed: &mpsc::Sender<(PeerId, bool)>,
+    ) {
+        let device = transmit.device;
+        let bytes = Bytes::from(transmit.envelope);
+        if self.im_sessions.contains(&device) {
+            self.deliver(device, bytes);
+            return;
+        }
+        let max = self.config.max_waiting;
+        let (_, queue) = self
+            .waiting
+            .entry(device)
+            .or_insert_with(|| (transmit.contact, Vec::new()));
+        if queue.len() < max {
+            queue.push(bytes);
+        }
+        if self.dialing.contains(&device) {
+            return;
+        }
+        match self.addresses.get(&device).cloned() {
+            Some(addrs) if !addrs.is_empty() => {
+                self.dialing.insert(device);
+                let control = self.control.clone();
+                let dialed = dialed.clone();
+                tokio::spawn(async move {
+                    let mut ok = false;
+                    for addr in addrs {
+                        let dial = control.dial(addr, DialOptions::default().expect(device));
+                        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), dial).await
+                        {
+                            ok = true;
+                            break;
+                        }
+                    }
+                    let _ = dialed.send((device, ok)).await;
+                });
+            }
+            _ => self.lookup(transmit.contact, now),
+        }
+    }
+
+    /// Sends one envelope on an open session, through the fault layer if
+    /// one is configured. A full queue drops it: the engine retries.
+    fn deliver(&mut self, device: PeerId, bytes: Bytes) {
+        let Some(session) = self.im_sessions.first(&device) else {
+            return;
+        };
+        let Some(faults) = &mut self.faults else {
+            if let Err(e) = self.control.try_send(session, IM, bytes) {
+                tracing::debug!(%e, "envelope not queued; the engine will retry");
+            }
+            return;
+        };
+        for delay in faults.plan() {
+            if delay.is_zero() {
+                let _ = self.control.try_send(session, IM, bytes.clone());
+            } else {
+                let control = self.control.clone();
+                let bytes = bytes.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = control.try_send(session, IM, bytes);
+                });
+            }
+        }
+    }
+
+    fn flush_waiting(&mut self, device: PeerId) {
+        if let Some((_, queue)) = self.waiting.remove(&device) {
+            for bytes in queue {
+                self.deliver(device, bytes);
+            }
+        }
+    }
+
+    /// Looks `user` up in the directory unless a lookup runs or the
+    /// backoff says wait.
+    fn lookup(&mut self, user: UserId, now: Instant) {
+        if self.lookups_in_flight.contains(&user) {
+            return;
+        }
+        if let Some((next, _)) = self.lookup_backoff.get(&user)
+            && *next > now
+        {
+            return;
+        }
+        self.lookups_in_flight.insert(user);
+        let dht = self.dht.clone();
+        let results = self.lookups.clone();
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(
+                Duration::from_secs(20),
+                directory::lookup(&dht, &user, unix_ms() / 1000),
+            )
+            .await
+            {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("lookup timed out".to_owned()),
+            };
+            let _ = results.send((user, result)).await;
+        });
+    }
+
+    fn looked_up(
+        &mut self,
+        user: UserId,
+        result: Result<Option<directory::DirectoryEntry>, String>,
+    ) {
+        self.lookups_in_flight.remove(&user);
+        let now = Instant::now();
+        let entry = match result {
+            Ok(Some(entry)) => entry,
+            miss => {
+                if let Err(e) = miss {
+                    tracing::debug!(%user, %e, "lookup failed");
+                }
+                let (first, max) = (self.config.lookup_retry, self.config.lookup_retry_max);
+                let backoff = self.lookup_backoff.entry(user).or_insert((now, first));
+                backoff.0 = now + backoff.1;
+                backoff.1 = (backoff.1 * 2).min(max);
+                return;
+            }
+        };
+        self.lookup_backoff.remove(&user);
+        let device = entry.device;
+        self.addresses.insert(device, entry.addresses.clone());
+        self.dht.add_address(device, entry.addresses.clone());
+        if self.online.insert(user) {
+            let _ = self.events.try_send(Event::ContactOnline {
+                contact: user,
+                device,
+            });
+        }
+        if let Some(bundle) = &entry.bundle
+            && !self.engine.has_session(&user)
+            && let Err(e) = self.engine.set_bundle(now, user, bundle)
+        {
+            let _ = self.events.try_send(Event::Error {
+                contact: Some(user),
+                error: e.to_string(),
+            });
+        }
+        // Waiting envelopes now have addresses: a retry will dial.
+        if let Err(e) = self.engine.handle_timeout(now) {
+            self.fatal(e);
+        }
+    }
+}

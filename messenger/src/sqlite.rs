@@ -1,0 +1,472 @@
+//! [`SqliteStore`]: the messenger's [`Store`] in one SQLite database file.
+//!
+//! # What is stored where
+//!
+//! - `identity`: one row (`id = 0`) holding the identity blob (device
+//!   secrets and prekeys) exactly as the engine encoded it.
+//! - `contacts`: one row per contact, keyed by the contact's 32-byte root
+//!   key, holding the contact blob (ratchet sessions and the like).
+//! - `messages`: one row per message, keyed by its 32-byte [`MessageId`]:
+//!   the [`MessageMeta`] fields as columns (the three [`MessageFlags`] as
+//!   0/1 integers) and the exact encoded message. The index
+//!   `messages_history (contact, held, height, id)` serves
+//!   [`Store::history`]: equality on `contact` and `held = 0`, then a
+//!   backwards walk over `(height, id)`, so a page costs `O(log n + limit)`
+//!   and never sorts.
+//!
+//! SQLite integers are signed 64-bit. `counter` and `timestamp_ms` are
+//! sender-chosen `u64`s that are never compared in SQL, so they are stored
+//! as the `i64` with the same bits (a value above `i64::MAX` reads back
+//! negative in the `sqlite3` shell but round-trips exactly). `height` is
+//! ordered by SQL and is stored as itself; a height above `i64::MAX` (which
+//! would need that many messages in a chain) is refused with a
+//! [`StoreError`]. Ids and keys are compared as BLOBs, which SQLite does
+//! with `memcmp`: for 32-byte ids that is exactly the `Ord` of
+//! [`MessageId`].
+//!
+//! Nothing is ever deleted, and the blobs are stored as given: encrypting
+//! them at rest is the caller's business.
+//!
+//! # Durability
+//!
+//! The database runs in WAL mode (`PRAGMA journal_mode=WAL`, checked on
+//! open) with `PRAGMA synchronous=NORMAL`. Every [`Store::commit`] is one
+//! SQLite transaction: either all of a [`Changes`] lands or none of it.
+//!
+//! - A **process crash** (panic, abort, `kill -9`) loses nothing that
+//!   `commit` returned `Ok` for: a committed transaction is in the WAL file,
+//!   i.e. in the operating system's page cache, and the next open replays it.
+//! - A **power loss or OS crash** can lose the most recent commits: with
+//!   `synchronous=NORMAL` in WAL mode commits are not fsynced individually;
+//!   the WAL is synced only when it is checkpointed into the database (by
+//!   default when it reaches about 1000 pages, and when the last connection
+//!   closes). After such a crash the database comes back as of some earlier
+//!   commit, i.e. recently committed transactions can be rolled back, but
+//!   it is never corrupted and never holds half a transaction.
+//!
+//! This is the guarantee the [`Store`] trait asks for ("durable against a
+//! process crash"); a caller that needs power-loss durability for every
+//! commit would need `synchronous=FULL`, at the cost of one fsync per
+//! message.
+//!
+//! Other connections to the same file (a second process, a debugging shell)
+//! are tolerated: every connection waits up to [`BUSY_TIMEOUT`] for a lock,
+//! and `commit` takes the write lock up front (`BEGIN IMMEDIATE`).
+//!
+//! # File permissions
+//!
+//! The database holds the user's secret keys, so on Unix it is made
+//! readable and writable by its owner only:
+//!
+//! - if the file does not exist, [`SqliteStore::open`] creates it (empty,
+//!   which SQLite treats as a new database) with mode `0o600` before SQLite
+//!   opens it, so it is never visible with wider permissions;
+//! - the main file is then `chmod`ed to exactly `0o600` whatever the umask
+//!   (and an existing file with wider permissions is narrowed);
+//! - SQLite creates the `-wal` and `-shm` siblings (and a `-journal` when one
+//!   is needed) with the permissions of the main file, so they are `0o600`
+//!   too (at most; the umask can only remove bits); after the schema is set
+//!   up, `open` also `chmod`s whichever of them exist to `0o600`, to narrow
+//!   siblings left over with wider permissions.
+//!
+//! The directory holding the file is the caller's business. On other
+//! platforms the file gets the platform's default permissions.
+//!
+//! # Migrations
+//!
+//! The schema version is SQLite's `PRAGMA user_version` (0 for a new
+//! database). [`MIGRATIONS`] lists the steps: step `i` (1-based) takes the
+//! schema from version `i - 1` to `i`, step 1 creating the tables. On open,
+//! every missing step runs in its own transaction together with the update
+//! of `user_version`, so an interrupted migration leaves the database at the
+//! previous version. A database whose `user_version` is newer than the
+//! steps this code knows (written by a newer release) is refused with a
+//! [`StoreError`] rather than misread. New steps are only ever appended.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use shoal_im::store::HistoryCursor;
+use shoal_im::{Changes, MessageFlags, MessageId, MessageMeta, Store, StoreError, StoredMessage};
+
+/// How long a statement waits for a lock held by another connection before
+/// failing with "database is locked".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema migration steps: step `i` (index `i - 1`) takes the database
+/// from `user_version` `i - 1` to `i`. Only ever append to this list.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the tables.
+    "CREATE TABLE identity (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        blob BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE contacts (
+        key BLOB PRIMARY KEY NOT NULL CHECK (length(key) = 32),
+        blob BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE messages (
+        id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 32),
+        contact BLOB NOT NULL CHECK (length(contact) = 32),
+        outgoing INTEGER NOT NULL CHECK (outgoing IN (0, 1)),
+        counter INTEGER NOT NULL,
+        height INTEGER NOT NULL CHECK (height >= 0),
+        timestamp_ms INTEGER NOT NULL,
+        held INTEGER NOT NULL CHECK (held IN (0, 1)),
+        delivered INTEGER NOT NULL CHECK (delivered IN (0, 1)),
+        read INTEGER NOT NULL CHECK (read IN (0, 1)),
+        encoded BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX messages_history ON messages (contact, held, height, id);",
+];
+
+/// The schema version this code writes: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const META_COLUMNS: &str =
+    "id, contact, outgoing, counter, height, timestamp_ms, held, delivered, read";
+
+/// A [`Store`] in a SQLite database (see the [module docs](self) for the
+/// layout, durability and permissions).
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+/// Wraps a rusqlite error with what was being done.
+fn ctx(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError(format!("sqlite: {what}: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database at `path`, makes it
+    /// owner-only, switches it to WAL mode and brings its schema up to
+    /// [`SCHEMA_VERSION`].
+    ///
+    /// Fails if the file cannot be created or opened, is not a SQLite
+    /// database, cannot be put in WAL mode, or has a schema newer than this
+    /// code knows.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref();
+        restrict_permissions(path, true)?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError(format!("sqlite: opening {}: {e}", path.display())))?;
+        let mut store = SqliteStore {
+            conn,
+            path: Some(path.to_path_buf()),
+        };
+        store.configure(true)?;
+        store.migrate()?;
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut sibling = path.as_os_str().to_owned();
+            sibling.push(suffix);
+            restrict_permissions(Path::new(&sibling), false)?;
+        }
+        Ok(store)
+    }
+
+    /// A fresh database in memory (nothing survives the store): for tests.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(ctx("opening in-memory database"))?;
+        let mut store = SqliteStore { conn, path: None };
+        store.configure(false)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The file this store was opened on (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn configure(&mut self, file: bool) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(ctx("setting busy_timeout"))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+            .map_err(ctx("setting journal_mode=WAL"))?;
+        // An in-memory database answers "memory": there is no WAL to have.
+        if file && !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError(format!(
+                "sqlite: journal_mode=WAL refused (still {mode:?}); \
+                 the file system may not support WAL's shared memory"
+            )));
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(ctx("setting synchronous=NORMAL"))?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(ctx("setting foreign_keys=ON"))?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(ctx("reading user_version"))?;
+        let known = i64::from(SCHEMA_VERSION);
+        if version > known {
+            return Err(StoreError(format!(
+                "sqlite: database schema version {version} is newer than this \
+                 code knows ({known}); it was written by a newer release"
+            )));
+        }
+        let Ok(done) = usize::try_from(version) else {
+            return Err(StoreError(format!(
+                "sqlite: invalid database schema version {version}"
+            )));
+        };
+        for (step, sql) in (1..).zip(MIGRATIONS).skip(done) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(ctx("starting a migration"))?;
+            tx.execute_batch(sql)
+                .map_err(|e| StoreError(format!("sqlite: migration step {step}: {e}")))?;
+            tx.pragma_update(None, "user_version", step)
+                .map_err(ctx("updating user_version"))?;
+            tx.commit().map_err(|e| {
+                StoreError(format!("sqlite: committing migration step {step}: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// On Unix: creates `path` with mode `0o600` if `create` and it does not
+/// exist, then sets its mode to exactly `0o600` if it exists.
+#[cfg(unix)]
+fn restrict_permissions(path: &Path, create: bool) -> Result<(), StoreError> {
+    use std::fs::{OpenOptions, Permissions};
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    if create {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError(format!(
+                    "sqlite: creating {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    match std::fs::set_permissions(path, Permissions::from_mode(0o600)) {
+        Ok(()) => Ok(()),
+        Err(e) if !create && e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError(format!(
+            "sqlite: setting mode 0600 on {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Elsewhere: nothing (the platform's default permissions apply).
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path, _create: bool) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn height_to_sql(height: u64) -> Result<i64, StoreError> {
+    i64::try_from(height)
+        .map_err(|_| StoreError(format!("sqlite: height {height} does not fit in SQLite")))
+}
+
+/// Reads the [`META_COLUMNS`] starting at column 0.
+fn meta_from_row(row: &Row<'_>) -> rusqlite::Result<MessageMeta> {
+    Ok(MessageMeta {
+        id: MessageId(row.get(0)?),
+        contact: row.get(1)?,
+        outgoing: row.get(2)?,
+        counter: row.get::<_, i64>(3)? as u64,
+        height: row.get(4)?,
+        timestamp_ms: row.get::<_, i64>(5)? as u64,
+        flags: MessageFlags {
+            held: row.get(6)?,
+            delivered: row.get(7)?,
+            read: row.get(8)?,
+        },
+    })
+}
+
+/// Reads the [`META_COLUMNS`] and then `encoded`.
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        meta: meta_from_row(row)?,
+        encoded: row.get(9)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn load_identity(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT blob FROM identity WHERE id = 0")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+            .map_err(ctx("loading identity"))
+    }
+
+    fn load_contacts(&mut self) -> Result<Vec<([u8; 32], Vec<u8>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, blob FROM contacts ORDER BY key")
+            .map_err(ctx("loading contacts"))?;
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(ctx("loading contacts"))
+    }
+
+    fn load_index(&mut self) -> Result<Vec<MessageMeta>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {META_COLUMNS} FROM messages ORDER BY id"))
+            .map_err(ctx("loading message index"))?;
+        stmt.query_map([], meta_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(ctx("loading message index"))
+    }
+
+    fn message(&mut self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {META_COLUMNS}, encoded FROM messages WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([&id.0], message_from_row).optional())
+            .map_err(ctx("loading a message"))
+    }
+
+    fn history(
+        &mut self,
+        contact: &[u8; 32],
+        before: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match before {
+            None => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {META_COLUMNS}, encoded FROM messages
+                     WHERE contact = ?1 AND held = 0
+                     ORDER BY height DESC, id DESC LIMIT ?2"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![contact, limit], message_from_row)?
+                        .collect()
+                }),
+            Some((height, id)) => {
+                // Every stored height fits in an i64, so a larger cursor is
+                // after all of them.
+                let (height, id): (i64, &[u8]) = match i64::try_from(height) {
+                    Ok(height) => (height, &id.0),
+                    // 33 bytes of 0xff sort after every 32-byte id.
+                    Err(_) => (i64::MAX, &[0xff; 33]),
+                };
+                self.conn
+                    .prepare_cached(&format!(
+                        "SELECT {META_COLUMNS}, encoded FROM messages
+                         WHERE contact = ?1 AND held = 0 AND (height, id) < (?2, ?3)
+                         ORDER BY height DESC, id DESC LIMIT ?4"
+                    ))
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![contact, height, id, limit], message_from_row)?
+                            .collect()
+                    })
+            }
+        };
+        rows.map_err(ctx("loading history"))
+    }
+
+    fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // IMMEDIATE: take the write lock now (waiting up to BUSY_TIMEOUT)
+        // rather than failing on upgrade if another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx("beginning commit"))?;
+        // Any early return drops `tx`, which rolls the whole commit back.
+        if let Some(identity) = &changes.identity {
+            tx.prepare_cached(
+                "INSERT INTO identity (id, blob) VALUES (0, ?1)
+                 ON CONFLICT (id) DO UPDATE SET blob = excluded.blob",
+            )
+            .and_then(|mut stmt| stmt.execute([identity]))
+            .map_err(ctx("saving identity"))?;
+        }
+        if !changes.contacts.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO contacts (key, blob) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET blob = excluded.blob",
+                )
+                .map_err(ctx("saving contacts"))?;
+            for (key, blob) in &changes.contacts {
+                stmt.execute(params![key, blob])
+                    .map_err(ctx("saving a contact"))?;
+            }
+        }
+        if !changes.messages.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    // Not INSERT OR IGNORE: that would also silently skip
+                    // a row breaking a CHECK or NOT NULL constraint; only an
+                    // existing id is to be left alone.
+                    "INSERT INTO messages (id, contact, outgoing, counter, height,
+                         timestamp_ms, held, delivered, read, encoded)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .map_err(ctx("saving messages"))?;
+            for message in &changes.messages {
+                let meta = &message.meta;
+                stmt.execute(params![
+                    meta.id.0,
+                    meta.contact,
+                    meta.outgoing,
+                    meta.counter as i64,
+                    height_to_sql(meta.height)?,
+                    meta.timestamp_ms as i64,
+                    meta.flags.held,
+                    meta.flags.delivered,
+                    meta.flags.read,
+                    message.encoded,
+                ])
+                .map_err(ctx("saving a message"))?;
+            }
+        }
+        if !changes.updates.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE messages SET height = ?2, held = ?3, delivered = ?4, read = ?5
+                     WHERE id = ?1",
+                )
+                .map_err(ctx("updating messages"))?;
+            for (id, height, flags) in &changes.updates {
+                stmt.execute(params![
+                    id.0,
+                    height_to_sql(*height)?,
+                    flags.held,
+                    flags.delivered,
+                    flags.read,
+                ])
+                .map_err(ctx("updating a message"))?;
+            }
+        }
+        tx.commit().map_err(ctx("committing"))
+    }
+}
