@@ -186,6 +186,7 @@ impl Messenger {
         let (commands, command_rx) = mpsc::channel(64);
         let (events, event_rx) = mpsc::channel(1024);
         let (lookups, lookup_rx) = mpsc::channel(64);
+        let (dialed, dialed_rx) = mpsc::channel(64);
         let driver = Driver {
             engine,
             config: config.clone(),
@@ -199,11 +200,12 @@ impl Messenger {
             lookups_in_flight: HashSet::new(),
             lookup_backoff: HashMap::new(),
             lookups,
+            dialed,
             online: HashSet::new(),
             faults: config.faults.clone().map(Faults::new),
             published_seq: 0,
         };
-        tokio::spawn(driver.run(command_rx, im_events, identified, lookup_rx));
+        tokio::spawn(driver.run(command_rx, im_events, identified, lookup_rx, dialed_rx));
         Ok((
             Messenger {
                 commands,
@@ -319,6 +321,8 @@ struct Driver<S: Store> {
     /// Next allowed lookup and the current backoff, per contact.
     lookup_backoff: HashMap<UserId, (Instant, Duration)>,
     lookups: mpsc::Sender<LookupResult>,
+    /// Dial outcomes, per device.
+    dialed: mpsc::Sender<(PeerId, bool)>,
     online: HashSet<UserId>,
     faults: Option<Faults>,
     published_seq: u64,
@@ -331,14 +335,14 @@ impl<S: Store> Driver<S> {
         mut im: ProtocolEvents,
         mut identified: mpsc::Receiver<shoal_identify::Event>,
         mut lookup_results: mpsc::Receiver<LookupResult>,
+        mut dialed: mpsc::Receiver<(PeerId, bool)>,
     ) {
-        let (dialed_tx, mut dialed) = mpsc::channel::<(PeerId, bool)>(64);
         self.join().await;
         let mut republish = tokio::time::interval(self.config.republish);
         republish.tick().await;
         let mut joined = !self.config.bootstrap.is_empty();
         loop {
-            self.drain(&dialed_tx);
+            self.drain();
             let deadline = self
                 .engine
                 .poll_timeout()
@@ -366,6 +370,7 @@ impl<S: Store> Driver<S> {
                     Some(ProtocolEvent::Connected { session, .. }) => {
                         self.im_sessions.insert(session.peer, session.id);
                         self.flush_waiting(session.peer);
+                        self.set_online(session.peer, true);
                     }
                     Some(ProtocolEvent::Received { data, .. }) => {
                         if let Some(tap) = &self.config.envelope_tap {
@@ -377,6 +382,9 @@ impl<S: Store> Driver<S> {
                     }
                     Some(ProtocolEvent::Disconnected { session }) => {
                         self.im_sessions.remove(&session.peer, session.id);
+                        if !self.im_sessions.contains(&session.peer) {
+                            self.set_online(session.peer, false);
+                        }
                     }
                     None => return,
                 },
@@ -410,6 +418,15 @@ impl<S: Store> Driver<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the engine whether the contact owning `device` is reachable.
+    fn set_online(&mut self, device: PeerId, online: bool) {
+        if let Some(contact) = self.engine.contact_of_device(&device)
+            && let Err(e) = self.engine.set_online(Instant::now(), contact, online)
+        {
+            self.fatal(e);
         }
     }
 
@@ -502,7 +519,7 @@ impl<S: Store> Driver<S> {
     }
 
     /// Moves the engine's envelopes to the network and its events to the user.
-    fn drain(&mut self, dialed: &mpsc::Sender<(PeerId, bool)>) {
+    fn drain(&mut self) {
         let now = Instant::now();
         while let Some(event) = self.engine.poll_event() {
             let out = match event {
@@ -523,6 +540,10 @@ impl<S: Store> Driver<S> {
                     self.lookup(contact, now);
                     continue;
                 }
+                EngineEvent::NeedRoute { contact, device } => {
+                    self.route(contact, device, now);
+                    continue;
+                }
                 EngineEvent::Rejected { contact, reason } => Event::Error {
                     contact,
                     error: format!("envelope refused: {reason}"),
@@ -533,16 +554,11 @@ impl<S: Store> Driver<S> {
             }
         }
         while let Some(transmit) = self.engine.poll_transmit() {
-            self.transmit(transmit, now, dialed);
+            self.transmit(transmit, now);
         }
     }
 
-    fn transmit(
-        &mut self,
-        transmit: Transmit,
-        now: Instant,
-        dialed: &mpsc::Sender<(PeerId, bool)>,
-    ) {
+    fn transmit(&mut self, transmit: Transmit, now: Instant) {
         let device = transmit.device;
         let bytes = Bytes::from(transmit.envelope);
         if self.im_sessions.contains(&device) {
@@ -557,6 +573,16 @@ impl<S: Store> Driver<S> {
         if queue.len() < max {
             queue.push(bytes);
         }
+        self.route(transmit.contact, device, now);
+    }
+
+    /// Gets a session to `device` (of `contact`): dials a known address,
+    /// or looks the contact up first.
+    fn route(&mut self, contact: UserId, device: PeerId, now: Instant) {
+        if self.im_sessions.contains(&device) {
+            self.set_online(device, true);
+            return;
+        }
         if self.dialing.contains(&device) {
             return;
         }
@@ -564,7 +590,7 @@ impl<S: Store> Driver<S> {
             Some(addrs) if !addrs.is_empty() => {
                 self.dialing.insert(device);
                 let control = self.control.clone();
-                let dialed = dialed.clone();
+                let dialed = self.dialed.clone();
                 tokio::spawn(async move {
                     let mut ok = false;
                     for addr in addrs {
@@ -578,7 +604,7 @@ impl<S: Store> Driver<S> {
                     let _ = dialed.send((device, ok)).await;
                 });
             }
-            _ => self.lookup(transmit.contact, now),
+            _ => self.lookup(contact, now),
         }
     }
 
@@ -675,8 +701,8 @@ impl<S: Store> Driver<S> {
                 device,
             });
         }
-        if let Some(bundle) = &entry.bundle
-            && !self.engine.has_session(&user)
+        if !self.engine.has_session(&user)
+            && let Some(bundle) = &entry.bundle
             && let Err(e) = self.engine.set_bundle(now, user, bundle)
         {
             let _ = self.events.try_send(Event::Error {
@@ -684,9 +710,8 @@ impl<S: Store> Driver<S> {
                 error: e.to_string(),
             });
         }
-        // Waiting envelopes now have addresses: a retry will dial.
-        if let Err(e) = self.engine.handle_timeout(now) {
-            self.fatal(e);
+        if self.engine.has_session(&user) {
+            self.route(user, device, now);
         }
     }
 }

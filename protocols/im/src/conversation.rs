@@ -121,6 +121,11 @@ impl Conversation {
         self.own.get(&counter).copied()
     }
 
+    /// Every peer counter below this one is known.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor
+    }
+
     /// Number of held messages.
     pub(crate) fn held_len(&self) -> usize {
         self.held.len()

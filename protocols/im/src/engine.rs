@@ -11,6 +11,8 @@
 //! - [`Engine::handle_envelope`]: bytes from the network.
 //! - [`Engine::set_bundle`]: the contact's prekey bundle, fetched after
 //!   [`Event::NeedBundle`].
+//! - [`Engine::set_online`]: whether a session to the contact's device is
+//!   open; retries wait for it, and [`Event::NeedRoute`] asks for one.
 //! - [`Engine::handle_timeout`] at [`Engine::poll_timeout`]: retries with
 //!   backoff and resend requests.
 //! - [`Engine::poll_transmit`] and [`Engine::poll_event`] after each call.
@@ -56,6 +58,11 @@ pub struct EngineConfig {
     /// this anywhere else.
     #[doc(hidden)]
     pub leak_plaintext_for_tests: bool,
+    /// Test only: abort the process right after the n-th commit that is
+    /// followed by envelopes (between the durable commit and the ack), to
+    /// test crash recovery. Never set this anywhere else.
+    #[doc(hidden)]
+    pub abort_after_commits_for_tests: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +73,7 @@ impl Default for EngineConfig {
             resend_interval: Duration::from_secs(1),
             max_sessions: 4,
             leak_plaintext_for_tests: false,
+            abort_after_commits_for_tests: None,
         }
     }
 }
@@ -156,6 +164,15 @@ pub enum Event {
         /// The contact.
         contact: UserId,
     },
+    /// Messages wait for `contact`, whose device is known but not
+    /// connected: find its address and connect, then call
+    /// [`Engine::set_online`].
+    NeedRoute {
+        /// The contact.
+        contact: UserId,
+        /// Its device.
+        device: PeerId,
+    },
     /// An envelope was refused; nothing else changed.
     Rejected {
         /// The contact, when the envelope could be attributed.
@@ -196,6 +213,9 @@ pub struct ContactInfo {
     pub device: Option<PeerId>,
     /// Whether a ratchet session exists.
     pub has_session: bool,
+    /// Ratchet sessions kept (more than one only after a simultaneous
+    /// first contact or a peer that lost its state).
+    pub sessions: usize,
     /// Messages waiting for their acknowledgement.
     pub outbox: usize,
 }
@@ -221,7 +241,9 @@ struct Contact {
     conversation: Conversation,
     outbox: BTreeMap<u64, Pending>,
     next_resend_request: Option<Instant>,
-    next_bundle_request: Option<Instant>,
+    next_route_request: Option<Instant>,
+    /// A session to the contact's device is open (told by the driver).
+    online: bool,
 }
 
 /// Work collected during one operation, committed before anything in it
@@ -255,6 +277,7 @@ pub struct Engine<S: Store> {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     poisoned: bool,
+    commits: u64,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -313,6 +336,7 @@ impl<S: Store> Engine<S> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             poisoned: false,
+            commits: 0,
         };
         engine.load_contacts(now)?;
         Ok(engine)
@@ -424,7 +448,8 @@ impl<S: Store> Engine<S> {
                     conversation,
                     outbox,
                     next_resend_request: None,
-                    next_bundle_request: None,
+                    next_route_request: None,
+                    online: false,
                 },
             );
         }
@@ -465,6 +490,7 @@ impl<S: Store> Engine<S> {
                 name: c.name.clone(),
                 device: c.device.as_ref().map(|d| d.device().peer_id()),
                 has_session: !c.sessions.is_empty(),
+                sessions: c.sessions.len(),
                 outbox: c.outbox.len(),
             })
             .collect();
@@ -494,7 +520,8 @@ impl<S: Store> Engine<S> {
             conversation: Conversation::new(user.to_bytes()),
             outbox: BTreeMap::new(),
             next_resend_request: None,
-            next_bundle_request: None,
+            next_route_request: None,
+            online: false,
         })
     }
 
@@ -550,9 +577,58 @@ impl<S: Store> Engine<S> {
         for pending in entry.outbox.values_mut() {
             pending.next = now;
         }
+        entry.next_route_request = None;
         self.sessions.insert(id, contact);
         let mut batch = Batch::default();
         batch.dirty(contact);
+        self.flush_outbox(now, contact, &mut batch);
+        self.finish(batch)
+    }
+
+    /// The contact whose device is `device`, if any.
+    pub fn contact_of_device(&self, device: &PeerId) -> Option<UserId> {
+        self.contacts
+            .values()
+            .find(|c| {
+                c.device
+                    .as_ref()
+                    .is_some_and(|d| d.device().peer_id() == *device)
+            })
+            .map(|c| c.user)
+    }
+
+    /// Tells the engine whether a session to `contact`'s device is open.
+    /// Unacknowledged messages are retried only while it is (each retry
+    /// uses a new message key, which an offline recipient would have to
+    /// skip); going online sends them all at once.
+    pub fn set_online(
+        &mut self,
+        now: Instant,
+        contact: UserId,
+        online: bool,
+    ) -> Result<(), EngineError> {
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return Ok(());
+        };
+        let was = std::mem::replace(&mut c.online, online);
+        if online && !was {
+            self.retry_now(now, contact)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every unacknowledged message to `contact` now instead of at
+    /// its backoff time (if online).
+    pub fn retry_now(&mut self, now: Instant, contact: UserId) -> Result<(), EngineError> {
+        self.check()?;
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return Ok(());
+        };
+        for pending in c.outbox.values_mut() {
+            pending.next = now;
+        }
+        c.next_route_request = None;
+        let mut batch = Batch::default();
         self.flush_outbox(now, contact, &mut batch);
         self.finish(batch)
     }
@@ -883,11 +959,13 @@ impl<S: Store> Engine<S> {
         if !force && c.next_resend_request.is_some_and(|t| t > now) {
             return;
         }
-        let range = c.conversation.missing().or(if force {
-            Some((0, crate::message::MAX_RESEND_RANGE - 1))
-        } else {
-            None
-        });
+        // Forced (a message beyond the ratchet window): whatever follows
+        // what we have.
+        let floor = c.conversation.floor();
+        let range = c
+            .conversation
+            .missing()
+            .or(force.then(|| (floor, floor + crate::message::MAX_RESEND_RANGE - 1)));
         if let Some((from, to)) = range {
             c.next_resend_request = Some(now + interval);
             self.seal(contact, &Payload::Resend { from, to }, batch);
@@ -946,10 +1024,19 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return;
         };
-        if c.sessions.is_empty() || c.device.is_none() {
-            if !c.outbox.is_empty() && c.next_bundle_request.is_none_or(|t| t <= now) {
-                c.next_bundle_request = Some(now + initial);
-                batch.events.push(Event::NeedBundle { contact });
+        let ready = !c.sessions.is_empty() && c.online;
+        if !ready {
+            // Encrypting now would only use up chain keys the recipient
+            // may have to skip: ask for a route instead.
+            if !c.outbox.is_empty() && c.next_route_request.is_none_or(|t| t <= now) {
+                c.next_route_request = Some(now + initial);
+                match (&c.device, c.sessions.is_empty()) {
+                    (Some(device), false) => batch.events.push(Event::NeedRoute {
+                        contact,
+                        device: device.device().peer_id(),
+                    }),
+                    _ => batch.events.push(Event::NeedBundle { contact }),
+                }
             }
             return;
         }
@@ -981,14 +1068,9 @@ impl<S: Store> Engine<S> {
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for c in self.contacts.values() {
             if let Some(p) = c.outbox.values().map(|p| p.next).min() {
-                if c.sessions.is_empty() {
-                    if let Some(t) = c.next_bundle_request {
-                        consider(t);
-                    } else {
-                        consider(p);
-                    }
-                } else {
-                    consider(p);
+                match c.next_route_request {
+                    Some(t) if c.sessions.is_empty() || !c.online => consider(t),
+                    _ => consider(p),
                 }
             }
             if c.conversation.held_len() > 0
@@ -1054,6 +1136,15 @@ impl<S: Store> Engine<S> {
             // Memory and disk disagree now: refuse further work.
             self.poisoned = true;
             return Err(e.into());
+        }
+        if !batch.transmits.is_empty()
+            && let Some(n) = self.config.abort_after_commits_for_tests
+        {
+            self.commits += 1;
+            if self.commits >= n {
+                tracing::error!("test hook: aborting between commit and send");
+                std::process::abort();
+            }
         }
         self.transmits.extend(batch.transmits);
         self.events.extend(batch.events);

@@ -33,6 +33,8 @@ struct Net {
     /// (deliver at, to index, bytes)
     in_flight: Vec<(Instant, usize, Vec<u8>)>,
     fault: f64,
+    /// Whether routes to the peer exist (NeedRoute gets an answer).
+    link_up: bool,
 }
 
 impl Net {
@@ -42,12 +44,22 @@ impl Net {
                 let other = peers[1 - i].engine.prekey_bundle();
                 let other_user = peers[1 - i].engine.user_id();
                 while let Some(event) = peers[i].engine.poll_event() {
-                    if let Event::NeedBundle { contact } = &event {
-                        assert_eq!(*contact, other_user);
-                        peers[i]
-                            .engine
-                            .set_bundle(self.now, other_user, &other)
-                            .unwrap();
+                    match &event {
+                        Event::NeedBundle { contact } => {
+                            assert_eq!(*contact, other_user);
+                            peers[i]
+                                .engine
+                                .set_bundle(self.now, other_user, &other)
+                                .unwrap();
+                        }
+                        // The simulated link is always up.
+                        Event::NeedRoute { contact, .. } if self.link_up => {
+                            peers[i]
+                                .engine
+                                .set_online(self.now, *contact, true)
+                                .unwrap();
+                        }
+                        _ => {}
                     }
                     peers[i].events.push(event);
                 }
@@ -154,6 +166,7 @@ fn first_contact_ack_and_reply() {
         now,
         in_flight: Vec::new(),
         fault: 0.0,
+        link_up: true,
     };
     let bob = peers[1].engine.user_id();
     let alice = peers[0].engine.user_id();
@@ -189,6 +202,7 @@ fn faults_keep_histories_identical_and_causal() {
         now,
         in_flight: Vec::new(),
         fault: 0.1,
+        link_up: true,
     };
     let users = [peers[0].engine.user_id(), peers[1].engine.user_id()];
     let mut sent = [Vec::new(), Vec::new()];
@@ -234,6 +248,7 @@ fn crash_and_reopen_loses_nothing_acknowledged() {
         now,
         in_flight: Vec::new(),
         fault: 0.05,
+        link_up: true,
     };
     let users = [peers[0].engine.user_id(), peers[1].engine.user_id()];
     let mut sent = [Vec::new(), Vec::new()];
@@ -265,4 +280,84 @@ fn crash_and_reopen_loses_nothing_acknowledged() {
             assert_eq!(c.outbox, 0);
         }
     }
+}
+
+fn net(seed: u64, now: Instant, fault: f64) -> Net {
+    Net {
+        rng: ChaCha20Rng::seed_from_u64(seed),
+        now,
+        in_flight: Vec::new(),
+        fault,
+        link_up: true,
+    }
+}
+
+#[test]
+fn simultaneous_first_contact_converges() {
+    let now = Instant::now();
+    let mut peers = pair(now);
+    let mut net = net(3, now, 0.0);
+    let users = [peers[0].engine.user_id(), peers[1].engine.user_id()];
+    // Both start a session before either hears from the other.
+    let a0 = peers[0].engine.send(now, 1, users[1], "hi from a").unwrap();
+    let b0 = peers[1].engine.send(now, 1, users[0], "hi from b").unwrap();
+    net.pump(&mut peers, 50);
+    assert_eq!(received(&peers[1].events), vec![a0]);
+    assert_eq!(received(&peers[0].events), vec![b0]);
+    for n in 0..20 {
+        peers[0].engine.send(net.now, n, users[1], "a").unwrap();
+        peers[1].engine.send(net.now, n, users[0], "b").unwrap();
+        net.pump(&mut peers, 2);
+    }
+    net.pump(&mut peers, 200);
+    assert_eq!(received(&peers[0].events).len(), 21);
+    assert_eq!(received(&peers[1].events).len(), 21);
+    assert_eq!(
+        history(&mut peers[0].engine, &users[1]),
+        history(&mut peers[1].engine, &users[0])
+    );
+    for p in &peers {
+        for c in p.engine.contacts() {
+            assert_eq!(c.outbox, 0);
+            assert_eq!(c.sessions, 2, "both sessions kept for late messages");
+        }
+    }
+}
+
+#[test]
+fn offline_recipient_does_not_exhaust_the_window() {
+    // Alice writes 1,500 messages (more than the ratchet's skip window)
+    // while Bob is unreachable; retries must not burn message keys, so
+    // when Bob comes back every message decrypts.
+    let now = Instant::now();
+    let mut peers = pair(now);
+    let mut net = net(5, now, 0.0);
+    let bob = peers[1].engine.user_id();
+    net.link_up = false;
+    let mut sent = Vec::new();
+    for n in 0..1_500u64 {
+        sent.push(
+            peers[0]
+                .engine
+                .send(net.now, n, bob, &format!("m{n}"))
+                .unwrap(),
+        );
+        if n % 100 == 0 {
+            net.pump(&mut peers, 300); // 3 s of retries and route requests
+        }
+    }
+    assert!(received(&peers[1].events).is_empty());
+    net.link_up = true;
+    net.pump(&mut peers, 500);
+    let mut got = received(&peers[1].events);
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent);
+    assert!(
+        !peers[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Rejected { .. })),
+        "no envelope was outside the window"
+    );
 }
