@@ -44,7 +44,8 @@ pub struct MessengerConfig {
     pub faults: Option<FaultConfig>,
     /// A copy of every envelope as it arrives from the service layer,
     /// before the engine sees it (for inspection by tests and tools).
-    pub envelope_tap: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Copies that do not fit in the channel are dropped.
+    pub envelope_tap: Option<mpsc::Sender<Bytes>>,
     /// Agent string announced by identify.
     pub agent: String,
 }

@@ -374,7 +374,7 @@ impl<S: Store> Driver<S> {
                     }
                     Some(ProtocolEvent::Received { data, .. }) => {
                         if let Some(tap) = &self.config.envelope_tap {
-                            let _ = tap.send(data.clone());
+                            let _ = tap.try_send(data.clone());
                         }
                         if let Err(e) = self.engine.handle_envelope(Instant::now(), &data) {
                             self.fatal(e);
