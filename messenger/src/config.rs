@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 use crate::FaultConfig;
 
 /// Default lifetime of published presence and prekey records.
-pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(crate::directory::DEFAULT_TTL_SECS);
 /// Default interval between republications.
-pub const DEFAULT_REPUBLISH: Duration = Duration::from_secs(10 * 60);
+pub const DEFAULT_REPUBLISH: Duration =
+    Duration::from_secs(crate::directory::REPUBLISH_INTERVAL_SECS);
 /// Default first wait before looking a contact up again after a miss.
 pub const DEFAULT_LOOKUP_RETRY: Duration = Duration::from_millis(500);
 /// Default longest wait between lookups of an unreachable contact.

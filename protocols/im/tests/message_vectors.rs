@@ -1,0 +1,125 @@
+//! The message, payload, padding and envelope vectors printed in
+//! docs/PROTOCOL.md, section 11.
+#![allow(clippy::unwrap_used)]
+
+use shoal_identity::Keypair;
+use shoal_im::envelope::{Envelope, SessionId, SessionRef, pad, unpad};
+use shoal_im::message::{MessageKind, Payload};
+use shoal_im::x3dh::InitialHeader;
+use shoal_im::{Device, Message, MessageId, UserId};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sample() -> Message {
+    let sender = UserId::new(Keypair::from_secret_bytes(&[0x31; 32]).public());
+    let prev = Message {
+        kind: MessageKind::Text,
+        sender,
+        counter: 0,
+        timestamp_ms: 1_700_000_000_000,
+        prev: None,
+        deps: vec![],
+        body: b"hi".to_vec(),
+    };
+    Message {
+        kind: MessageKind::Text,
+        sender,
+        counter: 1,
+        timestamp_ms: 1_700_000_001_000,
+        prev: Some(prev.id()),
+        deps: vec![MessageId([0xab; 32])],
+        body: b"hello".to_vec(),
+    }
+}
+
+#[test]
+fn message_vector() {
+    let first = Message {
+        counter: 0,
+        timestamp_ms: 1_700_000_000_000,
+        prev: None,
+        deps: vec![],
+        body: b"hi".to_vec(),
+        ..sample()
+    };
+    let m = sample();
+    println!(
+        "first {}\nfirst id {}",
+        hex(&first.encode()),
+        hex(&first.id().0)
+    );
+    println!("second {}\nsecond id {}", hex(&m.encode()), hex(&m.id().0));
+    assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+    assert_eq!(hex(&first.id().0), FIRST_ID);
+    assert_eq!(hex(&m.encode()), SECOND);
+    assert_eq!(hex(&m.id().0), SECOND_ID);
+}
+
+#[test]
+fn payload_and_padding_vectors() {
+    let ack = Payload::Ack(vec![MessageId([0x11; 32])]).encode();
+    let resend = Payload::Resend { from: 3, to: 5 }.encode();
+    println!("ack {}\nresend {}", hex(&ack), hex(&resend));
+    assert_eq!(hex(&resend), RESEND);
+    assert_eq!(hex(&ack[..3]), "020001");
+    let padded = pad(&resend).unwrap();
+    assert_eq!(padded.len(), 256);
+    assert_eq!(hex(&padded[..21]), format!("00000011{RESEND}"));
+    assert!(padded[21..].iter().all(|&b| b == 0));
+    assert_eq!(unpad(&padded).unwrap(), &resend[..]);
+    assert_eq!(pad(&[0; 252]).unwrap().len(), 256);
+    assert_eq!(pad(&[0; 253]).unwrap().len(), 1024);
+}
+
+#[test]
+fn session_id_and_envelope_vectors() {
+    let user = Keypair::from_secret_bytes(&[0x31; 32]);
+    let device = Device::new(
+        &user,
+        Keypair::from_secret_bytes(&[0x32; 32]),
+        [0x33; 32],
+        1_700_000_000,
+    );
+    let header = InitialHeader {
+        sender: device.certificate().clone(),
+        ephemeral: [0x44; 32],
+        prekey_id: 1,
+    };
+    let id = SessionId::of(&header);
+    println!("session id {}", hex(&id.0));
+    assert_eq!(hex(&id.0), SESSION_ID);
+    let recipient = Keypair::from_secret_bytes(&[0x35; 32]).peer_id();
+    let envelope = Envelope {
+        recipient,
+        session: SessionRef::Known(id),
+        ratchet: vec![0x55; 41 + 256 + 16],
+    };
+    let bytes = envelope.encode();
+    println!("envelope prefix {}", hex(&bytes[..50]));
+    assert_eq!(bytes.len(), 2 + 32 + 16 + 41 + 256 + 16);
+    assert_eq!(hex(&bytes[..50]), ENVELOPE_PREFIX);
+    assert_eq!(Envelope::decode(&bytes).unwrap(), envelope);
+}
+
+const FIRST_ID: &str = "e5d89ef535b70377c0ca85bec9af84b5ed3701034f2d584f1d83fec7a5ae60d9";
+const SECOND: &str = concat!(
+    "0101",
+    "48075a597e721a156e2e0799de5cc0c5324dc6e7eaf1cdd46250868ec53215dd",
+    "0000000000000001",
+    "0000018bcfe56be8",
+    "e5d89ef535b70377c0ca85bec9af84b5ed3701034f2d584f1d83fec7a5ae60d9",
+    "01",
+    "abababababababababababababababababababababababababababababababab",
+    "00000005",
+    "68656c6c6f"
+);
+const SECOND_ID: &str = "754756b0668d04094add6d23f26ea6a9804354de998231eae7f6b56686b82980";
+const RESEND: &str = "0400000000000000030000000000000005";
+const SESSION_ID: &str = "e19ca39cd2818c31550791728ffa76fd";
+const ENVELOPE_PREFIX: &str = concat!(
+    "0102",
+    "a6d2455ea3a5771aba9fcb037924114c92f9f325049f6b4269e739d9048bb869",
+    "e19ca39cd2818c31550791728ffa76fd"
+);
