@@ -18,6 +18,7 @@ use shoal_identity::PeerId;
 use shoal_im::engine::{ContactInfo, Engine, Event as EngineEvent, HistoryItem, Transmit};
 use shoal_im::store::HistoryCursor;
 use shoal_im::{Message, MessageId, Store, UserId};
+use shoal_kad::SignedRecord;
 use shoal_transport::{Multiaddr, Transport};
 use tokio::sync::{mpsc, oneshot};
 
@@ -302,6 +303,14 @@ impl Messenger {
     }
 }
 
+async fn put_records(dht: &shoal_kad::Handle, (presence, prekeys): (SignedRecord, SignedRecord)) {
+    let (p, b) = tokio::join!(dht.put_record(presence), dht.put_record(prekeys));
+    match (p, b) {
+        (Ok((p, _)), Ok((b, _))) => tracing::debug!(p, b, "presence published"),
+        (p, b) => tracing::warn!(?p, ?b, "presence not published"),
+    }
+}
+
 type LookupResult = (UserId, Result<Option<directory::DirectoryEntry>, String>);
 
 struct Driver<S: Store> {
@@ -337,7 +346,7 @@ impl<S: Store> Driver<S> {
         mut lookup_results: mpsc::Receiver<LookupResult>,
         mut dialed: mpsc::Receiver<(PeerId, bool)>,
     ) {
-        self.join().await;
+        self.join();
         let mut republish = tokio::time::interval(self.config.republish);
         republish.tick().await;
         let mut joined = !self.config.bootstrap.is_empty();
@@ -438,8 +447,9 @@ impl<S: Store> Driver<S> {
         });
     }
 
-    /// Dials the bootstrap peers, joins the DHT through them and publishes.
-    async fn join(&mut self) {
+    /// Joins the DHT through the bootstrap peers, then publishes, in the
+    /// background: the driver serves commands and envelopes meanwhile.
+    fn join(&mut self) {
         let mut seeds = Vec::new();
         for addr in &self.config.bootstrap {
             let Some(peer) = addr.peer_id() else {
@@ -450,21 +460,36 @@ impl<S: Store> Driver<S> {
             self.addresses.entry(peer).or_default().push(base.clone());
             seeds.push((peer, vec![base]));
         }
-        if !seeds.is_empty() {
-            match tokio::time::timeout(Duration::from_secs(30), self.dht.bootstrap(seeds)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(%e, "bootstrap failed"),
-                Err(_) => tracing::warn!("bootstrap timed out"),
+        let Some(records) = self.records() else {
+            return;
+        };
+        let dht = self.dht.clone();
+        tokio::spawn(async move {
+            if !seeds.is_empty() {
+                match tokio::time::timeout(Duration::from_secs(60), dht.bootstrap(seeds)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(%e, "bootstrap failed"),
+                    Err(_) => tracing::warn!("bootstrap timed out"),
+                }
             }
-        }
-        self.publish();
+            put_records(&dht, records).await;
+        });
     }
 
     /// Publishes the presence and prekey records (in the background).
     fn publish(&mut self) {
+        if let Some(records) = self.records() {
+            let dht = self.dht.clone();
+            tokio::spawn(async move { put_records(&dht, records).await });
+        }
+    }
+
+    /// Fresh presence and prekey records (a larger `seq`, a new expiry).
+    fn records(&mut self) -> Option<(SignedRecord, SignedRecord)> {
         let now = unix_ms() / 1000;
-        // Larger is newer, also across restarts.
-        self.published_seq = (unix_ms()).max(self.published_seq + 1);
+        // Larger is newer, also across restarts (milliseconds, so a quick
+        // restart still publishes a newer record).
+        self.published_seq = unix_ms().max(self.published_seq + 1);
         let addrs = self.control.listen_addrs();
         let expires = now.saturating_add(self.config.record_ttl.as_secs());
         let device = self.engine.device();
@@ -473,21 +498,13 @@ impl<S: Store> Driver<S> {
             directory::prekeys_record(device, &self.engine.prekey_bundle(), seq, expires)
                 .map(|b| (p, b))
         });
-        let (presence, prekeys) = match records {
-            Ok(records) => records,
+        match records {
+            Ok(records) => Some(records),
             Err(e) => {
                 tracing::warn!(%e, "presence records not built");
-                return;
+                None
             }
-        };
-        let dht = self.dht.clone();
-        tokio::spawn(async move {
-            let (p, b) = tokio::join!(dht.put_record(presence), dht.put_record(prekeys));
-            match (p, b) {
-                (Ok((p, _)), Ok((b, _))) => tracing::debug!(p, b, "presence published"),
-                (p, b) => tracing::warn!(?p, ?b, "presence not published"),
-            }
-        });
+        }
     }
 
     fn command(&mut self, command: Command) {

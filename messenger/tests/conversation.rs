@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use shoal_im::MemoryStore;
+use shoal_im::engine::EngineConfig;
 use shoal_messenger::{FaultConfig, MessengerConfig};
 use shoal_transport::MemoryNetwork;
 
@@ -18,12 +19,21 @@ const MESSAGES: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_messages_each_way_through_faults() {
+    let t0 = std::time::Instant::now();
     let net = MemoryNetwork::new();
     let others = network(&net, 18).await;
     let config = |seed| MessengerConfig {
         listen: vec!["/memory/0".parse().unwrap()],
         bootstrap: vec![common::seed(&others)],
         faults: Some(FaultConfig::uniform(0.10, seed)),
+        // Faster retries than the defaults (1 s doubling to 30 s), so the
+        // few messages unlucky several times in a row do not dominate the
+        // test's run time.
+        engine: EngineConfig {
+            retry_initial: Duration::from_millis(300),
+            retry_max: Duration::from_secs(2),
+            ..EngineConfig::default()
+        },
         ..MessengerConfig::default()
     };
     let mut alice = start(&net, MemoryStore::new(), config(1)).await;
@@ -32,6 +42,7 @@ async fn thousand_messages_each_way_through_faults() {
     alice.messenger.add_contact(b, "bob").await.unwrap();
     bob.messenger.add_contact(a, "alice").await.unwrap();
 
+    eprintln!("network up after {:?}", t0.elapsed());
     let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
     for n in 0..MESSAGES {
         sent_a.push(alice.messenger.send(b, &format!("a{n}")).await.unwrap());
@@ -40,6 +51,7 @@ async fn thousand_messages_each_way_through_faults() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    eprintln!("sent after {:?}", t0.elapsed());
     let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
     let limit = Duration::from_secs(240);
     let done = |events: &[shoal_messenger::Event]| {
@@ -51,6 +63,7 @@ async fn thousand_messages_each_way_through_faults() {
     );
     let _ = (ra, rb);
 
+    eprintln!("delivered after {:?}", t0.elapsed());
     for (seen, sent) in [(&seen_a, &sent_b), (&seen_b, &sent_a)] {
         let got = received(seen);
         let unique: HashSet<_> = got.iter().collect();
