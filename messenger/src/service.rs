@@ -407,7 +407,14 @@ impl<S: Store> Driver<S> {
                             joined = true;
                             let dht = self.dht.clone();
                             let seeds = vec![(peer, info.listen_addrs.clone())];
-                            tokio::spawn(async move { dht.bootstrap(seeds).await });
+                            let records = self.records();
+                            tokio::spawn(async move {
+                                let _ = dht.bootstrap(seeds).await;
+                                // Our first publication found an empty DHT.
+                                if let Some(records) = records {
+                                    put_records(&dht, records).await;
+                                }
+                            });
                         }
                     }
                 }

@@ -213,6 +213,9 @@ pub struct ContactInfo {
     pub device: Option<PeerId>,
     /// Whether a ratchet session exists.
     pub has_session: bool,
+    /// A session to their device is open (as told by
+    /// [`Engine::set_online`]).
+    pub online: bool,
     /// Ratchet sessions kept (more than one only after a simultaneous
     /// first contact or a peer that lost its state).
     pub sessions: usize,
@@ -490,6 +493,7 @@ impl<S: Store> Engine<S> {
                 name: c.name.clone(),
                 device: c.device.as_ref().map(|d| d.device().peer_id()),
                 has_session: !c.sessions.is_empty(),
+                online: c.online,
                 sessions: c.sessions.len(),
                 outbox: c.outbox.len(),
             })
