@@ -1,5 +1,11 @@
-//! Shoal's main demo: two nodes on loopback complete a secure handshake and
-//! echo data over many multiplexed streams, printing what happens.
+//! Shoal's main demo, in two parts, printing what happens:
+//!
+//! 1. two nodes on loopback complete a secure handshake and echo data over
+//!    many multiplexed streams;
+//! 2. a short scripted conversation: six messengers form a small network on
+//!    loopback, alice and bob find each other through its DHT by user id
+//!    and exchange a few lines with delivery and read receipts, and both
+//!    histories are printed and checked to be identical.
 //!
 //! ```sh
 //! cargo run --release -p shoal-examples --bin demo
@@ -10,9 +16,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use shoal_identity::{Keypair, PeerId};
+use shoal_im::engine::HistoryItem;
+use shoal_im::{MemoryStore, MessageId, UserId};
+use shoal_messenger::{Event, Messenger, MessengerConfig};
 use shoal_transport::{Listener, ListenerExt, Multiaddr, TcpTransport, Transport};
 use shoal_yamux::{Control, Driver, Mode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 #[derive(Parser, Debug)]
 #[command(about = "Two Shoal nodes on loopback: secure handshake, then many echoed streams")]
@@ -32,6 +42,10 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let transport = TcpTransport::default();
 
@@ -128,6 +142,9 @@ async fn main() -> Result<(), Error> {
 
     control.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+
+    println!();
+    conversation().await?;
     println!("done");
     Ok(())
 }
@@ -197,4 +214,247 @@ async fn echo_stream(control: &Control, seed: u8, len: usize) -> Result<Duration
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Messengers in the conversation part's network.
+const NETWORK: usize = 6;
+/// Longest wait for any one step of the conversation.
+const STEP: Duration = Duration::from_secs(10);
+
+/// The scripted conversation: who speaks (0 alice, 1 bob) and what.
+const SCRIPT: &[(usize, &str)] = &[
+    (0, "Hi Bob! I found you through the DHT."),
+    (1, "Hi Alice, your prekeys were there too."),
+    (0, "So this is end-to-end encrypted?"),
+    (
+        1,
+        "Double Ratchet, and acked before it counts as delivered.",
+    ),
+    (0, "Great. Talk soon!"),
+];
+
+/// One user of the conversation: the messenger, its events, and the events
+/// that arrived while another one was awaited.
+struct User {
+    name: &'static str,
+    messenger: Messenger,
+    events: mpsc::Receiver<Event>,
+    backlog: Vec<Event>,
+}
+
+impl User {
+    /// Waits (at most [`STEP`]) for an event `want` accepts.
+    async fn wait(&mut self, what: &str, want: impl Fn(&Event) -> bool) -> Result<Event, Error> {
+        if let Some(i) = self.backlog.iter().position(&want) {
+            return Ok(self.backlog.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) if want(&event) => return Ok(event),
+                Ok(Some(event)) => self.backlog.push(event),
+                Ok(None) => return Err(format!("{}: the messenger stopped", self.name).into()),
+                Err(_) => {
+                    return Err(format!("{}: no {what} within {STEP:?}", self.name).into());
+                }
+            }
+        }
+    }
+
+    /// The whole conversation with `contact`, oldest first.
+    async fn history(&self, contact: UserId) -> Result<Vec<HistoryItem>, Error> {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.messenger.history(contact, cursor, 100).await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some((last.meta.height, last.meta.id));
+            all.extend(page);
+        }
+        all.reverse();
+        Ok(all)
+    }
+}
+
+/// Part two: a scripted conversation between two users of a small network.
+async fn conversation() -> Result<(), Error> {
+    let started = Instant::now();
+    println!("conversation: {NETWORK} messengers on loopback, each joining through the first");
+    let mut nodes = Vec::new();
+    let mut seed: Option<Multiaddr> = None;
+    for _ in 0..NETWORK {
+        let config = MessengerConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            bootstrap: seed.iter().cloned().collect(),
+            ..MessengerConfig::default()
+        };
+        let (messenger, events) =
+            Messenger::start(MemoryStore::new(), TcpTransport::default(), config).await?;
+        if seed.is_none() {
+            seed = messenger.listen_addrs().into_iter().next();
+        }
+        // A messenger answers calls once it has joined the DHT: one at a
+        // time keeps the joins from racing each other's dials.
+        tokio::time::timeout(STEP, messenger.contacts())
+            .await
+            .map_err(|_| format!("a messenger did not join within {STEP:?}"))??;
+        nodes.push((messenger, events));
+    }
+    let all: Vec<Messenger> = nodes.iter().map(|(m, _)| m.clone()).collect();
+    println!(
+        "        all joined the DHT in {:.0} ms",
+        ms(started.elapsed())
+    );
+    let result = talk(&mut nodes).await;
+    for messenger in &all {
+        let _ = tokio::time::timeout(Duration::from_secs(5), messenger.shutdown()).await;
+    }
+    result?;
+    println!(
+        "        conversation finished in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn talk(nodes: &mut Vec<(Messenger, mpsc::Receiver<Event>)>) -> Result<(), Error> {
+    // The last two nodes are alice and bob; the others only route.
+    let (bob_m, bob_e) = nodes.pop().ok_or("no node for bob")?;
+    let (alice_m, alice_e) = nodes.pop().ok_or("no node for alice")?;
+    let mut users = [
+        User {
+            name: "alice",
+            messenger: alice_m,
+            events: alice_e,
+            backlog: Vec::new(),
+        },
+        User {
+            name: "bob",
+            messenger: bob_m,
+            events: bob_e,
+            backlog: Vec::new(),
+        },
+    ];
+    // They exchange their user ids as text (by QR code, say).
+    let ids: Vec<String> = users
+        .iter()
+        .map(|u| u.messenger.user_id().to_string())
+        .collect();
+    for (user, id) in users.iter().zip(&ids) {
+        println!(
+            "{:<7} user id {id}, device {}",
+            user.name,
+            user.messenger.peer_id()
+        );
+    }
+    for (me, other) in [(0, 1), (1, 0)] {
+        let contact: UserId = ids[other].parse()?;
+        users[me]
+            .messenger
+            .add_contact(contact, users[other].name)
+            .await?;
+    }
+    let alice: UserId = ids[0].parse()?;
+    let bob: UserId = ids[1].parse()?;
+    let contact_of = |who: usize| if who == 0 { bob } else { alice };
+
+    for &(from, text) in SCRIPT {
+        let to = 1 - from;
+        let (sender, receiver) = (users[from].name, users[to].name);
+        let sent_at = Instant::now();
+        let id = users[from].messenger.send(contact_of(from), text).await?;
+        println!("{sender:<7} > {text}");
+        let is = |want: &MessageId| {
+            let want = *want;
+            move |e: &Event| matches!(e, Event::Received { id, .. } if *id == want)
+        };
+        let Event::Received { message, .. } = users[to].wait("message", is(&id)).await? else {
+            return Err("unexpected event".into());
+        };
+        println!(
+            "{receiver:<7}   {sender}: {}   ({:.0} ms)",
+            message.text(),
+            ms(sent_at.elapsed())
+        );
+        users[from]
+            .wait(
+                "delivery receipt",
+                |e| matches!(e, Event::Delivered { id: d, .. } if *d == id),
+            )
+            .await?;
+        println!(
+            "{sender:<7}   ✓ delivered to {receiver}   ({:.0} ms)",
+            ms(sent_at.elapsed())
+        );
+        users[to]
+            .messenger
+            .mark_read(contact_of(to), vec![id])
+            .await?;
+        users[from]
+            .wait(
+                "read receipt",
+                |e| matches!(e, Event::Read { id: r, .. } if *r == id),
+            )
+            .await?;
+        println!(
+            "{sender:<7}   ✓✓ read by {receiver}   ({:.0} ms)",
+            ms(sent_at.elapsed())
+        );
+    }
+
+    let mut histories = Vec::new();
+    for (me, user) in users.iter().enumerate() {
+        let history = user.history(contact_of(me)).await?;
+        println!("{}'s history:", user.name);
+        for item in &history {
+            let who = if item.meta.outgoing {
+                "me"
+            } else {
+                users[1 - me].name
+            };
+            let mark = match (item.meta.outgoing, item.meta.flags) {
+                (true, f) if f.read => " ✓✓",
+                (true, f) if f.delivered => " ✓",
+                _ => "",
+            };
+            println!(
+                "        [{}] {who}: {}{mark}",
+                clock(item.message.timestamp_ms),
+                item.message.text()
+            );
+        }
+        // What both sides must agree on: the ids, the messages, the order.
+        let shown: Vec<(MessageId, shoal_im::Message)> = history
+            .into_iter()
+            .map(|item| (item.meta.id, item.message))
+            .collect();
+        histories.push(shown);
+    }
+    if histories[0] != histories[1] {
+        return Err("alice's and bob's histories differ".into());
+    }
+    if histories[0].len() != SCRIPT.len() {
+        return Err(format!(
+            "{} messages in the history, {} sent",
+            histories[0].len(),
+            SCRIPT.len()
+        )
+        .into());
+    }
+    println!(
+        "        both histories hold the same {} messages in the same order",
+        SCRIPT.len()
+    );
+    Ok(())
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
+fn clock(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }

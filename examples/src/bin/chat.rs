@@ -1,0 +1,628 @@
+//! An interactive end-to-end encrypted chat in the terminal, over TCP.
+//!
+//! Each user runs one `chat` with a data directory; the identity, the
+//! contacts and every conversation live in `<data dir>/messenger.db`, so
+//! restarting with the same directory keeps the same user id and history.
+//! Users find each other through the DHT of the nodes they are connected to:
+//! one `--bootstrap` address is enough to join.
+//!
+//! ```sh
+//! # terminal 1: bob
+//! cargo run -p shoal-examples --bin chat -- --data-dir bob
+//! #   user id: SHOAL-BOB…
+//! #   listening on: /ip4/127.0.0.1/tcp/41234/p2p/<bob's peer id>
+//!
+//! # terminal 2: alice joins through bob's address
+//! cargo run -p shoal-examples --bin chat -- --data-dir alice \
+//!     --bootstrap /ip4/127.0.0.1/tcp/41234/p2p/<bob's peer id>
+//! /add SHOAL-BOB… bob
+//! /to bob
+//! hello bob
+//! #   delivered to bob: hello bob
+//!
+//! # terminal 1 shows `new contact: SHOAL-ALICE…` and `SHOAL-ALICE: hello bob`
+//! # (the first 12 characters of her id); name her and answer:
+//! /add SHOAL-ALICE… alice
+//! /msg alice hi alice
+//! ```
+//!
+//! Type `/help` for the commands. Times are shown in UTC.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use shoal_im::engine::ContactInfo;
+use shoal_im::{MessageId, UserId};
+use shoal_messenger::{Event, Messenger, MessengerConfig, SqliteStore};
+use shoal_transport::{Multiaddr, TcpTransport};
+
+#[derive(Parser, Debug)]
+#[command(about = "End-to-end encrypted chat over TCP: one user per data directory")]
+struct Args {
+    /// Directory holding the identity and the conversations
+    /// (`messenger.db`); created (owner-only) if missing.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port; repeatable).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Vec<Multiaddr>,
+    /// A node to join the network through, as `/ip4/…/tcp/…/p2p/<peer id>`
+    /// (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
+    /// Exit after this many seconds (default: run until /quit, the end of
+    /// standard input or Ctrl-C; with it, the end of input does not stop).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Test only: abort the process right after the n-th engine commit
+    /// that is followed by envelopes.
+    #[arg(long, hide = true)]
+    abort_after_commits: Option<u64>,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const HELP: &str = "\
+commands:
+  /add <user id> <name>     add (or rename) a contact
+  /to <name>                talk to <name>: plain lines are sent to them
+  /msg <name> <text>        send one message without switching
+  /history [<name>] [<n>]   the last n messages (default 20), oldest first
+  /read [<name>]            mark the conversation's received messages read
+  /contacts                 contacts: name, user id, state, messages in flight
+  /peers                    connected peers
+  /id                       this user id and the listen addresses
+  /quit                     exit (also Ctrl-C, or the end of input)
+  /help                     this list
+a <name> can also be a full user id (SHOAL-…)";
+
+/// Length of the short form of a user id shown for unnamed contacts.
+const SHORT_ID: usize = 12;
+/// Characters of a message quoted in receipts.
+const QUOTE: usize = 24;
+
+/// Creates the data directory (owner-only on Unix) if it is missing.
+fn create_data_dir(dir: &Path) -> Result<(), Error> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// Replaces control characters (terminal escapes, newlines) in text that
+/// came from someone else.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '�' } else { c })
+        .collect()
+}
+
+/// The first `n` characters of `text`, with an ellipsis if cut.
+fn quote(text: &str, n: usize) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(n).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
+fn clock(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// The chat's state besides the messenger.
+struct Chat {
+    messenger: Messenger,
+    /// The conversation plain lines go to.
+    current: Option<UserId>,
+    /// Texts of the messages sent since start, for receipts.
+    sent: HashMap<MessageId, String>,
+    /// Contacts whose presence was found.
+    online: HashSet<UserId>,
+}
+
+/// What a command asks of the main loop.
+enum Flow {
+    Continue,
+    Quit,
+}
+
+impl Chat {
+    async fn contacts(&self) -> Vec<ContactInfo> {
+        match self.messenger.contacts().await {
+            Ok(contacts) => contacts,
+            Err(e) => {
+                println!("error: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The name shown for `user`: its contact name, else the start of its id.
+    async fn name(&self, user: UserId) -> String {
+        let contacts = self.contacts().await;
+        match contacts.iter().find(|c| c.user == user) {
+            Some(c) if !c.name.is_empty() => clean(&c.name),
+            _ => user.to_string().chars().take(SHORT_ID).collect(),
+        }
+    }
+
+    /// A contact named `name`, or the user whose id `name` is.
+    async fn resolve(&self, name: &str) -> Result<UserId, String> {
+        if let Ok(user) = name.parse::<UserId>() {
+            return Ok(user);
+        }
+        let contacts = self.contacts().await;
+        let mut found: Vec<&ContactInfo> = contacts.iter().filter(|c| c.name == name).collect();
+        if found.is_empty() {
+            found = contacts
+                .iter()
+                .filter(|c| c.name.eq_ignore_ascii_case(name))
+                .collect();
+        }
+        match found.as_slice() {
+            [one] => Ok(one.user),
+            [] if name
+                .to_ascii_uppercase()
+                .starts_with(shoal_im::contact::USER_ID_PREFIX) =>
+            {
+                Err(format!("{name} is not a valid user id"))
+            }
+            [] => Err(format!(
+                "no contact named {name:?}; /contacts lists them, /add <user id> <name> adds one"
+            )),
+            _ => Err(format!(
+                "several contacts are named {name:?}; use the user id"
+            )),
+        }
+    }
+
+    async fn send(&mut self, contact: UserId, text: &str) {
+        match self.messenger.send(contact, text).await {
+            Ok(id) => {
+                self.sent.insert(id, text.to_owned());
+            }
+            Err(shoal_messenger::MessengerError::Engine(
+                shoal_im::engine::EngineError::UnknownContact(_),
+            )) => println!("error: {contact} is not a contact; /add {contact} <name> first"),
+            Err(e) => println!("error: not sent: {e}"),
+        }
+    }
+
+    /// Runs one line typed by the user.
+    async fn line(&mut self, line: &str) -> Flow {
+        let line = line.trim();
+        if line.is_empty() {
+            return Flow::Continue;
+        }
+        let Some(command) = line.strip_prefix('/') else {
+            match self.current {
+                Some(contact) => self.send(contact, line).await,
+                None => {
+                    println!("no conversation selected: /to <name> first, or /msg <name> <text>")
+                }
+            }
+            return Flow::Continue;
+        };
+        let (verb, rest) = command
+            .split_once(char::is_whitespace)
+            .map_or((command, ""), |(v, r)| (v, r.trim()));
+        let args: Vec<&str> = rest.split_whitespace().collect();
+        match verb {
+            "add" => self.add(&args).await,
+            "to" => match args.as_slice() {
+                [name] => match self.resolve(name).await {
+                    Ok(user) => {
+                        self.current = Some(user);
+                        println!("talking to {}", self.name(user).await);
+                    }
+                    Err(e) => println!("{e}"),
+                },
+                _ => println!("usage: /to <name>"),
+            },
+            "msg" => match rest.split_once(char::is_whitespace) {
+                Some((name, text)) if !text.trim().is_empty() => match self.resolve(name).await {
+                    Ok(user) => self.send(user, text.trim()).await,
+                    Err(e) => println!("{e}"),
+                },
+                _ => println!("usage: /msg <name> <text>"),
+            },
+            "history" => self.history(&args).await,
+            "read" => self.read(&args).await,
+            "contacts" => self.list_contacts().await,
+            "peers" => {
+                let peers = self.messenger.peers();
+                if peers.is_empty() {
+                    println!("no peers connected");
+                }
+                for peer in peers {
+                    println!("peer: {peer}");
+                }
+            }
+            "id" => self.print_id(),
+            "quit" | "exit" => return Flow::Quit,
+            "help" | "?" => println!("{HELP}"),
+            _ => println!("unknown command /{verb}; /help lists the commands"),
+        }
+        Flow::Continue
+    }
+
+    fn print_id(&self) {
+        println!("user id: {}", self.messenger.user_id());
+        for addr in self.messenger.listen_addrs() {
+            println!("listening on: {addr}");
+        }
+    }
+
+    async fn add(&mut self, args: &[&str]) {
+        let (id, name) = match args {
+            [id, name] => (*id, *name),
+            [_, _, ..] => {
+                println!("a name is one word: /add <user id> <name>");
+                return;
+            }
+            _ => {
+                println!("usage: /add <user id> <name>");
+                return;
+            }
+        };
+        let user = match id.parse::<UserId>() {
+            Ok(user) => user,
+            Err(e) => {
+                println!("{id:?} is not a user id: {e}");
+                return;
+            }
+        };
+        if user == self.messenger.user_id() {
+            println!("that is your own user id");
+            return;
+        }
+        if name.parse::<UserId>().is_ok() {
+            println!("a name cannot be a user id");
+            return;
+        }
+        match self.messenger.add_contact(user, name).await {
+            Ok(()) => {
+                println!("added {name} ({user})");
+                if self.current.is_none() {
+                    println!("/to {name} to talk to them, or /msg {name} <text>");
+                }
+            }
+            Err(e) => println!("error: {e}"),
+        }
+    }
+
+    /// `[<name>] [<n>]`: the conversation (default the current one) and count.
+    async fn conversation_and_count(&self, args: &[&str]) -> Option<(UserId, usize)> {
+        let (name, n) = match args {
+            [] => (None, None),
+            [one] => match one.parse::<usize>() {
+                Ok(n) => (None, Some(n)),
+                Err(_) => (Some(*one), None),
+            },
+            [name, n] => match n.parse::<usize>() {
+                Ok(n) => (Some(*name), Some(n)),
+                Err(_) => {
+                    println!("{n:?} is not a number");
+                    return None;
+                }
+            },
+            _ => {
+                println!("usage: /history [<name>] [<n>]");
+                return None;
+            }
+        };
+        let user = match name {
+            Some(name) => match self.resolve(name).await {
+                Ok(user) => user,
+                Err(e) => {
+                    println!("{e}");
+                    return None;
+                }
+            },
+            None => match self.current {
+                Some(user) => user,
+                None => {
+                    println!("no conversation selected: give a name or /to <name> first");
+                    return None;
+                }
+            },
+        };
+        Some((user, n.unwrap_or(20).clamp(1, 10_000)))
+    }
+
+    async fn history(&self, args: &[&str]) {
+        let Some((user, n)) = self.conversation_and_count(args).await else {
+            return;
+        };
+        let who = self.name(user).await;
+        let mut items = match self.messenger.history(user, None, n).await {
+            Ok(items) => items,
+            Err(e) => {
+                println!("error: {e}");
+                return;
+            }
+        };
+        items.reverse();
+        println!("history with {who} ({} shown):", items.len());
+        for item in items {
+            let text = clean(&item.message.text());
+            let time = clock(item.message.timestamp_ms);
+            if item.meta.outgoing {
+                let mark = if item.meta.flags.read {
+                    " ✓✓"
+                } else if item.meta.flags.delivered {
+                    " ✓"
+                } else {
+                    ""
+                };
+                println!("[{time}] me: {text}{mark}");
+            } else {
+                println!("[{time}] {who}: {text}");
+            }
+        }
+    }
+
+    async fn read(&self, args: &[&str]) {
+        let user = match args {
+            [] => match self.current {
+                Some(user) => user,
+                None => {
+                    println!("no conversation selected: /read <name> or /to <name> first");
+                    return;
+                }
+            },
+            [name] => match self.resolve(name).await {
+                Ok(user) => user,
+                Err(e) => {
+                    println!("{e}");
+                    return;
+                }
+            },
+            _ => {
+                println!("usage: /read [<name>]");
+                return;
+            }
+        };
+        let mut unread = Vec::new();
+        let mut cursor = None;
+        // Walks the whole conversation, a page at a time.
+        for _ in 0..1_000 {
+            let page = match self.messenger.history(user, cursor, 200).await {
+                Ok(page) => page,
+                Err(e) => {
+                    println!("error: {e}");
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            cursor = Some((last.meta.height, last.meta.id));
+            unread.extend(
+                page.iter()
+                    .filter(|i| !i.meta.outgoing && !i.meta.flags.read)
+                    .map(|i| i.meta.id),
+            );
+        }
+        let count = unread.len();
+        match self.messenger.mark_read(user, unread).await {
+            Ok(()) => println!("marked {count} message(s) read"),
+            Err(e) => println!("error: {e}"),
+        }
+    }
+
+    async fn list_contacts(&self) {
+        let contacts = self.contacts().await;
+        if contacts.is_empty() {
+            println!("no contacts yet: /add <user id> <name>");
+        }
+        let peers = self.messenger.peers();
+        for c in contacts {
+            let name = if c.name.is_empty() {
+                "(unnamed)".to_owned()
+            } else {
+                clean(&c.name)
+            };
+            let state = match c.device {
+                Some(device) if peers.contains(&device) => "connected",
+                _ if self.online.contains(&c.user) => "online",
+                _ => "not seen",
+            };
+            let session = if c.has_session {
+                "session"
+            } else {
+                "no session"
+            };
+            println!(
+                "{name}  {}  {state}, {session}, {} in flight",
+                c.user, c.outbox
+            );
+        }
+    }
+
+    /// The text of one of our messages for a receipt: sent since start,
+    /// else found among the latest messages, else its short id.
+    async fn quoted(&self, contact: UserId, id: &MessageId) -> String {
+        if let Some(text) = self.sent.get(id) {
+            return quote(text, QUOTE);
+        }
+        let recent = self.messenger.history(contact, None, 200).await;
+        match recent
+            .ok()
+            .and_then(|r| r.into_iter().find(|i| i.meta.id == *id))
+        {
+            Some(item) => quote(&clean(&item.message.text()), QUOTE),
+            None => id.short(),
+        }
+    }
+
+    async fn event(&mut self, event: Event) {
+        match event {
+            Event::Received {
+                contact, message, ..
+            } => println!("{}: {}", self.name(contact).await, clean(&message.text())),
+            Event::Delivered { contact, id } => {
+                println!(
+                    "delivered to {}: {}",
+                    self.name(contact).await,
+                    self.quoted(contact, &id).await
+                );
+            }
+            Event::Read { contact, id } => {
+                println!(
+                    "read by {}: {}",
+                    self.name(contact).await,
+                    self.quoted(contact, &id).await
+                );
+            }
+            Event::ContactOnline { contact, .. } => {
+                self.online.insert(contact);
+                println!("online: {}", self.name(contact).await);
+            }
+            Event::ContactAdded { contact } => {
+                println!("new contact: {contact}");
+                println!("  (name them with /add {contact} <name>)");
+            }
+            Event::Error { contact, error } => match contact {
+                Some(contact) => println!("error: {}: {error}", self.name(contact).await),
+                None => println!("error: {error}"),
+            },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    for addr in &args.bootstrap {
+        if addr.peer_id().is_none() {
+            return Err(format!("--bootstrap {addr}: the address needs /p2p/<peer id>").into());
+        }
+    }
+    let duration = args
+        .duration
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .map_err(|e| format!("--duration: {e}"))?;
+    create_data_dir(&args.data_dir)?;
+    let db = args.data_dir.join("messenger.db");
+    let store = SqliteStore::open(&db).map_err(|e| format!("{}: {e}", db.display()))?;
+    let mut config = MessengerConfig {
+        listen: args.listen.clone(),
+        bootstrap: args.bootstrap.clone(),
+        ..MessengerConfig::default()
+    };
+    config.engine.abort_after_commits_for_tests = args.abort_after_commits;
+    let (messenger, mut events) = Messenger::start(store, TcpTransport::default(), config).await?;
+
+    let mut chat = Chat {
+        messenger,
+        current: None,
+        sent: HashMap::new(),
+        online: HashSet::new(),
+    };
+    chat.print_id();
+    println!("type /help for commands");
+    let contacts = chat.contacts().await;
+    if !contacts.is_empty() {
+        let names: Vec<String> = contacts
+            .iter()
+            .map(|c| {
+                if c.name.is_empty() {
+                    c.user.to_string()
+                } else {
+                    clean(&c.name)
+                }
+            })
+            .collect();
+        println!("contacts: {}", names.join(", "));
+    }
+
+    let stop = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(stop);
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%e, "no Ctrl-C handler");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(ctrl_c);
+    // Standard input is read on a thread: tokio's stdin would keep the
+    // runtime from shutting down while a read blocks.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            () = &mut ctrl_c => break,
+            event = events.recv() => match event {
+                Some(event) => chat.event(event).await,
+                None => {
+                    println!("error: the messenger stopped");
+                    break;
+                }
+            },
+            line = lines.recv(), if input_open => match line {
+                Some(line) => {
+                    if let Flow::Quit = chat.line(&line).await {
+                        break;
+                    }
+                }
+                None => {
+                    input_open = false;
+                    if duration.is_none() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(5), chat.messenger.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timed out");
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Two `chat` processes on loopback: bob starts first, alice joins through
+//! his address; they add each other by user id, exchange a message each
+//! way with a delivery and a read receipt, alice's history shows both
+//! lines in order, and bob restarted on the same data directory keeps his
+//! user id and the conversation and gets what alice wrote while he was
+//! away.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+/// Upper bound for the whole exchange.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `chat` child process, killed when dropped, with its standard input and
+/// its stdout lines on a channel.
+struct Chat {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Chat {
+    fn start(name: &'static str, data_dir: &PathBuf, args: &[&str]) -> Chat {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::sync_channel(1024);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Chat {
+            name,
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Types one line.
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits (until `deadline`) for a line at index `from` or later that
+    /// satisfies `want`; returns its index and text.
+    fn wait_from(
+        &mut self,
+        from: usize,
+        what: &str,
+        deadline: Instant,
+        want: impl Fn(&str) -> bool,
+    ) -> (usize, String) {
+        if let Some(i) = (from..self.seen.len()).find(|&i| want(&self.seen[i])) {
+            return (i, self.seen[i].clone());
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return (self.seen.len() - 1, line);
+                    }
+                }
+                Err(_) => panic!("{}: no line {what}; saw {:#?}", self.name, self.seen),
+            }
+        }
+    }
+
+    fn wait(&mut self, what: &str, deadline: Instant, want: impl Fn(&str) -> bool) -> String {
+        self.wait_from(0, what, deadline, want).1
+    }
+
+    fn value(&mut self, prefix: &str, deadline: Instant) -> String {
+        let line = self.wait(&format!("starting with {prefix:?}"), deadline, |l| {
+            l.starts_with(prefix)
+        });
+        line[prefix.len()..].trim().to_owned()
+    }
+
+    /// Types `/history <args>` and returns the lines it printed.
+    fn history(&mut self, args: &str, deadline: Instant) -> Vec<String> {
+        let from = self.seen.len();
+        self.type_line(&format!("/history {args}"));
+        let (at, header) = self.wait_from(from, "starting with \"history with\"", deadline, |l| {
+            l.starts_with("history with ")
+        });
+        let count: usize = header
+            .split('(')
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut lines = Vec::new();
+        for k in 1..=count {
+            let (_, line) = self.wait_from(at + k, "of the history", deadline, |_| true);
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// A fresh directory under the system temp directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        TempDir(std::env::temp_dir().join(format!(
+            "shoal-chat-test-{tag}-{}-{nanos}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn two_chats_talk_and_keep_their_history() {
+    let deadline = Instant::now() + LIMIT;
+    let started = Instant::now();
+    let root = TempDir::new("root");
+    let (bob_dir, alice_dir) = (root.0.join("bob"), root.0.join("alice"));
+
+    let mut bob = Chat::start("bob", &bob_dir, &[]);
+    let bob_id = bob.value("user id:", deadline);
+    assert!(bob_id.starts_with("SHOAL-"), "{bob_id}");
+    let bob_addr = bob.value("listening on:", deadline);
+    assert!(bob_addr.starts_with("/ip4/127.0.0.1/tcp/"), "{bob_addr}");
+    assert!(bob_addr.contains("/p2p/"), "{bob_addr}");
+    bob.wait("\"type /help for commands\"", deadline, |l| {
+        l == "type /help for commands"
+    });
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&bob_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "data dir mode {mode:o}");
+        assert!(bob_dir.join("messenger.db").exists());
+    }
+
+    let mut alice = Chat::start("alice", &alice_dir, &["--bootstrap", &bob_addr]);
+    let alice_id = alice.value("user id:", deadline);
+    assert_ne!(alice_id, bob_id);
+    let alice_addr = alice.value("listening on:", deadline);
+
+    // Mistakes get an answer, never a crash.
+    alice.type_line("/frobnicate");
+    alice.wait("about the unknown command", deadline, |l| {
+        l.starts_with("unknown command /frobnicate")
+    });
+    alice.type_line("/msg carol hi");
+    alice.wait("about the unknown name", deadline, |l| {
+        l.starts_with("no contact named \"carol\"")
+    });
+    alice.type_line("/add SHOAL-NOTANID bob");
+    alice.wait("about the bad id", deadline, |l| {
+        l.contains("is not a user id")
+    });
+
+    alice.type_line(&format!("/add {bob_id} bob"));
+    alice.type_line("/msg bob hello from alice");
+    let got = bob.wait("ending with \": hello from alice\"", deadline, |l| {
+        l.ends_with(": hello from alice")
+    });
+    // Bob has not named alice yet: the start of her id.
+    assert_eq!(got, format!("{}: hello from alice", &alice_id[..12]));
+    bob.wait("\"new contact: <alice>\"", deadline, |l| {
+        l == format!("new contact: {alice_id}")
+    });
+    alice.wait("\"delivered to bob: hello from alice\"", deadline, |l| {
+        l == "delivered to bob: hello from alice"
+    });
+    let first = started.elapsed();
+
+    bob.type_line(&format!("/add {alice_id} alice"));
+    bob.type_line("/msg alice hi alice");
+    alice.wait("\"bob: hi alice\"", deadline, |l| l == "bob: hi alice");
+    bob.wait("\"delivered to alice: hi alice\"", deadline, |l| {
+        l == "delivered to alice: hi alice"
+    });
+
+    // Alice reads the conversation: bob gets the receipt.
+    alice.type_line("/to bob");
+    alice.wait("\"talking to bob\"", deadline, |l| l == "talking to bob");
+    alice.type_line("/read");
+    alice.wait("\"marked 1 message(s) read\"", deadline, |l| {
+        l == "marked 1 message(s) read"
+    });
+    bob.wait("\"read by alice: hi alice\"", deadline, |l| {
+        l == "read by alice: hi alice"
+    });
+
+    let history = alice.history("bob", deadline);
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert!(
+        history[0].starts_with('[') && history[0].ends_with("] me: hello from alice ✓"),
+        "{history:#?}"
+    );
+    assert!(history[1].ends_with("] bob: hi alice"), "{history:#?}");
+    let history = bob.history("alice 5", deadline);
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert!(history[0].ends_with("] alice: hello from alice"));
+    assert!(history[1].ends_with("] me: hi alice ✓✓"), "{history:#?}");
+
+    // Bob quits; alice writes while he is away.
+    bob.type_line("/quit");
+    let quit_by = Instant::now() + Duration::from_secs(10);
+    while bob.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < quit_by, "bob did not exit on /quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(bob);
+    alice.type_line("/msg bob are you back?");
+
+    // Bob restarts on the same directory, joining through alice: same id,
+    // same conversation, and the message that waited arrives.
+    let mut bob = Chat::start("bob again", &bob_dir, &["--bootstrap", &alice_addr]);
+    assert_eq!(bob.value("user id:", deadline), bob_id);
+    bob.wait("listing alice", deadline, |l| l == "contacts: alice");
+    bob.wait("\"alice: are you back?\"", deadline, |l| {
+        l == "alice: are you back?"
+    });
+    alice.wait("\"delivered to bob: are you back?\"", deadline, |l| {
+        l == "delivered to bob: are you back?"
+    });
+    let history = bob.history("alice", deadline);
+    assert_eq!(history.len(), 3, "{history:#?}");
+    assert!(history[1].ends_with("] me: hi alice ✓✓"), "{history:#?}");
+    assert!(
+        history[2].ends_with("] alice: are you back?"),
+        "{history:#?}"
+    );
+
+    eprintln!(
+        "first message delivered after {:.1} s, whole test {:.1} s",
+        first.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(alice);
+    drop(bob);
+}
