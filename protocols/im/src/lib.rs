@@ -1,28 +1,44 @@
-//! Shoal messaging core: user identities, X3DH first contact and the
-//! Double Ratchet. Sans-IO: no sockets, no clocks, no global RNG; every
-//! random value comes from a caller's RNG or an explicit key input.
+//! Shoal messaging core: user identities, X3DH first contact, the Double
+//! Ratchet, messages with causal order, and the engine that runs every
+//! conversation of one device. No sockets, no clocks, no global RNG: time
+//! and randomness come from the caller; the engine's only I/O is its
+//! [`Store`].
 //!
 //! # Tour
 //! - [`account`]: a user's root key certifies each device's ed25519 and
 //!   X25519 identity keys in a [`DeviceCertificate`]; a [`Device`] holds the
-//!   device's secrets.
+//!   device's secrets. [`contact`]: a [`UserId`] and its `SHOAL-…` text form.
+//! - [`presence`]: the signed record saying where a user's device listens.
 //! - [`x3dh`]: a [`PrekeyBundle`] (certificate + signed prekey) and the
 //!   first contact: [`x3dh::initiate`] on the sender, [`x3dh::respond`] on
 //!   the recipient, both yielding a [`Session`].
 //! - [`ratchet`]: the Double Ratchet [`Session`]: `encrypt`, `decrypt`
 //!   (state changes only on success), `to_bytes` / `from_bytes`, and the
 //!   skipped-key window [`ratchet::MAX_SKIP`], [`ratchet::MAX_SKIPPED_KEYS`].
+//! - [`message`]: a [`Message`] (sender, counter, previous id, causal
+//!   dependencies, body), its [`MessageId`], and the [`Payload`]s a ratchet
+//!   message carries (message, ack, read receipt, resend request).
+//! - [`envelope`]: what travels: recipient, session, ratchet message around
+//!   a payload padded to a size bucket.
+//! - [`conversation`]: causal order, held messages and gaps.
+//! - [`engine`]: the [`engine::Engine`]: send, receive, acknowledge, retry;
+//!   commits every step to its [`Store`] before anything leaves.
+//! - [`store`]: the [`Store`] trait and [`MemoryStore`].
 //! - [`kdf`]: the keyed-BLAKE2b KDF and its domain constants.
 //! - [`Error`]: one error type; `OutsideWindow` and `AlreadyUsedOrEvicted`
 //!   mean "ask for a resend".
 //!
-//! Formats and test vectors: docs/PROTOCOL.md, section 10.
+//! Formats and test vectors: docs/PROTOCOL.md, sections 10 and 11. The
+//! engine on a live node is `shoal-messenger`.
 //!
 //! # Data flow
 //! ```text
 //!  Bob:   Device ──signed_prekey──▶ PrekeyBundle ──(published)──▶ Alice
 //!  Alice: initiate(bundle) ──▶ InitialHeader + Session ──encrypt──▶ message
 //!  Bob:   respond(header, prekey secret) ──▶ Session ──decrypt──▶ plaintext
+//!
+//!  Engine::send ─▶ compose + commit ─▶ encrypt ─▶ Transmit (envelope)
+//!  Engine::handle_envelope ─▶ decrypt ─▶ order ─▶ commit ─▶ Event + ack
 //! ```
 //!
 //! # Example
