@@ -20,6 +20,50 @@
 //!  no session to the device ─▶ directory lookup (DHT) ─▶ dial ─▶ waiting envelopes
 //! ```
 
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use shoal_im::MemoryStore;
+//! use shoal_messenger::{Event, Messenger, MessengerConfig};
+//! use shoal_transport::{MemoryNetwork, MemoryTransport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let network = MemoryNetwork::new();
+//! let listen = vec!["/memory/0".parse()?];
+//! let (bob, mut bob_events) = Messenger::start(
+//!     MemoryStore::new(), // or SqliteStore::open("bob.db")?
+//!     MemoryTransport::new(&network),
+//!     MessengerConfig { listen: listen.clone(), ..MessengerConfig::default() },
+//! )
+//! .await?;
+//! let (alice, _alice_events) = Messenger::start(
+//!     MemoryStore::new(),
+//!     MemoryTransport::new(&network),
+//!     MessengerConfig { listen, bootstrap: bob.listen_addrs(), ..MessengerConfig::default() },
+//! )
+//! .await?;
+//!
+//! // Bob shares the text form of his id; alice adds him and writes.
+//! let bob_id = bob.user_id().to_string().parse()?;
+//! alice.add_contact(bob_id, "bob").await?;
+//! alice.send(bob_id, "hello bob").await?;
+//!
+//! let received = tokio::time::timeout(Duration::from_secs(30), async {
+//!     while let Some(event) = bob_events.recv().await {
+//!         if let Event::Received { message, .. } = event {
+//!             return Some(message.text());
+//!         }
+//!     }
+//!     None
+//! })
+//! .await?;
+//! assert_eq!(received.as_deref(), Some("hello bob"));
+//! # Ok(())
+//! # }
+//! ```
+
 #![forbid(unsafe_code)]
 
 pub mod config;
