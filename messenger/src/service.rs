@@ -75,12 +75,19 @@ pub enum Event {
         /// Our message.
         id: MessageId,
     },
-    /// A contact's presence was found (or their device connected).
+    /// A session to a contact's device opened: messages to them go out
+    /// now.
     ContactOnline {
         /// The contact.
         contact: UserId,
         /// Their device.
         device: PeerId,
+    },
+    /// The last session to a contact's device closed; messages to them
+    /// wait in the outbox.
+    ContactOffline {
+        /// The contact.
+        contact: UserId,
     },
     /// Someone not in the contacts started a conversation.
     ContactAdded {
@@ -437,12 +444,27 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    /// Tells the engine whether the contact owning `device` is reachable.
+    /// Tells the engine and the user whether the contact owning `device`
+    /// is reachable (a session with the envelope protocol is open).
     fn set_online(&mut self, device: PeerId, online: bool) {
-        if let Some(contact) = self.engine.contact_of_device(&device)
-            && let Err(e) = self.engine.set_online(Instant::now(), contact, online)
-        {
+        let Some(contact) = self.engine.contact_of_device(&device) else {
+            return;
+        };
+        if let Err(e) = self.engine.set_online(Instant::now(), contact, online) {
             self.fatal(e);
+        }
+        let changed = if online {
+            self.online.insert(contact)
+        } else {
+            self.online.remove(&contact)
+        };
+        if changed {
+            let event = if online {
+                Event::ContactOnline { contact, device }
+            } else {
+                Event::ContactOffline { contact }
+            };
+            let _ = self.events.try_send(event);
         }
     }
 
@@ -719,12 +741,6 @@ impl<S: Store> Driver<S> {
         let device = entry.device;
         self.addresses.insert(device, entry.addresses.clone());
         self.dht.add_address(device, entry.addresses.clone());
-        if self.online.insert(user) {
-            let _ = self.events.try_send(Event::ContactOnline {
-                contact: user,
-                device,
-            });
-        }
         if !self.engine.has_session(&user)
             && let Some(bundle) = &entry.bundle
             && let Err(e) = self.engine.set_bundle(now, user, bundle)

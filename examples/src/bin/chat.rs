@@ -493,6 +493,10 @@ impl Chat {
                 self.online.insert(contact);
                 println!("online: {}", self.name(contact).await);
             }
+            Event::ContactOffline { contact } => {
+                self.online.remove(&contact);
+                println!("offline: {}", self.name(contact).await);
+            }
             Event::ContactAdded { contact } => {
                 println!("new contact: {contact}");
                 println!("  (name them with /add {contact} <name>)");
