@@ -276,13 +276,13 @@ impl Kademlia {
         match message.body {
             Body::Ping => self.respond(from, from_addrs, id, Body::Pong),
             Body::FindNode(key) => {
-                let closer = self.table.closest(&key, self.config.k, Some(&from));
+                let closer = self.answer_contacts(&key, &from);
                 let bytes = Message::encode_nodes(id, &closer);
                 self.push_response(from, from_addrs, bytes);
             }
             Body::FindValue(key) => {
                 let record = self.store.get(&key, unix_secs);
-                let closer = self.table.closest(&key, self.config.k, Some(&from));
+                let closer = self.answer_contacts(&key, &from);
                 let bytes = Message::encode_value(id, record, &closer);
                 self.push_response(from, from_addrs, bytes);
             }
@@ -293,6 +293,17 @@ impl Kademlia {
             answer => self.on_answer(now, from, from_addrs, id, answer)?,
         }
         Ok(())
+    }
+
+    /// The contacts an answer to `asker` names for `key`: the `k` closest
+    /// of the table that have an address. A contact known only from a
+    /// session it opened to us (no listen address learnt yet) is of no use
+    /// to the asker, which could not dial it: its request would only wait
+    /// for its timeouts.
+    fn answer_contacts(&self, key: &Key, asker: &PeerId) -> Vec<&Contact> {
+        self.table.closest_where(key, self.config.k, |c| {
+            c.peer != *asker && !c.addrs.is_empty()
+        })
     }
 
     /// Handles every deadline and periodic duty due at `now`.

@@ -6,9 +6,11 @@
 //! open Kademlia session if there is one (non-blocking; a message that finds
 //! the queue full is dropped and its request times out), otherwise the
 //! message waits in a small per-peer outbox while a dial task connects to
-//! the peer's addresses; a dial that fails is reported to the core
-//! (`dial_failed`). Query results go to the command that waits for them,
-//! other events to the bounded event channel.
+//! the peer's addresses; a dial that fails, or a message to a peer with
+//! neither a session nor an address, is reported to the core
+//! (`dial_failed`) so its request fails at once instead of timing out.
+//! Query results go to the command that waits for them, other events to
+//! the bounded event channel.
 
 use std::{
     collections::BTreeMap,
@@ -161,7 +163,16 @@ impl Shared {
             if let Some(known) = inner.known.get(&t.to) {
                 addrs.extend(known.iter().cloned());
             }
-            if addrs.is_empty() || inner.outbox.len() >= self.max_dials {
+            if addrs.is_empty() {
+                // No session and no address: the peer cannot be reached.
+                // Say so now; a silent drop would hold its query up for
+                // every attempt's request timeout.
+                self.dropped_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %t.to, "kad: no session and no address; message dropped");
+                inner.core.dial_failed(now(), t.to);
+                continue;
+            }
+            if inner.outbox.len() >= self.max_dials {
                 self.dropped_messages.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

@@ -221,13 +221,24 @@ impl RoutingTable {
         n: usize,
         exclude: Option<&PeerId>,
     ) -> Vec<&'a Contact> {
+        self.closest_where(target, n, |c| Some(&c.peer) != exclude)
+    }
+
+    /// Up to `n` contacts closest to `target` among those `keep` accepts,
+    /// closest first (the walk of [`closest`](RoutingTable::closest)).
+    pub fn closest_where<'a>(
+        &'a self,
+        target: &Key,
+        n: usize,
+        keep: impl Fn(&Contact) -> bool,
+    ) -> Vec<&'a Contact> {
         let mut out: Vec<(Distance, &Contact)> = Vec::with_capacity(n + self.limits.k);
         if n == 0 {
             return Vec::new();
         }
         let push = |out: &mut Vec<(Distance, &'a Contact)>, b: usize| {
             for e in &self.buckets[b].entries {
-                if Some(&e.contact.peer) != exclude {
+                if keep(&e.contact) {
                     out.push((e.contact.key.distance(target), &e.contact));
                 }
             }

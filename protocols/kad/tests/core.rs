@@ -154,6 +154,57 @@ fn requests_are_answered() {
 }
 
 #[test]
+fn answers_name_only_contacts_with_an_address() {
+    // Peers that connected to us before identify told us where they listen
+    // are in the table without an address; an asker could not dial them,
+    // so answers leave them out and name the closest dialable contacts.
+    let mut core = node(Config::default());
+    let now = Instant::now();
+    let peers: Vec<PeerId> = (1..=10u8).map(|i| PeerId::from_bytes([i; 32])).collect();
+    for (i, p) in peers.iter().enumerate() {
+        if i % 2 == 0 {
+            core.add_address(now, *p, addr(i as u32));
+        } else {
+            core.peer_connected(now, *p, Vec::new());
+        }
+    }
+    let asker = peers[0];
+    for body in [
+        Body::FindNode(Key::from_bytes([9; 32])),
+        Body::FindValue(Key::from_bytes([9; 32])),
+    ] {
+        send(&mut core, now, asker, body).unwrap();
+        let got = answers(&mut core);
+        assert_eq!(got.len(), 1);
+        let closer = match &got[0].1.body {
+            Body::Nodes(closer) | Body::Value { closer, .. } => closer.clone(),
+            other => panic!("expected contacts, got {other:?}"),
+        };
+        // 5 peers have an address; the asker is left out.
+        assert_eq!(closer.len(), 4);
+        assert!(
+            closer
+                .iter()
+                .all(|c| c.peer != asker && !c.addrs.is_empty())
+        );
+    }
+    // Once identify brings an address, the peer is named again.
+    core.add_address(now, peers[1], addr(1));
+    send(
+        &mut core,
+        now,
+        asker,
+        Body::FindNode(Key::from_bytes([9; 32])),
+    )
+    .unwrap();
+    let got = answers(&mut core);
+    let Body::Nodes(closer) = &got[0].1.body else {
+        panic!("expected nodes");
+    };
+    assert!(closer.iter().any(|c| c.peer == peers[1]));
+}
+
+#[test]
 fn full_bucket_pings_oldest_before_evicting() {
     let config = Config {
         k: 3,
