@@ -959,7 +959,11 @@ impl<S: Store> Engine<S> {
     /// Asks `contact` for the missing counters (rate limited unless `force`).
     fn request_missing(&mut self, now: Instant, contact: UserId, force: bool, batch: &mut Batch) {
         let interval = self.config.resend_interval;
-        let c = self.contact_entry(contact);
+        // Never create a contact here: an envelope refused before it
+        // authenticated (a forged initial header) may name anyone.
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return;
+        };
         if !force && c.next_resend_request.is_some_and(|t| t > now) {
             return;
         }
