@@ -353,6 +353,7 @@ impl<S: Store> Driver<S> {
         mut lookup_results: mpsc::Receiver<LookupResult>,
         mut dialed: mpsc::Receiver<(PeerId, bool)>,
     ) {
+        self.rotate_prekey();
         self.join();
         let mut republish = tokio::time::interval(self.config.republish);
         republish.tick().await;
@@ -434,7 +435,10 @@ impl<S: Store> Driver<S> {
                         self.waiting.remove(&peer);
                     }
                 }
-                _ = republish.tick() => self.publish(),
+                _ = republish.tick() => {
+                    self.rotate_prekey();
+                    self.publish();
+                }
                 () = timer => {
                     if let Err(e) = self.engine.handle_timeout(Instant::now()) {
                         self.fatal(e);
@@ -503,6 +507,16 @@ impl<S: Store> Driver<S> {
             }
             put_records(&dht, records).await;
         });
+    }
+
+    /// Replaces the signed prekey when it is due (the next publication
+    /// carries the new bundle).
+    fn rotate_prekey(&mut self) {
+        match self.engine.rotate_prekey_if_due(unix_ms() / 1000) {
+            Ok(true) => tracing::info!("signed prekey rotated"),
+            Ok(false) => {}
+            Err(e) => self.fatal(e),
+        }
     }
 
     /// Publishes the presence and prekey records (in the background).

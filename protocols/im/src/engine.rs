@@ -223,6 +223,21 @@ pub struct ContactInfo {
     pub outbox: usize,
 }
 
+/// One signed prekey, its secret and when it was made (Unix seconds).
+struct Prekey {
+    signed: SignedPrekey,
+    secret: PrekeySecret,
+    created: u64,
+}
+
+/// How long a signed prekey stays the published one before
+/// [`Engine::rotate_prekey_if_due`] replaces it.
+pub const PREKEY_ROTATION_SECS: u64 = 7 * 24 * 3600;
+/// Older prekey secrets kept after a rotation, for first contacts made from
+/// a bundle fetched before it; older ones are erased, so a later theft of
+/// the device's keys cannot open first messages made from them.
+pub const PREKEYS_KEPT: usize = 2;
+
 struct SessionEntry {
     id: SessionId,
     session: Session,
@@ -274,7 +289,7 @@ pub struct Engine<S: Store> {
     rng: ChaCha20Rng,
     user: Keypair,
     device: Device,
-    prekeys: Vec<(SignedPrekey, PrekeySecret)>,
+    prekeys: Vec<Prekey>,
     contacts: HashMap<UserId, Contact>,
     sessions: HashMap<SessionId, UserId>,
     transmits: VecDeque<Transmit>,
@@ -318,7 +333,12 @@ impl<S: Store> Engine<S> {
                 let user = Keypair::from_secret_bytes(&seed_key(&mut rng));
                 let signing = Keypair::from_secret_bytes(&seed_key(&mut rng));
                 let device = Device::new(&user, signing, *seed_key(&mut rng), unix_secs);
-                let prekey = x3dh::signed_prekey(&device, 1, *seed_key(&mut rng));
+                let (signed, secret) = x3dh::signed_prekey(&device, 1, *seed_key(&mut rng));
+                let prekey = Prekey {
+                    signed,
+                    secret,
+                    created: unix_secs,
+                };
                 let blob = identity_blob(&user, &device, std::slice::from_ref(&prekey));
                 store.commit(&Changes {
                     identity: Some(blob),
@@ -345,10 +365,7 @@ impl<S: Store> Engine<S> {
         Ok(engine)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn load_identity(
-        blob: &[u8],
-    ) -> Result<(Keypair, Device, Vec<(SignedPrekey, PrekeySecret)>), Error> {
+    fn load_identity(blob: &[u8]) -> Result<(Keypair, Device, Vec<Prekey>), Error> {
         let blob: IdentityBlob = persist::decode(blob, "identity blob")?;
         let user = Keypair::from_secret_bytes(&persist::array32(&blob.user_secret, "identity")?);
         let signing =
@@ -363,7 +380,11 @@ impl<S: Store> Engine<S> {
         for p in &blob.prekeys {
             let signed = SignedPrekey::decode(&p.signed, &device.certificate().device())?;
             let secret = PrekeySecret::from_bytes(p.id, persist::array32(&p.secret, "prekey")?);
-            prekeys.push((signed, secret));
+            prekeys.push(Prekey {
+                signed,
+                secret,
+                created: p.created,
+            });
         }
         if prekeys.is_empty() {
             return Err(Error::Malformed {
@@ -476,11 +497,35 @@ impl<S: Store> Engine<S> {
 
     /// The bundle to publish so others can start sessions.
     pub fn prekey_bundle(&self) -> PrekeyBundle {
-        let (signed, _) = &self.prekeys[self.prekeys.len() - 1];
         PrekeyBundle {
             certificate: self.device.certificate().clone(),
-            prekey: signed.clone(),
+            prekey: self.prekeys[self.prekeys.len() - 1].signed.clone(),
         }
+    }
+
+    /// Replaces the published signed prekey if it is older than
+    /// [`PREKEY_ROTATION_SECS`] at wall time `unix_secs`, keeping the
+    /// [`PREKEYS_KEPT`] previous secrets and erasing older ones. Returns
+    /// whether it rotated: then publish [`Engine::prekey_bundle`] again.
+    pub fn rotate_prekey_if_due(&mut self, unix_secs: u64) -> Result<bool, EngineError> {
+        self.check()?;
+        let newest = &self.prekeys[self.prekeys.len() - 1];
+        if unix_secs < newest.created.saturating_add(PREKEY_ROTATION_SECS) {
+            return Ok(false);
+        }
+        let id = newest.signed.id().wrapping_add(1);
+        let (signed, secret) = x3dh::signed_prekey(&self.device, id, *seed_key(&mut self.rng));
+        self.prekeys.push(Prekey {
+            signed,
+            secret,
+            created: unix_secs,
+        });
+        let excess = self.prekeys.len().saturating_sub(PREKEYS_KEPT + 1);
+        self.prekeys.drain(..excess);
+        let mut batch = Batch::default();
+        batch.changes.identity = Some(identity_blob(&self.user, &self.device, &self.prekeys));
+        self.finish(batch)?;
+        Ok(true)
     }
 
     /// Every contact.
@@ -757,13 +802,13 @@ impl<S: Store> Engine<S> {
                     let secret = self
                         .prekeys
                         .iter()
-                        .find(|(s, _)| s.id() == header.prekey_id)
-                        .map(|(_, secret)| secret)
+                        .find(|p| p.signed.id() == header.prekey_id)
+                        .map(|p| &p.secret)
                         .ok_or((
                             Some(user),
                             RejectReason::Crypto(Error::PrekeyMismatch {
                                 found: header.prekey_id,
-                                expected: self.prekeys[self.prekeys.len() - 1].0.id(),
+                                expected: self.prekeys[self.prekeys.len() - 1].signed.id(),
                             }),
                         ))?;
                     let session = x3dh::respond(&self.device, secret, header)
@@ -964,7 +1009,9 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return;
         };
-        if !force && c.next_resend_request.is_some_and(|t| t > now) {
+        // Rate limited even when forced: a forged envelope (its header is
+        // not authenticated before decryption fails) must not make us send.
+        if c.next_resend_request.is_some_and(|t| t > now) {
             return;
         }
         // Forced (a message beyond the ratchet window): whatever follows
@@ -1160,11 +1207,7 @@ impl<S: Store> Engine<S> {
     }
 }
 
-fn identity_blob(
-    user: &Keypair,
-    device: &Device,
-    prekeys: &[(SignedPrekey, PrekeySecret)],
-) -> Vec<u8> {
+fn identity_blob(user: &Keypair, device: &Device, prekeys: &[Prekey]) -> Vec<u8> {
     persist::encode(&IdentityBlob {
         user_secret: user.secret_bytes().to_vec(),
         device_secret: device.signing_key().secret_bytes().to_vec(),
@@ -1172,10 +1215,11 @@ fn identity_blob(
         certificate: device.certificate().encode().to_vec(),
         prekeys: prekeys
             .iter()
-            .map(|(signed, secret)| PrekeyBlob {
-                id: signed.id(),
-                secret: secret.secret_bytes().to_vec(),
-                signed: signed.encode().to_vec(),
+            .map(|p| PrekeyBlob {
+                id: p.signed.id(),
+                secret: p.secret.secret_bytes().to_vec(),
+                signed: p.signed.encode().to_vec(),
+                created: p.created,
             })
             .collect(),
     })

@@ -34,6 +34,9 @@ pub(crate) struct PrekeyBlob {
     /// The encoded signed prekey.
     #[prost(bytes = "vec", tag = "3")]
     pub(crate) signed: Vec<u8>,
+    /// When it was made, Unix seconds.
+    #[prost(uint64, tag = "4")]
+    pub(crate) created: u64,
 }
 
 /// One contact.
