@@ -140,8 +140,11 @@ async fn main() -> Result<(), Error> {
         Err(e) => println!("node B  dial expecting the wrong peer id was refused: {e}"),
     }
 
+    // GoAway: no new streams. The echo server never answers with its own
+    // GoAway (its accept loop cannot tell), so the connection would only
+    // end when the process does; give the frame a moment to leave.
     control.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    let _ = tokio::time::timeout(Duration::from_millis(100), driver).await;
 
     println!();
     conversation().await?;
