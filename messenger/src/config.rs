@@ -15,7 +15,7 @@ pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(crate::directory::D
 pub const DEFAULT_REPUBLISH: Duration =
     Duration::from_secs(crate::directory::REPUBLISH_INTERVAL_SECS);
 /// Default first wait before looking a contact up again after a miss.
-pub const DEFAULT_LOOKUP_RETRY: Duration = Duration::from_millis(500);
+pub const DEFAULT_LOOKUP_RETRY: Duration = Duration::from_millis(100);
 /// Default longest wait between lookups of an unreachable contact.
 pub const DEFAULT_LOOKUP_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Default most envelopes waiting per device for a session.

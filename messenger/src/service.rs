@@ -195,6 +195,7 @@ impl Messenger {
         let (events, event_rx) = mpsc::channel(1024);
         let (lookups, lookup_rx) = mpsc::channel(64);
         let (dialed, dialed_rx) = mpsc::channel(64);
+        let (relookup, relookup_rx) = mpsc::channel(64);
         let driver = Driver {
             engine,
             config: config.clone(),
@@ -209,11 +210,19 @@ impl Messenger {
             lookup_backoff: HashMap::new(),
             lookups,
             dialed,
+            relookup,
             online: HashSet::new(),
             faults: config.faults.clone().map(Faults::new),
             published_seq: 0,
         };
-        tokio::spawn(driver.run(command_rx, im_events, identified, lookup_rx, dialed_rx));
+        tokio::spawn(driver.run(
+            command_rx,
+            im_events,
+            identified,
+            lookup_rx,
+            dialed_rx,
+            relookup_rx,
+        ));
         Ok((
             Messenger {
                 commands,
@@ -339,6 +348,8 @@ struct Driver<S: Store> {
     lookups: mpsc::Sender<LookupResult>,
     /// Dial outcomes, per device.
     dialed: mpsc::Sender<(PeerId, bool)>,
+    /// Contacts to look up again after a miss.
+    relookup: mpsc::Sender<UserId>,
     online: HashSet<UserId>,
     faults: Option<Faults>,
     published_seq: u64,
@@ -352,6 +363,7 @@ impl<S: Store> Driver<S> {
         mut identified: mpsc::Receiver<shoal_identify::Event>,
         mut lookup_results: mpsc::Receiver<LookupResult>,
         mut dialed: mpsc::Receiver<(PeerId, bool)>,
+        mut relookup: mpsc::Receiver<UserId>,
     ) {
         self.rotate_prekey();
         self.join();
@@ -427,6 +439,11 @@ impl<S: Store> Driver<S> {
                     }
                 }
                 Some((user, result)) = lookup_results.recv() => self.looked_up(user, result),
+                Some(user) = relookup.recv() => {
+                    if self.engine.outbox_len(&user) > 0 {
+                        self.lookup(user, Instant::now());
+                    }
+                }
                 Some((peer, ok)) = dialed.recv() => {
                     self.dialing.remove(&peer);
                     if !ok {
@@ -746,8 +763,18 @@ impl<S: Store> Driver<S> {
                 }
                 let (first, max) = (self.config.lookup_retry, self.config.lookup_retry_max);
                 let backoff = self.lookup_backoff.entry(user).or_insert((now, first));
-                backoff.0 = now + backoff.1;
+                let wait = backoff.1;
+                backoff.0 = now + wait;
                 backoff.1 = (backoff.1 * 2).min(max);
+                // Look again after the backoff if messages still wait (the
+                // contact may publish any moment, e.g. while both start).
+                if self.engine.outbox_len(&user) > 0 {
+                    let relookup = self.relookup.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = relookup.send(user).await;
+                    });
+                }
                 return;
             }
         };

@@ -574,6 +574,11 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// Messages to `contact` waiting for their acknowledgement.
+    pub fn outbox_len(&self, contact: &UserId) -> usize {
+        self.contacts.get(contact).map_or(0, |c| c.outbox.len())
+    }
+
     /// Whether a ratchet session with `contact` exists.
     pub fn has_session(&self, contact: &UserId) -> bool {
         self.contacts
