@@ -6,130 +6,46 @@
 //! away.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Write},
-    path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc,
+    ffi::OsStr,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use common::Process;
 
 /// Upper bound for the whole exchange.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A `chat` child process, killed when dropped, with its standard input and
-/// its stdout lines on a channel.
-struct Chat {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+/// A `chat` process on `data_dir`.
+fn chat(name: &str, data_dir: &Path, args: &[&str]) -> Process {
+    let mut all = vec![OsStr::new("--data-dir"), data_dir.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    Process::start(name, env!("CARGO_BIN_EXE_chat"), all)
 }
 
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Types `/history <args>` and returns the lines it printed.
+fn typed_history(chat: &mut Process, args: &str, deadline: Instant) -> Vec<String> {
+    let from = chat.seen.len();
+    chat.type_line(&format!("/history {args}"));
+    let (at, header) = chat.wait_from(from, "starting with \"history with\"", deadline, |l| {
+        l.starts_with("history with ")
+    });
+    let count: usize = header
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut lines = Vec::new();
+    for k in 1..=count {
+        let (_, line) = chat.wait_from(at + k, "of the history", deadline, |_| true);
+        lines.push(line);
     }
-}
-
-impl Chat {
-    fn start(name: &'static str, data_dir: &PathBuf, args: &[&str]) -> Chat {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stdin = child.stdin.take();
-        let (tx, lines) = mpsc::sync_channel(1024);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Chat {
-            name,
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Types one line.
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits (until `deadline`) for a line at index `from` or later that
-    /// satisfies `want`; returns its index and text.
-    fn wait_from(
-        &mut self,
-        from: usize,
-        what: &str,
-        deadline: Instant,
-        want: impl Fn(&str) -> bool,
-    ) -> (usize, String) {
-        if let Some(i) = (from..self.seen.len()).find(|&i| want(&self.seen[i])) {
-            return (i, self.seen[i].clone());
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if want(&line) {
-                        return (self.seen.len() - 1, line);
-                    }
-                }
-                Err(_) => panic!("{}: no line {what}; saw {:#?}", self.name, self.seen),
-            }
-        }
-    }
-
-    fn wait(&mut self, what: &str, deadline: Instant, want: impl Fn(&str) -> bool) -> String {
-        self.wait_from(0, what, deadline, want).1
-    }
-
-    fn value(&mut self, prefix: &str, deadline: Instant) -> String {
-        let line = self.wait(&format!("starting with {prefix:?}"), deadline, |l| {
-            l.starts_with(prefix)
-        });
-        line[prefix.len()..].trim().to_owned()
-    }
-
-    /// Types `/history <args>` and returns the lines it printed.
-    fn history(&mut self, args: &str, deadline: Instant) -> Vec<String> {
-        let from = self.seen.len();
-        self.type_line(&format!("/history {args}"));
-        let (at, header) = self.wait_from(from, "starting with \"history with\"", deadline, |l| {
-            l.starts_with("history with ")
-        });
-        let count: usize = header
-            .split('(')
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut lines = Vec::new();
-        for k in 1..=count {
-            let (_, line) = self.wait_from(at + k, "of the history", deadline, |_| true);
-            lines.push(line);
-        }
-        lines
-    }
+    lines
 }
 
 /// A fresh directory under the system temp directory, removed on drop.
@@ -161,7 +77,7 @@ fn two_chats_talk_and_keep_their_history() {
     let root = TempDir::new("root");
     let (bob_dir, alice_dir) = (root.0.join("bob"), root.0.join("alice"));
 
-    let mut bob = Chat::start("bob", &bob_dir, &[]);
+    let mut bob = chat("bob", &bob_dir, &[]);
     let bob_id = bob.value("user id:", deadline);
     assert!(bob_id.starts_with("SHOAL-"), "{bob_id}");
     let bob_addr = bob.value("listening on:", deadline);
@@ -178,7 +94,7 @@ fn two_chats_talk_and_keep_their_history() {
         assert!(bob_dir.join("messenger.db").exists());
     }
 
-    let mut alice = Chat::start("alice", &alice_dir, &["--bootstrap", &bob_addr]);
+    let mut alice = chat("alice", &alice_dir, &["--bootstrap", &bob_addr]);
     let alice_id = alice.value("user id:", deadline);
     assert_ne!(alice_id, bob_id);
     let alice_addr = alice.value("listening on:", deadline);
@@ -230,14 +146,14 @@ fn two_chats_talk_and_keep_their_history() {
         l == "read by alice: hi alice"
     });
 
-    let history = alice.history("bob", deadline);
+    let history = typed_history(&mut alice, "bob", deadline);
     assert_eq!(history.len(), 2, "{history:#?}");
     assert!(
         history[0].starts_with('[') && history[0].ends_with("] me: hello from alice ✓"),
         "{history:#?}"
     );
     assert!(history[1].ends_with("] bob: hi alice"), "{history:#?}");
-    let history = bob.history("alice 5", deadline);
+    let history = typed_history(&mut bob, "alice 5", deadline);
     assert_eq!(history.len(), 2, "{history:#?}");
     assert!(history[0].ends_with("] alice: hello from alice"));
     assert!(history[1].ends_with("] me: hi alice ✓✓"), "{history:#?}");
@@ -254,7 +170,7 @@ fn two_chats_talk_and_keep_their_history() {
 
     // Bob restarts on the same directory, joining through alice: same id,
     // same conversation, and the message that waited arrives.
-    let mut bob = Chat::start("bob again", &bob_dir, &["--bootstrap", &alice_addr]);
+    let mut bob = chat("bob again", &bob_dir, &["--bootstrap", &alice_addr]);
     assert_eq!(bob.value("user id:", deadline), bob_id);
     bob.wait("listing alice", deadline, |l| l == "contacts: alice");
     bob.wait("\"alice: are you back?\"", deadline, |l| {
@@ -263,7 +179,7 @@ fn two_chats_talk_and_keep_their_history() {
     alice.wait("\"delivered to bob: are you back?\"", deadline, |l| {
         l == "delivered to bob: are you back?"
     });
-    let history = bob.history("alice", deadline);
+    let history = typed_history(&mut bob, "alice", deadline);
     assert_eq!(history.len(), 3, "{history:#?}");
     assert!(history[1].ends_with("] me: hi alice ✓✓"), "{history:#?}");
     assert!(

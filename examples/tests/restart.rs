@@ -8,12 +8,13 @@
 //! ratchet session of their first contact (no silent new handshake).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
+
+use common::Process;
 
 use shoal_im::engine::{Engine, EngineConfig};
 use shoal_im::{MemoryStore, MessageId, UserId};
@@ -41,82 +42,22 @@ impl Rng {
     }
 }
 
-/// Bob's process: killed (SIGKILL) when dropped.
-struct Bob {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std_mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Bob {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Bob's `chat` process on `dir`, joining through `seed`; `abort_after`
+/// sets the test hook that aborts right after the n-th commit followed by
+/// envelopes.
+fn bob(dir: &Path, seed: &Multiaddr, abort_after: Option<u64>) -> Process {
+    let mut args = vec![
+        "--data-dir".to_owned(),
+        dir.display().to_string(),
+        "--listen".to_owned(),
+        "/ip4/127.0.0.1/tcp/0".to_owned(),
+        "--bootstrap".to_owned(),
+        seed.to_string(),
+    ];
+    if let Some(n) = abort_after {
+        args.extend(["--abort-after-commits".to_owned(), n.to_string()]);
     }
-}
-
-impl Bob {
-    fn start(dir: &Path, seed: &Multiaddr, abort_after: Option<u64>) -> Bob {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
-        command
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap"])
-            .arg(seed.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(n) = abort_after {
-            command.args(["--abort-after-commits", &n.to_string()]);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std_mpsc::sync_channel(4096);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Bob {
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn value(&mut self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
-                return line[prefix.len()..].trim().to_owned();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("bob printed no {prefix:?}; saw {:#?}", self.seen),
-            }
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        // A dead bob cannot read: that is part of the test.
-        let _ = writeln!(self.stdin, "{line}");
-        let _ = self.stdin.flush();
-    }
-
-    /// Everything printed so far (draining the pipe).
-    fn drain(&mut self) -> Vec<String> {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.clone()
-    }
+    Process::start("bob", env!("CARGO_BIN_EXE_chat"), args)
 }
 
 async fn messenger(seed: Option<&Multiaddr>) -> (Messenger, mpsc::Receiver<Event>) {
@@ -184,9 +125,9 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
         let last = run == CRASHES;
         // Some runs abort themselves between a commit and its ack.
         let abort_after = (!last && rng.below(3) == 0).then(|| 1 + rng.below(12));
-        let mut bob = Bob::start(&dir, &seed, abort_after);
+        let mut bob = bob(&dir, &seed, abort_after);
         let id: UserId = bob
-            .value("user id:", Duration::from_secs(30))
+            .value("user id:", Instant::now() + Duration::from_secs(30))
             .parse()
             .unwrap();
         match bob_user {
@@ -196,11 +137,11 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
             }
             Some(known) => assert_eq!(known, id, "bob's identity survives restarts"),
         }
-        bob.say(&format!("/add {} alice", alice.user_id()));
+        bob.type_line(&format!("/add {} alice", alice.user_id()));
         for i in 0..PER_RUN {
             sent.push(alice.send(id, &format!("a{run}-{i}")).await.unwrap());
             if rng.below(2) == 0 {
-                bob.say(&format!("/msg alice b{run}-{i}"));
+                bob.type_line(&format!("/msg alice b{run}-{i}"));
                 bob_sent += 1;
             }
             let pause = Duration::from_millis(rng.below(60));
@@ -245,7 +186,7 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
                 break;
             }
         }
-        let printed = bob.drain();
+        let printed = bob.drain().to_vec();
         drop(bob);
         // Within one run (one stdout), bob shows each message once.
         let mut shown = HashSet::new();

@@ -1,0 +1,131 @@
+//! A child process of one of the example binaries, for the end-to-end
+//! tests: its stdout lines arrive on a channel, lines can be typed on its
+//! stdin, waits have deadlines, and it is killed (SIGKILL) when dropped.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::{
+    ffi::OsStr,
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    time::Instant,
+};
+
+/// A running example binary.
+pub(crate) struct Process {
+    /// Used in failure messages.
+    pub(crate) name: String,
+    pub(crate) child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Every stdout line read so far.
+    pub(crate) seen: Vec<String>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts `binary` with `args`, stdin piped, stderr discarded.
+    pub(crate) fn start<I, S>(name: &str, binary: &str, args: I) -> Process
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::sync_channel(4096);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Types one line; a process that has died cannot read it, which is
+    /// not an error here.
+    pub(crate) fn type_line(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Waits (until `deadline`) for a line at index `from` or later that
+    /// satisfies `want`; returns its index and text.
+    pub(crate) fn wait_from(
+        &mut self,
+        from: usize,
+        what: &str,
+        deadline: Instant,
+        want: impl Fn(&str) -> bool,
+    ) -> (usize, String) {
+        if let Some(i) = (from..self.seen.len()).find(|&i| want(&self.seen[i])) {
+            return (i, self.seen[i].clone());
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if want(&line) {
+                        return (self.seen.len() - 1, line);
+                    }
+                }
+                Err(_) => panic!("{}: no line {what}; saw {:#?}", self.name, self.seen),
+            }
+        }
+    }
+
+    /// Waits for any line satisfying `want`.
+    pub(crate) fn wait(
+        &mut self,
+        what: &str,
+        deadline: Instant,
+        want: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_from(0, what, deadline, want).1
+    }
+
+    /// Waits for a line starting with `prefix`.
+    pub(crate) fn wait_line(&mut self, prefix: &str, deadline: Instant) -> String {
+        self.wait(&format!("starting with {prefix:?}"), deadline, |l| {
+            l.starts_with(prefix)
+        })
+    }
+
+    /// The rest of the first line starting with `prefix`, trimmed.
+    pub(crate) fn value(&mut self, prefix: &str, deadline: Instant) -> String {
+        let line = self.wait_line(prefix, deadline);
+        line[prefix.len()..].trim().to_owned()
+    }
+
+    /// Every line printed so far, reading what is waiting in the pipe.
+    pub(crate) fn drain(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+}
