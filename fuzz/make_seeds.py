@@ -4,6 +4,9 @@
 Seeds are small, well-formed inputs that get a fuzzer past the first checks
 quickly; the corpus replay test (fuzz/tests/replay_corpus.rs) also
 runs them in CI. Run from anywhere: python3 fuzz/make_seeds.py
+
+The im_messages seeds are not here: they hold real encrypted envelopes, so
+a Rust test writes them (fuzz/tests/im_messages.rs, run with --ignored).
 """
 import os
 import struct

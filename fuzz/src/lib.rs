@@ -14,10 +14,12 @@
 //! | [`secio_frame`] | the frame-length decoder and a secure stream's read path |
 //! | [`protocol_messages`] | the service layer's negotiation frames and the ping, identify and discovery messages and signed peer records |
 //! | [`routing_messages`] | Kademlia and gossip frames, into their decoders and into live sans-IO cores, and signed DHT records |
+//! | [`im_messages`] | the messenger's envelopes, padding, messages, payloads, presence records, initial headers and user ids, and envelopes (arbitrary or genuine with bytes spliced in) fed to a live engine |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod im;
 mod io;
 
 use std::time::{Duration, Instant};
@@ -31,14 +33,17 @@ use shoal_secio::{
 };
 use shoal_yamux::{Connection, Event, Mode, frame::Header};
 
+pub use im::im_messages;
+
 /// The names of all targets, as used for corpus directories.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "yamux_frame",
     "yamux_session",
     "secio_handshake",
     "secio_frame",
     "protocol_messages",
     "routing_messages",
+    "im_messages",
 ];
 
 /// Runs the target called `name` on `data`; `false` for an unknown name.
@@ -50,6 +55,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "secio_frame" => secio_frame(data),
         "protocol_messages" => protocol_messages(data),
         "routing_messages" => routing_messages(data),
+        "im_messages" => im_messages(data),
         _ => return false,
     }
     true
