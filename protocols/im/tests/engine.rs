@@ -2,172 +2,19 @@
 //! acknowledgements, ordering under faults, restart from the store.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+mod common;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
-use shoal_im::engine::{Engine, EngineConfig, Event};
-use shoal_im::{MemoryStore, MessageId, UserId};
+use std::time::Instant;
 
-struct Peer {
-    engine: Engine<MemoryStore>,
-    events: Vec<Event>,
-}
-
-fn open(store: MemoryStore, seed: u8, now: Instant) -> Engine<MemoryStore> {
-    Engine::open(
-        store,
-        EngineConfig::default(),
-        [seed; 32],
-        now,
-        1_700_000_000,
-    )
-    .unwrap()
-}
-
-/// Moves envelopes between two engines with faults, for `steps` rounds
-/// of `tick` each, answering bundle requests from the other side.
-struct Net {
-    rng: ChaCha20Rng,
-    now: Instant,
-    /// (deliver at, to index, bytes)
-    in_flight: Vec<(Instant, usize, Vec<u8>)>,
-    fault: f64,
-    /// Whether routes to the peer exist (NeedRoute gets an answer).
-    link_up: bool,
-}
-
-impl Net {
-    fn pump(&mut self, peers: &mut [Peer; 2], rounds: usize) {
-        for _ in 0..rounds {
-            for i in 0..2 {
-                let other = peers[1 - i].engine.prekey_bundle();
-                let other_user = peers[1 - i].engine.user_id();
-                while let Some(event) = peers[i].engine.poll_event() {
-                    match &event {
-                        Event::NeedBundle { contact } => {
-                            assert_eq!(*contact, other_user);
-                            peers[i]
-                                .engine
-                                .set_bundle(self.now, other_user, &other)
-                                .unwrap();
-                        }
-                        // The simulated link is always up.
-                        Event::NeedRoute { contact, .. } if self.link_up => {
-                            peers[i]
-                                .engine
-                                .set_online(self.now, *contact, true)
-                                .unwrap();
-                        }
-                        _ => {}
-                    }
-                    peers[i].events.push(event);
-                }
-                while let Some(t) = peers[i].engine.poll_transmit() {
-                    let to = 1 - i;
-                    let mut delay = Duration::from_millis(self.rng.random_range(1..20));
-                    if self.rng.random_bool(self.fault) {
-                        continue; // dropped
-                    }
-                    if self.rng.random_bool(self.fault) {
-                        self.in_flight
-                            .push((self.now + delay * 3, to, t.envelope.clone()));
-                    }
-                    if self.rng.random_bool(self.fault) {
-                        delay *= 10; // reordered behind later ones
-                    }
-                    self.in_flight.push((self.now + delay, to, t.envelope));
-                }
-            }
-            self.now += Duration::from_millis(10);
-            let now = self.now;
-            let (due, rest): (Vec<_>, Vec<_>) =
-                self.in_flight.drain(..).partition(|(at, _, _)| *at <= now);
-            self.in_flight = rest;
-            for (_, to, bytes) in due {
-                peers[to].engine.handle_envelope(now, &bytes).unwrap();
-            }
-            for p in peers.iter_mut() {
-                if p.engine.poll_timeout().is_some_and(|t| t <= now) {
-                    p.engine.handle_timeout(now).unwrap();
-                }
-            }
-        }
-    }
-}
-
-fn received(events: &[Event]) -> Vec<MessageId> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Received { id, .. } => Some(*id),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The whole history, oldest first, checking that every message comes
-/// after its previous message and its dependencies.
-fn history(engine: &mut Engine<MemoryStore>, contact: &UserId) -> Vec<MessageId> {
-    let items = history_items(engine, contact);
-    let mut seen = std::collections::HashSet::new();
-    for item in &items {
-        for before in item.message.prev.iter().chain(&item.message.deps) {
-            assert!(
-                seen.contains(before),
-                "causal order broken at {:?}",
-                item.meta.id
-            );
-        }
-        seen.insert(item.meta.id);
-    }
-    items.iter().map(|i| i.meta.id).collect()
-}
-
-fn history_items(
-    engine: &mut Engine<MemoryStore>,
-    contact: &UserId,
-) -> Vec<shoal_im::engine::HistoryItem> {
-    let mut all = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = engine.history(contact, cursor, 50).unwrap();
-        let Some(last) = page.last() else { break };
-        cursor = Some((last.meta.height, last.meta.id));
-        all.extend(page);
-    }
-    all.reverse();
-    all
-}
-
-fn pair(now: Instant) -> [Peer; 2] {
-    let mut a = open(MemoryStore::new(), 1, now);
-    let mut b = open(MemoryStore::new(), 2, now);
-    a.add_contact(b.user_id(), "bob").unwrap();
-    b.add_contact(a.user_id(), "alice").unwrap();
-    [
-        Peer {
-            engine: a,
-            events: Vec::new(),
-        },
-        Peer {
-            engine: b,
-            events: Vec::new(),
-        },
-    ]
-}
+use common::{history, net, open, pair, received};
+use rand::Rng;
+use shoal_im::engine::Event;
 
 #[test]
 fn first_contact_ack_and_reply() {
     let now = Instant::now();
     let mut peers = pair(now);
-    let mut net = Net {
-        rng: ChaCha20Rng::seed_from_u64(1),
-        now,
-        in_flight: Vec::new(),
-        fault: 0.0,
-        link_up: true,
-    };
+    let mut net = net(1, now, 0.0);
     let bob = peers[1].engine.user_id();
     let alice = peers[0].engine.user_id();
     let id = peers[0].engine.send(now, 1, bob, "hello bob").unwrap();
@@ -197,13 +44,7 @@ fn first_contact_ack_and_reply() {
 fn faults_keep_histories_identical_and_causal() {
     let now = Instant::now();
     let mut peers = pair(now);
-    let mut net = Net {
-        rng: ChaCha20Rng::seed_from_u64(7),
-        now,
-        in_flight: Vec::new(),
-        fault: 0.1,
-        link_up: true,
-    };
+    let mut net = net(7, now, 0.1);
     let users = [peers[0].engine.user_id(), peers[1].engine.user_id()];
     let mut sent = [Vec::new(), Vec::new()];
     for n in 0..300 {
@@ -243,13 +84,7 @@ fn faults_keep_histories_identical_and_causal() {
 fn crash_and_reopen_loses_nothing_acknowledged() {
     let now = Instant::now();
     let mut peers = pair(now);
-    let mut net = Net {
-        rng: ChaCha20Rng::seed_from_u64(11),
-        now,
-        in_flight: Vec::new(),
-        fault: 0.05,
-        link_up: true,
-    };
+    let mut net = net(11, now, 0.05);
     let users = [peers[0].engine.user_id(), peers[1].engine.user_id()];
     let mut sent = [Vec::new(), Vec::new()];
     for n in 0..200u64 {
@@ -279,16 +114,6 @@ fn crash_and_reopen_loses_nothing_acknowledged() {
             assert!(c.has_session);
             assert_eq!(c.outbox, 0);
         }
-    }
-}
-
-fn net(seed: u64, now: Instant, fault: f64) -> Net {
-    Net {
-        rng: ChaCha20Rng::seed_from_u64(seed),
-        now,
-        in_flight: Vec::new(),
-        fault,
-        link_up: true,
     }
 }
 

@@ -3,28 +3,18 @@
 //! post-compromise security and persistence.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{devices, signed_bundle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use shoal_identity::Keypair;
 use shoal_im::ratchet::{HEADER_LEN, MAX_SKIP, MAX_SKIPPED_KEYS};
-use shoal_im::{Device, Error, PrekeyBundle, Session, x3dh};
+use shoal_im::{Error, Session, x3dh};
 
 fn pair(seed: u64) -> (Session, Session, ChaCha20Rng) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let alice_user = Keypair::from_secret_bytes(&[1; 32]);
-    let bob_user = Keypair::from_secret_bytes(&[2; 32]);
-    let alice = Device::new(
-        &alice_user,
-        Keypair::from_secret_bytes(&[3; 32]),
-        [4; 32],
-        1,
-    );
-    let bob = Device::new(&bob_user, Keypair::from_secret_bytes(&[5; 32]), [6; 32], 1);
-    let (prekey, secret) = x3dh::signed_prekey(&bob, 9, [7; 32]);
-    let bundle = PrekeyBundle {
-        certificate: bob.certificate().clone(),
-        prekey,
-    };
+    let (_, alice, bob_user, bob) = devices(1);
+    let (bundle, secret) = signed_bundle(&bob, 9, [7; 32]);
     let (header, a) =
         x3dh::initiate_with_rng(&mut rng, &alice, &bob_user.public(), &bundle).unwrap();
     let b = x3dh::respond(&bob, &secret, &header).unwrap();

@@ -1,31 +1,16 @@
 //! First contact: bundle and header checks, and agreement of both sides.
 #![allow(clippy::unwrap_used)]
 
-use shoal_identity::Keypair;
-use shoal_im::x3dh::{self, BUNDLE_LEN, INITIAL_HEADER_LEN};
-use shoal_im::{Device, Error, InitialHeader, PrekeyBundle};
+mod common;
 
-fn devices() -> (Keypair, Device, Keypair, Device) {
-    let alice_user = Keypair::from_secret_bytes(&[1; 32]);
-    let bob_user = Keypair::from_secret_bytes(&[2; 32]);
-    let alice = Device::new(
-        &alice_user,
-        Keypair::from_secret_bytes(&[3; 32]),
-        [4; 32],
-        5,
-    );
-    let bob = Device::new(&bob_user, Keypair::from_secret_bytes(&[5; 32]), [6; 32], 5);
-    (alice_user, alice, bob_user, bob)
-}
+use common::{devices, signed_bundle};
+use shoal_im::x3dh::{self, BUNDLE_LEN, INITIAL_HEADER_LEN};
+use shoal_im::{Error, InitialHeader, PrekeyBundle};
 
 #[test]
 fn bundle_and_header_roundtrip_and_reject_tampering() {
-    let (_, alice, bob_user, bob) = devices();
-    let (prekey, _) = x3dh::signed_prekey(&bob, 3, [7; 32]);
-    let bundle = PrekeyBundle {
-        certificate: bob.certificate().clone(),
-        prekey,
-    };
+    let (_, alice, bob_user, bob) = devices(5);
+    let (bundle, _) = signed_bundle(&bob, 3, [7; 32]);
     let bytes = bundle.encode();
     assert_eq!(bytes.len(), BUNDLE_LEN);
     assert_eq!(PrekeyBundle::decode(&bytes).unwrap(), bundle);
@@ -53,12 +38,8 @@ fn bundle_and_header_roundtrip_and_reject_tampering() {
 
 #[test]
 fn wrong_user_wrong_prekey_and_weak_keys_are_refused() {
-    let (alice_user, alice, bob_user, bob) = devices();
-    let (prekey, secret) = x3dh::signed_prekey(&bob, 3, [7; 32]);
-    let bundle = PrekeyBundle {
-        certificate: bob.certificate().clone(),
-        prekey,
-    };
+    let (alice_user, alice, bob_user, bob) = devices(5);
+    let (bundle, secret) = signed_bundle(&bob, 3, [7; 32]);
     // A bundle certified by someone else than the contact we asked for.
     assert_eq!(
         x3dh::initiate(&alice, &alice_user.public(), &bundle, [8; 32]).unwrap_err(),
@@ -83,12 +64,8 @@ fn wrong_user_wrong_prekey_and_weak_keys_are_refused() {
 
 #[test]
 fn both_sides_agree_and_a_different_prekey_disagrees() {
-    let (_, alice, bob_user, bob) = devices();
-    let (prekey, secret) = x3dh::signed_prekey(&bob, 3, [7; 32]);
-    let bundle = PrekeyBundle {
-        certificate: bob.certificate().clone(),
-        prekey,
-    };
+    let (_, alice, bob_user, bob) = devices(5);
+    let (bundle, secret) = signed_bundle(&bob, 3, [7; 32]);
     let (header, a) = x3dh::initiate(&alice, &bob_user.public(), &bundle, [8; 32]).unwrap();
     let b = x3dh::respond(&bob, &secret, &header).unwrap();
     // Root key and associated data (bytes 1..97 of the state) agree.
