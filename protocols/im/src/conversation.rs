@@ -152,6 +152,7 @@ impl Conversation {
     pub(crate) fn compose(
         &mut self,
         sender: crate::UserId,
+        recipient: crate::UserId,
         body: Vec<u8>,
         timestamp_ms: u64,
     ) -> (Message, MessageMeta) {
@@ -170,6 +171,7 @@ impl Conversation {
         let message = Message {
             kind: crate::message::MessageKind::Text,
             sender,
+            recipient,
             counter,
             timestamp_ms,
             prev,

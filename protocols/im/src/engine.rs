@@ -113,8 +113,9 @@ pub enum RejectReason {
     /// No session has this id.
     #[error("unknown session")]
     UnknownSession,
-    /// A message claims a sender other than the session's user.
-    #[error("message sender is not the session's user")]
+    /// A message claims a sender other than the session's user, or was
+    /// written to another recipient.
+    #[error("message sender is not the session's user, or recipient is not us")]
     WrongSender,
     /// The message contradicts the conversation (see [`OrderingError`]).
     #[error(transparent)]
@@ -704,9 +705,9 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return Err(EngineError::UnknownContact(contact));
         };
-        let (message, meta) = c
-            .conversation
-            .compose(sender, text.as_bytes().to_vec(), unix_ms);
+        let (message, meta) =
+            c.conversation
+                .compose(sender, contact, text.as_bytes().to_vec(), unix_ms);
         let encoded = message.encode();
         let id = meta.id;
         c.outbox.insert(
@@ -850,7 +851,7 @@ impl<S: Store> Engine<S> {
         let chat = match &payload {
             Payload::Chat(encoded) => {
                 let message = Message::decode(encoded).map_err(|e| (Some(contact), e.into()))?;
-                if message.sender != contact {
+                if message.sender != contact || message.recipient != self.user_id() {
                     return Err((Some(contact), RejectReason::WrongSender));
                 }
                 Some(message)

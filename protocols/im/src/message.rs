@@ -27,7 +27,7 @@ pub const MAX_RESEND_RANGE: u64 = 256;
 /// Hash domain of a message id.
 pub const MESSAGE_ID_DOMAIN: &[u8] = b"shoal/im/message-id/1";
 /// Length of the fixed part of an encoded message (before deps and body).
-const FIXED_LEN: usize = 1 + 1 + 32 + 8 + 8 + 32 + 1;
+const FIXED_LEN: usize = 1 + 1 + 32 + 32 + 8 + 8 + 32 + 1;
 
 /// A message id: BLAKE2b-256 over `len(domain) | domain | encoded message`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +79,11 @@ pub struct Message {
     pub kind: MessageKind,
     /// The sender.
     pub sender: UserId,
+    /// The recipient: the other user of the conversation. It makes ids
+    /// unique per conversation (the same text sent to two contacts at the
+    /// same moment gets two ids) and lets a recipient refuse a message
+    /// its sender wrote to someone else.
+    pub recipient: UserId,
     /// The sender's counter in this conversation: 0, 1, 2, ...
     pub counter: u64,
     /// Advisory wall-clock time of writing, milliseconds since the Unix
@@ -96,7 +101,7 @@ pub struct Message {
 impl Message {
     /// The exact bytes that travel (inside the encryption) and are hashed.
     ///
-    /// Layout: `version: u8 | kind: u8 | sender: 32 | counter: u64 BE |
+    /// Layout: `version: u8 | kind: u8 | sender: 32 | recipient: 32 | counter: u64 BE |
     /// timestamp_ms: u64 BE | prev: 32 (zeros if none) | deps_len: u8 |
     /// deps: 32 × deps_len | body_len: u32 BE | body`.
     pub fn encode(&self) -> Vec<u8> {
@@ -104,6 +109,7 @@ impl Message {
         out.push(MESSAGE_VERSION);
         out.push(self.kind as u8);
         out.extend_from_slice(&self.sender.to_bytes());
+        out.extend_from_slice(&self.recipient.to_bytes());
         out.extend_from_slice(&self.counter.to_be_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.extend_from_slice(&self.prev.unwrap_or(MessageId::NONE).0);
@@ -133,6 +139,7 @@ impl Message {
             _ => return Err(WHAT),
         };
         let sender = UserId::from_bytes(r.take(32).ok_or(WHAT)?).map_err(|_| WHAT)?;
+        let recipient = UserId::from_bytes(r.take(32).ok_or(WHAT)?).map_err(|_| WHAT)?;
         let counter = r.u64().ok_or(WHAT)?;
         let timestamp_ms = r.u64().ok_or(WHAT)?;
         let prev = r.id().ok_or(WHAT)?;
@@ -158,6 +165,7 @@ impl Message {
         Ok(Message {
             kind,
             sender,
+            recipient,
             counter,
             timestamp_ms,
             prev,

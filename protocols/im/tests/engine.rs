@@ -186,3 +186,23 @@ fn offline_recipient_does_not_exhaust_the_window() {
         "no envelope was outside the window"
     );
 }
+
+#[test]
+fn same_text_to_two_contacts_gets_two_ids() {
+    // The same first message to two contacts in the same millisecond: ids
+    // name the recipient, so both are stored, and both survive a restart in
+    // the outbox.
+    let now = Instant::now();
+    let mut a = open(shoal_im::MemoryStore::new(), 1, now);
+    let b = open(shoal_im::MemoryStore::new(), 2, now);
+    let c = open(shoal_im::MemoryStore::new(), 3, now);
+    a.add_contact(b.user_id(), "bob").unwrap();
+    a.add_contact(c.user_id(), "carol").unwrap();
+    let to_b = a.send(now, 1_000, b.user_id(), "hi").unwrap();
+    let to_c = a.send(now, 1_000, c.user_id(), "hi").unwrap();
+    assert_ne!(to_b, to_c);
+    let mut reopened = open(a.store().clone(), 1, now);
+    assert_eq!(reopened.outbox_len(&b.user_id()), 1);
+    assert_eq!(reopened.outbox_len(&c.user_id()), 1);
+    assert_eq!(history(&mut reopened, &c.user_id()), vec![to_c]);
+}

@@ -14,9 +14,11 @@ fn hex(bytes: &[u8]) -> String {
 
 fn sample() -> Message {
     let sender = UserId::new(Keypair::from_secret_bytes(&[0x31; 32]).public());
+    let recipient = UserId::new(Keypair::from_secret_bytes(&[0x36; 32]).public());
     let prev = Message {
         kind: MessageKind::Text,
         sender,
+        recipient,
         counter: 0,
         timestamp_ms: 1_700_000_000_000,
         prev: None,
@@ -26,6 +28,7 @@ fn sample() -> Message {
     Message {
         kind: MessageKind::Text,
         sender,
+        recipient,
         counter: 1,
         timestamp_ms: 1_700_000_001_000,
         prev: Some(prev.id()),
@@ -103,19 +106,20 @@ fn session_id_and_envelope_vectors() {
     assert_eq!(Envelope::decode(&bytes).unwrap(), envelope);
 }
 
-const FIRST_ID: &str = "e5d89ef535b70377c0ca85bec9af84b5ed3701034f2d584f1d83fec7a5ae60d9";
+const FIRST_ID: &str = "c7a4408ec5dc380486935573e53aeecdc2123982790da8f1b420eca091fc0b3d";
 const SECOND: &str = concat!(
     "0101",
     "48075a597e721a156e2e0799de5cc0c5324dc6e7eaf1cdd46250868ec53215dd",
+    "68f4b6017d0f876a55c80a82b8388a54aad264d367269e2de8be079c935b5f96",
     "0000000000000001",
     "0000018bcfe56be8",
-    "e5d89ef535b70377c0ca85bec9af84b5ed3701034f2d584f1d83fec7a5ae60d9",
+    "c7a4408ec5dc380486935573e53aeecdc2123982790da8f1b420eca091fc0b3d",
     "01",
     "abababababababababababababababababababababababababababababababab",
     "00000005",
     "68656c6c6f"
 );
-const SECOND_ID: &str = "754756b0668d04094add6d23f26ea6a9804354de998231eae7f6b56686b82980";
+const SECOND_ID: &str = "9a4ffed4fe8254570c2eb9d9967888ce85bd537e9adb15592ec3434e3f6624c4";
 const RESEND: &str = "0400000000000000030000000000000005";
 const SESSION_ID: &str = "e19ca39cd2818c31550791728ffa76fd";
 const ENVELOPE_PREFIX: &str = concat!(
