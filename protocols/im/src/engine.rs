@@ -123,6 +123,10 @@ pub enum RejectReason {
     /// The envelope came from our own device.
     #[error("envelope from ourselves")]
     FromSelf,
+    /// A stranger started a conversation while [`MAX_UNNAMED_CONTACTS`]
+    /// others wait to be named with [`Engine::add_contact`].
+    #[error("too many conversations from strangers")]
+    TooManyStrangers,
 }
 
 /// What the engine tells its user.
@@ -231,6 +235,10 @@ struct Prekey {
     created: u64,
 }
 
+/// Most contacts that started a conversation and were never named with
+/// [`Engine::add_contact`]; first contact from further strangers is refused.
+pub const MAX_UNNAMED_CONTACTS: usize = 64;
+
 /// How long a signed prekey stays the published one before
 /// [`Engine::rotate_prekey_if_due`] replaces it.
 pub const PREKEY_ROTATION_SECS: u64 = 7 * 24 * 3600;
@@ -260,6 +268,8 @@ struct Contact {
     conversation: Conversation,
     outbox: BTreeMap<u64, Pending>,
     next_resend_request: Option<Instant>,
+    /// When we may answer the contact's next resend request.
+    next_resend_answer: Option<Instant>,
     next_route_request: Option<Instant>,
     /// A session to the contact's device is open (told by the driver).
     online: bool,
@@ -463,6 +473,8 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(MessageId));
             conversation.restore_heads(heads);
+            // Held messages after a restart: ask for what is missing soon.
+            let next_resend_request = (conversation.held_len() > 0).then_some(now);
             self.contacts.insert(
                 user,
                 Contact {
@@ -472,7 +484,8 @@ impl<S: Store> Engine<S> {
                     sessions,
                     conversation,
                     outbox,
-                    next_resend_request: None,
+                    next_resend_request,
+                    next_resend_answer: None,
                     next_route_request: None,
                     online: false,
                 },
@@ -570,6 +583,7 @@ impl<S: Store> Engine<S> {
             conversation: Conversation::new(user.to_bytes()),
             outbox: BTreeMap::new(),
             next_resend_request: None,
+            next_resend_answer: None,
             next_route_request: None,
             online: false,
         })
@@ -805,6 +819,14 @@ impl<S: Store> Engine<S> {
                     if user == self.user_id() {
                         return Err((Some(user), RejectReason::FromSelf));
                     }
+                    // Anyone can mint user keys: bound the conversations
+                    // strangers can open (contacts never named by the user).
+                    if !self.contacts.contains_key(&user)
+                        && self.contacts.values().filter(|c| c.name.is_empty()).count()
+                            >= MAX_UNNAMED_CONTACTS
+                    {
+                        return Err((Some(user), RejectReason::TooManyStrangers));
+                    }
                     let secret = self
                         .prekeys
                         .iter()
@@ -911,9 +933,18 @@ impl<S: Store> Engine<S> {
             Payload::Ack(ids) => self.take_receipt(contact, &ids, false, batch),
             Payload::Read(ids) => self.take_receipt(contact, &ids, true, batch),
             Payload::Resend { from, to } => {
+                let interval = self.config.resend_interval;
                 let c = self.contact_entry(contact);
+                // One answer per interval, and only what was never
+                // acknowledged: each resent message costs a message key
+                // and up to a bucket of bandwidth.
+                if c.next_resend_answer.is_some_and(|t| t > now) {
+                    return Ok(());
+                }
+                c.next_resend_answer = Some(now + interval);
                 let ids: Vec<MessageId> = (from..=to)
                     .filter_map(|n| c.conversation.own_at(n))
+                    .filter(|id| c.conversation.get(id).is_some_and(|m| !m.flags.delivered))
                     .collect();
                 for id in ids {
                     match self.store.message(&id) {
@@ -1027,8 +1058,10 @@ impl<S: Store> Engine<S> {
             .conversation
             .missing()
             .or(force.then(|| (floor, floor + crate::message::MAX_RESEND_RANGE - 1)));
+        // Due either way: with nothing to ask for (a held message waits
+        // for a dependency, not a counter) the timer must still move on.
+        c.next_resend_request = Some(now + interval);
         if let Some((from, to)) = range {
-            c.next_resend_request = Some(now + interval);
             self.seal(contact, &Payload::Resend { from, to }, batch);
         }
     }
@@ -1125,6 +1158,9 @@ impl<S: Store> Engine<S> {
 
     /// When [`Engine::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.poisoned {
+            return None;
+        }
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for c in self.contacts.values() {

@@ -206,3 +206,81 @@ fn same_text_to_two_contacts_gets_two_ids() {
     assert_eq!(reopened.outbox_len(&c.user_id()), 1);
     assert_eq!(history(&mut reopened, &c.user_id()), vec![to_c]);
 }
+
+/// A store whose commits fail once `fail` is set.
+struct FlakyStore {
+    inner: shoal_im::MemoryStore,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl shoal_im::Store for FlakyStore {
+    fn load_identity(&mut self) -> Result<Option<Vec<u8>>, shoal_im::StoreError> {
+        self.inner.load_identity()
+    }
+    fn load_contacts(
+        &mut self,
+    ) -> Result<Vec<shoal_im::store::ContactRecord>, shoal_im::StoreError> {
+        self.inner.load_contacts()
+    }
+    fn load_index(&mut self) -> Result<Vec<shoal_im::MessageMeta>, shoal_im::StoreError> {
+        self.inner.load_index()
+    }
+    fn message(
+        &mut self,
+        id: &shoal_im::MessageId,
+    ) -> Result<Option<shoal_im::StoredMessage>, shoal_im::StoreError> {
+        self.inner.message(id)
+    }
+    fn history(
+        &mut self,
+        contact: &[u8; 32],
+        before: Option<shoal_im::store::HistoryCursor>,
+        limit: usize,
+    ) -> Result<Vec<shoal_im::StoredMessage>, shoal_im::StoreError> {
+        self.inner.history(contact, before, limit)
+    }
+    fn commit(&mut self, changes: &shoal_im::Changes) -> Result<(), shoal_im::StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(shoal_im::StoreError("disk full".into()));
+        }
+        self.inner.commit(changes)
+    }
+}
+
+#[test]
+fn a_failed_commit_stops_the_engine_and_sends_nothing() {
+    let now = Instant::now();
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = FlakyStore {
+        inner: shoal_im::MemoryStore::new(),
+        fail: fail.clone(),
+    };
+    let mut a = shoal_im::engine::Engine::open(
+        store,
+        shoal_im::engine::EngineConfig::default(),
+        [1; 32],
+        now,
+        1_700_000_000,
+    )
+    .unwrap();
+    let b = open(shoal_im::MemoryStore::new(), 2, now);
+    a.add_contact(b.user_id(), "bob").unwrap();
+    a.set_bundle(now, b.user_id(), &b.prekey_bundle()).unwrap();
+    a.set_online(now, b.user_id(), true).unwrap();
+    while a.poll_transmit().is_some() {}
+    fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(a.send(now, 1, b.user_id(), "lost?").is_err());
+    assert!(
+        a.poll_transmit().is_none(),
+        "nothing leaves that was not committed"
+    );
+    assert!(
+        a.poll_timeout().is_none(),
+        "a stopped engine wants no timer"
+    );
+    assert!(
+        a.handle_timeout(now + std::time::Duration::from_secs(5))
+            .is_err()
+    );
+    assert!(a.send(now, 1, b.user_id(), "again").is_err());
+}

@@ -1,0 +1,199 @@
+//! A contact that plays by the cipher's rules but not by the protocol's:
+//! it writes its own payloads (dependencies on messages that never existed,
+//! floods of resend requests) and strangers open conversations by the
+//! dozen. The engine must stay bounded and quiet: no busy timer, no
+//! amplification, no unbounded contact list.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::open;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use shoal_identity::Keypair;
+use shoal_im::engine::{Engine, Event, MAX_UNNAMED_CONTACTS, RejectReason};
+use shoal_im::envelope::{Envelope, SessionRef, pad};
+use shoal_im::message::{MessageKind, Payload};
+use shoal_im::{Device, MemoryStore, Message, MessageId, Session, UserId, x3dh};
+
+/// A peer speaking the wire format directly: its own device, a session
+/// with bob started from his bundle, and any payload it likes.
+struct Raw {
+    user: UserId,
+    header: x3dh::InitialHeader,
+    session: Session,
+    rng: ChaCha20Rng,
+    recipient: shoal_identity::PeerId,
+}
+
+impl Raw {
+    fn new(seed: u8, bob: &Engine<MemoryStore>) -> Raw {
+        let user = Keypair::from_secret_bytes(&[seed; 32]);
+        let device = Device::new(
+            &user,
+            Keypair::from_secret_bytes(&[seed.wrapping_add(100); 32]),
+            [seed.wrapping_add(50); 32],
+            1_700_000_000,
+        );
+        let mut rng = ChaCha20Rng::seed_from_u64(u64::from(seed));
+        let bundle = bob.prekey_bundle();
+        let (header, session) =
+            x3dh::initiate_with_rng(&mut rng, &device, &bob.user_id().public_key(), &bundle)
+                .unwrap();
+        Raw {
+            user: UserId::new(user.public()),
+            header,
+            session,
+            rng,
+            recipient: bundle.certificate.device().peer_id(),
+        }
+    }
+
+    fn envelope(&mut self, payload: &Payload) -> Vec<u8> {
+        let ratchet = self
+            .session
+            .encrypt(&mut self.rng, &pad(&payload.encode()).unwrap())
+            .unwrap();
+        Envelope {
+            recipient: self.recipient,
+            session: SessionRef::Initial(Box::new(self.header.clone())),
+            ratchet,
+        }
+        .encode()
+    }
+
+    fn message(
+        &self,
+        to: UserId,
+        counter: u64,
+        prev: Option<MessageId>,
+        deps: Vec<MessageId>,
+    ) -> Message {
+        Message {
+            kind: MessageKind::Text,
+            sender: self.user,
+            recipient: to,
+            counter,
+            timestamp_ms: 1,
+            prev,
+            deps,
+            body: format!("m{counter}").into_bytes(),
+        }
+    }
+}
+
+fn drain(engine: &mut Engine<MemoryStore>) -> (Vec<Event>, usize) {
+    let mut events = Vec::new();
+    while let Some(e) = engine.poll_event() {
+        events.push(e);
+    }
+    let mut sent = 0;
+    while engine.poll_transmit().is_some() {
+        sent += 1;
+    }
+    (events, sent)
+}
+
+#[test]
+fn a_dependency_that_never_comes_does_not_spin_the_timer() {
+    let now = Instant::now();
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let mut mallory = Raw::new(9, &bob);
+    bob.add_contact(mallory.user, "mallory").unwrap();
+    let b = bob.user_id();
+    // m0, then m1 naming a message that does not exist: held, and no
+    // counter is missing, so there is nothing to ask for.
+    let m0 = mallory.message(b, 0, None, vec![]);
+    let m1 = mallory.message(b, 1, Some(m0.id()), vec![MessageId([7; 32])]);
+    for m in [&m0, &m1] {
+        let e = mallory.envelope(&Payload::Chat(m.encode()));
+        bob.handle_envelope(now, &e).unwrap();
+    }
+    drain(&mut bob);
+    let mut t = now;
+    for _ in 0..5 {
+        t += Duration::from_secs(2);
+        bob.handle_timeout(t).unwrap();
+        drain(&mut bob);
+        let next = bob.poll_timeout();
+        assert!(
+            next.is_none_or(|n| n > t),
+            "timer due again at once: {next:?} <= {t:?}"
+        );
+    }
+}
+
+#[test]
+fn resend_requests_are_answered_once_an_interval() {
+    let now = Instant::now();
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let mut mallory = Raw::new(9, &bob);
+    bob.add_contact(mallory.user, "mallory").unwrap();
+    bob.set_online(now, mallory.user, true).unwrap();
+    // Bob answers mallory's first message, then writes 20 more, which
+    // mallory never acknowledges.
+    let hello = mallory.message(bob.user_id(), 0, None, vec![]);
+    bob.handle_envelope(now, &mallory.envelope(&Payload::Chat(hello.encode())))
+        .unwrap();
+    for i in 0..20 {
+        bob.send(now, 1, mallory.user, &format!("b{i}")).unwrap();
+    }
+    drain(&mut bob);
+    // A flood of requests for everything: one answer (20 messages) per
+    // interval, not 20 per request.
+    let mut sent = 0;
+    for _ in 0..50 {
+        let e = mallory.envelope(&Payload::Resend { from: 0, to: 255 });
+        bob.handle_envelope(now, &e).unwrap();
+        sent += drain(&mut bob).1;
+    }
+    assert!(
+        sent <= 20 + 50,
+        "50 requests made bob send {sent} envelopes"
+    );
+    let later = now + Duration::from_secs(2);
+    let e = mallory.envelope(&Payload::Resend { from: 0, to: 255 });
+    bob.handle_envelope(later, &e).unwrap();
+    assert!(
+        drain(&mut bob).1 >= 20,
+        "a request after the interval is answered"
+    );
+}
+
+#[test]
+fn strangers_cannot_grow_the_contact_list_without_bound() {
+    let now = Instant::now();
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let b = bob.user_id();
+    let mut refused = 0;
+    for seed in 0..(MAX_UNNAMED_CONTACTS as u8 + 3) {
+        let mut stranger = Raw::new(seed.wrapping_add(10), &bob);
+        let hi = stranger.message(b, 0, None, vec![]);
+        bob.handle_envelope(now, &stranger.envelope(&Payload::Chat(hi.encode())))
+            .unwrap();
+        let (events, _) = drain(&mut bob);
+        if events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Rejected {
+                    reason: RejectReason::TooManyStrangers,
+                    ..
+                }
+            )
+        }) {
+            refused += 1;
+        }
+    }
+    assert_eq!(bob.contacts().len(), MAX_UNNAMED_CONTACTS);
+    assert_eq!(refused, 3);
+    // Naming one makes room for the next stranger.
+    let first = bob.contacts()[0].user;
+    bob.add_contact(first, "friend").unwrap();
+    let mut another = Raw::new(200, &bob);
+    let hi = another.message(b, 0, None, vec![]);
+    bob.handle_envelope(now, &another.envelope(&Payload::Chat(hi.encode())))
+        .unwrap();
+    assert_eq!(bob.contacts().len(), MAX_UNNAMED_CONTACTS + 1);
+}
