@@ -128,6 +128,16 @@ pub struct Messenger {
     control: ServiceControl,
 }
 
+/// Kademlia as a messenger node runs it: only records of the messaging
+/// kinds, each checked by its validator, so nobody can squat a user's
+/// presence or prekey key with a record of another kind.
+fn kad_config() -> shoal_kad::Config {
+    shoal_kad::Config {
+        accept_unknown_kinds: false,
+        ..shoal_kad::Config::default()
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -156,8 +166,7 @@ impl Messenger {
         let key = engine.device().signing_key().clone();
         let user = engine.user_id();
 
-        let (kad_meta, dht, _dht_events) =
-            shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
+        let (kad_meta, dht, _dht_events) = shoal_kad::new(KAD, key.peer_id(), kad_config());
         directory::install_validators(&dht);
         let (identify_meta, _, identified) = shoal_identify::new(
             IDENTIFY,
@@ -214,6 +223,8 @@ impl Messenger {
             online: HashSet::new(),
             faults: config.faults.clone().map(Faults::new),
             published_seq: 0,
+            pending_events: std::collections::VecDeque::new(),
+            stopped: false,
         };
         tokio::spawn(driver.run(
             command_rx,
@@ -353,6 +364,11 @@ struct Driver<S: Store> {
     online: HashSet<UserId>,
     faults: Option<Faults>,
     published_seq: u64,
+    /// Events for the application, sent (waiting while its channel is
+    /// full) before the driver takes more input.
+    pending_events: std::collections::VecDeque<Event>,
+    /// The engine failed: stop after telling the application.
+    stopped: bool,
 }
 
 impl<S: Store> Driver<S> {
@@ -372,6 +388,17 @@ impl<S: Store> Driver<S> {
         let mut joined = !self.config.bootstrap.is_empty();
         loop {
             self.drain();
+            // Backpressure: an application that does not read its events
+            // stops the messenger from taking more envelopes.
+            while let Some(event) = self.pending_events.pop_front() {
+                if self.events.send(event).await.is_err() {
+                    self.pending_events.clear();
+                }
+            }
+            if self.stopped {
+                self.control.shutdown().await;
+                return;
+            }
             let deadline = self
                 .engine
                 .poll_timeout()
@@ -485,16 +512,21 @@ impl<S: Store> Driver<S> {
             } else {
                 Event::ContactOffline { contact }
             };
-            let _ = self.events.try_send(event);
+            self.pending_events.push_back(event);
         }
     }
 
+    /// The engine failed (its store did): tell the application and stop;
+    /// reopening the store resumes from the last commit.
     fn fatal(&mut self, error: shoal_im::engine::EngineError) {
         tracing::error!(%error, "messenger engine stopped");
-        let _ = self.events.try_send(Event::Error {
-            contact: None,
-            error: error.to_string(),
-        });
+        if !self.stopped {
+            self.stopped = true;
+            self.pending_events.push_back(Event::Error {
+                contact: None,
+                error: format!("messenger stopped: {error}"),
+            });
+        }
     }
 
     /// Joins the DHT through the bootstrap peers, then publishes, in the
@@ -626,9 +658,7 @@ impl<S: Store> Driver<S> {
                     error: format!("envelope refused: {reason}"),
                 },
             };
-            if self.events.try_send(out).is_err() {
-                tracing::warn!("messenger event queue full: event dropped");
-            }
+            self.pending_events.push_back(out);
         }
         while let Some(transmit) = self.engine.poll_transmit() {
             self.transmit(transmit, now);
@@ -692,8 +722,19 @@ impl<S: Store> Driver<S> {
             return;
         };
         let Some(faults) = &mut self.faults else {
-            if let Err(e) = self.control.try_send(session, IM, bytes) {
-                tracing::debug!(%e, "envelope not queued; the engine will retry");
+            match self.control.try_send(session, IM, bytes.clone()) {
+                Ok(()) => {}
+                // The envelope used a message key already: wait for room
+                // instead of dropping it (a drop would be a gap the
+                // recipient has to skip). The engine's send budget bounds
+                // how many can wait.
+                Err(shoal::SendError::QueueFull(_)) => {
+                    let control = self.control.clone();
+                    tokio::spawn(async move {
+                        let _ = control.send(session, IM, bytes).await;
+                    });
+                }
+                Err(e) => tracing::debug!(%e, "envelope not queued; the engine will retry"),
             }
             return;
         };
@@ -778,7 +819,9 @@ impl<S: Store> Driver<S> {
                 return;
             }
         };
-        self.lookup_backoff.remove(&user);
+        if !entry.addresses.is_empty() {
+            self.lookup_backoff.remove(&user);
+        }
         let device = entry.device;
         self.addresses.insert(device, entry.addresses.clone());
         self.dht.add_address(device, entry.addresses.clone());
@@ -786,10 +829,18 @@ impl<S: Store> Driver<S> {
             && let Some(bundle) = &entry.bundle
             && let Err(e) = self.engine.set_bundle(now, user, bundle)
         {
-            let _ = self.events.try_send(Event::Error {
+            self.pending_events.push_back(Event::Error {
                 contact: Some(user),
                 error: e.to_string(),
             });
+        }
+        if entry.addresses.is_empty() {
+            // Nowhere to dial: as good as a miss; keep backing off.
+            let (first, max) = (self.config.lookup_retry, self.config.lookup_retry_max);
+            let backoff = self.lookup_backoff.entry(user).or_insert((now, first));
+            backoff.0 = now + backoff.1;
+            backoff.1 = (backoff.1 * 2).min(max);
+            return;
         }
         if self.engine.has_session(&user) {
             self.route(user, device, now);

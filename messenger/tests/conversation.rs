@@ -90,3 +90,36 @@ async fn thousand_messages_each_way_through_faults() {
         .count();
     eprintln!("errors reported: {errors}");
 }
+
+/// The application reads its events only after a burst larger than the
+/// event channel: the messenger waits for it instead of dropping events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_loses_no_events() {
+    const BURST: usize = 2_500;
+    let net = MemoryNetwork::new();
+    let seed = network(&net, 1).await;
+    let config = || MessengerConfig {
+        listen: vec!["/memory/0".parse().unwrap()],
+        bootstrap: vec![common::seed(&seed)],
+        ..MessengerConfig::default()
+    };
+    let alice = start(&net, MemoryStore::new(), config()).await;
+    let mut bob = start(&net, MemoryStore::new(), config()).await;
+    let b = bob.messenger.user_id();
+    alice.messenger.add_contact(b, "bob").await.unwrap();
+    for n in 0..BURST {
+        alice
+            .messenger
+            .send(b, &format!("burst {n}"))
+            .await
+            .unwrap();
+    }
+    // Only now does bob's application start reading.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen = Vec::new();
+    collect_until(&mut bob.events, &mut seen, Duration::from_secs(120), |e| {
+        received(e).len() >= BURST
+    })
+    .await;
+    assert_eq!(received(&seen).len(), BURST);
+}

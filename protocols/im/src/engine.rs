@@ -235,6 +235,14 @@ struct Prekey {
     created: u64,
 }
 
+/// Most envelopes sealed to a contact since the last one received from it.
+/// Beyond it, retries and new messages wait (one probe per
+/// [`EngineConfig::retry_max`] goes out) until the contact answers: keys
+/// spent on envelopes that may all be lost are keys the recipient has to
+/// skip, and more than [`crate::ratchet::MAX_SKIP`] of them in one chain
+/// would make everything after unreadable.
+pub const SEND_BUDGET: u32 = crate::ratchet::MAX_SKIP / 2;
+
 /// Most contacts that started a conversation and were never named with
 /// [`Engine::add_contact`]; first contact from further strangers is refused.
 pub const MAX_UNNAMED_CONTACTS: usize = 64;
@@ -273,6 +281,10 @@ struct Contact {
     next_route_request: Option<Instant>,
     /// A session to the contact's device is open (told by the driver).
     online: bool,
+    /// Envelopes sealed since the last envelope received from the contact.
+    unanswered: u32,
+    /// When the next probe may go out while over [`SEND_BUDGET`].
+    next_probe: Option<Instant>,
 }
 
 /// Work collected during one operation, committed before anything in it
@@ -488,6 +500,8 @@ impl<S: Store> Engine<S> {
                     next_resend_answer: None,
                     next_route_request: None,
                     online: false,
+                    unanswered: 0,
+                    next_probe: None,
                 },
             );
         }
@@ -586,6 +600,8 @@ impl<S: Store> Engine<S> {
             next_resend_answer: None,
             next_route_request: None,
             online: false,
+            unanswered: 0,
+            next_probe: None,
         })
     }
 
@@ -887,6 +903,9 @@ impl<S: Store> Engine<S> {
         }
         let max_sessions = self.config.max_sessions.max(1);
         let c = self.contact_entry(contact);
+        // They are reading: the send budget is theirs again.
+        c.unanswered = 0;
+        c.next_probe = None;
         match new_session {
             Some((_, header)) => {
                 let entry = SessionEntry {
@@ -1103,6 +1122,7 @@ impl<S: Store> Engine<S> {
         if leak {
             envelope.extend_from_slice(&plain);
         }
+        c.unanswered = c.unanswered.saturating_add(1);
         batch.dirty(contact);
         batch.transmits.push(Transmit {
             contact,
@@ -1134,12 +1154,24 @@ impl<S: Store> Engine<S> {
             }
             return;
         }
-        let due: Vec<(u64, Vec<u8>)> = c
+        let mut due: Vec<(u64, Vec<u8>)> = c
             .outbox
             .iter()
             .filter(|(_, p)| p.next <= now)
             .map(|(n, p)| (*n, p.encoded.clone()))
             .collect();
+        if c.unanswered >= SEND_BUDGET {
+            // Over budget: one probe (the oldest message) per retry_max,
+            // and never so many that the recipient could not skip them.
+            let probe_due = c.next_probe.is_none_or(|t| t <= now);
+            if !probe_due || c.unanswered >= crate::ratchet::MAX_SKIP - 10 {
+                return;
+            }
+            c.next_probe = Some(now + max);
+            due.truncate(1);
+        } else {
+            due.truncate((SEND_BUDGET - c.unanswered) as usize);
+        }
         for (counter, encoded) in due {
             if !self.seal(contact, &Payload::Chat(encoded), batch) {
                 return;
@@ -1167,6 +1199,8 @@ impl<S: Store> Engine<S> {
             if let Some(p) = c.outbox.values().map(|p| p.next).min() {
                 match c.next_route_request {
                     Some(t) if c.sessions.is_empty() || !c.online => consider(t),
+                    _ if c.unanswered >= crate::ratchet::MAX_SKIP - 10 => {}
+                    _ if c.unanswered >= SEND_BUDGET => consider(c.next_probe.unwrap_or(p).max(p)),
                     _ => consider(p),
                 }
             }

@@ -284,3 +284,46 @@ fn a_failed_commit_stops_the_engine_and_sends_nothing() {
     );
     assert!(a.send(now, 1, b.user_id(), "again").is_err());
 }
+
+#[test]
+fn a_black_hole_while_online_does_not_exhaust_the_window() {
+    // The session looks open but every envelope is lost (a half-dead
+    // connection, full queues): retries must stop spending keys well
+    // before the recipient's skip window, and everything arrives once the
+    // link works again.
+    let now = Instant::now();
+    let mut peers = pair(now);
+    let mut net = net(8, now, 0.0);
+    let bob = peers[1].engine.user_id();
+    // First contact works, then the link turns into a black hole.
+    let first = peers[0].engine.send(now, 0, bob, "hello").unwrap();
+    net.pump(&mut peers, 20);
+    assert_eq!(received(&peers[1].events), vec![first]);
+    net.fault = 1.0;
+    let mut sent = vec![first];
+    for n in 0..1_200u64 {
+        sent.push(
+            peers[0]
+                .engine
+                .send(net.now, n, bob, &format!("m{n}"))
+                .unwrap(),
+        );
+        if n % 100 == 0 {
+            net.pump(&mut peers, 100);
+        }
+    }
+    net.pump(&mut peers, 3_000); // 30 s of retries into the void
+    net.fault = 0.0;
+    net.pump(&mut peers, 12_000); // two minutes of a good link
+    let mut got = received(&peers[1].events);
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent);
+    assert!(
+        !peers[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Rejected { .. })),
+        "no envelope fell outside the window"
+    );
+}
