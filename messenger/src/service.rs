@@ -825,8 +825,8 @@ impl<S: Store> Driver<S> {
         let device = entry.device;
         self.addresses.insert(device, entry.addresses.clone());
         self.dht.add_address(device, entry.addresses.clone());
-        if !self.engine.has_session(&user)
-            && let Some(bundle) = &entry.bundle
+        // A first session, or a new one if the contact moved device.
+        if let Some(bundle) = &entry.bundle
             && let Err(e) = self.engine.set_bundle(now, user, bundle)
         {
             self.pending_events.push_back(Event::Error {

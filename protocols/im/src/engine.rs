@@ -627,8 +627,9 @@ impl<S: Store> Engine<S> {
     }
 
     /// Gives the engine `contact`'s prekey bundle (from the directory). If
-    /// no session exists, one is started from it and waiting messages go
-    /// out at once.
+    /// no session exists, or the bundle names another device than the one
+    /// we know (the contact moved), a session is started from it and
+    /// waiting messages go out on it once the device is online.
     pub fn set_bundle(
         &mut self,
         now: Instant,
@@ -642,15 +643,27 @@ impl<S: Store> Engine<S> {
         if !self.contacts.contains_key(&contact) {
             return Err(EngineError::UnknownContact(contact));
         }
-        if self.has_session(&contact) {
+        let moved = self.contacts.get(&contact).is_some_and(|c| {
+            c.device
+                .as_ref()
+                .is_some_and(|d| d.device() != bundle.certificate.device())
+        });
+        if self.has_session(&contact) && !moved {
             return Ok(());
         }
+        // No session yet, or the contact moved to another device (its
+        // certificate is signed by the same user key): start a session
+        // with the device the bundle names; it becomes the one we send on.
         let (header, session) =
             x3dh::initiate_with_rng(&mut self.rng, &self.device, &contact.public_key(), bundle)
                 .map_err(EngineError::Bundle)?;
         let id = SessionId::of(&header);
+        let max_sessions = self.config.max_sessions.max(1);
         let entry = self.contact_entry(contact);
         entry.device = Some(bundle.certificate.clone());
+        entry.online = false;
+        entry.unanswered = 0;
+        entry.next_probe = None;
         entry.sessions.insert(
             0,
             SessionEntry {
@@ -663,6 +676,15 @@ impl<S: Store> Engine<S> {
             pending.next = now;
         }
         entry.next_route_request = None;
+        let mut dropped = Vec::new();
+        while entry.sessions.len() > max_sessions {
+            if let Some(old) = entry.sessions.pop() {
+                dropped.push(old.id);
+            }
+        }
+        for old in dropped {
+            self.sessions.remove(&old);
+        }
         self.sessions.insert(id, contact);
         let mut batch = Batch::default();
         batch.dirty(contact);
