@@ -661,9 +661,12 @@ impl<S: Store> Engine<S> {
         let max_sessions = self.config.max_sessions.max(1);
         let entry = self.contact_entry(contact);
         entry.device = Some(bundle.certificate.clone());
-        entry.online = false;
-        entry.unanswered = 0;
-        entry.next_probe = None;
+        if moved {
+            // Online and the send budget were about the old device.
+            entry.online = false;
+            entry.unanswered = 0;
+            entry.next_probe = None;
+        }
         entry.sessions.insert(
             0,
             SessionEntry {
