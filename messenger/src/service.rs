@@ -149,6 +149,10 @@ impl Messenger {
     /// empty), starts a node on `transport` whose key is the device key,
     /// listens, joins the network through `config.bootstrap`, publishes the
     /// presence and prekey records, and returns the handle and its events.
+    ///
+    /// Read the events: none is ever dropped, so when the receiver's buffer
+    /// (1,024 events) is full the messenger waits for the application, and
+    /// meanwhile takes no envelopes and no commands.
     pub async fn start<S: Store>(
         store: S,
         transport: impl Transport,

@@ -103,8 +103,11 @@ async fn a_slow_reader_loses_no_events() {
         bootstrap: vec![common::seed(&seed)],
         ..MessengerConfig::default()
     };
-    let alice = start(&net, MemoryStore::new(), config()).await;
+    let mut alice = start(&net, MemoryStore::new(), config()).await;
     let mut bob = start(&net, MemoryStore::new(), config()).await;
+    // Alice's application reads its events (delivery receipts) all along.
+    let mut alice_events = std::mem::replace(&mut alice.events, tokio::sync::mpsc::channel(1).1);
+    tokio::spawn(async move { while alice_events.recv().await.is_some() {} });
     let b = bob.messenger.user_id();
     alice.messenger.add_contact(b, "bob").await.unwrap();
     for n in 0..BURST {
