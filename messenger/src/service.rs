@@ -793,6 +793,17 @@ impl<S: Store> Driver<S> {
         });
     }
 
+    /// A lookup of `user` found nothing usable: the next one waits the
+    /// current backoff (returned), which doubles up to `lookup_retry_max`.
+    fn lookup_missed(&mut self, user: UserId, now: Instant) -> Duration {
+        let (first, max) = (self.config.lookup_retry, self.config.lookup_retry_max);
+        let backoff = self.lookup_backoff.entry(user).or_insert((now, first));
+        let wait = backoff.1;
+        backoff.0 = now + wait;
+        backoff.1 = (wait * 2).min(max);
+        wait
+    }
+
     fn looked_up(
         &mut self,
         user: UserId,
@@ -806,11 +817,7 @@ impl<S: Store> Driver<S> {
                 if let Err(e) = miss {
                     tracing::debug!(%user, %e, "lookup failed");
                 }
-                let (first, max) = (self.config.lookup_retry, self.config.lookup_retry_max);
-                let backoff = self.lookup_backoff.entry(user).or_insert((now, first));
-                let wait = backoff.1;
-                backoff.0 = now + wait;
-                backoff.1 = (backoff.1 * 2).min(max);
+                let wait = self.lookup_missed(user, now);
                 // Look again after the backoff if messages still wait (the
                 // contact may publish any moment, e.g. while both start).
                 if self.engine.outbox_len(&user) > 0 {
@@ -840,10 +847,7 @@ impl<S: Store> Driver<S> {
         }
         if entry.addresses.is_empty() {
             // Nowhere to dial: as good as a miss; keep backing off.
-            let (first, max) = (self.config.lookup_retry, self.config.lookup_retry_max);
-            let backoff = self.lookup_backoff.entry(user).or_insert((now, first));
-            backoff.0 = now + backoff.1;
-            backoff.1 = (backoff.1 * 2).min(max);
+            self.lookup_missed(user, now);
             return;
         }
         if self.engine.has_session(&user) {
