@@ -28,6 +28,9 @@
 //!
 //! Type `/help` for the commands. Times are shown in UTC.
 
+mod common;
+
+use common::clock;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -112,17 +115,6 @@ fn quote(text: &str, n: usize) -> String {
     } else {
         head
     }
-}
-
-/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
-fn clock(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60
-    )
 }
 
 /// The chat's state besides the messenger.

@@ -12,6 +12,9 @@
 //! cargo run --release -p shoal-examples --bin demo -- --streams 64 --kib 4096
 //! ```
 
+mod common;
+
+use common::clock;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -449,15 +452,4 @@ async fn talk(nodes: &mut Vec<(Messenger, mpsc::Receiver<Event>)>) -> Result<(),
         SCRIPT.len()
     );
     Ok(())
-}
-
-/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
-fn clock(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60
-    )
 }
