@@ -33,11 +33,14 @@ pub const DEFAULT_MAX_FRAME_SIZE: u32 = 256 * 1024;
 /// waiting to be accepted). An inbound SYN above it is refused with RST.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 1024;
 
-/// Default for [`Config::max_pending_accept`]: 256.
+/// Default for [`Config::max_pending_accept`]: 1024, as many as
+/// [`DEFAULT_MAX_CONCURRENT_STREAMS`].
 ///
 /// Protects memory: inbound streams the application has not accepted yet.
-/// Above it, a new SYN is refused with RST.
-pub const DEFAULT_MAX_PENDING_ACCEPT: usize = 256;
+/// Above it, a new SYN is refused with RST. A peer may open many streams in
+/// one burst, all arriving in one read before the application had a chance
+/// to accept any; by default only the stream limit refuses them.
+pub const DEFAULT_MAX_PENDING_ACCEPT: usize = DEFAULT_MAX_CONCURRENT_STREAMS;
 
 /// Default for [`Config::keepalive_interval`]: 30 s between keep-alive pings.
 ///
@@ -51,16 +54,27 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default for [`Config::max_control_frames_per_sec`]: 1000.
 ///
-/// Protects CPU and the outbound queue: pings, refused SYNs and empty frames
-/// the peer may make us handle per second before the connection is closed.
+/// Protects CPU and the outbound queue: pings, empty frames and GoAways the
+/// peer may make us handle per second before the connection is closed.
+/// Streams we refuse are not counted: a refusal is our own decision (a limit
+/// of ours), and opening streams is what a peer is for.
 pub const DEFAULT_MAX_CONTROL_FRAMES_PER_SEC: u32 = 1000;
 
 /// Default for [`Config::max_pending_control_frames`]: 256.
 ///
-/// Protects memory: answers (pongs, RSTs for refused streams) queued but not
-/// yet taken by [`Connection::poll_transmit`](crate::Connection::poll_transmit).
-/// A peer that pings but never reads hits this and is disconnected.
+/// Protects memory: answers queued but not yet taken by
+/// [`Connection::poll_transmit`](crate::Connection::poll_transmit). A peer
+/// that pings but never reads its pongs hits this and is disconnected. RSTs
+/// for refused streams beyond it do not close the connection: the core asks
+/// its driver to stop reading ([`Connection::wants_input`](crate::Connection::wants_input))
+/// until they went out.
 pub const DEFAULT_MAX_PENDING_CONTROL_FRAMES: usize = 256;
+
+/// Default for [`Config::close_timeout`]: 5 s.
+///
+/// Protects liveness of a closing connection: after our GoAway, streams still
+/// open this long are reset and the connection ends.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default for [`Config::max_send_buffer`]: 1 MiB.
 ///
@@ -106,6 +120,7 @@ pub struct Config {
     max_control_frames_per_sec: u32,
     max_pending_control_frames: usize,
     max_send_buffer: usize,
+    close_timeout: Duration,
 }
 
 impl Default for Config {
@@ -121,6 +136,7 @@ impl Default for Config {
             max_control_frames_per_sec: DEFAULT_MAX_CONTROL_FRAMES_PER_SEC,
             max_pending_control_frames: DEFAULT_MAX_PENDING_CONTROL_FRAMES,
             max_send_buffer: DEFAULT_MAX_SEND_BUFFER,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }
@@ -188,6 +204,13 @@ impl Config {
         self
     }
 
+    /// How long streams may go on after our GoAway before they are reset
+    /// and the connection ends.
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
     /// See [`Config::with_max_stream_window`].
     pub fn max_stream_window(&self) -> u32 {
         self.max_stream_window
@@ -236,5 +259,10 @@ impl Config {
     /// See [`Config::with_max_send_buffer`].
     pub fn max_send_buffer(&self) -> usize {
         self.max_send_buffer
+    }
+
+    /// See [`Config::with_close_timeout`].
+    pub fn close_timeout(&self) -> Duration {
+        self.close_timeout
     }
 }

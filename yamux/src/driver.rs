@@ -37,9 +37,11 @@ const RELEASE_READ_BUFFER_AFTER: Duration = Duration::from_secs(1);
 /// Loop iterations per `poll` before yielding to other tasks.
 const POLL_BUDGET: usize = 32;
 
-/// How long a closing connection may spend flushing its last frames
-/// (e.g. the GoAway) to a peer that does not read.
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// How long a closed connection may spend flushing its last frames (the
+/// GoAway) to a peer that does not read, and then waiting for the peer to
+/// close its side. A peer that answered our GoAway closes within one round
+/// trip; this bounds the wait for one that never does.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// The current time on tokio's clock (so paused test time applies).
 pub(crate) fn now() -> Instant {
@@ -97,7 +99,8 @@ impl Shared {
                         w.wake_all();
                     }
                 }
-                Event::GoAwayReceived(_) => {}
+                // accept_stream ends once the queue is empty.
+                Event::GoAwayReceived(_) => accept.notify_waiters(),
                 Event::Closed(_) => {
                     self.wakers.values_mut().for_each(StreamWakers::wake_all);
                     accept.notify_waiters();
@@ -146,7 +149,8 @@ impl Control {
     }
 
     /// Waits for the next inbound stream. Fails with the connection's close
-    /// reason ([`ConnectionError::Closed`] after a graceful close).
+    /// reason, or with [`ConnectionError::Closed`] once the remote sent
+    /// GoAway and every stream it opened before was accepted.
     pub async fn accept_stream(&self) -> Result<Stream, ConnectionError> {
         loop {
             let mut notified = pin!(self.inner.accept.notified());
@@ -161,17 +165,23 @@ impl Control {
                 if let Some(e) = s.conn.close_reason() {
                     return Err(e.clone());
                 }
+                if s.conn.go_away_received() {
+                    return Err(ConnectionError::Closed);
+                }
             }
             notified.await;
         }
     }
 
-    /// Sends GoAway(normal): no new streams either way, existing streams
-    /// finish. The driver completes once the remote sent GoAway too and all
-    /// streams closed, or the remote closes the transport.
+    /// Closes the connection gracefully: sends GoAway(normal), so no new
+    /// streams either way; existing streams go on until they end or
+    /// [`Config::close_timeout`] resets them. Then the driver flushes, shuts
+    /// the transport's write side down and completes when the remote closed
+    /// its side too (within one round trip for a remote that answers
+    /// GoAway, at most 2 s after ours otherwise).
     pub fn go_away(&self) {
         let mut s = self.inner.lock();
-        s.conn.go_away();
+        s.conn.go_away(now());
         s.wake_driver();
     }
 
@@ -217,6 +227,8 @@ pub struct Driver<T> {
     wbuf: BytesMut,
     need_flush: bool,
     read_closed: bool,
+    /// Our write side was shut down after the connection closed.
+    write_shut: bool,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
     linger_until: Option<Instant>,
@@ -253,6 +265,7 @@ where
             wbuf: BytesMut::new(),
             need_flush: false,
             read_closed: false,
+            write_shut: false,
             sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             armed: None,
             linger_until: None,
@@ -316,35 +329,25 @@ where
             (s.conn.poll_timeout(), s.conn.close_reason().cloned())
         };
 
-        // 2. Flush outbound.
+        // 2. Flush outbound. A failed write ends the connection at once:
+        // nothing more can reach the peer.
         let mut progress = match self.poll_flush_out(cx) {
             Ok(p) => p,
             Err(e) => {
-                self.inner.lock().conn.handle_transport_error(e);
-                true
+                let mut s = self.inner.lock();
+                s.conn.handle_transport_error(e);
+                s.dispatch_events(&self.inner.accept);
+                let reason = s.conn.close_reason().cloned();
+                drop(s);
+                return Step::Done(match reason {
+                    Some(reason) if !reason.is_graceful() => Err(reason),
+                    _ => Ok(()),
+                });
             }
         };
 
-        // A closed connection only drains its last frames, within a linger bound.
         if let Some(reason) = closed {
-            let drained =
-                self.wbuf.is_empty() && !self.need_flush && !self.inner.lock().conn.has_transmit();
-            let linger = *self
-                .linger_until
-                .get_or_insert_with(|| now() + CLOSE_LINGER);
-            self.arm(linger);
-            let expired = self.sleep.as_mut().poll(cx).is_ready();
-            if drained || expired || self.read_closed {
-                if drained {
-                    let _ = Pin::new(&mut self.io).poll_shutdown(cx);
-                }
-                return Step::Done(if reason.is_graceful() {
-                    Ok(())
-                } else {
-                    Err(reason)
-                });
-            }
-            return if progress { Step::Progress } else { Step::Idle };
+            return self.poll_closed(cx, reason, progress);
         }
 
         // 3. Timers.
@@ -357,8 +360,9 @@ where
             }
         }
 
-        // 4. Read from the transport, even while a write is pending.
-        if !self.read_closed {
+        // 4. Read from the transport, even while a write is pending (unless
+        // the core holds too many answers the peer has not taken yet).
+        if !self.read_closed && self.inner.lock().conn.wants_input() {
             if self.scratch.is_empty() {
                 self.scratch.resize(FIRST_READ_CHUNK, 0);
             }
@@ -398,6 +402,62 @@ where
         }
 
         if progress { Step::Progress } else { Step::Idle }
+    }
+
+    /// A closed connection: drain its last frames (the GoAway), shut the
+    /// write side down, then read (and drop) until the peer closes its
+    /// side, all within [`CLOSE_LINGER`].
+    fn poll_closed(
+        &mut self,
+        cx: &mut Context<'_>,
+        reason: ConnectionError,
+        progress: bool,
+    ) -> Step {
+        let done = |reason: ConnectionError| {
+            Step::Done(if reason.is_graceful() {
+                Ok(())
+            } else {
+                Err(reason)
+            })
+        };
+        let linger = *self
+            .linger_until
+            .get_or_insert_with(|| now() + CLOSE_LINGER);
+        self.arm(linger);
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            tracing::debug!("yamux close linger expired");
+            return done(reason);
+        }
+        let drained =
+            self.wbuf.is_empty() && !self.need_flush && !self.inner.lock().conn.has_transmit();
+        if drained && !self.write_shut {
+            if let Poll::Ready(_) = Pin::new(&mut self.io).poll_shutdown(cx) {
+                self.write_shut = true;
+            }
+        }
+        if self.read_closed {
+            // The peer closed its side: nothing more to wait for.
+            return done(reason);
+        }
+        if !self.write_shut {
+            return if progress { Step::Progress } else { Step::Idle };
+        }
+        // Wait for the peer's end of file, discarding what it still sends.
+        if self.scratch.is_empty() {
+            self.scratch.resize(FIRST_READ_CHUNK, 0);
+        }
+        for _ in 0..POLL_BUDGET {
+            let mut buf = ReadBuf::new(&mut self.scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                Poll::Ready(_) => {
+                    self.read_closed = true;
+                    return done(reason);
+                }
+                Poll::Pending => return Step::Idle,
+            }
+        }
+        Step::Progress
     }
 
     /// Frees the read buffer if the connection is quiet (see

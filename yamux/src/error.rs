@@ -71,9 +71,12 @@ pub enum ProtocolViolation {
 /// [`StreamError::Connection`] carrying this value.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectionError {
-    /// Graceful end: GoAway(normal) went both ways (or the transport closed
-    /// after one) and no stream was left. Blame: none; no code sent beyond
-    /// GoAway(normal).
+    /// Graceful end: a GoAway(normal) went one way or the other and no
+    /// stream was left (after our GoAway, streams that outlive the close
+    /// timeout are reset first). Also what
+    /// [`Control::accept_stream`](crate::Control::accept_stream) returns once
+    /// the remote's GoAway means no inbound stream will come. Blame: none; no
+    /// code sent beyond GoAway(normal).
     #[error("connection closed gracefully")]
     Closed,
     /// The remote sent bytes that are not a frame. Blame: remote; we sent

@@ -18,16 +18,18 @@ use crate::error::StreamError;
 ///   until the remote finishes too.
 /// * [`Stream::reset`] aborts both directions (RST): the remote's reads and
 ///   writes fail and its unread data is discarded.
-/// * **Dropping a stream finishes it gracefully**, like closing a TCP socket
-///   or a QUIC stream: a write side still open is finished (FIN, never
-///   RST), so everything written before — even bytes the remote has not
-///   read yet — is delivered and the remote reads end-of-stream after it.
-///   The read side is discarded: data still arriving is thrown away and its
-///   window credit returned at once, so the remote can finish its writes
-///   without stalling. The stream's state is freed once the remote's FIN or
-///   RST arrives (at once if it already came); until then it counts toward
+/// * **Dropping a stream closes it as TCP closes a socket** (RFC 1122
+///   4.2.2.13): if received data was left unread, or data arrives after the
+///   drop, the stream is reset (RST), so the remote's writes fail instead of
+///   its peer reading a clean end after a truncated prefix. Otherwise a
+///   write side still open is finished (FIN): everything written before,
+///   even bytes the remote has not read yet, is delivered and the remote
+///   reads end-of-stream after it. So "write, shut down, read the reply to
+///   its end, drop" delivers everything. The state is freed once the
+///   remote's FIN or RST arrives (at once if it already came); until then it
+///   counts toward
 ///   [`Config::max_concurrent_streams`](crate::Config::max_concurrent_streams).
-///   Call [`Stream::reset`] before dropping to abort instead.
+///   Call [`Stream::reset`] before dropping to abort in any case.
 /// * Once the connection dies, pending and later reads and writes fail.
 ///
 /// See [`Connection::drop_stream`](crate::Connection::drop_stream) for the
@@ -154,8 +156,8 @@ impl AsyncWrite for Stream {
 }
 
 impl Drop for Stream {
-    /// Finishes the write side (FIN) if still open and discards the read
-    /// side; never sends RST (see the type's documentation).
+    /// Finishes the write side (FIN) if still open, or resets the stream
+    /// if received data was left unread (see the type's documentation).
     fn drop(&mut self) {
         let mut s = self.inner.lock();
         s.conn.drop_stream(self.id);

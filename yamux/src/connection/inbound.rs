@@ -100,7 +100,7 @@ impl Connection {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if s.discarded {
+        if s.dropped {
             return;
         }
         s.push(chunk);
@@ -147,9 +147,14 @@ impl Connection {
                     .into());
                 }
                 s.recv_credit -= h.length;
-                if !s.discarded {
-                    s.unread += h.length;
+                if s.dropped && h.length > 0 {
+                    // Nobody will read it: abort, so the writer learns.
+                    tracing::debug!(stream = %id, "data for a dropped stream: reset");
+                    let _ = self.reset(id);
+                    self.body = Some(discard(h.length));
+                    return Ok(());
                 }
+                s.unread += h.length;
                 Some(id)
             }
             None => {
@@ -157,10 +162,6 @@ impl Connection {
                 None
             }
         };
-        if target.is_some() && !fin {
-            // A dropped stream's bytes will be thrown away: credit at once.
-            self.grant_discarded(id);
-        }
         if h.length > 0 {
             self.body = Some(Body {
                 target,
@@ -271,8 +272,10 @@ impl Connection {
             || self.streams.len() >= self.config.max_concurrent_streams()
             || self.accept_queue.len() >= self.config.max_pending_accept();
         if refuse {
+            // Our limit, our decision: not counted against the peer. The
+            // queued RSTs are bounded through `wants_input` instead.
             tracing::debug!(stream = %id, "refusing inbound stream");
-            self.count_control(now, true)?;
+            self.budget.pending_refusals += 1;
             Header::window_update(Flags::RST, id, 0).encode(&mut self.out);
             self.recently_closed.insert(id, Ended::ResetLocal);
             return Ok(false);
@@ -303,7 +306,7 @@ impl Connection {
     fn on_remote_reset(&mut self, id: StreamId) {
         if let Some(s) = self.streams.remove(&id) {
             tracing::debug!(stream = %id, "stream reset by remote");
-            if !s.discarded {
+            if !s.dropped {
                 self.events.push_back(Event::Reset(id));
             }
             self.forget(id, &s, Ended::ResetRemote);
@@ -316,7 +319,7 @@ impl Connection {
         };
         if !s.remote_fin {
             s.remote_fin = true;
-            if !s.discarded {
+            if !s.dropped {
                 self.events.push_back(Event::Finished(id));
             }
         }

@@ -11,11 +11,14 @@ use crate::StreamId;
 #[derive(Debug)]
 pub(crate) struct ControlBudget {
     per_sec: u32,
-    max_pending: usize,
+    pub(crate) max_pending: usize,
     window_start: Option<Instant>,
     in_window: u32,
-    /// Answers (pongs, RSTs) queued since the last `poll_transmit`.
+    /// Pongs queued since the last `poll_transmit`.
     pub(crate) pending: usize,
+    /// RSTs for refused streams queued since the last `poll_transmit`. Not
+    /// held against the peer: beyond `max_pending` the driver stops reading.
+    pub(crate) pending_refusals: usize,
 }
 
 impl ControlBudget {
@@ -26,7 +29,14 @@ impl ControlBudget {
             window_start: None,
             in_window: 0,
             pending: 0,
+            pending_refusals: 0,
         }
+    }
+
+    /// Everything queued went out.
+    pub(crate) fn transmitted(&mut self) {
+        self.pending = 0;
+        self.pending_refusals = 0;
     }
 
     /// Counts one frame; `Err` names the limit that was crossed.

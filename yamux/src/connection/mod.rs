@@ -140,6 +140,8 @@ pub struct Connection {
     pinger: Pinger,
     local_go_away: bool,
     remote_go_away: bool,
+    /// After our GoAway: when the streams left are reset.
+    close_deadline: Option<Instant>,
     closed: Option<ConnectionError>,
 }
 
@@ -176,6 +178,7 @@ impl Connection {
             },
             local_go_away: false,
             remote_go_away: false,
+            close_deadline: None,
             closed: None,
         };
         conn.send_ping(now);
@@ -278,14 +281,11 @@ impl Connection {
         buf: &mut [u8],
         now: Instant,
     ) -> Result<Option<usize>, StreamError> {
-        self.check_open()?;
+        self.check_readable()?;
         let Some(stream) = self.streams.get_mut(&id) else {
-            if self.ended(id) == Some(Ended::Finished) {
-                return Ok(Some(0));
-            }
-            return Err(self.missing(id));
+            return self.read_missing(id).map(|()| Some(0));
         };
-        if stream.discarded {
+        if stream.dropped {
             return Err(StreamError::UnknownStream(id));
         }
         stream.notify_readable = true;
@@ -309,14 +309,11 @@ impl Connection {
         max: usize,
         now: Instant,
     ) -> Result<Option<Bytes>, StreamError> {
-        self.check_open()?;
+        self.check_readable()?;
         let Some(stream) = self.streams.get_mut(&id) else {
-            if self.ended(id) == Some(Ended::Finished) {
-                return Ok(Some(Bytes::new()));
-            }
-            return Err(self.missing(id));
+            return self.read_missing(id).map(|()| Some(Bytes::new()));
         };
-        if stream.discarded {
+        if stream.dropped {
             return Err(StreamError::UnknownStream(id));
         }
         stream.notify_readable = true;
@@ -361,23 +358,27 @@ impl Connection {
     }
 
     /// The application dropped its handle to the stream (what dropping a
-    /// [`Stream`](crate::Stream) does). Graceful, like closing a TCP socket:
+    /// [`Stream`](crate::Stream) does). Follows TCP's close (RFC 1122
+    /// 4.2.2.13), so a writer never mistakes lost bytes for a clean end:
     ///
-    /// * A write side still open is finished (FIN), never reset, so bytes
-    ///   written before still reach the remote. [`reset`](Self::reset) is
-    ///   the explicit abort.
-    /// * The read side is discarded: unread bytes are thrown away, Data
-    ///   arriving later is thrown away too and its credit returned at once
-    ///   (batched like reads), so the remote can finish writing without
-    ///   stalling. No more events are raised for the stream.
-    /// * The state is freed once the remote's FIN or RST arrives —
-    ///   immediately if the remote already finished. Until then the stream
-    ///   counts toward [`Config::max_concurrent_streams`].
+    /// * If received bytes were never read, the stream is reset (RST): the
+    ///   remote's reads and writes fail instead of its peer seeing a clean
+    ///   end-of-stream after a truncated prefix.
+    /// * Otherwise a write side still open is finished (FIN), so bytes
+    ///   written before still reach the remote, and the stream waits for the
+    ///   remote's FIN. Data arriving after the drop resets the stream (RST):
+    ///   nobody will read it, and the writer must learn that.
+    /// * The state is freed on the remote's FIN or RST (at once if it
+    ///   already finished) or on that reset. Until then the stream counts
+    ///   toward [`Config::max_concurrent_streams`]. No more events are raised
+    ///   for it.
     /// * A stream the remote never heard of (nothing sent yet, its SYN still
     ///   owed) is freed silently.
     ///
-    /// Later calls with `id` fail as for an unknown stream. Unknown ids and a
-    /// closed connection are ignored.
+    /// The pattern "write, [`finish`](Self::finish), read the reply to its
+    /// end, drop" thus delivers everything both ways. Later calls with `id`
+    /// fail as for an unknown stream. Unknown ids and a closed connection are
+    /// ignored.
     pub fn drop_stream(&mut self, id: StreamId) {
         if self.closed.is_some() {
             return;
@@ -391,32 +392,58 @@ impl Connection {
             }
             return;
         }
-        stream.discard();
+        if stream.unread > 0 {
+            tracing::debug!(stream = %id, unread = stream.unread, "dropped with unread data: reset");
+            let _ = self.reset(id);
+            return;
+        }
+        stream.mark_dropped();
         queue_fin(id, stream, &mut self.out);
-        self.grant_discarded(id);
         self.remove_if_done(id);
     }
 
-    /// Sends GoAway(normal): inbound SYNs are refused with RST, `open_stream`
-    /// fails, existing streams continue. The connection reports
-    /// [`ConnectionError::Closed`] once the remote sent GoAway too and no
-    /// stream is left. Idempotent.
-    pub fn go_away(&mut self) {
+    /// Starts closing the connection: sends GoAway(normal), after which
+    /// inbound SYNs are refused with RST and `open_stream` fails; existing
+    /// streams go on. The connection ends ([`ConnectionError::Closed`]) as
+    /// soon as no stream is left (at once if none is), or when
+    /// [`Config::close_timeout`] has passed, resetting the streams left. A
+    /// remote that receives our GoAway answers with its own once its streams
+    /// ended, so both ends close within one round trip after the last
+    /// stream. Idempotent.
+    pub fn go_away(&mut self, now: Instant) {
         if self.closed.is_some() || self.local_go_away {
             return;
         }
+        self.now = now;
         self.local_go_away = true;
+        self.close_deadline = Some(now + self.config.close_timeout());
+        // Streams opened before the GoAway are announced before it, so the
+        // remote does not take the GoAway for the end of everything.
+        self.encode_owed_flags();
         Header::go_away(GoAwayCode::Normal).encode(&mut self.out);
         self.check_graceful_close();
     }
 
     // ----- inputs besides bytes -----
 
-    /// Advances timers: sends keep-alive pings and closes the connection
-    /// when one went unanswered.
+    /// Advances timers: sends keep-alive pings, closes the connection when
+    /// one went unanswered, and ends a closing connection whose streams
+    /// outlived [`Config::close_timeout`] (resetting them).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.closed.is_some() {
+            return;
+        }
+        if self.close_deadline.is_some_and(|t| now >= t) {
+            tracing::debug!(
+                streams = self.streams.len(),
+                "close timeout: resetting streams"
+            );
+            let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+            for id in ids {
+                let _ = self.reset(id);
+            }
+            // The last reset closed the connection (see check_graceful_close).
             return;
         }
         if let Some((_, sent)) = self.pinger.outstanding {
@@ -432,13 +459,16 @@ impl Connection {
         }
     }
 
-    /// The transport reached end-of-file. Graceful if a GoAway was exchanged
-    /// and no stream is left, otherwise [`ConnectionError::TransportClosed`].
+    /// The transport reached end-of-file. Graceful if a GoAway was sent or
+    /// received and every stream left was finished both ways (only unread
+    /// data remains, and stays readable); otherwise
+    /// [`ConnectionError::TransportClosed`].
     pub fn handle_transport_closed(&mut self) {
         if self.closed.is_some() {
             return;
         }
-        let graceful = (self.local_go_away || self.remote_go_away) && self.streams.is_empty();
+        let graceful = (self.local_go_away || self.remote_go_away)
+            && self.streams.values().all(|s| s.remote_fin && s.local_fin);
         self.out.clear();
         self.fail(if graceful {
             ConnectionError::Closed
@@ -461,15 +491,8 @@ impl Connection {
     /// Moves all encoded frames into `buf` (a buffer swap when `buf` is
     /// empty, so no copy) and returns how many bytes were added.
     pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> usize {
-        for id in std::mem::take(&mut self.flag_pending) {
-            if let Some(s) = self.streams.get_mut(&id) {
-                let flags = s.take_flag();
-                if !flags.is_empty() {
-                    Header::window_update(flags, id, 0).encode(&mut self.out);
-                }
-            }
-        }
-        self.budget.pending = 0;
+        self.encode_owed_flags();
+        self.budget.transmitted();
         let n = self.out.len();
         if n > 0 {
             if buf.is_empty() {
@@ -490,9 +513,33 @@ impl Connection {
         n
     }
 
+    /// Encodes the SYNs and ACKs still owed (streams opened or accepted
+    /// that sent nothing yet).
+    fn encode_owed_flags(&mut self) {
+        for id in std::mem::take(&mut self.flag_pending) {
+            if let Some(s) = self.streams.get_mut(&id) {
+                let flags = s.take_flag();
+                if !flags.is_empty() {
+                    Header::window_update(flags, id, 0).encode(&mut self.out);
+                }
+            }
+        }
+    }
+
     /// Whether `poll_transmit` has something to hand out.
     pub fn has_transmit(&self) -> bool {
         !self.out.is_empty() || !self.flag_pending.is_empty()
+    }
+
+    /// Whether the driver should read more from the transport. `false` while
+    /// more RSTs for refused streams than
+    /// [`Config::max_pending_control_frames`] wait for
+    /// [`poll_transmit`](Self::poll_transmit): a peer opening streams faster
+    /// than it reads our refusals is slowed down, not disconnected. (Input is
+    /// still consumed whole when given, so one read can overshoot by what it
+    /// holds.)
+    pub fn wants_input(&self) -> bool {
+        self.budget.pending_refusals <= self.budget.max_pending
     }
 
     /// The next event, if any.
@@ -505,12 +552,16 @@ impl Connection {
         if self.closed.is_some() {
             return None;
         }
-        match self.pinger.outstanding {
+        let ping = match self.pinger.outstanding {
             Some((_, sent)) => self
                 .config
                 .keepalive_interval()
                 .map(|_| sent + self.config.keepalive_timeout()),
             None => self.pinger.next_ping,
+        };
+        match (ping, self.close_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -556,6 +607,12 @@ impl Connection {
         self.closed.as_ref()
     }
 
+    /// Whether the remote sent GoAway: no inbound stream will come after
+    /// those already queued for [`accept_stream`](Self::accept_stream).
+    pub fn go_away_received(&self) -> bool {
+        self.remote_go_away
+    }
+
     /// Whether the connection has closed.
     pub fn is_closed(&self) -> bool {
         self.closed.is_some()
@@ -573,6 +630,26 @@ impl Connection {
             Some(e) => Err(StreamError::Connection(e.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Reads fail once the connection failed; after a graceful close, data
+    /// that arrived stays readable.
+    fn check_readable(&self) -> Result<(), StreamError> {
+        match &self.closed {
+            Some(e) if !e.is_graceful() => Err(StreamError::Connection(e.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// A read of an id not in the map: `Ok` (end of stream) if it finished.
+    fn read_missing(&self, id: StreamId) -> Result<(), StreamError> {
+        if let Some(e) = &self.closed {
+            return Err(StreamError::Connection(e.clone()));
+        }
+        if self.ended(id) == Some(Ended::Finished) {
+            return Ok(());
+        }
+        Err(self.missing(id))
     }
 
     /// The error for an id that is not in the stream map.
@@ -594,6 +671,9 @@ impl Connection {
         let max_window = self.config.max_stream_window();
         let max_total = self.config.max_connection_window();
         let rtt = self.pinger.rtt.map(|rtt| rtt.max(AUTOTUNE_MIN_RTT));
+        if self.closed.is_some() {
+            return;
+        }
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -619,20 +699,6 @@ impl Connection {
         self.remove_if_done(id);
     }
 
-    /// Returns the credit of discarded bytes of a dropped stream, in batches
-    /// of at least half a window (no auto-tuning: nobody reads).
-    fn grant_discarded(&mut self, id: StreamId) {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        if s.discarded && !s.remote_fin && s.grantable() >= s.recv_window / 2 {
-            let grant = s.grantable();
-            let flags = s.take_flag();
-            s.recv_credit += grant;
-            Header::window_update(flags, id, grant).encode(&mut self.out);
-        }
-    }
-
     fn remove_if_done(&mut self, id: StreamId) {
         if self.streams.get(&id).is_some_and(StreamState::is_done) {
             if let Some(s) = self.streams.remove(&id) {
@@ -650,12 +716,18 @@ impl Connection {
         self.check_graceful_close();
     }
 
+    /// Ends the connection once a GoAway was sent or received and no
+    /// stream is left. A remote's GoAway is answered with ours: with no
+    /// stream left and none allowed, the connection has nothing more to do.
     fn check_graceful_close(&mut self) {
-        if self.closed.is_none()
-            && self.local_go_away
-            && self.remote_go_away
-            && self.streams.is_empty()
-        {
+        if self.closed.is_some() || !self.streams.is_empty() {
+            return;
+        }
+        if self.remote_go_away && !self.local_go_away {
+            self.local_go_away = true;
+            Header::go_away(GoAwayCode::Normal).encode(&mut self.out);
+        }
+        if self.local_go_away {
             self.fail(ConnectionError::Closed);
         }
     }
@@ -681,7 +753,14 @@ impl Connection {
         } else {
             tracing::debug!(%error, "yamux connection closed");
         }
-        self.streams.clear();
+        if error.is_graceful() {
+            // A graceful close loses nothing that arrived: streams finished
+            // both ways keep their unread data for the application.
+            self.streams
+                .retain(|_, s| s.remote_fin && s.local_fin && s.unread > 0 && !s.dropped);
+        } else {
+            self.streams.clear();
+        }
         self.accept_queue.clear();
         self.flag_pending.clear();
         self.waiting_room.clear();

@@ -37,9 +37,9 @@ pub(crate) struct StreamState {
     pub(crate) write_blocked: bool,
     /// The application read since the last Readable event.
     pub(crate) notify_readable: bool,
-    /// The application dropped its handle: arriving data is thrown away and
-    /// its credit returned at once; no events are raised for the stream.
-    pub(crate) discarded: bool,
+    /// The application dropped its handle: data arriving resets the stream;
+    /// no events are raised for it.
+    pub(crate) dropped: bool,
 }
 
 impl StreamState {
@@ -57,7 +57,7 @@ impl StreamState {
             pending_flag,
             write_blocked: false,
             notify_readable: true,
-            discarded: false,
+            dropped: false,
         }
     }
 
@@ -66,12 +66,10 @@ impl StreamState {
         self.recv_buf.extend_from_slice(chunk);
     }
 
-    /// Throws away everything arrived and not yet read (the read side was
-    /// dropped); from now on nothing counts as unread.
-    pub(crate) fn discard(&mut self) {
-        self.discarded = true;
+    /// The application dropped its handle (with nothing left unread).
+    pub(crate) fn mark_dropped(&mut self) {
+        self.dropped = true;
         self.recv_buf = BytesMut::new();
-        self.unread = 0;
         self.notify_readable = false;
     }
 
