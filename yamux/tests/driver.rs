@@ -288,32 +288,52 @@ async fn drop_without_shutdown_finishes_and_delivers_all_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_stream_does_not_stall_peer_writer() {
+async fn dropped_stream_fails_the_peer_writer() {
     const LEN: usize = 8 * 1024 * 1024;
     let (client, server, _cd, _sd) = pair();
     let mut s = client.open_stream().await.unwrap();
     s.write_all(b"x").await.unwrap();
     drop(s);
-    timeout(Duration::from_secs(20), async {
+    timeout(Duration::from_secs(10), async {
         let mut s = server.accept_stream().await.unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"x");
-        // Nobody reads these on the client; the writer must not stall.
-        s.write_all(&pattern(5, LEN)).await.unwrap();
-        // The dropped stream lives (and counts) until we finish.
-        assert_eq!(client.num_streams(), 1);
-        s.shutdown().await.unwrap();
+        // Nobody will read these on the client: the writer must fail, not
+        // believe they were delivered.
+        let err = s.write_all(&pattern(5, LEN)).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
         for _ in 0..1000 {
             if client.num_streams() == 0 && server.num_streams() == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("dropped stream was not freed after the peer finished");
+        panic!("dropped stream was not freed");
     })
     .await
-    .expect("peer writer stalled on a dropped stream");
+    .expect("peer writer was never told");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_with_unread_data_fails_the_peer() {
+    let (client, server, _cd, _sd) = pair();
+    let mut s = client.open_stream().await.unwrap();
+    s.write_all(b"request").await.unwrap();
+    let mut peer = server.accept_stream().await.unwrap();
+    let mut req = [0u8; 7];
+    peer.read_exact(&mut req).await.unwrap();
+    peer.write_all(b"a reply nobody reads").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(s);
+    timeout(Duration::from_secs(10), async {
+        // The peer's read ends in an error, not a clean end of stream.
+        let mut rest = Vec::new();
+        let err = peer.read_to_end(&mut rest).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    })
+    .await
+    .expect("peer was never told");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,4 +388,113 @@ async fn unanswered_keepalive_closes_connection() {
     let (driver, _control) = Driver::new(a, config, Mode::Client);
     let result = timeout(Duration::from_secs(60), driver).await.unwrap();
     assert!(matches!(result, Err(ConnectionError::KeepAliveTimeout(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_both_drivers_within_a_round_trip() {
+    let (client, server, cd, sd) = pair();
+    spawn_echo_server(server.clone());
+    let stream = client.open_stream().await.unwrap();
+    echo_once(stream, pattern(2, 1000)).await.unwrap();
+    let started = std::time::Instant::now();
+    client.close();
+    let (c, s) = timeout(Duration::from_secs(5), async { (cd.await, sd.await) })
+        .await
+        .expect("drivers did not finish");
+    c.unwrap().unwrap();
+    s.unwrap().unwrap();
+    // One round trip on a pipe, far below the 2 s linger for silent peers.
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(server.close_reason().is_some_and(|e| e.is_graceful()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_ends_after_remote_go_away() {
+    let (client, server, _cd, _sd) = pair();
+    let mut open = client.open_stream().await.unwrap();
+    open.write_all(b"x").await.unwrap();
+    let mut accepted = server.accept_stream().await.unwrap();
+    client.go_away();
+    // No inbound stream can come: accept returns, though the stream lives.
+    let end = timeout(Duration::from_secs(2), server.accept_stream())
+        .await
+        .expect("accept_stream kept waiting after GoAway");
+    assert!(matches!(end, Err(ConnectionError::Closed)));
+    assert!(server.close_reason().is_none());
+    accepted.write_all(b"still works").await.unwrap();
+    let mut buf = [0u8; 11];
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still works");
+}
+
+/// A transport whose reads never complete and whose writes fail once armed.
+struct FailingWrites {
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for FailingWrites {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncWrite for FailingWrites {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(if self.fail.load(std::sync::atomic::Ordering::Acquire) {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        } else {
+            Ok(buf.len())
+        })
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_write_error_ends_driver_at_once() {
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = FailingWrites { fail: fail.clone() };
+    let (driver, control) = Driver::new(io, Config::default(), Mode::Client);
+    let driver = tokio::spawn(driver);
+    let mut stream = control.open_stream().await.unwrap();
+    stream.write_all(b"goes out").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    fail.store(true, std::sync::atomic::Ordering::Release);
+    let started = std::time::Instant::now();
+    let _ = stream.write_all(b"fails").await;
+    let result = timeout(Duration::from_secs(4), driver)
+        .await
+        .expect("driver lingered after a write error")
+        .unwrap();
+    assert!(matches!(result, Err(ConnectionError::Io(_))), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stream.write_all(b"later").await.is_err());
 }
