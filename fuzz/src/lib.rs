@@ -112,10 +112,10 @@ pub fn yamux_session(data: &[u8]) {
         if failed || conn.is_closed() {
             return;
         }
-        if i % 4 == 3 {
-            if let Ok(id) = conn.open_stream() {
-                let _ = conn.write(id, &piece[..piece.len().min(64)]);
-            }
+        if i % 4 == 3
+            && let Ok(id) = conn.open_stream()
+        {
+            let _ = conn.write(id, &piece[..piece.len().min(64)]);
         }
         now += Duration::from_millis(u64::from(control) * 7);
         conn.handle_timeout(now);

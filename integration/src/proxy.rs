@@ -66,11 +66,12 @@ where
             }
         }
         to.write_all(chunk).await?;
-        if let Tamper::Replay { start, len } = tamper {
-            if end >= start + len && !replay.is_empty() {
-                to.write_all(&replay).await?;
-                replay.clear();
-            }
+        if let Tamper::Replay { start, len } = tamper
+            && end >= start + len
+            && !replay.is_empty()
+        {
+            to.write_all(&replay).await?;
+            replay.clear();
         }
         to.flush().await?;
         offset = end;

@@ -32,11 +32,11 @@ fn msg(contact: [u8; 32], n: u64, height: u64, held: bool) -> StoredMessage {
         meta: MessageMeta {
             id: MessageId::of(&encoded),
             contact,
-            outgoing: n % 2 == 0,
+            outgoing: n.is_multiple_of(2),
             counter: n,
             height,
             timestamp_ms: 1_700_000_000_000 + n,
-            flags: flags(held, n % 3 == 0, n % 5 == 0),
+            flags: flags(held, n.is_multiple_of(3), n.is_multiple_of(5)),
         },
         encoded,
     }

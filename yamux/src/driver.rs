@@ -430,10 +430,8 @@ where
         }
         let drained =
             self.wbuf.is_empty() && !self.need_flush && !self.inner.lock().conn.has_transmit();
-        if drained && !self.write_shut {
-            if let Poll::Ready(_) = Pin::new(&mut self.io).poll_shutdown(cx) {
-                self.write_shut = true;
-            }
+        if drained && !self.write_shut && Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
+            self.write_shut = true;
         }
         if self.read_closed {
             // The peer closed its side: nothing more to wait for.

@@ -27,7 +27,7 @@ impl StreamId {
 
     /// Whether a server opened it (even, non-zero id).
     pub const fn is_server(self) -> bool {
-        self.0 != 0 && self.0 % 2 == 0
+        self.0 != 0 && self.0.is_multiple_of(2)
     }
 }
 

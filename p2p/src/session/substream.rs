@@ -455,10 +455,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(w: &mut W, mut rx: mpsc::Receiver<Out
                 batch.extend_from_slice(&frame.data);
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = w.write_all(&batch).await {
-                return io_error(e);
-            }
+        if !batch.is_empty()
+            && let Err(e) = w.write_all(&batch).await
+        {
+            return io_error(e);
         }
         // Written: release the send budget, and the batch buffer so an idle
         // substream holds no memory.

@@ -367,11 +367,11 @@ impl PeerStore {
         candidates.sort_unstable();
         let mut out = Vec::new();
         for (_, _, _, peer) in candidates.into_iter().take(n) {
-            if let Some(e) = self.entries.get_mut(&peer) {
-                if let Some(addr) = e.best_addr().cloned() {
-                    e.dialing = true;
-                    out.push((peer, addr));
-                }
+            if let Some(e) = self.entries.get_mut(&peer)
+                && let Some(addr) = e.best_addr().cloned()
+            {
+                e.dialing = true;
+                out.push((peer, addr));
             }
         }
         out

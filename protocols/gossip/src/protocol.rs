@@ -256,18 +256,18 @@ fn check_content(rpc: Rpc) -> Result<Rpc, DecodeError> {
 fn check_counts(frame: &[u8]) -> Result<(), DecodeError> {
     let mut rpcs = 0;
     for_each_field(frame, |tag, value| {
-        if tag == 1 {
-            if let Some(rpc) = value {
-                rpcs += 1;
-                // A repeated oneof case merges; one is all we ever send.
-                if rpcs > 1 {
-                    return Err(DecodeError::TooMany {
-                        what: "rpc bodies",
-                        limit: 1,
-                    });
-                }
-                check_rpc_counts(rpc)?;
+        if tag == 1
+            && let Some(rpc) = value
+        {
+            rpcs += 1;
+            // A repeated oneof case merges; one is all we ever send.
+            if rpcs > 1 {
+                return Err(DecodeError::TooMany {
+                    what: "rpc bodies",
+                    limit: 1,
+                });
             }
+            check_rpc_counts(rpc)?;
         }
         Ok(())
     })

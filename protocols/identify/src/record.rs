@@ -397,10 +397,10 @@ impl LocalRecord {
     ) -> Result<SignedPeerRecord, RecordError> {
         let addrs = self.addrs(listen_addrs);
         let mut inner = self.lock();
-        if let Some(current) = &inner.current {
-            if current.addrs() == addrs.as_slice() {
-                return Ok(current.clone());
-            }
+        if let Some(current) = &inner.current
+            && current.addrs() == addrs.as_slice()
+        {
+            return Ok(current.clone());
         }
         let seq = match &inner.current {
             Some(current) => now_ms.max(current.seq().saturating_add(1)),

@@ -466,10 +466,10 @@ impl Kademlia {
             PendingKind::Lookup { query, path } => {
                 let change = self.table.record_failure(&p.peer, self.config.max_failures);
                 self.apply_change(change);
-                if let Some(q) = self.queries.get_mut(&query) {
-                    if q.lookup.on_failure(path, &p.peer) {
-                        self.advance(now, query);
-                    }
+                if let Some(q) = self.queries.get_mut(&query)
+                    && q.lookup.on_failure(path, &p.peer)
+                {
+                    self.advance(now, query);
                 }
             }
             PendingKind::Store { query } => self.store_acked(now, query, false),

@@ -260,15 +260,15 @@ impl ServiceProtocol for KadHandler {
         let addrs = inner.known.get(&session.peer).cloned().unwrap_or_default();
         inner.core.peer_connected(now(), session.peer, addrs);
         // Messages that waited for this session.
-        if let Some(queue) = inner.outbox.remove(&session.peer) {
-            if let Some(control) = inner.control.clone() {
-                for bytes in queue {
-                    if control
-                        .try_send(session.id, self.shared.protocol, bytes)
-                        .is_err()
-                    {
-                        self.shared.dropped_messages.fetch_add(1, Ordering::Relaxed);
-                    }
+        if let Some(queue) = inner.outbox.remove(&session.peer)
+            && let Some(control) = inner.control.clone()
+        {
+            for bytes in queue {
+                if control
+                    .try_send(session.id, self.shared.protocol, bytes)
+                    .is_err()
+                {
+                    self.shared.dropped_messages.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -474,12 +474,12 @@ impl RoutingTable {
             .position(|e| e.contact.peer == *peer)?;
         let entry = bucket.entries.remove(i);
         self.len -= 1;
-        if let Some(prefix) = IpPrefix::of_addrs(&entry.contact.addrs) {
-            if let Some(n) = self.per_prefix.get_mut(&prefix) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_prefix.remove(&prefix);
-                }
+        if let Some(prefix) = IpPrefix::of_addrs(&entry.contact.addrs)
+            && let Some(n) = self.per_prefix.get_mut(&prefix)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_prefix.remove(&prefix);
             }
         }
         Some(entry.contact)

@@ -120,19 +120,19 @@ impl SessionProtocol for PingSession {
                 self.admit(false)?;
                 // Only the pong of the outstanding ping counts; any other is
                 // ignored and never closes anything.
-                if let Some((expected, sent)) = self.outstanding {
-                    if expected == nonce {
-                        self.outstanding = None;
-                        ctx.remove_notify(DEADLINE);
-                        let rtt = sent.elapsed();
-                        let session = ctx.session();
-                        self.shared.set_rtt(session.id, session.peer, rtt);
-                        self.shared.emit(Event::Pong {
-                            peer: session.peer,
-                            session: session.id,
-                            rtt,
-                        });
-                    }
+                if let Some((expected, sent)) = self.outstanding
+                    && expected == nonce
+                {
+                    self.outstanding = None;
+                    ctx.remove_notify(DEADLINE);
+                    let rtt = sent.elapsed();
+                    let session = ctx.session();
+                    self.shared.set_rtt(session.id, session.peer, rtt);
+                    self.shared.emit(Event::Pong {
+                        peer: session.peer,
+                        session: session.id,
+                        rtt,
+                    });
                 }
             }
         }

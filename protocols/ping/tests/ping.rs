@@ -220,10 +220,9 @@ async fn garbage_closes_only_that_ping_substream_and_stray_pongs_never_disconnec
     tokio::time::timeout(STEP, async {
         loop {
             if let ProtocolEvent::Received { data, .. } = next_protocol_event(&mut bad_events).await
+                && PingMessage::decode(&data) == Ok(PingMessage::Pong(42))
             {
-                if PingMessage::decode(&data) == Ok(PingMessage::Pong(42)) {
-                    break;
-                }
+                break;
             }
         }
     })

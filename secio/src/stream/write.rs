@@ -90,10 +90,10 @@ impl WriteState {
             self.failed = true;
             e.into_io()
         })?;
-        if self.pending() >= EAGER_WRITE_THRESHOLD {
-            if let Poll::Ready(Err(e)) = self.poll_drain(cx, io) {
-                self.deferred = Some(e);
-            }
+        if self.pending() >= EAGER_WRITE_THRESHOLD
+            && let Poll::Ready(Err(e)) = self.poll_drain(cx, io)
+        {
+            self.deferred = Some(e);
         }
         Poll::Ready(Ok(taken))
     }

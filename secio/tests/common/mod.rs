@@ -137,12 +137,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tap<IO> {
             return Poll::Ready(Ok(buf.len()));
         }
         let mut data = buf.to_vec();
-        if let Some((at, mask)) = self.flip {
-            if let Some(offset) = at.checked_sub(self.written) {
-                if let Some(byte) = data.get_mut(offset as usize) {
-                    *byte ^= mask;
-                }
-            }
+        if let Some((at, mask)) = self.flip
+            && let Some(offset) = at.checked_sub(self.written)
+            && let Some(byte) = data.get_mut(offset as usize)
+        {
+            *byte ^= mask;
         }
         let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &data))?;
         self.written += n as u64;

@@ -213,14 +213,14 @@ impl Connection {
 
     fn on_ping(&mut self, h: Header, now: Instant) -> Result<(), ConnectionError> {
         if h.flags.contains(Flags::ACK) {
-            if let Some((opaque, sent)) = self.pinger.outstanding {
-                if opaque == h.length {
-                    let rtt = now.saturating_duration_since(sent);
-                    tracing::trace!(?rtt, "yamux pong");
-                    self.pinger.rtt = Some(rtt);
-                    self.pinger.outstanding = None;
-                    self.pinger.next_ping = self.config.keepalive_interval().map(|i| now + i);
-                }
+            if let Some((opaque, sent)) = self.pinger.outstanding
+                && opaque == h.length
+            {
+                let rtt = now.saturating_duration_since(sent);
+                tracing::trace!(?rtt, "yamux pong");
+                self.pinger.rtt = Some(rtt);
+                self.pinger.outstanding = None;
+                self.pinger.next_ping = self.config.keepalive_interval().map(|i| now + i);
             }
             return self.count_control(now, false);
         }

@@ -503,11 +503,12 @@ impl Connection {
             }
         }
         for id in std::mem::take(&mut self.waiting_room) {
-            if let Some(s) = self.streams.get_mut(&id) {
-                if s.write_blocked && s.send_credit > 0 {
-                    s.write_blocked = false;
-                    self.events.push_back(Event::Writable(id));
-                }
+            if let Some(s) = self.streams.get_mut(&id)
+                && s.write_blocked
+                && s.send_credit > 0
+            {
+                s.write_blocked = false;
+                self.events.push_back(Event::Writable(id));
             }
         }
         n
@@ -700,10 +701,10 @@ impl Connection {
     }
 
     fn remove_if_done(&mut self, id: StreamId) {
-        if self.streams.get(&id).is_some_and(StreamState::is_done) {
-            if let Some(s) = self.streams.remove(&id) {
-                self.forget(id, &s, Ended::Finished);
-            }
+        if self.streams.get(&id).is_some_and(StreamState::is_done)
+            && let Some(s) = self.streams.remove(&id)
+        {
+            self.forget(id, &s, Ended::Finished);
         }
     }
 

@@ -108,10 +108,10 @@ impl Net {
             let Some(&to) = self.index.get(&t.peer) else {
                 continue;
             };
-            if let Some(filter) = self.filter.as_mut() {
-                if filter(from, to, &t) {
-                    continue;
-                }
+            if let Some(filter) = self.filter.as_mut()
+                && filter(from, to, &t)
+            {
+                continue;
             }
             self.trace.push((from, to, t.frame.clone()));
             // Errors are the receiving core's business (it penalises).
