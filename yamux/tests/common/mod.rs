@@ -23,8 +23,8 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use futures::future::poll_fn;
 use shoal_yamux::{Config, Driver, Mode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::time::timeout;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
@@ -176,22 +176,66 @@ pub(crate) struct Peer {
     pub(crate) kind: Impl,
     opener: Opener,
     inbound: Mutex<mpsc::Receiver<AnyStream>>,
+    /// Asks a `yamux` 0.14 connection task to close.
+    close: mpsc::Sender<()>,
+    /// Turns `true` when the connection task ended (its transport dropped).
+    ended: watch::Receiver<bool>,
+}
+
+/// What a connection task gets besides its transport.
+struct Wiring {
+    side: Side,
+    inbound: mpsc::Sender<AnyStream>,
+    close: mpsc::Receiver<()>,
+    ended: watch::Sender<bool>,
 }
 
 impl Peer {
     /// Starts `kind` on `io`; the dialer is the yamux client.
-    pub(crate) fn start(kind: Impl, io: DuplexStream, side: Side) -> Peer {
+    pub(crate) fn start<T>(kind: Impl, io: T, side: Side) -> Peer
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        let (close, close_rx) = mpsc::channel(1);
+        let (ended_tx, ended) = watch::channel(false);
+        let wiring = Wiring {
+            side,
+            inbound: tx,
+            close: close_rx,
+            ended: ended_tx,
+        };
         let opener = match kind {
-            Impl::Shoal => start_shoal(io, side, tx),
-            Impl::Yamux014 => start_yamux014(io, side, tx),
-            Impl::TokioYamux => start_tokio_yamux(io, side, tx),
+            Impl::Shoal => start_shoal(io, wiring),
+            Impl::Yamux014 => start_yamux014(io, wiring),
+            Impl::TokioYamux => start_tokio_yamux(io, wiring),
         };
         Peer {
             kind,
             opener,
             inbound: Mutex::new(rx),
+            close,
+            ended,
         }
+    }
+
+    /// Closes the connection the way the implementation offers:
+    /// `Control::close` (shoal, tokio-yamux), `Connection::poll_close`
+    /// (`yamux` 0.14).
+    pub(crate) async fn close(&self) {
+        match &self.opener {
+            Opener::Shoal(c) => c.close(),
+            Opener::Yamux014(_) => {
+                let _ = self.close.send(()).await;
+            }
+            Opener::TokioYamux(c) => c.clone().close().await,
+        }
+    }
+
+    /// Waits up to `wait` for the connection task to end; whether it did.
+    pub(crate) async fn ended_within(&self, wait: Duration) -> bool {
+        let mut ended = self.ended.clone();
+        timeout(wait, ended.wait_for(|e| *e)).await.is_ok()
     }
 
     /// Opens a stream.
@@ -259,14 +303,22 @@ pub(crate) fn connect(dialer: Impl, listener: Impl) -> (Peer, Peer) {
     )
 }
 
-fn start_shoal(io: DuplexStream, side: Side, tx: mpsc::Sender<AnyStream>) -> Opener {
-    let mode = match side {
+fn start_shoal<T>(io: T, w: Wiring) -> Opener
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mode = match w.side {
         Side::Dialer => Mode::Client,
         Side::Listener => Mode::Server,
     };
     let (driver, control) = Driver::new(io, Config::default(), mode);
-    tokio::spawn(driver);
+    let ended = w.ended;
+    tokio::spawn(async move {
+        let _ = driver.await;
+        let _ = ended.send(true);
+    });
     let acceptor = control.clone();
+    let tx = w.inbound;
     tokio::spawn(async move {
         for _ in 0..MAX_INBOUND {
             let Ok(stream) = acceptor.accept_stream().await else {
@@ -283,16 +335,27 @@ fn start_shoal(io: DuplexStream, side: Side, tx: mpsc::Sender<AnyStream>) -> Ope
 /// `yamux` 0.14 is poll-based: one task owns the `Connection`, polls
 /// `poll_next_inbound` continuously (that drives all I/O) and serves open
 /// requests with `poll_new_outbound`.
-fn start_yamux014(io: DuplexStream, side: Side, tx: mpsc::Sender<AnyStream>) -> Opener {
-    let mode = match side {
+fn start_yamux014<T>(io: T, w: Wiring) -> Opener
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mode = match w.side {
         Side::Dialer => yamux014::Mode::Client,
         Side::Listener => yamux014::Mode::Server,
     };
     let mut conn = yamux014::Connection::new(io.compat(), yamux014::Config::default(), mode);
     let (requests, mut open_rx) = mpsc::channel::<OpenReply>(16);
+    let (tx, mut close_rx, ended) = (w.inbound, w.close, w.ended);
     tokio::spawn(async move {
         let mut waiting: Option<OpenReply> = None;
+        let mut closing = false;
         poll_fn(|cx| {
+            if !closing && close_rx.poll_recv(cx).is_ready() {
+                closing = true;
+            }
+            if closing {
+                return conn.poll_close(cx).map(|_| ());
+            }
             for _ in 0..16 {
                 if waiting.is_none() {
                     match open_rx.poll_recv(cx) {
@@ -323,19 +386,25 @@ fn start_yamux014(io: DuplexStream, side: Side, tx: mpsc::Sender<AnyStream>) -> 
             Poll::Pending
         })
         .await;
+        drop(conn);
+        let _ = ended.send(true);
     });
     Opener::Yamux014(requests)
 }
 
 /// `tokio-yamux`'s `Session` is a `Stream` of inbound streams that must be
 /// polled for any I/O to happen.
-fn start_tokio_yamux(io: DuplexStream, side: Side, tx: mpsc::Sender<AnyStream>) -> Opener {
+fn start_tokio_yamux<T>(io: T, w: Wiring) -> Opener
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = tokio_yamux::Config::default();
-    let mut session = match side {
+    let mut session = match w.side {
         Side::Dialer => tokio_yamux::Session::new_client(io, config),
         Side::Listener => tokio_yamux::Session::new_server(io, config),
     };
     let control = session.control();
+    let (tx, ended) = (w.inbound, w.ended);
     tokio::spawn(async move {
         for _ in 0..MAX_INBOUND {
             match session.next().await {
@@ -346,6 +415,9 @@ fn start_tokio_yamux(io: DuplexStream, side: Side, tx: mpsc::Sender<AnyStream>) 
                 _ => break,
             }
         }
+        // It never closes its transport itself: dropping the session does.
+        drop(session);
+        let _ = ended.send(true);
     });
     Opener::TokioYamux(control)
 }
