@@ -642,13 +642,15 @@ impl Connection {
         }
     }
 
-    /// A read of an id not in the map: `Ok` (end of stream) if it finished.
+    /// A read of an id not in the map: `Ok` (end of stream) if it finished,
+    /// even if the connection closed right after (its last stream ending is
+    /// what closes a connection after GoAway).
     fn read_missing(&self, id: StreamId) -> Result<(), StreamError> {
-        if let Some(e) = &self.closed {
-            return Err(StreamError::Connection(e.clone()));
-        }
         if self.ended(id) == Some(Ended::Finished) {
             return Ok(());
+        }
+        if let Some(e) = &self.closed {
+            return Err(StreamError::Connection(e.clone()));
         }
         Err(self.missing(id))
     }

@@ -1118,3 +1118,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn end_of_stream_reads_after_the_last_stream_closed_the_connection() {
+    let mut p = Pair::instant();
+    let id = p.client.open_stream().unwrap();
+    p.client.write(id, b"q").unwrap();
+    p.client.finish(id).unwrap();
+    p.client.go_away(p.now);
+    p.drive();
+    p.server.accept_stream().unwrap();
+    p.server.write(id, b"answer").unwrap();
+    p.server.finish(id).unwrap();
+    p.drive();
+    let mut buf = [0u8; 16];
+    assert_eq!(p.client.read(id, &mut buf, p.now).unwrap(), Some(6));
+    // That read ended the last stream, and with it the connection...
+    assert!(
+        p.client
+            .close_reason()
+            .is_some_and(ConnectionError::is_graceful)
+    );
+    // ...yet the reader still gets its clean end of stream, not an error.
+    assert_eq!(p.client.read(id, &mut buf, p.now).unwrap(), Some(0));
+}
