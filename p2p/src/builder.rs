@@ -112,8 +112,36 @@ impl ServiceBuilder {
         max_inbound_sessions: usize
     );
     setter!(
+        /// See [`DEFAULT_MAX_INBOUND_HANDSHAKES`](crate::config::DEFAULT_MAX_INBOUND_HANDSHAKES).
+        max_inbound_handshakes: usize
+    );
+    setter!(
+        /// See [`DEFAULT_MAX_INBOUND_PER_IP`](crate::config::DEFAULT_MAX_INBOUND_PER_IP).
+        max_inbound_per_ip: usize
+    );
+    setter!(
+        /// See [`DEFAULT_MAX_HANDSHAKES_PER_IP`](crate::config::DEFAULT_MAX_HANDSHAKES_PER_IP).
+        max_handshakes_per_ip: usize
+    );
+    setter!(
+        /// See [`DEFAULT_MAX_INBOUND_PER_SUBNET`](crate::config::DEFAULT_MAX_INBOUND_PER_SUBNET).
+        max_inbound_per_subnet: usize
+    );
+    setter!(
+        /// See [`DEFAULT_HANDSHAKE_RATE_PER_IP`](crate::config::DEFAULT_HANDSHAKE_RATE_PER_IP).
+        handshake_rate_per_ip: u32
+    );
+    setter!(
         /// See [`DEFAULT_MAX_OUTBOUND_SESSIONS`](crate::config::DEFAULT_MAX_OUTBOUND_SESSIONS).
         max_outbound_sessions: usize
+    );
+    setter!(
+        /// See [`DEFAULT_DIALS_PER_ADDR_BURST`](crate::config::DEFAULT_DIALS_PER_ADDR_BURST).
+        dials_per_addr_burst: u32
+    );
+    setter!(
+        /// See [`DEFAULT_DIAL_INTERVAL_PER_ADDR`](crate::config::DEFAULT_DIAL_INTERVAL_PER_ADDR).
+        dial_interval_per_addr: Duration
     );
     setter!(
         /// See [`DEFAULT_MAX_STREAMS_PER_SESSION`](crate::config::DEFAULT_MAX_STREAMS_PER_SESSION).
@@ -146,6 +174,10 @@ impl ServiceBuilder {
     setter!(
         /// See [`DEFAULT_CLOSE_TIMEOUT`](crate::config::DEFAULT_CLOSE_TIMEOUT).
         close_timeout: Duration
+    );
+    setter!(
+        /// See [`Config::allow_duplicate_sessions`].
+        allow_duplicate_sessions: bool
     );
     setter!(
         /// See [`DEFAULT_SHUTDOWN_TIMEOUT`](crate::config::DEFAULT_SHUTDOWN_TIMEOUT).

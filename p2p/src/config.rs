@@ -7,11 +7,57 @@ use std::time::Duration;
 
 /// Default for [`Config::max_inbound_sessions`]: 1024.
 ///
-/// Protects memory and CPU from connection floods. Counts established inbound
-/// sessions *and* inbound handshakes still in progress: a connection takes its
-/// slot when it is accepted, before any handshake byte is read, so half-open
-/// handshakes are not free.
+/// Protects memory and CPU: established inbound sessions. Handshakes still in
+/// progress have their own budget ([`DEFAULT_MAX_INBOUND_HANDSHAKES`]) and
+/// per-address bounds, taken when a connection is accepted, before any
+/// handshake byte is read, so half-open handshakes are not free.
 pub const DEFAULT_MAX_INBOUND_SESSIONS: usize = 1024;
+
+/// Default for [`Config::max_inbound_handshakes`]: 128.
+///
+/// Protects CPU and the session slots: inbound handshakes not finished yet,
+/// a budget of their own, so connections that never finish their handshake
+/// cannot take the slots of established sessions.
+pub const DEFAULT_MAX_INBOUND_HANDSHAKES: usize = 128;
+
+/// Default for [`Config::max_inbound_per_ip`]: 32.
+///
+/// Protects the slots from one address: inbound connections (handshaking or
+/// established) from one IP address. Room enough for a household or a small
+/// office behind one NAT, a small share of [`DEFAULT_MAX_INBOUND_SESSIONS`].
+pub const DEFAULT_MAX_INBOUND_PER_IP: usize = 32;
+
+/// Default for [`Config::max_handshakes_per_ip`]: 16.
+///
+/// Protects the handshake budget from one address: inbound handshakes in
+/// progress from one IP address.
+pub const DEFAULT_MAX_HANDSHAKES_PER_IP: usize = 16;
+
+/// Default for [`Config::max_inbound_per_subnet`]: 128.
+///
+/// Protects the slots from one network: inbound connections from one IPv4
+/// /24 or IPv6 /48, where one party usually holds every address.
+pub const DEFAULT_MAX_INBOUND_PER_SUBNET: usize = 128;
+
+/// Default for [`Config::handshake_rate_per_ip`]: 20 per second.
+///
+/// Protects CPU: handshakes (each a Diffie-Hellman) started per second from
+/// one IP address, as a token bucket with a burst of twice the rate. Beyond
+/// it a connection is closed before its first byte is read.
+pub const DEFAULT_HANDSHAKE_RATE_PER_IP: u32 = 20;
+
+/// Default for [`Config::dials_per_addr_burst`]: 4.
+///
+/// Protects other hosts (and our reputation): dials to one socket address
+/// allowed at once, before [`DEFAULT_DIAL_INTERVAL_PER_ADDR`] paces them.
+/// However many records name an address, it is not dialled faster.
+pub const DEFAULT_DIALS_PER_ADDR_BURST: u32 = 4;
+
+/// Default for [`Config::dial_interval_per_addr`]: 5 s.
+///
+/// Protects other hosts: after the burst, one dial per this interval to the
+/// same socket address.
+pub const DEFAULT_DIAL_INTERVAL_PER_ADDR: Duration = Duration::from_secs(5);
 
 /// Default for [`Config::max_outbound_sessions`]: 256.
 ///
@@ -79,6 +125,12 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// long the service waits for its sessions and handlers to finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a session replaced by a newer one with the same peer (one
+/// session per pair of peers) stays open before its graceful close. Protects
+/// requests in flight on it: they are answered, while handlers using
+/// [`PeerSessions`](crate::PeerSessions) already send on the newer one.
+pub const REPLACED_SESSION_GRACE: Duration = Duration::from_secs(2);
+
 /// Frames queued per protocol substream, on top of the byte bound of
 /// [`Config::send_queue_bytes`]. Protects memory from floods of empty frames.
 pub const MAX_QUEUED_FRAMES_PER_STREAM: usize = 256;
@@ -103,8 +155,22 @@ pub const RAW_STREAM_QUEUE: usize = 64;
 pub struct Config {
     /// See [`DEFAULT_MAX_INBOUND_SESSIONS`].
     pub max_inbound_sessions: usize,
+    /// See [`DEFAULT_MAX_INBOUND_HANDSHAKES`].
+    pub max_inbound_handshakes: usize,
+    /// See [`DEFAULT_MAX_INBOUND_PER_IP`].
+    pub max_inbound_per_ip: usize,
+    /// See [`DEFAULT_MAX_HANDSHAKES_PER_IP`].
+    pub max_handshakes_per_ip: usize,
+    /// See [`DEFAULT_MAX_INBOUND_PER_SUBNET`].
+    pub max_inbound_per_subnet: usize,
+    /// See [`DEFAULT_HANDSHAKE_RATE_PER_IP`].
+    pub handshake_rate_per_ip: u32,
     /// See [`DEFAULT_MAX_OUTBOUND_SESSIONS`].
     pub max_outbound_sessions: usize,
+    /// See [`DEFAULT_DIALS_PER_ADDR_BURST`].
+    pub dials_per_addr_burst: u32,
+    /// See [`DEFAULT_DIAL_INTERVAL_PER_ADDR`].
+    pub dial_interval_per_addr: Duration,
     /// See [`DEFAULT_MAX_STREAMS_PER_SESSION`].
     pub max_streams_per_session: usize,
     /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
@@ -123,13 +189,25 @@ pub struct Config {
     pub close_timeout: Duration,
     /// See [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
+    /// Keep every session even when several connect the same two peers
+    /// (default `false`: one session per pair of peers, see
+    /// [`ServiceControl::dial`](crate::ServiceControl::dial)). For benchmarks
+    /// and tests that measure many sessions between two nodes.
+    pub allow_duplicate_sessions: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             max_inbound_sessions: DEFAULT_MAX_INBOUND_SESSIONS,
+            max_inbound_handshakes: DEFAULT_MAX_INBOUND_HANDSHAKES,
+            max_inbound_per_ip: DEFAULT_MAX_INBOUND_PER_IP,
+            max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
+            max_inbound_per_subnet: DEFAULT_MAX_INBOUND_PER_SUBNET,
+            handshake_rate_per_ip: DEFAULT_HANDSHAKE_RATE_PER_IP,
             max_outbound_sessions: DEFAULT_MAX_OUTBOUND_SESSIONS,
+            dials_per_addr_burst: DEFAULT_DIALS_PER_ADDR_BURST,
+            dial_interval_per_addr: DEFAULT_DIAL_INTERVAL_PER_ADDR,
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             negotiation_timeout: DEFAULT_NEGOTIATION_TIMEOUT,
@@ -139,6 +217,7 @@ impl Default for Config {
             handler_queue: DEFAULT_HANDLER_QUEUE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            allow_duplicate_sessions: false,
         }
     }
 }

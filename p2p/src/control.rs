@@ -233,6 +233,14 @@ impl ServiceControl {
     /// Dials `addr` and waits for the session (secured, multiplexed; the
     /// protocols of `opts` are being opened when this returns). Failures are
     /// also reported as [`ServiceError::DialFailed`].
+    ///
+    /// The service keeps one session per pair of peers: a dial to a peer
+    /// that already has a session (known from `opts` or the address's
+    /// `/p2p/` part) returns that session without connecting, and when two
+    /// dials cross or repeat, one connection survives by a rule both ends
+    /// apply alike (the one dialled by the smaller peer id; for repeated
+    /// dials, the first). A dial whose connection lost returns the
+    /// survivor. See [`Config::allow_duplicate_sessions`](crate::config::Config::allow_duplicate_sessions).
     pub async fn dial(
         &self,
         addr: Multiaddr,
@@ -264,9 +272,31 @@ impl ServiceControl {
         if !in_runtime() {
             return Err(DialError::NoRuntime);
         }
-        connection::expected_peer(&addr, &opts)?;
+        let expected = connection::expected_peer(&addr, &opts)?;
         if shared.transport_for(&addr).is_none() {
             return Err(DialError::NoTransport(addr));
+        }
+        // One session per pair of peers: a connected peer is not dialled again.
+        if let Some(existing) = expected
+            .filter(|_| !shared.config.allow_duplicate_sessions)
+            .and_then(|peer| shared.session_with(&peer))
+        {
+            crate::session::open_protocols(shared, &existing, &opts.protocols);
+            return match reply {
+                Some(reply) => {
+                    let _ = reply.send(Ok(existing.info.clone()));
+                    Ok(DialId(shared.next_id()))
+                }
+                None => Err(DialError::AlreadyConnected(existing.info.id)),
+            };
+        }
+        if let Some(socket) = addr.to_socket_addr()
+            && !shared
+                .dial_limit
+                .try_take(socket, std::time::Instant::now())
+        {
+            tracing::debug!(%addr, "dial rate-limited");
+            return Err(DialError::RateLimited(addr));
         }
         let permit = shared
             .outbound

@@ -88,6 +88,15 @@ pub enum DialError {
     /// Not called from within a tokio runtime.
     #[error("no tokio runtime")]
     NoRuntime,
+    /// Dials to this socket address are over their rate (see
+    /// [`Config::dials_per_addr_burst`](crate::config::Config::dials_per_addr_burst));
+    /// nothing was sent.
+    #[error("dials to {0} are rate-limited; try again later")]
+    RateLimited(Multiaddr),
+    /// `try_dial` to a peer that already has this session (one session per
+    /// pair of peers); `dial` returns the session instead.
+    #[error("already connected ({0:?})")]
+    AlreadyConnected(SessionId),
 }
 
 impl DialError {
@@ -233,6 +242,10 @@ pub enum CloseReason {
     /// The multiplexer failed (see the error's blame).
     #[error("multiplexer: {0}")]
     Muxer(#[source] shoal_yamux::ConnectionError),
+    /// Another session with the same peer was kept: one session per pair
+    /// of peers (see [`ServiceControl::dial`](crate::ServiceControl::dial)).
+    #[error("replaced by another session with the same peer")]
+    Duplicate,
 }
 
 /// A failure the service reports to its
@@ -274,14 +287,25 @@ pub enum ServiceError {
         #[source]
         error: Arc<TransportError>,
     },
-    /// An inbound connection was refused because the inbound-session limit
-    /// (established sessions plus handshakes in progress) is reached.
+    /// An inbound connection finished its handshake but the inbound-session
+    /// limit of established sessions is reached; it was closed.
     #[error("refused inbound connection from {remote_addr}: limit of {limit} reached")]
     InboundLimit {
         /// Who connected.
         remote_addr: Multiaddr,
         /// The limit.
         limit: usize,
+    },
+    /// An inbound connection was closed at once, before its handshake: its
+    /// address, its subnet or the handshakes in progress are over a bound of
+    /// [`Config`](crate::config::Config) (see its `max_inbound_*`,
+    /// `max_handshakes_per_ip` and `handshake_rate_per_ip`).
+    #[error("refused inbound connection from {remote_addr}: {reason}")]
+    InboundRefused {
+        /// Who connected.
+        remote_addr: Multiaddr,
+        /// Which bound.
+        reason: &'static str,
     },
     /// The secure handshake of an inbound connection failed (including its
     /// timeout).

@@ -7,10 +7,12 @@ use shoal_identity::PeerId;
 use crate::SessionId;
 
 /// The open sessions of each peer on one protocol, for handlers whose core
-/// addresses peers rather than sessions (a DHT, gossip). Two nodes that
-/// dial each other at once have two sessions; the peer counts as connected
-/// from its first session opening to its last closing, and messages go to
-/// its oldest open session.
+/// addresses peers rather than sessions (a DHT, gossip). A peer has two
+/// sessions for a moment when the service replaces one by a newer (one
+/// session per pair of peers: the older drains for a short grace, then
+/// closes) or when duplicates are allowed; the peer counts as connected from
+/// its first session opening to its last closing, and messages go to its
+/// newest open session.
 ///
 /// ```
 /// use shoal::{PeerId, PeerSessions, SessionId};
@@ -19,7 +21,7 @@ use crate::SessionId;
 /// let peer = PeerId::from_bytes([1; 32]);
 /// assert!(open.insert(peer, SessionId::new(7)), "first session: peer connected");
 /// assert!(!open.insert(peer, SessionId::new(9)));
-/// assert_eq!(open.first(&peer), Some(SessionId::new(7)));
+/// assert_eq!(open.first(&peer), Some(SessionId::new(9)));
 /// assert!(!open.remove(&peer, SessionId::new(7)));
 /// assert!(open.remove(&peer, SessionId::new(9)), "last session: peer disconnected");
 /// assert!(!open.contains(&peer));
@@ -60,9 +62,10 @@ impl PeerSessions {
         self.by_peer.remove(peer).unwrap_or_default()
     }
 
-    /// The session to send to `peer` on: its oldest open one.
+    /// The session to send to `peer` on (the first choice): its newest
+    /// open one, so traffic moves to a replacing session at once.
     pub fn first(&self, peer: &PeerId) -> Option<SessionId> {
-        self.by_peer.get(peer).and_then(|s| s.first().copied())
+        self.by_peer.get(peer).and_then(|s| s.last().copied())
     }
 
     /// Whether `peer` has an open session.

@@ -60,16 +60,16 @@ async fn dial_with_wrong_expected_peer_fails_naming_both_peers() {
 }
 
 #[tokio::test]
-async fn inbound_limit_counts_half_open_handshakes_at_accept() {
+async fn half_open_handshakes_have_their_own_budget() {
     let network = MemoryNetwork::new();
     let mut server = memory_node(&network, true, |b| {
-        b.max_inbound_sessions(2)
+        b.max_inbound_handshakes(2)
             .handshake_timeout(Duration::from_millis(300))
     })
     .await;
     let addr = server.addr.clone().unwrap();
 
-    // Two connections that never start a handshake take both slots.
+    // Two connections that never start a handshake take both handshake slots.
     let raw = MemoryTransport::new(&network);
     let _half_open_1 = raw.dial(&addr).await.unwrap();
     let _half_open_2 = raw.dial(&addr).await.unwrap();
@@ -85,10 +85,11 @@ async fn inbound_limit_counts_half_open_handshakes_at_accept() {
     .unwrap_err();
     assert!(matches!(err, DialError::Handshake(_)), "{err:?}");
     server
-        .wait_for("inbound limit", |n| {
+        .wait_for("handshake budget", |n| {
             matches!(
                 n,
-                Notice::Error(ServiceError::InboundLimit { limit: 2, .. })
+                Notice::Error(ServiceError::InboundRefused { reason, .. })
+                    if reason.contains("unfinished handshakes")
             )
         })
         .await;
@@ -108,6 +109,35 @@ async fn inbound_limit_counts_half_open_handshakes_at_accept() {
     step("dial", client.control.dial(addr, DialOptions::default()))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn inbound_session_limit_applies_after_the_handshake() {
+    let network = MemoryNetwork::new();
+    let mut server = memory_node(&network, true, |b| b.max_inbound_sessions(1)).await;
+    let addr = server.addr.clone().unwrap();
+    let first = memory_node(&network, false, |b| b).await;
+    first
+        .control
+        .dial(addr.clone(), DialOptions::default())
+        .await
+        .unwrap();
+    let second = memory_node(&network, false, |b| b).await;
+    // The handshake completes, then the session is refused for lack of a slot.
+    let _ = step(
+        "second dial",
+        second.control.dial(addr, DialOptions::default()),
+    )
+    .await;
+    server
+        .wait_for("inbound limit", |n| {
+            matches!(
+                n,
+                Notice::Error(ServiceError::InboundLimit { limit: 1, .. })
+            )
+        })
+        .await;
+    assert_eq!(server.control.sessions().len(), 1);
 }
 
 #[tokio::test]
@@ -136,7 +166,11 @@ async fn idle_sessions_close_and_busy_ones_stay() {
     })
     .await;
     let (meta, mut events) = ProtocolMeta::builder(CHAT, "/chat").event_stream();
-    let mut client = memory_node(&network, false, |b| b.protocol(meta)).await;
+    // Two sessions between the same two nodes: one busy, one idle.
+    let mut client = memory_node(&network, false, |b| {
+        b.protocol(meta).allow_duplicate_sessions(true)
+    })
+    .await;
     let addr = server.addr.clone().unwrap();
 
     let busy = client

@@ -77,12 +77,14 @@ impl ServiceProtocol for Echo {
     }
 }
 
-/// Limits raised far enough for the bench; everything else default.
+/// Limits raised far enough for the bench, and every dial its own session
+/// (one client opens them all to one server); everything else default.
 fn config() -> Config {
     Config {
         max_inbound_sessions: 100_000,
         max_outbound_sessions: 100_000,
         idle_timeout: Duration::from_secs(3600),
+        allow_duplicate_sessions: true,
         ..Config::default()
     }
 }

@@ -6,7 +6,7 @@ use shoal_identity::PeerId;
 use shoal_transport::{BoxedConnection, Inbound, Multiaddr, Transport};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::shared::Shared;
+use super::{admission::Ticket, shared::Shared};
 use crate::{
     DialError, DialId, DialOptions, Direction, ServiceError, SessionInfo,
     session::{self, Opened},
@@ -16,11 +16,12 @@ use crate::{
 pub(crate) type DialReply = oneshot::Sender<Result<Arc<SessionInfo>, DialError>>;
 
 /// Runs an accepted connection: handshake under the timeout, then the
-/// session. `permit` is the inbound-session slot taken at accept time.
+/// session. `ticket` is its admission, taken at accept time; the session
+/// slot is taken once the handshake succeeded.
 pub(crate) async fn inbound(
     shared: Arc<Shared>,
     inbound: Inbound<BoxedConnection>,
-    permit: OwnedSemaphorePermit,
+    mut ticket: Ticket,
 ) {
     let Inbound {
         connection,
@@ -34,6 +35,15 @@ pub(crate) async fn inbound(
     };
     match secure {
         Ok(secure) => {
+            ticket.established();
+            let Ok(permit) = shared.inbound.clone().try_acquire_owned() else {
+                drop(secure);
+                shared.try_report_error(ServiceError::InboundLimit {
+                    remote_addr,
+                    limit: shared.config.max_inbound_sessions,
+                });
+                return;
+            };
             let opened = Opened {
                 direction: Direction::Inbound,
                 remote_addr,
@@ -42,6 +52,7 @@ pub(crate) async fn inbound(
                 open: crate::TargetProtocols::None,
             };
             session::run(shared, secure, opened, permit).await;
+            drop(ticket);
         }
         Err(error) => {
             shared

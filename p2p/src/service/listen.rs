@@ -1,7 +1,10 @@
 //! Listener tasks: accept, enforce the inbound-session limit at accept time,
 //! hand each connection to its own task.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use shoal_transport::{BoxedListener, Listener, ListenerExt, TransportError};
 
@@ -27,20 +30,20 @@ pub(crate) async fn run(shared: Arc<Shared>, id: ListenerId, mut listener: Boxed
         };
         match accepted {
             Ok(inbound) => {
-                // Take the slot now, before any handshake byte: half-open
-                // handshakes count against the limit.
-                match shared.inbound.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                // Admit now, before any handshake byte: half-open handshakes
+                // are bounded in total, per address and per subnet.
+                match shared.admission.admit(&inbound.remote_addr, Instant::now()) {
+                    Ok(ticket) => {
                         let shared2 = shared.clone();
                         shared
                             .tasks
-                            .spawn(connection::inbound(shared2, inbound, permit));
+                            .spawn(connection::inbound(shared2, inbound, ticket));
                     }
-                    Err(_) => {
+                    Err(refusal) => {
                         drop(inbound.connection);
-                        shared.try_report_error(ServiceError::InboundLimit {
+                        shared.try_report_error(ServiceError::InboundRefused {
                             remote_addr: inbound.remote_addr,
-                            limit: shared.config.max_inbound_sessions,
+                            reason: refusal.as_str(),
                         });
                     }
                 }

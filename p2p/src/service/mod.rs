@@ -1,9 +1,12 @@
 //! The service future: starts handlers and listeners, feeds reports to the
 //! [`ServiceHandle`], and runs the graceful shutdown.
 
+pub(crate) mod admission;
 pub(crate) mod connection;
+pub(crate) mod dial_limit;
 mod handle;
 pub(crate) mod listen;
+pub(crate) mod pairing;
 pub(crate) mod shared;
 
 use std::{

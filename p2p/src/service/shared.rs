@@ -12,7 +12,12 @@ use std::{
     },
 };
 
+use shoal_identity::PeerId;
 use shoal_transport::{BoxedTransport, Multiaddr, Transport};
+
+use super::admission::Admission;
+use super::dial_limit::DialLimit;
+use super::pairing::{self, Verdict};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -25,6 +30,14 @@ use crate::{
 /// data half-updated).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The outcome of [`Shared::admit_session`].
+pub(crate) enum SessionAdmission {
+    /// Inserted; these older sessions with the same peer must close.
+    Admitted { replaced: Vec<Arc<SessionShared>> },
+    /// Not inserted: this session with the same peer is kept instead.
+    Duplicate(Arc<SessionShared>),
 }
 
 /// Something for the [`ServiceHandle`](crate::ServiceHandle).
@@ -89,8 +102,12 @@ pub(crate) struct Shared {
     pub(crate) sessions: RwLock<HashMap<SessionId, Arc<SessionShared>>>,
     pub(crate) listeners: Mutex<HashMap<ListenerId, Multiaddr>>,
     next_id: AtomicU64,
-    /// Inbound sessions plus inbound handshakes in progress.
+    /// Established inbound sessions.
     pub(crate) inbound: Arc<Semaphore>,
+    /// Inbound handshakes and per-address bounds.
+    pub(crate) admission: Arc<Admission>,
+    /// Outbound dials per socket address.
+    pub(crate) dial_limit: DialLimit,
     /// Outbound sessions plus dials in progress.
     pub(crate) outbound: Arc<Semaphore>,
     /// Cancelled when shutdown starts; parent of every session's token.
@@ -115,6 +132,8 @@ impl Shared {
     ) -> Shared {
         Shared {
             inbound: Arc::new(Semaphore::new(config.max_inbound_sessions)),
+            admission: Arc::new(Admission::new(config.clone())),
+            dial_limit: DialLimit::new(config.dials_per_addr_burst, config.dial_interval_per_addr),
             outbound: Arc::new(Semaphore::new(config.max_outbound_sessions)),
             config,
             secio,
@@ -157,11 +176,41 @@ impl Shared {
             .cloned()
     }
 
-    pub(crate) fn insert_session(&self, session: Arc<SessionShared>) {
-        self.sessions
+    /// Inserts a new session unless it duplicates one with the same peer
+    /// (see [`pairing`](super::pairing)); the check and the insert are one
+    /// step under the lock, so crossed dials completing at once agree.
+    pub(crate) fn admit_session(&self, session: &Arc<SessionShared>) -> SessionAdmission {
+        let mut sessions = self
+            .sessions
             .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut replaced = Vec::new();
+        if !self.config.allow_duplicate_sessions {
+            let local = self.secio.local_peer_id();
+            let new = &session.info;
+            for existing in sessions.values() {
+                if existing.info.peer != new.peer || existing.is_leaving() {
+                    continue;
+                }
+                match pairing::verdict(&local, &new.peer, existing.info.direction, new.direction) {
+                    Verdict::Existing => return SessionAdmission::Duplicate(existing.clone()),
+                    Verdict::New => replaced.push(existing.clone()),
+                    Verdict::Both => {}
+                }
+            }
+        }
+        sessions.insert(session.info.id, session.clone());
+        SessionAdmission::Admitted { replaced }
+    }
+
+    /// An open (not closing) session with `peer`, if any.
+    pub(crate) fn session_with(&self, peer: &PeerId) -> Option<Arc<SessionShared>> {
+        self.sessions
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(session.info.id, session);
+            .values()
+            .find(|s| s.info.peer == *peer && !s.is_leaving())
+            .cloned()
     }
 
     pub(crate) fn remove_session(&self, id: SessionId) {

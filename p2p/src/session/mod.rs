@@ -13,7 +13,7 @@ pub(crate) mod substream;
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -34,7 +34,7 @@ use crate::{
     negotiation::RefuseReason,
     service::{
         connection::DialReply,
-        shared::{Shared, lock},
+        shared::{SessionAdmission, Shared, lock},
     },
 };
 pub(crate) use substream::OutFrame;
@@ -65,6 +65,9 @@ pub(crate) struct SessionShared {
     close_reason: Mutex<Option<CloseReason>>,
     /// Live substreams (negotiating, open or raw).
     active: AtomicUsize,
+    /// A newer session with the same peer replaced this one; it closes
+    /// after [`crate::config::REPLACED_SESSION_GRACE`].
+    pub(crate) replaced: AtomicBool,
     /// Signalled when `active` drops to zero.
     idle: Notify,
 }
@@ -77,6 +80,11 @@ impl SessionShared {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Closing, or replaced by a newer session and about to close.
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.is_closing() || self.replaced.load(Ordering::Acquire)
     }
 
     /// Reserves the slot of `protocol` for an outbound open.
@@ -235,9 +243,38 @@ pub(crate) async fn run(
         closed: CancellationToken::new(),
         close_reason: Mutex::new(None),
         active: AtomicUsize::new(0),
+        replaced: AtomicBool::new(false),
         idle: Notify::new(),
     });
-    shared.insert_session(session.clone());
+    match shared.admit_session(&session) {
+        SessionAdmission::Duplicate(kept) => {
+            tracing::debug!(session = %info.id, %peer, kept = %kept.info.id, "duplicate session: closing it");
+            if let Some(reply) = opened.reply {
+                let _ = reply.send(Ok(kept.info.clone()));
+            }
+            open_protocols(&shared, &kept, &opened.open);
+            session.set_close_reason(CloseReason::Duplicate);
+            close(&shared, &session, &mut driver, closer).await;
+            session.budget.close();
+            drop(permit);
+            session.closed.cancel();
+            return;
+        }
+        SessionAdmission::Admitted { replaced } => {
+            for old in replaced {
+                tracing::debug!(session = %old.info.id, %peer, kept = %info.id, "replacing a duplicate session");
+                old.replaced.store(true, Ordering::Release);
+                old.set_close_reason(CloseReason::Duplicate);
+                let cancel = old.cancel.clone();
+                shared.tasks.spawn(async move {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(crate::config::REPLACED_SESSION_GRACE) => cancel.cancel(),
+                    }
+                });
+            }
+        }
+    }
     tracing::debug!(session = %info.id, %peer, direction = ?info.direction, "session opened");
     shared
         .report_event(ServiceEvent::SessionOpened {
@@ -248,11 +285,7 @@ pub(crate) async fn run(
     if let Some(reply) = opened.reply {
         let _ = reply.send(Ok(info.clone()));
     }
-    for entry in shared.protocols.iter().filter(|p| !p.is_raw()) {
-        if opened.open.includes(entry.id) {
-            let _ = substream::spawn_open(&shared, &session, entry.id, None);
-        }
-    }
+    open_protocols(&shared, &session, &opened.open);
 
     let reason = serve(&shared, &session).await;
     close(&shared, &session, &mut driver, closer).await;
@@ -277,6 +310,19 @@ pub(crate) async fn run(
         })
         .await;
     session.closed.cancel();
+}
+
+/// Opens the `targets` protocols on `session` (those already open stay).
+pub(crate) fn open_protocols(
+    shared: &Arc<Shared>,
+    session: &Arc<SessionShared>,
+    targets: &TargetProtocols,
+) {
+    for entry in shared.protocols.iter().filter(|p| !p.is_raw()) {
+        if targets.includes(entry.id) {
+            let _ = substream::spawn_open(shared, session, entry.id, None);
+        }
+    }
 }
 
 /// Accepts substreams until the session must close; returns why.
