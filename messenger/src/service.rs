@@ -258,14 +258,25 @@ impl Messenger {
         self.control.local_peer_id()
     }
 
-    /// The addresses the node listens on, with its peer id.
+    /// The addresses others can dial this node at, with its peer id: the
+    /// listen addresses, with an unspecified IP (`0.0.0.0`, `::`) replaced
+    /// by this host's interface addresses, then the external addresses
+    /// added (see [`ServiceControl::announce_addrs`](shoal::ServiceControl::announce_addrs)).
+    /// What the presence record announces.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         let id = self.peer_id();
         self.control
-            .listen_addrs()
+            .announce_addrs()
             .into_iter()
             .map(|a| a.with_peer_id(id))
             .collect()
+    }
+
+    /// Announces one more address this node is reachable at (a forwarded
+    /// port, a public address in front of a NAT), from the next presence
+    /// record on.
+    pub fn add_external_address(&self, addr: Multiaddr) -> Result<(), shoal::ControlError> {
+        self.control.add_external_address(addr)
     }
 
     /// Peers with an open session.
@@ -586,7 +597,7 @@ impl<S: Store> Driver<S> {
         // Larger is newer, also across restarts (milliseconds, so a quick
         // restart still publishes a newer record).
         self.published_seq = unix_ms().max(self.published_seq + 1);
-        let addrs = self.control.listen_addrs();
+        let addrs = self.control.announce_addrs();
         let expires = now.saturating_add(self.config.record_ttl.as_secs());
         let device = self.engine.device();
         let seq = self.published_seq;

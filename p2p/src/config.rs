@@ -131,6 +131,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`PeerSessions`](crate::PeerSessions) already send on the newer one.
 pub const REPLACED_SESSION_GRACE: Duration = Duration::from_secs(2);
 
+/// External addresses ([`ServiceControl::add_external_address`](crate::ServiceControl::add_external_address))
+/// kept; protects the size of signed records.
+pub const MAX_EXTERNAL_ADDRS: usize = 8;
+
 /// Frames queued per protocol substream, on top of the byte bound of
 /// [`Config::send_queue_bytes`]. Protects memory from floods of empty frames.
 pub const MAX_QUEUED_FRAMES_PER_STREAM: usize = 256;

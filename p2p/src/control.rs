@@ -120,6 +120,12 @@ impl std::fmt::Debug for ServiceControl {
     }
 }
 
+/// Whether the address's IP is `0.0.0.0` or `::`.
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    addr.to_socket_addr()
+        .is_some_and(|s| s.ip().is_unspecified())
+}
+
 fn in_runtime() -> bool {
     tokio::runtime::Handle::try_current().is_ok()
 }
@@ -130,9 +136,57 @@ impl ServiceControl {
         self.shared.secio.local_peer_id()
     }
 
-    /// Addresses we listen on (as bound).
+    /// Addresses we listen on (as bound; an unspecified IP such as
+    /// `0.0.0.0` stays as it is: see [`announce_addrs`](Self::announce_addrs)).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         lock(&self.shared.listeners).values().cloned().collect()
+    }
+
+    /// The addresses to tell others (in signed records, identify, the
+    /// DHT): every listen address, with an unspecified IP (`0.0.0.0`, `::`)
+    /// replaced by this host's interface addresses of that family (see
+    /// [`shoal_transport::expand_unspecified`]), then the external
+    /// addresses added with [`add_external_address`](Self::add_external_address).
+    /// Never an unspecified address; no duplicates.
+    pub fn announce_addrs(&self) -> Vec<Multiaddr> {
+        let listen = self.listen_addrs();
+        let ips = if listen.iter().any(is_unspecified) {
+            shoal_transport::interface_ips()
+        } else {
+            Vec::new()
+        };
+        let mut out: Vec<Multiaddr> = Vec::new();
+        let external = lock(&self.shared.external_addrs).clone();
+        for addr in listen
+            .iter()
+            .flat_map(|a| shoal_transport::expand_unspecified(a, &ips))
+            .chain(external)
+        {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out
+    }
+
+    /// Adds an address others can reach this node at that it does not
+    /// listen on itself (a port forwarded by a router, a public address in
+    /// front of a NAT). It is announced after the listen addresses, from
+    /// the next record on. At most [`MAX_EXTERNAL_ADDRS`](crate::config::MAX_EXTERNAL_ADDRS)
+    /// are kept (the oldest goes); an unspecified address is refused.
+    pub fn add_external_address(&self, addr: Multiaddr) -> Result<(), ControlError> {
+        if is_unspecified(&addr) {
+            return Err(ControlError::UnspecifiedAddress(addr));
+        }
+        let addr = addr.without_peer_id();
+        let mut external = lock(&self.shared.external_addrs);
+        if !external.contains(&addr) {
+            if external.len() >= crate::config::MAX_EXTERNAL_ADDRS {
+                external.remove(0);
+            }
+            external.push(addr);
+        }
+        Ok(())
     }
 
     /// Open sessions.

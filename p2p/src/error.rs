@@ -186,6 +186,9 @@ pub enum ControlError {
     /// Not called from within a tokio runtime.
     #[error("no tokio runtime")]
     NoRuntime,
+    /// An unspecified address (`0.0.0.0`, `::`) cannot be announced.
+    #[error("{0} is unspecified: peers cannot dial it")]
+    UnspecifiedAddress(Multiaddr),
 }
 
 /// A failure on one protocol substream of a session, after negotiation.

@@ -46,6 +46,7 @@
 
 mod boxed;
 mod error;
+mod interfaces;
 mod memory;
 mod multiaddr;
 mod tcp;
@@ -53,6 +54,7 @@ mod traits;
 
 pub use boxed::{BoxedConnection, BoxedListener, BoxedTransport, Io};
 pub use error::TransportError;
+pub use interfaces::{expand_unspecified, interface_ips};
 pub use memory::{
     DEFAULT_MEMORY_BACKLOG, DEFAULT_MEMORY_BUFFER, DEFAULT_MEMORY_DIAL_TIMEOUT, MemoryConfig,
     MemoryConnection, MemoryListener, MemoryNetwork, MemoryTransport,

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) protocols: Vec<ProtocolEntry>,
     pub(crate) sessions: RwLock<HashMap<SessionId, Arc<SessionShared>>>,
     pub(crate) listeners: Mutex<HashMap<ListenerId, Multiaddr>>,
+    /// Addresses announced besides the listen addresses.
+    pub(crate) external_addrs: Mutex<Vec<Multiaddr>>,
     next_id: AtomicU64,
     /// Established inbound sessions.
     pub(crate) inbound: Arc<Semaphore>,
@@ -142,6 +144,7 @@ impl Shared {
             protocols,
             sessions: RwLock::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
+            external_addrs: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),

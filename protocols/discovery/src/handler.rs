@@ -139,7 +139,7 @@ impl DiscoveryHandler {
                 .max_records_per_response
                 .clamp(1, MAX_PEERS_PER_MESSAGE),
         );
-        let own = self.local.current(&ctx.control().listen_addrs())?;
+        let own = self.local.current(&ctx.control().announce_addrs())?;
         let relayable = self
             .shared
             .store()

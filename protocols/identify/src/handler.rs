@@ -45,7 +45,7 @@ impl IdentifyHandler {
 
 impl ServiceProtocol for IdentifyHandler {
     fn connected(&mut self, ctx: &mut ProtocolContextMut<'_>, _version: u32) -> HandlerResult {
-        let listen = ctx.control().listen_addrs();
+        let listen = ctx.control().announce_addrs();
         let record = self.local.current(&listen)?;
         let info = IdentifyInfo {
             agent_version: self.shared.config.agent_version.clone(),
