@@ -28,6 +28,9 @@ pub struct MessengerConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to join the network through, as `…/p2p/<peer id>` addresses.
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses this node is reachable at besides its listen addresses (a
+    /// port forwarded by a router), announced in the presence record.
+    pub external_addresses: Vec<Multiaddr>,
     /// The engine's retry and window settings.
     pub engine: EngineConfig,
     /// Lifetime of the presence and prekey records.
@@ -56,6 +59,7 @@ impl Default for MessengerConfig {
         MessengerConfig {
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            external_addresses: Vec::new(),
             engine: EngineConfig::default(),
             record_ttl: DEFAULT_RECORD_TTL,
             republish: DEFAULT_REPUBLISH,

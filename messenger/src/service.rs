@@ -47,6 +47,32 @@ pub enum MessengerError {
     /// The messenger has stopped.
     #[error("the messenger has stopped")]
     Stopped,
+    /// A node to join through could not be reached (see
+    /// [`Messenger::connect`]).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// How long one dial to a contact's device may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The end of a dial to a contact's device.
+#[derive(Debug)]
+struct DialOutcome {
+    device: PeerId,
+    contact: UserId,
+    /// Why the last address failed, or `None` if a session opened.
+    failure: Option<String>,
+}
+
+/// A dial error as a short phrase: the innermost cause ("connection
+/// refused", "no answer"), not the whole chain.
+fn short(error: &shoal::DialError) -> String {
+    let mut source: &dyn std::error::Error = error;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
 }
 
 /// What the messenger reports.
@@ -117,6 +143,7 @@ enum Command {
         Reply<Vec<HistoryItem>>,
     ),
     Contacts(Reply<Vec<ContactInfo>>),
+    Connect(Multiaddr, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -202,12 +229,18 @@ impl Messenger {
                 .await
                 .map_err(|e| MessengerError::Start(format!("listen on {addr}: {e}")))?;
         }
+        for addr in &config.external_addresses {
+            control
+                .add_external_address(addr.clone())
+                .map_err(|e| MessengerError::Start(format!("external address {addr}: {e}")))?;
+        }
         tokio::spawn(service);
 
         let (commands, command_rx) = mpsc::channel(64);
         let (events, event_rx) = mpsc::channel(1024);
         let (lookups, lookup_rx) = mpsc::channel(64);
         let (dialed, dialed_rx) = mpsc::channel(64);
+        let (notices, notice_rx) = mpsc::channel(64);
         let (relookup, relookup_rx) = mpsc::channel(64);
         let driver = Driver {
             engine,
@@ -223,6 +256,7 @@ impl Messenger {
             lookup_backoff: HashMap::new(),
             lookups,
             dialed,
+            notices,
             relookup,
             online: HashSet::new(),
             faults: config.faults.clone().map(Faults::new),
@@ -230,14 +264,15 @@ impl Messenger {
             pending_events: std::collections::VecDeque::new(),
             stopped: false,
         };
-        tokio::spawn(driver.run(
-            command_rx,
-            im_events,
+        tokio::spawn(driver.run(Inputs {
+            commands: command_rx,
+            im: im_events,
             identified,
-            lookup_rx,
-            dialed_rx,
-            relookup_rx,
-        ));
+            lookup_results: lookup_rx,
+            dialed: dialed_rx,
+            notices: notice_rx,
+            relookup: relookup_rx,
+        }));
         Ok((
             Messenger {
                 commands,
@@ -335,6 +370,14 @@ impl Messenger {
         self.call(Command::Contacts).await
     }
 
+    /// Joins the network through the node at `addr` (`…/p2p/<peer id>`),
+    /// as a `bootstrap` address does at start: dials it, joins the DHT
+    /// through it and publishes this user's records. `Err` says in one line
+    /// why it could not be reached.
+    pub async fn connect(&self, addr: Multiaddr) -> Result<(), MessengerError> {
+        self.call(|r| Command::Connect(addr, r)).await
+    }
+
     /// Stops the node and the engine (everything acknowledged is already
     /// stored).
     pub async fn shutdown(&self) {
@@ -342,6 +385,42 @@ impl Messenger {
         if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// Dials each of `addrs` (which name their peer), then joins the DHT
+/// through those that answered. `Err` is one readable line per address
+/// that could not be reached (or the DHT's refusal).
+async fn join_through(
+    control: &ServiceControl,
+    dht: &shoal_kad::Handle,
+    addrs: Vec<Multiaddr>,
+) -> Result<(), String> {
+    let mut seeds = Vec::new();
+    let mut problems = Vec::new();
+    for addr in addrs {
+        let Some(peer) = addr.peer_id() else {
+            problems.push(format!("{addr}: the address needs /p2p/<peer id>"));
+            continue;
+        };
+        let dial = control.dial(addr.clone(), DialOptions::default().expect(peer));
+        match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+            Ok(Ok(_)) => seeds.push((peer, vec![addr.without_peer_id()])),
+            Ok(Err(e)) => problems.push(format!("bootstrap {addr} unreachable: {}", short(&e))),
+            Err(_) => problems.push(format!("bootstrap {addr} unreachable: no answer")),
+        }
+    }
+    if !seeds.is_empty() {
+        match tokio::time::timeout(Duration::from_secs(60), dht.bootstrap(seeds)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems.push(format!("joining the network failed: {e}")),
+            Err(_) => problems.push("joining the network timed out".to_owned()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -373,7 +452,10 @@ struct Driver<S: Store> {
     lookup_backoff: HashMap<UserId, (Instant, Duration)>,
     lookups: mpsc::Sender<LookupResult>,
     /// Dial outcomes, per device.
-    dialed: mpsc::Sender<(PeerId, bool)>,
+    dialed: mpsc::Sender<DialOutcome>,
+    /// Lines for the user from background tasks (unreachable bootstrap
+    /// nodes), shown as [`Event::Error`].
+    notices: mpsc::Sender<String>,
     /// Contacts to look up again after a miss.
     relookup: mpsc::Sender<UserId>,
     online: HashSet<UserId>,
@@ -386,16 +468,28 @@ struct Driver<S: Store> {
     stopped: bool,
 }
 
+/// Everything the driver task listens to.
+struct Inputs {
+    commands: mpsc::Receiver<Command>,
+    im: ProtocolEvents,
+    identified: mpsc::Receiver<shoal_identify::Event>,
+    lookup_results: mpsc::Receiver<LookupResult>,
+    dialed: mpsc::Receiver<DialOutcome>,
+    notices: mpsc::Receiver<String>,
+    relookup: mpsc::Receiver<UserId>,
+}
+
 impl<S: Store> Driver<S> {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut im: ProtocolEvents,
-        mut identified: mpsc::Receiver<shoal_identify::Event>,
-        mut lookup_results: mpsc::Receiver<LookupResult>,
-        mut dialed: mpsc::Receiver<(PeerId, bool)>,
-        mut relookup: mpsc::Receiver<UserId>,
-    ) {
+    async fn run(mut self, inputs: Inputs) {
+        let Inputs {
+            mut commands,
+            mut im,
+            mut identified,
+            mut lookup_results,
+            mut dialed,
+            mut notices,
+            mut relookup,
+        } = inputs;
         self.rotate_prekey();
         self.join();
         let mut republish = tokio::time::interval(self.config.republish);
@@ -486,13 +580,22 @@ impl<S: Store> Driver<S> {
                         self.lookup(user, Instant::now());
                     }
                 }
-                Some((peer, ok)) = dialed.recv() => {
+                Some(outcome) = dialed.recv() => {
+                    let peer = outcome.device;
                     self.dialing.remove(&peer);
-                    if !ok {
+                    if let Some(reason) = outcome.failure {
                         // Forget the stale addresses; the next retry looks up again.
+                        tracing::debug!(%peer, %reason, "dial to a contact's device failed");
                         self.addresses.remove(&peer);
                         self.waiting.remove(&peer);
+                        self.pending_events.push_back(Event::Error {
+                            contact: Some(outcome.contact),
+                            error: format!("cannot reach their device: {reason}; retrying later"),
+                        });
                     }
+                }
+                Some(error) = notices.recv() => {
+                    self.pending_events.push_back(Event::Error { contact: None, error });
                 }
                 _ = republish.tick() => {
                     self.rotate_prekey();
@@ -547,27 +650,28 @@ impl<S: Store> Driver<S> {
     /// Joins the DHT through the bootstrap peers, then publishes, in the
     /// background: the driver serves commands and envelopes meanwhile.
     fn join(&mut self) {
-        let mut seeds = Vec::new();
+        let mut through = Vec::new();
         for addr in &self.config.bootstrap {
             let Some(peer) = addr.peer_id() else {
                 tracing::warn!(%addr, "bootstrap address without /p2p/ peer id: skipped");
                 continue;
             };
-            let base = addr.without_peer_id();
-            self.addresses.entry(peer).or_default().push(base.clone());
-            seeds.push((peer, vec![base]));
+            self.addresses
+                .entry(peer)
+                .or_default()
+                .push(addr.without_peer_id());
+            through.push(addr.clone());
         }
         let Some(records) = self.records() else {
             return;
         };
-        let dht = self.dht.clone();
+        let (control, dht, notices) =
+            (self.control.clone(), self.dht.clone(), self.notices.clone());
         tokio::spawn(async move {
-            if !seeds.is_empty() {
-                match tokio::time::timeout(Duration::from_secs(60), dht.bootstrap(seeds)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(%e, "bootstrap failed"),
-                    Err(_) => tracing::warn!("bootstrap timed out"),
-                }
+            if !through.is_empty()
+                && let Err(error) = join_through(&control, &dht, through).await
+            {
+                let _ = notices.send(error).await;
             }
             put_records(&dht, records).await;
         });
@@ -637,6 +741,29 @@ impl<S: Store> Driver<S> {
             }
             Command::Contacts(reply) => {
                 let _ = reply.send(Ok(self.engine.contacts()));
+            }
+            Command::Connect(addr, reply) => {
+                let Some(peer) = addr.peer_id() else {
+                    let _ = reply.send(Err(MessengerError::Unreachable(format!(
+                        "{addr}: the address needs /p2p/<peer id>"
+                    ))));
+                    return;
+                };
+                self.addresses
+                    .entry(peer)
+                    .or_default()
+                    .push(addr.without_peer_id());
+                let (control, dht, records) =
+                    (self.control.clone(), self.dht.clone(), self.records());
+                tokio::spawn(async move {
+                    let result = join_through(&control, &dht, vec![addr]).await;
+                    if result.is_ok()
+                        && let Some(records) = records
+                    {
+                        put_records(&dht, records).await;
+                    }
+                    let _ = reply.send(result.map_err(MessengerError::Unreachable));
+                });
             }
             Command::Shutdown(_) => {}
         }
@@ -714,16 +841,25 @@ impl<S: Store> Driver<S> {
                 let control = self.control.clone();
                 let dialed = self.dialed.clone();
                 tokio::spawn(async move {
-                    let mut ok = false;
+                    let mut failure = Some("no address".to_owned());
                     for addr in addrs {
-                        let dial = control.dial(addr, DialOptions::default().expect(device));
-                        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), dial).await
-                        {
-                            ok = true;
-                            break;
+                        let dial =
+                            control.dial(addr.clone(), DialOptions::default().expect(device));
+                        match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
+                            Ok(Ok(_)) => {
+                                failure = None;
+                                break;
+                            }
+                            Ok(Err(e)) => failure = Some(format!("{addr}: {}", short(&e))),
+                            Err(_) => failure = Some(format!("{addr}: no answer")),
                         }
                     }
-                    let _ = dialed.send((device, ok)).await;
+                    let outcome = DialOutcome {
+                        device,
+                        contact,
+                        failure,
+                    };
+                    let _ = dialed.send(outcome).await;
                 });
             }
             _ => self.lookup(contact, now),

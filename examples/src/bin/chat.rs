@@ -55,6 +55,12 @@ struct Args {
     /// (repeatable).
     #[arg(long)]
     bootstrap: Vec<Multiaddr>,
+    /// An address others can reach this node at besides the listen
+    /// addresses, e.g. a port forwarded by a router (repeatable). With
+    /// `--listen /ip4/0.0.0.0/…` the interface addresses are announced
+    /// anyway.
+    #[arg(long)]
+    external_address: Vec<Multiaddr>,
     /// Exit after this many seconds (default: run until /quit, the end of
     /// standard input or Ctrl-C; with it, the end of input does not stop).
     #[arg(long)]
@@ -76,10 +82,14 @@ commands:
   /read [<name>]            mark the conversation's received messages read
   /contacts                 contacts: name, user id, state, messages in flight
   /peers                    connected peers
+  /connect <address>        join the network through a node (…/p2p/<peer id>)
   /id                       this user id and the listen addresses
   /quit                     exit (also Ctrl-C, or the end of input)
   /help                     this list
 a <name> can also be a full user id (SHOAL-…)";
+
+/// How often the chat checks whether it still has a peer.
+const PEER_CHECK: Duration = Duration::from_secs(2);
 
 /// Length of the short form of a user id shown for unnamed contacts.
 const SHORT_ID: usize = 12;
@@ -247,6 +257,19 @@ impl Chat {
                 }
             }
             "id" => self.print_id(),
+            "connect" => match args.as_slice() {
+                [addr] => match addr.parse::<Multiaddr>() {
+                    Ok(addr) => {
+                        println!("connecting to {addr} ...");
+                        match self.messenger.connect(addr.clone()).await {
+                            Ok(()) => println!("connected: joined the network through {addr}"),
+                            Err(e) => println!("error: {e}"),
+                        }
+                    }
+                    Err(e) => println!("not an address: {e}"),
+                },
+                _ => println!("usage: /connect /ip4/<address>/tcp/<port>/p2p/<peer id>"),
+            },
             "quit" | "exit" => return Flow::Quit,
             "help" | "?" => println!("{HELP}"),
             _ => println!("unknown command /{verb}; /help lists the commands"),
@@ -534,6 +557,7 @@ async fn run() -> Result<(), Error> {
     let mut config = MessengerConfig {
         listen: args.listen.clone(),
         bootstrap: args.bootstrap.clone(),
+        external_addresses: args.external_address.clone(),
         ..MessengerConfig::default()
     };
     config.engine.abort_after_commits_for_tests = args.abort_after_commits;
@@ -588,9 +612,19 @@ async fn run() -> Result<(), Error> {
         }
     });
     let mut input_open = true;
+    // Never silently alone: say when the last peer went away.
+    let mut peer_check = tokio::time::interval(PEER_CHECK);
+    let mut had_peers = false;
     loop {
         tokio::select! {
             () = &mut stop => break,
+            _ = peer_check.tick() => {
+                let connected = !chat.messenger.peers().is_empty();
+                if had_peers && !connected {
+                    println!("no peers connected: messages wait until one is; /connect <address> joins through a node");
+                }
+                had_peers = connected;
+            }
             () = &mut ctrl_c => break,
             event = events.recv() => match event {
                 Some(event) => chat.event(event).await,
