@@ -5,13 +5,15 @@ use std::{collections::HashSet, sync::Arc};
 
 use shoal::{HandlerResult, ProtocolContextMut, ServiceProtocol, SessionId};
 
-use crate::{Event, IdentifyError, IdentifyInfo, Shared, record::LocalRecord};
+use crate::{Event, IdentifyError, IdentifyInfo, Shared, observed::Observed, record::LocalRecord};
 
 pub(crate) struct IdentifyHandler {
     pub(crate) shared: Arc<Shared>,
     pub(crate) local: LocalRecord,
     /// Sessions whose identify message has arrived (one is allowed).
     received: HashSet<SessionId>,
+    /// Where peers see us.
+    observed: Observed,
 }
 
 impl IdentifyHandler {
@@ -20,6 +22,37 @@ impl IdentifyHandler {
             shared,
             local,
             received: HashSet::new(),
+            observed: Observed::default(),
+        }
+    }
+
+    /// Counts where the peer sees us; once confirmed, announces that IP
+    /// with the port of each unspecified listen address.
+    fn note_observed(
+        &mut self,
+        ctx: &ProtocolContextMut<'_>,
+        session: &shoal::SessionInfo,
+        info: &IdentifyInfo,
+    ) {
+        let observed = info.observed_addr.as_ref().and_then(|a| a.to_socket_addr());
+        let reporter = session.remote_addr.to_socket_addr();
+        let (Some(observed), Some(reporter)) = (observed, reporter) else {
+            return;
+        };
+        let needed = self.shared.config.confirm_observed;
+        let Some(ip) = self.observed.report(observed.ip(), reporter.ip(), needed) else {
+            return;
+        };
+        for listen in ctx.control().listen_addrs() {
+            let Some(bound) = listen.to_socket_addr() else {
+                continue;
+            };
+            if bound.ip().is_unspecified() && bound.is_ipv4() == ip.is_ipv4() {
+                let addr = std::net::SocketAddr::new(ip, bound.port());
+                let addr = tcp_multiaddr(addr);
+                tracing::debug!(%addr, "announcing an address peers observe");
+                let _ = ctx.control().add_external_address(addr);
+            }
         }
     }
 
@@ -69,6 +102,7 @@ impl ServiceProtocol for IdentifyHandler {
         let session = ctx.session().clone();
         match self.check(ctx, &data) {
             Ok(info) => {
+                self.note_observed(ctx, &session, &info);
                 let info = Arc::new(info);
                 self.shared.remember(session.id, info.clone());
                 self.shared.emit(Event::Identified {
@@ -90,4 +124,15 @@ impl ServiceProtocol for IdentifyHandler {
             }
         }
     }
+}
+
+/// `/ip4/…/tcp/…` or `/ip6/…/tcp/…` of a socket address.
+fn tcp_multiaddr(addr: std::net::SocketAddr) -> shoal::Multiaddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => shoal_transport::Protocol::Ip4(v4),
+        std::net::IpAddr::V6(v6) => shoal_transport::Protocol::Ip6(v6),
+    };
+    shoal::Multiaddr::empty()
+        .with(ip)
+        .with(shoal_transport::Protocol::Tcp(addr.port()))
 }

@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod handler;
+mod observed;
 pub mod protocol;
 pub mod record;
 
@@ -91,7 +92,15 @@ pub struct Config {
     /// [`DEFAULT_EVENT_QUEUE`]); events that find it full are dropped and
     /// counted by [`Handle::dropped_events`].
     pub event_queue: usize,
+    /// Peers from this many distinct networks (/24, /48) must report the
+    /// same observed IP before it is announced with the port of each
+    /// unspecified listen address (see [`DEFAULT_CONFIRM_OBSERVED`]; 0
+    /// never announces observed addresses).
+    pub confirm_observed: usize,
 }
+
+/// Default for [`Config::confirm_observed`]: 2 networks.
+pub const DEFAULT_CONFIRM_OBSERVED: usize = 2;
 
 impl Default for Config {
     fn default() -> Config {
@@ -99,6 +108,7 @@ impl Default for Config {
             agent_version: DEFAULT_AGENT_VERSION.to_owned(),
             protocols: Vec::new(),
             event_queue: DEFAULT_EVENT_QUEUE,
+            confirm_observed: DEFAULT_CONFIRM_OBSERVED,
         }
     }
 }
