@@ -101,6 +101,10 @@ impl MessageCache {
         self.messages.get(id)
     }
 
+    pub(crate) fn contains(&self, id: &MessageId) -> bool {
+        self.messages.contains_key(id)
+    }
+
     /// Ids of `topic` in the newest `windows` windows, oldest first.
     pub(crate) fn gossip_ids(&self, topic: &Topic, windows: usize) -> Vec<MessageId> {
         let mut ids = Vec::new();

@@ -128,6 +128,9 @@ pub struct Stats {
     pub throttled: u64,
     /// Message ids asked for with IWANT.
     pub iwant_requested: u64,
+    /// IWANT ids not answered because we had answered that peer with the
+    /// message already.
+    pub iwant_repeats: u64,
     /// Penalties given, and peers dropped for them.
     pub penalties: u64,
     /// Peers dropped for misbehaviour.

@@ -9,7 +9,8 @@
 //!                mesh > mesh_n_high → PRUNE random peers down to mesh_n
 //!                IHAVE(ids of the last history_gossip heartbeats)
 //!                  → max(gossip_lazy, gossip_factor × others) random non-mesh peers
-//!    message cache shifts one window
+//!    message cache shifts one window; ids it dropped are forgotten as
+//!      answered to IWANT
 //! ```
 
 use std::{collections::BTreeSet, time::Instant};
@@ -41,6 +42,10 @@ impl Gossip {
             self.emit_gossip(topic);
         }
         self.mcache.shift();
+        let mcache = &self.mcache;
+        for state in self.peers.values_mut() {
+            state.answered.retain(|id| mcache.contains(id));
+        }
     }
 
     /// Penalises, once per heartbeat, each peer that did not deliver a
@@ -111,16 +116,21 @@ impl Gossip {
         let n = self.config.gossip_lazy.max(share);
         others.shuffle(&mut self.rng);
         others.truncate(n);
-        let ids: Vec<Bytes> = ids.iter().map(|id| Bytes::copy_from_slice(&id.0)).collect();
         for peer in others {
             let Some(state) = self.peers.get_mut(&peer) else {
                 continue;
             };
             let room = budget.saturating_sub(state.ihave_sent) as usize;
-            if room == 0 {
+            // Not the ones it has had from us through IWANT.
+            let ids: Vec<Bytes> = ids
+                .iter()
+                .filter(|id| !state.answered.contains(id))
+                .take(room)
+                .map(|id| Bytes::copy_from_slice(&id.0))
+                .collect();
+            if ids.is_empty() {
                 continue;
             }
-            let ids = ids[..ids.len().min(room)].to_vec();
             state.ihave_sent += ids.len() as u32;
             let ihave = IHave {
                 topic: topic.as_str().to_owned(),

@@ -196,8 +196,9 @@ impl Gossip {
         !(over && self.penalise(from, Misbehaviour::OverLimit))
     }
 
-    /// Answers IWANT from the message cache. `false` if the peer was
-    /// dropped.
+    /// Answers IWANT from the message cache, each message at most once per
+    /// peer while it is cached: an honest peer never needs a second copy,
+    /// so asking again draws nothing. `false` if the peer was dropped.
     fn handle_iwant(&mut self, from: PeerId, iwants: Vec<IWant>) -> bool {
         let max = self.config.max_iwant_answers_per_heartbeat;
         let mut over = false;
@@ -212,14 +213,26 @@ impl Gossip {
                     break 'entries;
                 }
                 state.iwant_answered += 1;
-                let cached = MessageId::from_slice(&id).and_then(|id| self.mcache.get(&id));
-                if let Some(message) = cached {
-                    answers.push(message.clone());
+                let Some(id) = MessageId::from_slice(&id) else {
+                    continue; // decode_frame already rejects these
+                };
+                let Some(message) = self.mcache.get(&id) else {
+                    continue;
+                };
+                if !state.answered.insert(id) {
+                    self.stats.iwant_repeats += 1;
+                    continue;
                 }
+                answers.push((id, message.clone()));
             }
         }
-        for message in answers {
-            let _ = self.send_message(from, message);
+        for (id, message) in answers {
+            if !self.send_message(from, message)
+                && let Some(state) = self.peers.get_mut(&from)
+            {
+                // Not answered after all: it may ask again.
+                state.answered.remove(&id);
+            }
         }
         !(over && self.penalise(from, Misbehaviour::OverLimit))
     }

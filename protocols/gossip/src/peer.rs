@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::Topic;
+use crate::{MessageId, Topic};
 
 /// Points for a message whose body or signature is invalid.
 pub const PENALTY_INVALID_MESSAGE: u32 = 25;
@@ -80,6 +80,11 @@ pub(crate) struct PeerState {
     pub(crate) messages_sent: u32,
     /// IHAVE ids we sent this heartbeat.
     pub(crate) ihave_sent: u32,
+    /// Ids of cached messages we answered its IWANT with: never answered
+    /// again while cached, nor advertised to it. At most
+    /// `max_iwant_answers_per_heartbeat × history_length` ids (forgotten
+    /// when the message leaves the cache).
+    pub(crate) answered: BTreeSet<MessageId>,
 }
 
 impl PeerState {
