@@ -756,7 +756,8 @@ fn gossip_delivers_genuine_messages_once_and_drops_attackers() {
                     format!("genuine {m}").into_bytes(),
                 )
             })
-            .unwrap();
+            .unwrap()
+            .id;
         genuine.push((author, id));
         sim.run_for(Duration::from_secs(2));
     }

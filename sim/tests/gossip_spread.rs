@@ -47,7 +47,8 @@ fn every_subscriber_gets_every_message_once_within_log_n_hops() {
                     format!("message {m}").into_bytes(),
                 )
             })
-            .unwrap();
+            .unwrap()
+            .id;
         sim.run_for(Duration::from_secs(20));
         let spread = spread_of(&sim, author, id, published);
         assert_eq!(spread.reached, NODES - 1, "message {m} reached everyone");

@@ -147,7 +147,8 @@ fn gossip(args: &Args, csv: &mut String) {
                     g.gossip
                         .publish(now.instant, topic.clone(), format!("m{m}").into_bytes())
                 })
-                .unwrap();
+                .unwrap()
+                .id;
             sim.run_for(Duration::from_secs(20));
             let spread = spread_of(&sim, author, id, published);
             reached += spread.reached;

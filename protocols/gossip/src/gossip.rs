@@ -102,6 +102,19 @@ pub enum PublishError {
     Throttled,
 }
 
+/// What [`Gossip::publish`] did with a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The message's id.
+    pub id: MessageId,
+    /// Peers it was sent to: at least one.
+    pub sent: usize,
+    /// Peers whose send budget for this heartbeat was used up: they get it
+    /// through the mesh or IHAVE/IWANT.
+    pub missed: usize,
+}
+
 /// Why [`Gossip::subscribe`] refused a topic. Blame: the local caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("already subscribed to {0} topics, the limit")]
@@ -302,13 +315,13 @@ impl Gossip {
     /// at most half its message budget per heartbeat; a message no target
     /// can take fails with [`PublishError::Throttled`], one some targets
     /// can take goes to those and reaches the others through the mesh or
-    /// IHAVE/IWANT.
+    /// IHAVE/IWANT. [`Published`] says how many peers it went to.
     pub fn publish(
         &mut self,
         now: Instant,
         topic: Topic,
         payload: impl Into<Bytes>,
-    ) -> Result<MessageId, PublishError> {
+    ) -> Result<Published, PublishError> {
         self.advance(now);
         let payload = payload.into();
         let max = self.config.max_payload_size;
@@ -325,18 +338,26 @@ impl Gossip {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let (id, signed) = message::sign(&self.keypair, seq, &topic, payload);
-        let mut accepted = 0;
+        let mut published = Published {
+            id,
+            sent: 0,
+            missed: 0,
+        };
         for peer in targets {
-            accepted += usize::from(self.send_message(peer, signed.clone()));
+            if self.send_message(peer, signed.clone()) {
+                published.sent += 1;
+            } else {
+                published.missed += 1;
+            }
         }
         self.outbox.flush();
-        if accepted == 0 {
+        if published.sent == 0 {
             return Err(PublishError::Throttled);
         }
         self.seen.insert(id, now + self.config.seen_ttl);
         self.mcache.put(id, topic, signed);
         self.stats.published += 1;
-        Ok(id)
+        Ok(published)
     }
 
     /// Runs the heartbeat if it is due.

@@ -67,7 +67,9 @@
 //! while let Some(t) = a.poll_transmit() { b.handle_message(now, a_id, &t.frame).unwrap(); }
 //! while let Some(t) = b.poll_transmit() { a.handle_message(now, b_id, &t.frame).unwrap(); }
 //!
-//! let id = a.publish(now, topic, &b"hello"[..]).unwrap();
+//! let published = a.publish(now, topic, &b"hello"[..]).unwrap();
+//! assert_eq!(published.sent, 1); // b took it
+//! let id = published.id;
 //! let frame = a.poll_transmit().unwrap();
 //! assert_eq!(frame.peer, b_id);
 //! b.handle_message(now, a_id, &frame.frame).unwrap();
@@ -102,7 +104,7 @@ use shoal_identity::{Keypair, PeerId};
 use tokio::sync::mpsc;
 
 pub use config::Config;
-pub use gossip::{Error, Event, Gossip, PublishError, Stats, SubscribeError};
+pub use gossip::{Error, Event, Gossip, PublishError, Published, Stats, SubscribeError};
 pub use message::{MessageId, Topic, TopicError};
 pub use outbox::Transmit;
 pub use peer::Misbehaviour;
@@ -151,16 +153,17 @@ impl Handle {
         left
     }
 
-    /// Signs and sends a message (see [`Gossip::publish`]).
+    /// Signs and sends a message (see [`Gossip::publish`]); the result
+    /// holds its id and how many peers it went to.
     pub fn publish(
         &self,
         topic: Topic,
         payload: impl Into<Bytes>,
-    ) -> Result<MessageId, HandleError> {
+    ) -> Result<Published, HandleError> {
         let mut inner = self.shared.lock();
-        let id = inner.core.publish(handler::now(), topic, payload)?;
+        let published = inner.core.publish(handler::now(), topic, payload)?;
         self.shared.flush(&mut inner);
-        Ok(id)
+        Ok(published)
     }
 
     /// Our mesh peers of `topic`.

@@ -123,7 +123,8 @@ async fn run(mut nodes: Vec<Node>, degree: usize) {
         let id = nodes[publisher]
             .handle
             .publish(topic.clone(), payload.into_bytes())
-            .unwrap();
+            .unwrap()
+            .id;
         sent.push((publisher, id));
     }
     until_delivered(&mut nodes, &sent).await;

@@ -203,7 +203,7 @@ fn iwant_answers_are_budgeted() {
     let mut ids = Vec::new();
     for i in 0..5u8 {
         let now = rig.now;
-        ids.push(rig.g.publish(now, rig.t.clone(), vec![i]).unwrap());
+        ids.push(rig.g.publish(now, rig.t.clone(), vec![i]).unwrap().id);
     }
     rig.drain();
     let want = Rpc {
@@ -363,7 +363,11 @@ fn repeated_iwant_ids_are_answered_once_per_peer() {
         // The topic's traffic: two new messages per heartbeat.
         for _ in 0..2 {
             let now = rig.now;
-            let id = rig.g.publish(now, rig.t.clone(), payload.clone()).unwrap();
+            let id = rig
+                .g
+                .publish(now, rig.t.clone(), payload.clone())
+                .unwrap()
+                .id;
             recent.push_back(id);
         }
         while recent.len() > 10 {

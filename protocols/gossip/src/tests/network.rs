@@ -82,7 +82,8 @@ fn publish_reaches_everyone_once(flood_publish: bool) {
         let payload = format!("message {k}");
         let id = net.nodes[publisher]
             .publish(now, t.clone(), payload.into_bytes())
-            .unwrap();
+            .unwrap()
+            .id;
         net.run();
         ids.push((publisher, id));
     }
@@ -118,7 +119,7 @@ fn delivery_reports_author_topic_payload_and_a_neighbour_as_source() {
     let (mut net, t) = subscribed_net(Config::default(), 4);
     net.heartbeats(3);
     let now = net.now;
-    let id = net.nodes[5].publish(now, t.clone(), &b"hi"[..]).unwrap();
+    let id = net.nodes[5].publish(now, t.clone(), &b"hi"[..]).unwrap().id;
     net.run();
     for i in (0..N).filter(|&i| i != 5) {
         let event = net.events[i]
@@ -149,7 +150,10 @@ fn ihave_iwant_recovers_a_message_a_node_missed() {
     // Node 10 loses every full message while the message spreads.
     net.filter = Some(Box::new(|_, to, t| to == 10 && has_messages(t)));
     let now = net.now;
-    let id = net.nodes[0].publish(now, t.clone(), &b"late"[..]).unwrap();
+    let id = net.nodes[0]
+        .publish(now, t.clone(), &b"late"[..])
+        .unwrap()
+        .id;
     net.run();
     assert_eq!(net.deliveries(10, id), 0);
     assert_eq!(net.deliveries(20, id), 1);
@@ -187,7 +191,7 @@ fn unsubscribe_prunes_the_mesh_and_stops_delivery() {
     }
     net.heartbeats(3);
     let now = net.now;
-    let id = net.nodes[0].publish(now, t.clone(), &b"x"[..]).unwrap();
+    let id = net.nodes[0].publish(now, t.clone(), &b"x"[..]).unwrap().id;
     net.run();
     net.heartbeats(3);
     assert_eq!(net.deliveries(3, id), 0);
@@ -231,7 +235,8 @@ fn a_thousand_nodes_deliver_everything_once() {
         ids.push(
             net.nodes[publisher]
                 .publish(now, t.clone(), &b"x"[..])
-                .unwrap(),
+                .unwrap()
+                .id,
         );
         net.run();
     }
@@ -267,7 +272,7 @@ fn a_publish_burst_is_throttled_not_penalised_and_still_delivered() {
     for k in 0..40u32 {
         let now = net.now;
         match net.nodes[0].publish(now, t.clone(), k.to_be_bytes().to_vec()) {
-            Ok(id) => published.push(id),
+            Ok(p) => published.push(p.id),
             Err(PublishError::Throttled) => throttled += 1,
             Err(e) => panic!("{e}"),
         }
