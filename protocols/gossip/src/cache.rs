@@ -10,6 +10,8 @@ use std::{
     time::Instant,
 };
 
+use shoal_identity::PeerId;
+
 use crate::{MessageId, Topic, protocol::SignedMessage};
 
 /// Ids seen within a time-to-live, at most `capacity` of them.
@@ -66,10 +68,17 @@ impl SeenCache {
     }
 }
 
+/// A cached message and its author.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub(crate) message: SignedMessage,
+    pub(crate) author: PeerId,
+}
+
 /// Full messages of the last `history_length` heartbeats, in windows.
 #[derive(Debug)]
 pub(crate) struct MessageCache {
-    messages: HashMap<MessageId, SignedMessage>,
+    messages: HashMap<MessageId, Cached>,
     /// Newest window first; each lists its ids in arrival order.
     windows: VecDeque<Vec<(MessageId, Topic)>>,
     history_length: usize,
@@ -87,17 +96,23 @@ impl MessageCache {
     }
 
     /// Stores a message in the current window (once).
-    pub(crate) fn put(&mut self, id: MessageId, topic: Topic, message: SignedMessage) {
+    pub(crate) fn put(
+        &mut self,
+        id: MessageId,
+        topic: Topic,
+        author: PeerId,
+        message: SignedMessage,
+    ) {
         if self.messages.contains_key(&id) {
             return;
         }
-        self.messages.insert(id, message);
+        self.messages.insert(id, Cached { message, author });
         if let Some(window) = self.windows.front_mut() {
             window.push((id, topic));
         }
     }
 
-    pub(crate) fn get(&self, id: &MessageId) -> Option<&SignedMessage> {
+    pub(crate) fn get(&self, id: &MessageId) -> Option<&Cached> {
         self.messages.get(id)
     }
 
@@ -164,11 +179,12 @@ mod tests {
     fn message_cache_keeps_history_length_windows() {
         let topic = Topic::new("t").unwrap();
         let other = Topic::new("u").unwrap();
+        let author = crate::tests::key(1).peer_id();
         let mut cache = MessageCache::new(2);
-        cache.put(id(1), topic.clone(), SignedMessage::default());
-        cache.put(id(2), other.clone(), SignedMessage::default());
+        cache.put(id(1), topic.clone(), author, SignedMessage::default());
+        cache.put(id(2), other.clone(), author, SignedMessage::default());
         cache.shift();
-        cache.put(id(3), topic.clone(), SignedMessage::default());
+        cache.put(id(3), topic.clone(), author, SignedMessage::default());
         assert_eq!(cache.gossip_ids(&topic, 2), vec![id(1), id(3)]);
         assert_eq!(cache.gossip_ids(&topic, 1), vec![id(3)]);
         cache.shift();

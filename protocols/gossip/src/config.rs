@@ -38,6 +38,9 @@ pub const DEFAULT_MAX_MESSAGES_PER_HEARTBEAT: u32 = 512;
 pub const DEFAULT_MAX_IHAVE_IDS_PER_HEARTBEAT: u32 = 5000;
 /// Default for [`Config::max_iwant_answers_per_heartbeat`]: 512.
 pub const DEFAULT_MAX_IWANT_ANSWERS_PER_HEARTBEAT: u32 = 512;
+/// Default for [`Config::own_message_reserve_percent`]: 25 %, so with the
+/// default budgets up to 64 of the 256 messages sent a peer per heartbeat.
+pub const DEFAULT_OWN_MESSAGE_RESERVE_PERCENT: usize = 25;
 /// Default for [`Config::max_peer_topics`]: 128.
 pub const DEFAULT_MAX_PEER_TOPICS: usize = 128;
 /// Default for [`Config::max_subscriptions`]: 1,024.
@@ -103,6 +106,15 @@ pub struct Config {
     /// IWANT ids answered for one peer per heartbeat; more are ignored and
     /// penalised ([`DEFAULT_MAX_IWANT_ANSWERS_PER_HEARTBEAT`]).
     pub max_iwant_answers_per_heartbeat: u32,
+    /// Most of the messages we send a peer per heartbeat (half its
+    /// `max_messages_per_heartbeat`), in percent, kept free for our own
+    /// messages: as many as we offered it in the previous heartbeat, up to
+    /// this share, which relayed messages may not use. Protects what this
+    /// node publishes from being starved by relayed traffic, a flood of
+    /// valid messages from throwaway authors included, while a node that
+    /// does not publish keeps its whole budget for relaying. At most 100
+    /// ([`DEFAULT_OWN_MESSAGE_RESERVE_PERCENT`]).
+    pub own_message_reserve_percent: usize,
     /// Topics remembered per peer; more subscriptions are ignored and
     /// penalised ([`DEFAULT_MAX_PEER_TOPICS`]).
     pub max_peer_topics: usize,
@@ -143,6 +155,7 @@ impl Default for Config {
             max_messages_per_heartbeat: DEFAULT_MAX_MESSAGES_PER_HEARTBEAT,
             max_ihave_ids_per_heartbeat: DEFAULT_MAX_IHAVE_IDS_PER_HEARTBEAT,
             max_iwant_answers_per_heartbeat: DEFAULT_MAX_IWANT_ANSWERS_PER_HEARTBEAT,
+            own_message_reserve_percent: DEFAULT_OWN_MESSAGE_RESERVE_PERCENT,
             max_peer_topics: DEFAULT_MAX_PEER_TOPICS,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             disconnect_threshold: DEFAULT_DISCONNECT_THRESHOLD,
@@ -154,8 +167,9 @@ impl Default for Config {
 
 impl Config {
     /// Makes the settings consistent: `mesh_n_low ≤ mesh_n ≤ mesh_n_high`,
-    /// `1 ≤ history_gossip ≤ history_length`, a non-zero heartbeat, and a
-    /// payload limit that fits a frame.
+    /// `1 ≤ history_gossip ≤ history_length`, a non-zero heartbeat, a
+    /// payload limit that fits a frame, and an own-message reserve of at
+    /// most 100 %.
     pub(crate) fn normalized(mut self) -> Config {
         self.mesh_n = self.mesh_n.max(1);
         self.mesh_n_low = self.mesh_n_low.clamp(1, self.mesh_n);
@@ -166,6 +180,7 @@ impl Config {
         self.max_payload_size = self.max_payload_size.clamp(1, crate::MAX_FRAME_SIZE - 1024);
         self.max_seen = self.max_seen.max(1);
         self.disconnect_threshold = self.disconnect_threshold.max(1);
+        self.own_message_reserve_percent = self.own_message_reserve_percent.min(100);
         self
     }
 }

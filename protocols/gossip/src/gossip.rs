@@ -19,6 +19,7 @@ use crate::{
     outbox::{Entry, Outbox, Transmit},
     peer::{Misbehaviour, PeerState},
     protocol::{Graft, Prune, Subscription},
+    send::{OwnSend, SendLimits},
 };
 
 /// What the core reports to its driver.
@@ -96,8 +97,9 @@ pub enum PublishError {
     #[error("no peer to publish to")]
     NoPeers,
     /// Every target has had its share of messages for this heartbeat (half
-    /// of [`Config::max_messages_per_heartbeat`]); retry after the next
-    /// heartbeat. Nothing was sent.
+    /// of [`Config::max_messages_per_heartbeat`]), or has own messages
+    /// waiting already; retry after the next heartbeat. Nothing was sent
+    /// or queued.
     #[error("publishing faster than peers accept; retry after the next heartbeat")]
     Throttled,
 }
@@ -108,9 +110,12 @@ pub enum PublishError {
 pub struct Published {
     /// The message's id.
     pub id: MessageId,
-    /// Peers it was sent to: at least one.
+    /// Peers it was sent to now: at least one.
     pub sent: usize,
-    /// Peers whose send budget for this heartbeat was used up: they get it
+    /// Peers whose send budget for this heartbeat was used up: it waits
+    /// for them and is sent first at the next heartbeat.
+    pub queued: usize,
+    /// Peers it went to neither way (their backlog was full); they get it
     /// through the mesh or IHAVE/IWANT.
     pub missed: usize,
 }
@@ -136,9 +141,12 @@ pub struct Stats {
     pub invalid: u64,
     /// Message copies sent (forwarded, published or answering IWANT).
     pub sent: u64,
-    /// Message copies not sent because the peer's budget for this
-    /// heartbeat was used up.
+    /// Message copies not sent when first tried, because the peer's budget
+    /// (or the relay's share of it) for this heartbeat was used up.
     pub throttled: u64,
+    /// Own message copies queued for a peer's next heartbeat (counted in
+    /// `throttled` too; sent later, and then counted in `sent`).
+    pub queued: u64,
     /// Message ids asked for with IWANT.
     pub iwant_requested: u64,
     /// IWANT ids not answered because we had answered that peer with the
@@ -172,6 +180,7 @@ pub struct Gossip {
     pub(crate) keypair: Keypair,
     pub(crate) local: PeerId,
     pub(crate) config: Config,
+    pub(crate) send_limits: SendLimits,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) peers: BTreeMap<PeerId, PeerState>,
     /// Connected peers per topic they announced.
@@ -206,6 +215,7 @@ impl Gossip {
             keypair,
             seen: SeenCache::new(config.max_seen),
             mcache: MessageCache::new(config.history_length),
+            send_limits: SendLimits::new(&config),
             config,
             rng,
             peers: BTreeMap::new(),
@@ -311,11 +321,14 @@ impl Gossip {
     /// Signs and sends a new message. With [`Config::flood_publish`] it
     /// goes to every peer in good standing subscribed to `topic`; otherwise
     /// to our mesh, or `mesh_n` random topic peers when not subscribed. Our
-    /// own messages are not reported as [`Event::Message`]. A peer is sent
-    /// at most half its message budget per heartbeat; a message no target
-    /// can take fails with [`PublishError::Throttled`], one some targets
-    /// can take goes to those and reaches the others through the mesh or
-    /// IHAVE/IWANT. [`Published`] says how many peers it went to.
+    /// own messages are not reported as [`Event::Message`].
+    ///
+    /// A peer is sent at most half its message budget per heartbeat, part
+    /// of which only our own messages may use
+    /// ([`Config::own_message_reserve_percent`]). A message no target can
+    /// take now fails with [`PublishError::Throttled`]; one that some
+    /// targets can take goes to those and waits for the others until their
+    /// next heartbeat. [`Published`] says how many peers it went to.
     pub fn publish(
         &mut self,
         now: Instant,
@@ -335,27 +348,29 @@ impl Gossip {
         if targets.is_empty() {
             return Err(PublishError::NoPeers);
         }
+        if !targets.iter().any(|p| self.has_room_for_own(p)) {
+            self.stats.throttled += targets.len() as u64;
+            return Err(PublishError::Throttled);
+        }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let (id, signed) = message::sign(&self.keypair, seq, &topic, payload);
         let mut published = Published {
             id,
             sent: 0,
+            queued: 0,
             missed: 0,
         };
         for peer in targets {
-            if self.send_message(peer, signed.clone()) {
-                published.sent += 1;
-            } else {
-                published.missed += 1;
+            match self.send_own(peer, signed.clone()) {
+                OwnSend::Sent => published.sent += 1,
+                OwnSend::Queued => published.queued += 1,
+                OwnSend::Refused => published.missed += 1,
             }
         }
         self.outbox.flush();
-        if published.sent == 0 {
-            return Err(PublishError::Throttled);
-        }
         self.seen.insert(id, now + self.config.seen_ttl);
-        self.mcache.put(id, topic, signed);
+        self.mcache.put(id, topic, self.local, signed);
         self.stats.published += 1;
         Ok(published)
     }
@@ -508,28 +523,6 @@ impl Gossip {
             backoff_secs: backoff.as_secs(),
         });
         self.outbox.push(peer, entry);
-    }
-
-    /// Queues a full message for `peer`, within half its per-heartbeat
-    /// budget (see [`crate::peer`]).
-    /// `false` if it was not queued.
-    pub(crate) fn send_message(
-        &mut self,
-        peer: PeerId,
-        message: crate::protocol::SignedMessage,
-    ) -> bool {
-        let budget = (self.config.max_messages_per_heartbeat / 2).max(1);
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return false;
-        };
-        if state.messages_sent >= budget {
-            self.stats.throttled += 1;
-            return false;
-        }
-        state.messages_sent += 1;
-        self.stats.sent += 1;
-        self.outbox.push(peer, Entry::Message(message));
-        true
     }
 
     /// Adds penalty points; drops the peer at the threshold and takes it

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  every heartbeat_interval:
-//!    budgets reset, penalties decay, broken IWANT promises penalised
+//!    budgets reset, penalties decay, own messages waiting for a peer sent
+//!    broken IWANT promises penalised
 //!    seen ids, backoffs expire
 //!    per topic:  mesh < mesh_n_low  → GRAFT random peers up to mesh_n
 //!                mesh > mesh_n_high → PRUNE random peers down to mesh_n
@@ -29,8 +30,9 @@ use crate::{
 impl Gossip {
     pub(crate) fn heartbeat(&mut self, now: Instant) {
         for state in self.peers.values_mut() {
-            state.new_window();
+            state.new_window(&self.send_limits);
         }
+        self.send_backlogs();
         self.expire_promises(now);
         self.seen.expire(now);
         self.backoff.retain(|_, until| *until > now);

@@ -13,6 +13,7 @@ use crate::{
     outbox::Entry,
     peer::Misbehaviour,
     protocol::{self, Graft, IHave, IWant, Prune, SignedMessage, Subscription},
+    send::OwnSend,
 };
 
 impl Gossip {
@@ -134,9 +135,10 @@ impl Gossip {
                 .copied()
                 .collect();
             for peer in targets {
-                let _ = self.send_message(peer, signed.clone());
+                let _ = self.send_relayed(peer, from, signed.clone());
             }
-            self.mcache.put(id, verified.topic.clone(), signed);
+            self.mcache
+                .put(id, verified.topic.clone(), verified.author, signed);
             self.stats.delivered += 1;
             self.events.push_back(Event::Message {
                 id,
@@ -216,20 +218,24 @@ impl Gossip {
                 let Some(id) = MessageId::from_slice(&id) else {
                     continue; // decode_frame already rejects these
                 };
-                let Some(message) = self.mcache.get(&id) else {
+                let Some(cached) = self.mcache.get(&id) else {
                     continue;
                 };
                 if !state.answered.insert(id) {
                     self.stats.iwant_repeats += 1;
                     continue;
                 }
-                answers.push((id, message.clone()));
+                answers.push((id, cached.author, cached.message.clone()));
             }
         }
-        for (id, message) in answers {
-            if !self.send_message(from, message)
-                && let Some(state) = self.peers.get_mut(&from)
-            {
+        for (id, author, message) in answers {
+            let sent = if author == self.local {
+                self.send_own(from, message) != OwnSend::Refused
+            } else {
+                // Relayed on the asker's own behalf: its fair share.
+                self.send_relayed(from, from, message)
+            };
+            if !sent && let Some(state) = self.peers.get_mut(&from) {
                 // Not answered after all: it may ask again.
                 state.answered.remove(&id);
             }

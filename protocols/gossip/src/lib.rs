@@ -13,6 +13,9 @@
 //! - [`protocol`]: the wire format (one protobuf `Rpc` per frame) and its
 //!   bounded decoder; [`message`]: signing, checking and ids of messages.
 //! - [`peer`]: the penalty points a misbehaving peer collects.
+//! - [`send`]: how what we send each peer is shared: our own messages
+//!   first, a fair share for each peer we relay for, and a backlog for our
+//!   own messages that found no room.
 //! - The full specification with test vectors is section 9 of
 //!   `docs/PROTOCOL.md`.
 //!
@@ -29,7 +32,11 @@
 //! seen for [`Config::seen_ttl`], and never delivered or forwarded twice.
 //! Everything a peer sends is budgeted per heartbeat; going over, or
 //! sending invalid messages, costs penalty points, and a peer that collects
-//! too many is dropped with [`Event::Disconnect`].
+//! too many is dropped with [`Event::Disconnect`]. We send each peer at
+//! most half its budgets, our own messages first, so a flood of valid
+//! messages relayed for others cannot keep them from our mesh; IWANT is
+//! answered at most once per message and peer. [`Gossip::publish`] says
+//! how many peers a message went to ([`Published`]).
 //!
 //! # Examples
 //! On a service:
@@ -91,6 +98,7 @@ pub mod message;
 mod outbox;
 pub mod peer;
 pub mod protocol;
+pub mod send;
 
 use std::{
     collections::hash_map::RandomState,

@@ -11,12 +11,17 @@
 //! In the other direction, we send a peer at most *half* of each budget per
 //! heartbeat (messages, IHAVE ids, IWANT ids), so two honest nodes whose
 //! heartbeats are out of step never push each other over a budget,
-//! whatever the load: beyond it, a message is not pushed eagerly and must
-//! reach that peer another way (another mesh peer, or IHAVE/IWANT).
+//! whatever the load: beyond it, a relayed message is not pushed eagerly
+//! and must reach that peer another way (another mesh peer, or
+//! IHAVE/IWANT), and one of our own waits for the next heartbeat. How the
+//! message half is shared is in [`crate::send`].
 
 use std::collections::BTreeSet;
 
-use crate::{MessageId, Topic};
+use crate::{
+    MessageId, Topic,
+    send::{SendLimits, SendWindow},
+};
 
 /// Points for a message whose body or signature is invalid.
 pub const PENALTY_INVALID_MESSAGE: u32 = 25;
@@ -76,8 +81,8 @@ pub(crate) struct PeerState {
     pub(crate) iwant_answered: u32,
     /// IWANT ids we sent this heartbeat.
     pub(crate) iwant_sent: u32,
-    /// Full messages we sent this heartbeat.
-    pub(crate) messages_sent: u32,
+    /// Full messages we sent this heartbeat, and our backlog for it.
+    pub(crate) send: SendWindow,
     /// IHAVE ids we sent this heartbeat.
     pub(crate) ihave_sent: u32,
     /// Ids of cached messages we answered its IWANT with: never answered
@@ -89,12 +94,12 @@ pub(crate) struct PeerState {
 
 impl PeerState {
     /// Starts a new heartbeat window.
-    pub(crate) fn new_window(&mut self) {
+    pub(crate) fn new_window(&mut self, limits: &SendLimits) {
         self.messages = 0;
         self.ihave_ids = 0;
         self.iwant_answered = 0;
         self.iwant_sent = 0;
-        self.messages_sent = 0;
+        self.send.new_window(limits);
         self.ihave_sent = 0;
         self.penalty = self.penalty.saturating_sub(PENALTY_DECAY);
     }

@@ -12,15 +12,16 @@ use crate::{
 };
 
 /// An honest core `g` (subscribed to "t") with connected raw peers.
-struct Rig {
-    g: Gossip,
-    peers: Vec<PeerId>,
-    now: Instant,
-    t: Topic,
+pub(super) struct Rig {
+    pub(super) g: Gossip,
+    pub(super) peers: Vec<PeerId>,
+    pub(super) now: Instant,
+    pub(super) t: Topic,
 }
 
 impl Rig {
-    fn new(n: usize, config: Config) -> Rig {
+    /// `g` with `n` raw peers `key(0..n)`, all subscribed to "t".
+    pub(super) fn new(n: usize, config: Config) -> Rig {
         let mut g = Gossip::new(key(100), config, 9);
         let t = topic("t");
         g.subscribe(t.clone()).unwrap();
@@ -43,28 +44,33 @@ impl Rig {
         rig
     }
 
-    fn send(&mut self, i: usize, rpc: Rpc) -> Result<(), Error> {
+    pub(super) fn send(&mut self, i: usize, rpc: Rpc) -> Result<(), Error> {
         self.g
             .handle_message(self.now, self.peers[i], &encode_frame(rpc))
     }
 
-    fn drain(&mut self) -> (Vec<Transmit>, Vec<Event>) {
+    pub(super) fn drain(&mut self) -> (Vec<Transmit>, Vec<Event>) {
         let t = std::iter::from_fn(|| self.g.poll_transmit()).collect();
         let e = std::iter::from_fn(|| self.g.poll_event()).collect();
         (t, e)
     }
 
-    fn heartbeat(&mut self) {
+    pub(super) fn heartbeat(&mut self) {
         self.now += self.g.config().heartbeat_interval;
         self.g.handle_timeout(self.now);
     }
 }
 
-fn signed(author: u64, seq: u64, t: &Topic, payload: &[u8]) -> (crate::MessageId, SignedMessage) {
+pub(super) fn signed(
+    author: u64,
+    seq: u64,
+    t: &Topic,
+    payload: &[u8],
+) -> (crate::MessageId, SignedMessage) {
     message::sign(&key(author), seq, t, Bytes::copy_from_slice(payload))
 }
 
-fn messages(rpc: Vec<SignedMessage>) -> Rpc {
+pub(super) fn messages(rpc: Vec<SignedMessage>) -> Rpc {
     Rpc {
         messages: rpc,
         ..Rpc::default()

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod adversarial;
+mod flood;
 mod network;
 mod vectors;
 
