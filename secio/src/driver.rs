@@ -9,6 +9,11 @@ use crate::{
     handshake::{InitiatorHandshake, InitiatorStep, ResponderHandshake, ResponderStep},
 };
 
+/// Bytes of a handshake message body read before the buffer grows: our own
+/// messages (at most 199 bytes) fit, so an honest handshake reads each in
+/// one step; a larger one doubles the buffer as its bytes arrive.
+const FIRST_BODY_READ: usize = 256;
+
 /// Messages one side receives in a handshake at most: a refusal, an accept
 /// (initiator); two hellos and a final (responder).
 const MAX_RECEIVED_MESSAGES: usize = 3;
@@ -137,7 +142,9 @@ async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, body: &[u8]) -> Result<(), Ha
 }
 
 /// Reads one length-prefixed handshake message, checking the declared length
-/// before allocating for the body.
+/// before allocating anything for the body. The body buffer then grows with
+/// the bytes that arrive (doubling from [`FIRST_BODY_READ`]), not with the
+/// declared length.
 async fn receive<IO: AsyncRead + Unpin>(
     io: &mut IO,
     config: &Config,
@@ -151,8 +158,14 @@ async fn receive<IO: AsyncRead + Unpin>(
             FrameError::TooLarge { len, max } => HandshakeError::MessageTooLarge { len, max },
             FrameError::TooShort { .. } => HandshakeError::Malformed("empty handshake message"),
         })?;
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
+    let mut body = Vec::new();
+    while body.len() < len {
+        let filled = body.len();
+        let target = (2 * filled).max(FIRST_BODY_READ).min(len);
+        body.reserve_exact(target - filled);
+        body.resize(target, 0);
+        io.read_exact(&mut body[filled..]).await?;
+    }
     tracing::trace!(bytes = len, "secio: received handshake message");
     Ok(body)
 }

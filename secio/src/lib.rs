@@ -85,5 +85,5 @@ pub use driver::{handshake_inbound, handshake_inbound_expecting, handshake_outbo
 pub use error::{FailureClass, HandshakeError, StreamError};
 pub use handshake::{HandshakeOutcome, InitiatorHandshake, ResponderHandshake};
 pub use shoal_identity::{PeerId, PublicKey};
-pub use stream::SecureStream;
+pub use stream::{RECEIVE_BUFFER_FLOOR, SecureStream};
 pub use suite::CipherSuite;

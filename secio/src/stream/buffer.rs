@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 /// First size of a buffer, and the size at or under which an empty buffer
 /// is always freed: small enough that allocating and zeroing it again for
-/// the next message costs next to nothing.
-pub(super) const INITIAL_LEN: usize = 8 * 1024;
+/// the next message costs next to nothing. Also the receive buffer's
+/// floor, [`RECEIVE_BUFFER_FLOOR`](crate::RECEIVE_BUFFER_FLOOR).
+pub(super) const INITIAL_LEN: usize = crate::RECEIVE_BUFFER_FLOOR;
 
 /// A buffer that has grown past [`INITIAL_LEN`] is freed when empty once it
 /// has not been busy for this long.
@@ -45,6 +46,11 @@ impl ElasticBuffer {
         &mut self.bytes
     }
 
+    /// Bytes of memory held (at least [`len`](Self::len)).
+    pub(super) fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Current usable size.
     pub(super) fn len(&self) -> usize {
         self.bytes.len()
@@ -60,7 +66,29 @@ impl ElasticBuffer {
             .max(self.bytes.len() * 2)
             .max(INITIAL_LEN)
             .min(max.max(min));
+        // Exactly: the capacity is the memory a stream is known to hold.
+        self.bytes.reserve_exact(target - self.bytes.len());
         self.bytes.resize(target, 0);
+    }
+
+    /// Shrinks the buffer to `len` bytes, keeping its first `len` bytes and
+    /// giving the rest of the memory back.
+    pub(super) fn shrink_to(&mut self, len: usize) {
+        if len < self.bytes.len() {
+            self.bytes.truncate(len);
+            self.bytes.shrink_to_fit();
+        }
+    }
+
+    /// True if the buffer has not been busy for [`RELEASE_AFTER`].
+    pub(super) fn is_quiet(&self) -> bool {
+        self.last_busy
+            .is_none_or(|at| at.elapsed() >= RELEASE_AFTER)
+    }
+
+    /// Frees the memory now. The caller guarantees nothing in it is live.
+    pub(super) fn release(&mut self) {
+        self.bytes = Vec::new();
     }
 
     /// Records that `n` bytes moved through the buffer at once.
@@ -73,14 +101,8 @@ impl ElasticBuffer {
     /// Frees the memory of an empty buffer if it is small or has been quiet
     /// for [`RELEASE_AFTER`]. The caller guarantees nothing in it is live.
     pub(super) fn release_if_idle(&mut self) {
-        if self.bytes.is_empty() {
-            return;
-        }
-        let quiet = self
-            .last_busy
-            .is_none_or(|at| at.elapsed() >= RELEASE_AFTER);
-        if self.bytes.len() <= INITIAL_LEN || quiet {
-            self.bytes = Vec::new();
+        if self.bytes.len() <= INITIAL_LEN || self.is_quiet() {
+            self.release();
         }
     }
 }
@@ -124,6 +146,18 @@ mod tests {
         b.last_busy = Instant::now().checked_sub(RELEASE_AFTER);
         b.release_if_idle();
         assert_eq!(b.len(), 0, "quiet for RELEASE_AFTER: released");
+    }
+
+    #[test]
+    fn capacity_is_exact_and_shrinks() {
+        let mut b = ElasticBuffer::default();
+        b.grow_to(INITIAL_LEN, INITIAL_LEN);
+        b.grow_to(3 * INITIAL_LEN, 3 * INITIAL_LEN);
+        assert_eq!(b.capacity(), 3 * INITIAL_LEN);
+        b.as_mut_slice()[..3].copy_from_slice(b"abc");
+        b.shrink_to(INITIAL_LEN);
+        assert_eq!((b.len(), b.capacity()), (INITIAL_LEN, INITIAL_LEN));
+        assert_eq!(&b.as_slice()[..3], b"abc");
     }
 
     #[test]

@@ -16,6 +16,11 @@ mod buffer;
 mod read;
 mod write;
 
+/// The first size of a stream's receive buffer (8 KiB), enough for the
+/// small frames of an interactive connection. A larger frame grows the
+/// buffer only as its bytes arrive.
+pub const RECEIVE_BUFFER_FLOOR: usize = 8 * 1024;
+
 use std::{
     fmt, io,
     pin::Pin,
@@ -85,6 +90,14 @@ impl<IO> SecureStream<IO> {
     /// up to about 580 KiB during a bulk transfer.
     pub fn buffer_memory(&self) -> usize {
         self.read.buffer_memory() + self.write.buffer_memory()
+    }
+
+    /// Bytes of memory held by the receive side's ciphertext buffer: the
+    /// frame being received (and any read-ahead). Grows with the bytes that
+    /// arrive, never with the length a frame header declares; zero while
+    /// the stream is idle. For tests and monitoring.
+    pub fn receive_buffer_capacity(&self) -> usize {
+        self.read.ciphertext_capacity()
     }
 
     /// The underlying stream.

@@ -10,7 +10,7 @@ use snow::TransportState;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::{
-    StreamError,
+    RECEIVE_BUFFER_FLOOR, StreamError,
     frame::{FrameDecoder, LEN_PREFIX, MAX_FRAME_LEN, MAX_FRAME_WIRE_LEN, decode_len},
 };
 
@@ -66,6 +66,11 @@ impl ReadState {
         self.buf.len() + self.plain.len()
     }
 
+    /// Bytes of memory held by the ciphertext buffer.
+    pub(super) fn ciphertext_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     pub(super) fn poll_read<IO: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -80,6 +85,9 @@ impl ReadState {
         if let Poll::Ready(Err(e)) = &result {
             tracing::debug!(error = %e, "secio: read failed, stream closed for reading");
             self.failed = true;
+            // Nothing buffered can be read any more: give it all back.
+            self.buf.release();
+            self.plain.release();
         }
         result
     }
@@ -169,11 +177,20 @@ impl ReadState {
         Ok(())
     }
 
-    /// Reads more ciphertext from the socket. First makes room: the buffer
-    /// grows to hold the whole frame that has started (or after a read that
-    /// filled it), and a partial frame moves to the front when the space
-    /// behind it runs short. When the socket has nothing and nothing is
-    /// buffered, idle buffers are released.
+    /// Reads more ciphertext from the socket. Only a partial frame (or
+    /// nothing) is buffered here: whole frames were consumed first.
+    ///
+    /// First makes room. A buffer full of the partial frame doubles (from
+    /// the floor, at most to the frame's length), so what a stream holds
+    /// follows the bytes its peer actually sent, never the length a header
+    /// declares. After a read that filled all its space and brought a
+    /// whole frame and more (a bulk transfer), the buffer also doubles for
+    /// read-ahead, up to [`READ_BUFFER_LEN`]. A partial frame moves to the
+    /// front when the space behind it runs short.
+    ///
+    /// When the socket has nothing: an empty buffer is freed if small or
+    /// quiet, and a buffer much larger than its partial frame shrinks
+    /// likewise.
     fn poll_fill<IO: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -183,19 +200,24 @@ impl ReadState {
             self.start = 0;
             self.end = 0;
         }
-        // Only a partial frame is buffered here (whole ones were consumed
-        // first), so `want` is at most one maximal frame.
         let buffered = self.end - self.start;
         let frame = decode_len(&self.buf.as_slice()[self.start..self.end])
             .map_or(LEN_PREFIX, |len| LEN_PREFIX + len);
-        let want = frame.max(buffered + 1);
+        let len = self.buf.len();
+        if buffered == len {
+            let target = (2 * len)
+                .max(RECEIVE_BUFFER_FLOOR)
+                .min(frame.max(RECEIVE_BUFFER_FLOOR));
+            self.buf.grow_to(target, target);
+        }
         if self.grow {
             self.grow = false;
-            self.buf.grow_to(self.buf.len() + 1, READ_BUFFER_LEN);
+            let len = self.buf.len();
+            let target = (2 * len).min(READ_BUFFER_LEN);
+            self.buf.grow_to(target, target);
         }
-        self.buf.grow_to(want, READ_BUFFER_LEN);
         let len = self.buf.len();
-        if self.start > 0 && len - self.end < (want - buffered).max(len / 4) {
+        if self.start > 0 && len - self.end < (frame - buffered).max(len / 4) {
             self.buf.as_mut_slice().copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
@@ -203,12 +225,7 @@ impl ReadState {
         let mut space = ReadBuf::new(&mut self.buf.as_mut_slice()[self.end..]);
         let offered = space.capacity();
         if Pin::new(io).poll_read(cx, &mut space)?.is_pending() {
-            if self.start == self.end {
-                self.buf.release_if_idle();
-            }
-            if self.plain_start == self.plain_end {
-                self.plain.release_if_idle();
-            }
+            self.release_idle(frame);
             return Poll::Pending;
         }
         let n = space.filled().len();
@@ -218,8 +235,35 @@ impl ReadState {
             tracing::trace!(bytes = n, "secio: read ciphertext");
             self.end += n;
             self.buf.note_transfer(n);
-            self.grow = n == offered && len < READ_BUFFER_LEN;
+            // Read ahead only for a peer sending frames faster than we read
+            // them: a read that filled its space and brought a whole frame
+            // and more. One large frame trickling in grows as it arrives.
+            let buffered = &self.buf.as_slice()[self.start..self.end];
+            let more = decode_len(buffered).is_some_and(|l| LEN_PREFIX + l < buffered.len());
+            self.grow = n == offered && len < READ_BUFFER_LEN && more;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Gives memory back while the socket has nothing to read (`frame`: the
+    /// wire length of the partial frame buffered, if any).
+    fn release_idle(&mut self, frame: usize) {
+        let buffered = self.end - self.start;
+        if buffered == 0 {
+            self.buf.release_if_idle();
+        } else {
+            let fit = (2 * buffered)
+                .max(RECEIVE_BUFFER_FLOOR)
+                .min(frame.max(RECEIVE_BUFFER_FLOOR));
+            if self.buf.len() > fit && self.buf.is_quiet() {
+                self.buf.as_mut_slice().copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                self.buf.shrink_to(fit);
+            }
+        }
+        if self.plain_start == self.plain_end {
+            self.plain.release_if_idle();
+        }
     }
 }
