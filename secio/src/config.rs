@@ -6,6 +6,7 @@ use shoal_identity::{Keypair, PeerId};
 use zeroize::Zeroizing;
 
 use crate::{
+    budget::ReceiveBudget,
     frame::MAX_FRAME_LEN,
     payload::{HandshakePayload, KEY_LEN},
     suite::CipherSuite,
@@ -46,6 +47,7 @@ pub struct Config {
     suites: Vec<CipherSuite>,
     handshake_timeout: Duration,
     max_handshake_message: usize,
+    receive_budget: ReceiveBudget,
 }
 
 /// The identity key pair, the Noise static key it certifies and the
@@ -61,7 +63,10 @@ pub(crate) struct LocalKeys {
 impl Config {
     /// A configuration for `identity` with the defaults: suites in
     /// [`CipherSuite::default_preference`] order,
-    /// [`DEFAULT_HANDSHAKE_TIMEOUT`], [`DEFAULT_MAX_HANDSHAKE_MESSAGE`].
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`], [`DEFAULT_MAX_HANDSHAKE_MESSAGE`], and
+    /// a new [`ReceiveBudget`] of
+    /// [`DEFAULT_RECEIVE_BUDGET`](crate::DEFAULT_RECEIVE_BUDGET) shared by
+    /// this configuration's clones.
     ///
     /// Generates the Noise static key (X25519) that `identity` signs once
     /// here; every handshake made with this configuration (or a clone of it)
@@ -102,6 +107,7 @@ impl Config {
             suites: CipherSuite::default_preference(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshake_message: DEFAULT_MAX_HANDSHAKE_MESSAGE,
+            receive_budget: ReceiveBudget::default(),
         }
     }
 
@@ -133,6 +139,16 @@ impl Config {
         self
     }
 
+    /// Sets the budget that bounds, together with every stream sharing it,
+    /// the receive-buffer memory held beyond
+    /// [`RECEIVE_BUFFER_FLOOR`](crate::RECEIVE_BUFFER_FLOOR) per stream
+    /// (partial frames and read-ahead) and by handshake messages. Pass one
+    /// budget to several configurations for one bound across all of them.
+    pub fn with_receive_budget(mut self, budget: ReceiveBudget) -> Config {
+        self.receive_budget = budget;
+        self
+    }
+
     /// The local identity key pair.
     pub fn identity(&self) -> &Keypair {
         &self.local.identity
@@ -158,6 +174,11 @@ impl Config {
         self.max_handshake_message
     }
 
+    /// The receive budget streams secured with this configuration draw on.
+    pub fn receive_budget(&self) -> &ReceiveBudget {
+        &self.receive_budget
+    }
+
     /// The public half of the X25519 Noise static key the identity signs.
     pub fn noise_static_public_key(&self) -> [u8; KEY_LEN] {
         self.local.static_public
@@ -175,6 +196,7 @@ impl fmt::Debug for Config {
             .field("suites", &self.suites)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_handshake_message", &self.max_handshake_message)
+            .field("receive_budget", &self.receive_budget)
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +233,19 @@ mod tests {
             config.suites(),
             CipherSuite::default_preference().as_slice()
         );
+        assert_eq!(
+            config.receive_budget().total(),
+            crate::DEFAULT_RECEIVE_BUDGET
+        );
+        assert!(
+            config
+                .clone()
+                .receive_budget()
+                .ptr_eq(config.receive_budget())
+        );
+        let shared = ReceiveBudget::new(1 << 20);
+        let other = Config::new(Keypair::generate()).with_receive_budget(shared.clone());
+        assert!(other.receive_budget().ptr_eq(&shared));
 
         let config = config
             .with_suites([

@@ -4,7 +4,8 @@ use shoal_identity::PeerId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
-    Config, HandshakeError, SecureStream,
+    Config, HandshakeError, RECEIVE_BUFFER_FLOOR, SecureStream,
+    budget::Reservation,
     frame::{FrameDecoder, FrameError, LEN_PREFIX, decode_len, encode_len},
     handshake::{InitiatorHandshake, InitiatorStep, ResponderHandshake, ResponderStep},
 };
@@ -144,7 +145,8 @@ async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, body: &[u8]) -> Result<(), Ha
 /// Reads one length-prefixed handshake message, checking the declared length
 /// before allocating anything for the body. The body buffer then grows with
 /// the bytes that arrive (doubling from [`FIRST_BODY_READ`]), not with the
-/// declared length.
+/// declared length; past [`RECEIVE_BUFFER_FLOOR`] the rest of the message is
+/// reserved from the receive budget first.
 async fn receive<IO: AsyncRead + Unpin>(
     io: &mut IO,
     config: &Config,
@@ -158,10 +160,18 @@ async fn receive<IO: AsyncRead + Unpin>(
             FrameError::TooLarge { len, max } => HandshakeError::MessageTooLarge { len, max },
             FrameError::TooShort { .. } => HandshakeError::Malformed("empty handshake message"),
         })?;
+    let mut reservation = Reservation::new(config.receive_budget().clone());
     let mut body = Vec::new();
     while body.len() < len {
         let filled = body.len();
         let target = (2 * filled).max(FIRST_BODY_READ).min(len);
+        if target > RECEIVE_BUFFER_FLOOR {
+            // All of the rest at once, so a wait never holds part of it.
+            let rest = len - RECEIVE_BUFFER_FLOOR;
+            std::future::poll_fn(|cx| reservation.poll_reserve(cx, rest))
+                .await
+                .map_err(|_| HandshakeError::ReceiveBudgetExhausted)?;
+        }
         body.reserve_exact(target - filled);
         body.resize(target, 0);
         io.read_exact(&mut body[filled..]).await?;

@@ -78,6 +78,11 @@ pub enum HandshakeError {
     /// with the versions we do support).
     #[error("unsupported protocol version {0}")]
     UnsupportedVersion(u8),
+    /// Local resource limit: a handshake message needed more buffer memory
+    /// than the [`ReceiveBudget`](crate::ReceiveBudget) could give within
+    /// [`MAX_RECEIVE_BUDGET_WAIT`](crate::MAX_RECEIVE_BUDGET_WAIT).
+    #[error("receive budget spent: no memory for the handshake message")]
+    ReceiveBudgetExhausted,
     /// The responder refused our protocol version.
     #[error("the responder refused our protocol version; it supports {supported:?}")]
     VersionRefused {
@@ -118,7 +123,9 @@ impl HandshakeError {
             HandshakeError::Noise(snow::Error::Decrypt | snow::Error::Input | snow::Error::Dh) => {
                 FailureClass::Malformed
             }
-            HandshakeError::Noise(_) => FailureClass::Local,
+            HandshakeError::Noise(_) | HandshakeError::ReceiveBudgetExhausted => {
+                FailureClass::Local
+            }
             HandshakeError::ProtocolViolation(_)
             | HandshakeError::RepeatedSuiteRefusal
             | HandshakeError::InvalidIdentityKey
@@ -153,6 +160,13 @@ pub enum StreamError {
     /// An earlier read or write on this stream failed; the stream is dead.
     #[error("the secure stream failed earlier and is unusable")]
     Poisoned,
+    /// Local resource limit, no fault of the peer: the stream needed more
+    /// receive-buffer memory to finish a frame, and the
+    /// [`ReceiveBudget`](crate::ReceiveBudget) it shares with other streams
+    /// stayed spent for this long
+    /// ([`MAX_RECEIVE_BUDGET_WAIT`](crate::MAX_RECEIVE_BUDGET_WAIT)).
+    #[error("receive budget spent for {0:?}: no memory to finish the frame being received")]
+    ReceiveBudgetExhausted(Duration),
 }
 
 impl StreamError {
@@ -162,6 +176,7 @@ impl StreamError {
             StreamError::Truncated => io::ErrorKind::UnexpectedEof,
             StreamError::Encrypt(_) | StreamError::Poisoned => io::ErrorKind::Other,
             StreamError::Frame(_) | StreamError::Decrypt => io::ErrorKind::InvalidData,
+            StreamError::ReceiveBudgetExhausted(_) => io::ErrorKind::OutOfMemory,
         };
         io::Error::new(kind, self)
     }

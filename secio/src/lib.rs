@@ -8,7 +8,9 @@
 //!
 //! # Tour
 //! - [`Config`]: the local identity, supported [`CipherSuite`]s in
-//!   preference order, the handshake time limit and message size limit.
+//!   preference order, the handshake time limit and message size limit,
+//!   and the [`ReceiveBudget`] bounding the receive-buffer memory of all
+//!   streams that share it.
 //! - [`handshake_outbound`] / [`handshake_inbound`]: the tokio driver. Runs
 //!   the whole handshake under the time limit and returns a
 //!   [`SecureStream`], which implements tokio's `AsyncRead + AsyncWrite`.
@@ -69,6 +71,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod budget;
 mod config;
 mod driver;
 mod error;
@@ -78,6 +81,9 @@ pub mod payload;
 mod stream;
 mod suite;
 
+pub use budget::{
+    DEFAULT_RECEIVE_BUDGET, MAX_RECEIVE_BUDGET_WAIT, MIN_RECEIVE_BUDGET, ReceiveBudget,
+};
 pub use config::{
     Config, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKE_MESSAGE, MIN_MAX_HANDSHAKE_MESSAGE,
 };

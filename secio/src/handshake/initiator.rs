@@ -174,7 +174,7 @@ impl Offer {
         let remote = read_authenticated(&mut self.noise, noise_message)?;
         check_expected(self.expected, &remote)?;
         let message = write_authenticated(&self.config, &mut self.noise, &[])?;
-        let outcome = complete(self.noise, remote, self.suite)?;
+        let outcome = complete(&self.config, self.noise, remote, self.suite)?;
         Ok(InitiatorStep::Complete { message, outcome })
     }
 }

@@ -42,7 +42,7 @@ pub use responder::{
     ResponderHandshake, ResponderStep,
 };
 
-use crate::{Config, HandshakeError, payload::HandshakePayload, suite::CipherSuite};
+use crate::{Config, HandshakeError, ReceiveBudget, payload::HandshakePayload, suite::CipherSuite};
 
 /// The fixed start of every Noise prologue.
 pub const PROLOGUE_TAG: &[u8] = b"shoal-secio/1";
@@ -58,6 +58,7 @@ pub struct HandshakeOutcome {
     transport: Box<TransportState>,
     remote: PublicKey,
     suite: CipherSuite,
+    budget: ReceiveBudget,
 }
 
 impl HandshakeOutcome {
@@ -74,6 +75,13 @@ impl HandshakeOutcome {
     /// The negotiated cipher suite.
     pub fn cipher_suite(&self) -> CipherSuite {
         self.suite
+    }
+
+    /// The receive budget of the configuration that made this handshake;
+    /// a [`SecureStream`](crate::SecureStream) built from the outcome draws
+    /// on it.
+    pub fn receive_budget(&self) -> &ReceiveBudget {
+        &self.budget
     }
 
     /// The Noise transport state (both directions' keys and nonces).
@@ -167,6 +175,7 @@ fn check_expected(expected: Option<PeerId>, remote: &PublicKey) -> Result<(), Ha
 
 /// Ends the handshake.
 fn complete(
+    config: &Config,
     noise: Box<HandshakeState>,
     remote: PublicKey,
     suite: CipherSuite,
@@ -177,5 +186,6 @@ fn complete(
         transport,
         remote,
         suite,
+        budget: config.receive_budget().clone(),
     })
 }

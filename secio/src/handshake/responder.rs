@@ -152,7 +152,10 @@ impl AwaitingInitiatorFinal {
         let remote = read_authenticated(&mut self.noise, body)?;
         check_expected(self.expected, &remote)?;
         Ok(ResponderStep::Complete(complete(
-            self.noise, remote, self.suite,
+            &self.config,
+            self.noise,
+            remote,
+            self.suite,
         )?))
     }
 }

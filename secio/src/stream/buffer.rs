@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 /// First size of a buffer, and the size at or under which an empty buffer
 /// is always freed: small enough that allocating and zeroing it again for
 /// the next message costs next to nothing. Also the receive buffer's
-/// floor, [`RECEIVE_BUFFER_FLOOR`](crate::RECEIVE_BUFFER_FLOOR).
+/// [`RECEIVE_BUFFER_FLOOR`](crate::RECEIVE_BUFFER_FLOOR): what a stream may
+/// hold without drawing on its receive budget.
 pub(super) const INITIAL_LEN: usize = crate::RECEIVE_BUFFER_FLOOR;
 
 /// A buffer that has grown past [`INITIAL_LEN`] is freed when empty once it
@@ -66,7 +67,7 @@ impl ElasticBuffer {
             .max(self.bytes.len() * 2)
             .max(INITIAL_LEN)
             .min(max.max(min));
-        // Exactly: the capacity is the memory a stream is known to hold.
+        // Exactly: the capacity is what the receive budget is charged for.
         self.bytes.reserve_exact(target - self.bytes.len());
         self.bytes.resize(target, 0);
     }

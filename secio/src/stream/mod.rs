@@ -16,9 +16,12 @@ mod buffer;
 mod read;
 mod write;
 
-/// The first size of a stream's receive buffer (8 KiB), enough for the
-/// small frames of an interactive connection. A larger frame grows the
-/// buffer only as its bytes arrive.
+/// Receive-buffer bytes each stream may hold without drawing on its
+/// [`ReceiveBudget`](crate::ReceiveBudget): the first size of a receive
+/// buffer (8 KiB), enough for the small frames of an interactive
+/// connection. A larger frame grows the buffer only as its bytes arrive.
+/// Keeps small frames (pings, acknowledgements) flowing on every stream
+/// while the budget is spent.
 pub const RECEIVE_BUFFER_FLOOR: usize = 8 * 1024;
 
 use std::{
@@ -60,12 +63,13 @@ impl<IO> SecureStream<IO> {
     pub fn new(io: IO, outcome: HandshakeOutcome) -> SecureStream<IO> {
         let remote = outcome.remote_public_key();
         let suite = outcome.cipher_suite();
+        let budget = outcome.receive_budget().clone();
         SecureStream {
             io,
             transport: outcome.into_transport(),
             remote,
             suite,
-            read: ReadState::new(),
+            read: ReadState::new(budget),
             write: WriteState::new(),
         }
     }
@@ -158,5 +162,16 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SecureStream<IO> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.write.poll_shutdown(cx, &mut this.io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Callers move streams across tasks and share them behind locks; the
+    /// receive-budget wait a stream may hold must not take that away.
+    #[test]
+    fn secure_stream_is_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::SecureStream<tokio::io::DuplexStream>>();
     }
 }

@@ -10,7 +10,8 @@ use snow::TransportState;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::{
-    RECEIVE_BUFFER_FLOOR, StreamError,
+    MAX_RECEIVE_BUDGET_WAIT, RECEIVE_BUFFER_FLOOR, ReceiveBudget, StreamError,
+    budget::Reservation,
     frame::{FrameDecoder, LEN_PREFIX, MAX_FRAME_LEN, MAX_FRAME_WIRE_LEN, decode_len},
 };
 
@@ -20,6 +21,19 @@ use super::buffer::ElasticBuffer;
 /// while reads keep filling it. At least two maximal frames, so a partial
 /// frame always fits after moving it to the front.
 pub(super) const READ_BUFFER_LEN: usize = 256 * 1024;
+
+/// Budget a ciphertext buffer larger than the floor holds: at least one
+/// *slot*, what a maximal frame needs beyond the floor, so a stream never
+/// waits for the budget while holding part of it (no two streams can each
+/// hold part and wait for the other's). Read-ahead beyond one frame holds
+/// what it uses.
+fn budget_for(capacity: usize) -> usize {
+    if capacity <= RECEIVE_BUFFER_FLOOR {
+        0
+    } else {
+        (capacity - RECEIVE_BUFFER_FLOOR).max(MAX_FRAME_WIRE_LEN - RECEIVE_BUFFER_FLOOR)
+    }
+}
 
 /// Socket reads one `poll_read` may make without producing plaintext (a
 /// peer sending only empty frames) before yielding to the scheduler.
@@ -35,6 +49,8 @@ pub(super) struct ReadState {
     /// The last socket read filled all the space it was given: grow before
     /// the next one.
     grow: bool,
+    /// The budget bytes `buf` draws on: `budget_for(buf.capacity())`.
+    reservation: Reservation,
     /// Decrypted plaintext not yet handed out: `plain[plain_start..plain_end]`.
     /// Only needed for reads smaller than a frame.
     plain: ElasticBuffer,
@@ -47,12 +63,13 @@ pub(super) struct ReadState {
 }
 
 impl ReadState {
-    pub(super) fn new() -> ReadState {
+    pub(super) fn new(budget: ReceiveBudget) -> ReadState {
         ReadState {
             buf: ElasticBuffer::default(),
             start: 0,
             end: 0,
             grow: false,
+            reservation: Reservation::new(budget),
             plain: ElasticBuffer::default(),
             plain_start: 0,
             plain_end: 0,
@@ -88,6 +105,7 @@ impl ReadState {
             // Nothing buffered can be read any more: give it all back.
             self.buf.release();
             self.plain.release();
+            self.reservation.release_to(0);
         }
         result
     }
@@ -183,14 +201,16 @@ impl ReadState {
     /// First makes room. A buffer full of the partial frame doubles (from
     /// the floor, at most to the frame's length), so what a stream holds
     /// follows the bytes its peer actually sent, never the length a header
-    /// declares. After a read that filled all its space and brought a
+    /// declares; past the floor this draws on the receive budget and may
+    /// wait for it. After a read that filled all its space and brought a
     /// whole frame and more (a bulk transfer), the buffer also doubles for
-    /// read-ahead, up to [`READ_BUFFER_LEN`]. A partial frame moves to the
-    /// front when the space behind it runs short.
+    /// read-ahead, up to [`READ_BUFFER_LEN`], if the budget is at least
+    /// half free; otherwise it reads in smaller steps. A partial frame
+    /// moves to the front when the space behind it runs short.
     ///
     /// When the socket has nothing: an empty buffer is freed if small or
-    /// quiet, and a buffer much larger than its partial frame shrinks
-    /// likewise.
+    /// quiet (at once if other streams wait for the budget), and a buffer
+    /// much larger than its partial frame shrinks likewise.
     fn poll_fill<IO: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -208,13 +228,22 @@ impl ReadState {
             let target = (2 * len)
                 .max(RECEIVE_BUFFER_FLOOR)
                 .min(frame.max(RECEIVE_BUFFER_FLOOR));
+            if ready!(self.reservation.poll_reserve(cx, budget_for(target))).is_err() {
+                return Poll::Ready(Err(StreamError::ReceiveBudgetExhausted(
+                    MAX_RECEIVE_BUDGET_WAIT,
+                )
+                .into_io()));
+            }
             self.buf.grow_to(target, target);
         }
         if self.grow {
             self.grow = false;
             let len = self.buf.len();
             let target = (2 * len).min(READ_BUFFER_LEN);
-            self.buf.grow_to(target, target);
+            let keep_free = self.reservation_total() / 2;
+            if target > len && self.reservation.try_reserve(budget_for(target), keep_free) {
+                self.buf.grow_to(target, target);
+            }
         }
         let len = self.buf.len();
         if self.start > 0 && len - self.end < (frame - buffered).max(len / 4) {
@@ -249,21 +278,31 @@ impl ReadState {
     /// wire length of the partial frame buffered, if any).
     fn release_idle(&mut self, frame: usize) {
         let buffered = self.end - self.start;
+        let urgent = self.reservation.budget_has_waiters();
         if buffered == 0 {
-            self.buf.release_if_idle();
+            if urgent {
+                self.buf.release();
+            } else {
+                self.buf.release_if_idle();
+            }
         } else {
             let fit = (2 * buffered)
                 .max(RECEIVE_BUFFER_FLOOR)
                 .min(frame.max(RECEIVE_BUFFER_FLOOR));
-            if self.buf.len() > fit && self.buf.is_quiet() {
+            if self.buf.len() > fit && (urgent || self.buf.is_quiet()) {
                 self.buf.as_mut_slice().copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
                 self.buf.shrink_to(fit);
             }
         }
+        self.reservation.release_to(budget_for(self.buf.capacity()));
         if self.plain_start == self.plain_end {
             self.plain.release_if_idle();
         }
+    }
+
+    fn reservation_total(&self) -> usize {
+        self.reservation.budget_total()
     }
 }
