@@ -22,7 +22,11 @@
 //!    figures are taken; then all closed.
 //!
 //! Figures are `VmRSS` (resident now) and `VmHWM` (resident peak) from
-//! `/proc/self/status`, after letting background work settle.
+//! `/proc/self/status`, after letting background work settle, and how much
+//! of the listener's secio receive budget (`--budget-mib`) the stalled
+//! sessions hold. Sessions the budget has no room for wait for it and, after
+//! `MAX_RECEIVE_BUDGET_WAIT`, fail; the stall figures are taken as soon as
+//! reading stops making progress, before that.
 
 #![allow(clippy::unwrap_used)]
 
@@ -40,7 +44,7 @@ use std::{
 use clap::Parser;
 use futures::StreamExt;
 use shoal_identity::Keypair;
-use shoal_secio::{Config, frame::MAX_FRAME_LEN};
+use shoal_secio::{Config, ReceiveBudget, frame::MAX_FRAME_LEN};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -58,6 +62,10 @@ struct Args {
     /// Dials (handshakes) in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// The listener's secio receive budget in MiB (default: the secio
+    /// default, `DEFAULT_RECEIVE_BUDGET`).
+    #[arg(long)]
+    budget_mib: Option<usize>,
 }
 
 /// What the listener side reports: bytes read from the sockets, sessions
@@ -243,7 +251,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let missing = args.missing.clamp(1, MAX_FRAME_LEN);
     let n = args.sessions;
 
-    let server_config = Config::new(Keypair::generate());
+    let mut server_config = Config::new(Keypair::generate());
+    if let Some(mib) = args.budget_mib {
+        server_config = server_config.with_receive_budget(ReceiveBudget::new(mib << 20));
+    }
+    let budget = server_config.receive_budget().clone();
     let server = server_config.local_peer_id();
     let client_config = Config::new(Keypair::generate());
     let counters = Arc::new(Counters::default());
@@ -260,6 +272,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     println!(
         "## secio sessions stalled {missing} byte(s) short of a maximal frame ({n} sessions)\n"
+    );
+    println!(
+        "listener receive budget: {:.1} MiB\n",
+        budget.total() as f64 / (1024.0 * 1024.0)
     );
     println!("| phase | VmRSS MB | VmHWM MB |");
     println!("|---|---:|---:|");
@@ -286,6 +302,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let received = wait_received(&counters, target).await - before;
     settle().await;
     let stall_open = memory_kib();
+    let budget_in_use = budget.in_use();
     row(&format!("{n} stalled sessions open"), stall_open);
     close(stalled, &counters).await;
     settle().await;
@@ -304,6 +321,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         per_session(idle_open.0, start.0),
         per_session(stall_open.0, idle_closed.0),
         per_session(stall_open.0, idle_closed.0) - per_session(idle_open.0, start.0),
+    );
+    println!(
+        "receive budget in use during the stall: {:.1} MiB of {:.1} MiB; after all closed: {} bytes",
+        budget_in_use as f64 / (1024.0 * 1024.0),
+        budget.total() as f64 / (1024.0 * 1024.0),
+        budget.in_use()
     );
     println!(
         "after all closed: VmRSS {} MB ({} MB over the start); peak VmHWM {} MB",
