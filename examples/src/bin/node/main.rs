@@ -13,8 +13,13 @@
 //!
 //! Identify and discovery feed the addresses they learn into the DHT's
 //! routing table; the first peer identified is the DHT's bootstrap peer.
+//!
+//! An error that stops the node is one line, `error: …`, with exit status 1
+//! (`RUST_LOG=debug` shows the details).
 
-use std::{path::PathBuf, time::Duration};
+mod key;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use shoal::{
@@ -97,66 +102,49 @@ impl ServiceHandle for Printer {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Loads the key from `path`, or creates it there.
-fn load_or_create_key(path: &std::path::Path) -> Result<Keypair, Error> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let seed = unhex(&text)
-                .ok_or_else(|| format!("{}: expected 64 hex digits", path.display()))?;
-            Ok(Keypair::from_secret_bytes(&seed))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = Keypair::try_generate()?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path)?;
-            std::io::Write::write_all(&mut file, hex(&*key.secret_bytes()).as_bytes())?;
-            Ok(key)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn list(addrs: &[Multiaddr]) -> String {
     let texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     format!("[{}]", texts.join(", "))
 }
 
+fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag} {secs}: {e}"))
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::debug!(error = ?e, "node stopped");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let ping_interval = seconds("--ping-interval", args.ping_interval)?;
+    let duration = args
+        .duration
+        .map(|d| seconds("--duration", d))
+        .transpose()?;
     let key = match &args.key_file {
-        Some(path) => load_or_create_key(path)?,
+        Some(path) => key::load_or_create_key(path)?,
         None => Keypair::try_generate()?,
     };
+    let topic = shoal_gossip::Topic::new(&args.topic)
+        .map_err(|e| format!("--topic {}: {e}", args.topic))?;
     let local = LocalRecord::new(key.clone());
 
     let (ping, _, mut pings) = shoal_ping::new(
         PING,
         shoal_ping::Config {
-            interval: Duration::try_from_secs_f64(args.ping_interval)?,
+            interval: ping_interval,
             ..shoal_ping::Config::default()
         },
     );
@@ -188,7 +176,6 @@ async fn main() -> Result<(), Error> {
         shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
     let (gossip, pubsub, mut messages) =
         shoal_gossip::new(GOSSIP, shoal_gossip::Config::default(), key.clone());
-    let topic = shoal_gossip::Topic::new(&args.topic)?;
     pubsub.subscribe(topic.clone())?;
     let service = ServiceBuilder::new(key)
         .transport(TcpTransport::default())
@@ -201,18 +188,28 @@ async fn main() -> Result<(), Error> {
         .build()?;
     let control = service.control();
     // Listen before the service starts, so the first record has the address.
-    let addr = control.listen(args.listen.clone()).await?;
+    let addr = control
+        .listen(args.listen.clone())
+        .await
+        .map_err(|e| match e {
+            shoal::ListenError::Transport(e) => format!("--listen: {e}"),
+            e => format!("--listen {}: {e}", args.listen),
+        })?;
     let id = control.local_peer_id();
     println!("peer id: {id}");
     println!("listening on: {}", addr.with_peer_id(id));
     let service = tokio::spawn(service);
 
     let stop = async {
-        match args.duration {
-            Some(secs) => tokio::time::sleep(Duration::try_from_secs_f64(secs)?).await,
-            None => tokio::signal::ctrl_c().await?,
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                if let Err(e) = tokio::signal::ctrl_c().await {
+                    tracing::warn!(%e, "no Ctrl-C handler");
+                    std::future::pending::<()>().await;
+                }
+            }
         }
-        Ok::<(), Error>(())
     };
     tokio::pin!(stop);
     let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
@@ -229,10 +226,7 @@ async fn main() -> Result<(), Error> {
     let mut joined_dht = false;
     loop {
         tokio::select! {
-            result = &mut stop => {
-                result?;
-                break;
-            }
+            () = &mut stop => break,
             Some(event) = pings.recv() => match event {
                 shoal_ping::Event::Pong { peer, rtt, .. } => {
                     println!("ping: {peer} rtt={:.3} ms", rtt.as_secs_f64() * 1e3);
@@ -306,6 +300,8 @@ async fn main() -> Result<(), Error> {
         }
     }
     control.shutdown().await;
-    service.await?;
+    service
+        .await
+        .map_err(|e| format!("the service task failed: {e}"))?;
     Ok(())
 }
