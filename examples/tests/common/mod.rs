@@ -72,6 +72,12 @@ impl Process {
         }
     }
 
+    /// Takes the child's standard input, to write to it from another
+    /// thread (a write that blocks then cannot stall the test).
+    pub(crate) fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
     /// Waits (until `deadline`) for a line at index `from` or later that
     /// satisfies `want`; returns its index and text.
     pub(crate) fn wait_from(

@@ -14,12 +14,16 @@
 //! Identify and discovery feed the addresses they learn into the DHT's
 //! routing table; the first peer identified is the DHT's bootstrap peer.
 //!
+//! A line longer than a gossip message may be is refused with its length
+//! and the limit; the lines after it go out as usual.
+//!
 //! An error that stops the node is one line, `error: …`, with exit status 1
 //! (`RUST_LOG=debug` shows the details).
 
+mod input;
 mod key;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{collections::VecDeque, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use shoal::{
@@ -30,11 +34,17 @@ use shoal_identify::LocalRecord;
 use shoal_identity::Keypair;
 use shoal_transport::{Multiaddr, TcpTransport};
 
+use input::Input;
+
 const PING: ProtocolId = ProtocolId(1);
 const IDENTIFY: ProtocolId = ProtocolId(2);
 const DISCOVERY: ProtocolId = ProtocolId(3);
 const KAD: ProtocolId = ProtocolId(4);
 const GOSSIP: ProtocolId = ProtocolId(5);
+
+/// Lines waiting for a peer on the topic; while this many wait, standard
+/// input is not read further.
+const MAX_WAITING_LINES: usize = 64;
 
 #[derive(Parser, Debug)]
 #[command(about = "A Shoal node: ping, identify, discovery, DHT and gossip over TCP")]
@@ -107,6 +117,59 @@ fn list(addrs: &[Multiaddr]) -> String {
     format!("[{}]", texts.join(", "))
 }
 
+/// "1 line", "2 lines".
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Longest line published: the gossip core refuses payloads over its
+/// `max_payload_size`, itself at most a frame less room for the envelope.
+fn line_limit(config: &shoal_gossip::Config) -> usize {
+    config
+        .max_payload_size
+        .clamp(1, shoal_gossip::MAX_FRAME_SIZE - 1024)
+}
+
+fn too_long(len: usize, limit: usize) -> String {
+    format!("line too long: {len} bytes (limit {limit}); not published")
+}
+
+/// Publishes the first waiting line, if a peer is on the topic; a line
+/// that cannot be published is dropped so that it blocks no other.
+fn publish_waiting(
+    pubsub: &shoal_gossip::Handle,
+    topic: &shoal_gossip::Topic,
+    to_say: &mut VecDeque<Vec<u8>>,
+    told_waiting: &mut bool,
+) {
+    use shoal_gossip::{HandleError::Publish, PublishError};
+    let Some(text) = to_say.front() else {
+        return;
+    };
+    match pubsub.publish(topic.clone(), text.clone()) {
+        Ok(_) => {
+            println!("published: {}", String::from_utf8_lossy(text));
+            *told_waiting = false;
+        }
+        // Publishing needs a peer on the topic (and room in its budget);
+        // until then the line waits.
+        Err(Publish(PublishError::NoPeers)) => {
+            if !*told_waiting {
+                *told_waiting = true;
+                println!(
+                    "no peer on {} yet; {} waiting to be published",
+                    topic.as_str(),
+                    count(to_say.len(), "line")
+                );
+            }
+            return;
+        }
+        Err(Publish(PublishError::Throttled)) => return,
+        Err(e) => println!("not published: {e}"),
+    }
+    to_say.pop_front();
+}
+
 fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag} {secs}: {e}"))
 }
@@ -174,8 +237,9 @@ async fn run(args: Args) -> Result<(), Error> {
     );
     let (kad, dht, mut dht_events) =
         shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
-    let (gossip, pubsub, mut messages) =
-        shoal_gossip::new(GOSSIP, shoal_gossip::Config::default(), key.clone());
+    let gossip_config = shoal_gossip::Config::default();
+    let limit = line_limit(&gossip_config);
+    let (gossip, pubsub, mut messages) = shoal_gossip::new(GOSSIP, gossip_config, key.clone());
     pubsub.subscribe(topic.clone())?;
     let service = ServiceBuilder::new(key)
         .transport(TcpTransport::default())
@@ -212,16 +276,18 @@ async fn run(args: Args) -> Result<(), Error> {
         }
     };
     tokio::pin!(stop);
-    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.blocking_send(line).is_err() {
-                break;
-            }
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel(16);
+    input::spawn_stdin(limit, lines_tx);
+    let mut input_open = true;
+    let mut to_say = std::collections::VecDeque::new();
+    for text in &args.say {
+        if text.len() > limit {
+            println!("--say: {}", too_long(text.len(), limit));
+        } else {
+            to_say.push_back(text.clone().into_bytes());
         }
-    });
-    let mut to_say: std::collections::VecDeque<String> = args.say.iter().cloned().collect();
+    }
+    let mut told_waiting = false;
     let mut say_tick = tokio::time::interval(Duration::from_millis(250));
     let mut joined_dht = false;
     loop {
@@ -283,19 +349,15 @@ async fn run(args: Args) -> Result<(), Error> {
                     );
                 }
             }
-            Some(line) = lines.recv() => to_say.push_back(line),
-            _ = say_tick.tick(), if !to_say.is_empty() => {
-                // Publishing needs a peer on the topic; until one has
-                // joined, the message waits.
-                if let Some(text) = to_say.front() {
-                    match pubsub.publish(topic.clone(), text.clone().into_bytes()) {
-                        Ok(_) => {
-                            println!("published: {text}");
-                            to_say.pop_front();
-                        }
-                        Err(e) => tracing::debug!("publish waits: {e}"),
-                    }
+            input = lines.recv(), if input_open && to_say.len() < MAX_WAITING_LINES => {
+                match input {
+                    Some(Input::Line(line)) => to_say.push_back(line),
+                    Some(Input::TooLong(len)) => println!("{}", too_long(len, limit)),
+                    None => input_open = false,
                 }
+            }
+            _ = say_tick.tick(), if !to_say.is_empty() => {
+                publish_waiting(&pubsub, &topic, &mut to_say, &mut told_waiting);
             }
         }
     }
