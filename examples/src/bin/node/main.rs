@@ -14,37 +14,45 @@
 //! Identify and discovery feed the addresses they learn into the DHT's
 //! routing table; the first peer identified is the DHT's bootstrap peer.
 //!
+//! The node is never silently alone: it dials its `--connect` addresses
+//! itself ([`dialer`]), retrying each with a backoff from 1 s doubling to
+//! 60 s, prints why a dial failed, and prints `no peers connected` whenever
+//! its last peer goes.
+//!
 //! A line longer than a gossip message may be is refused with its length
 //! and the limit; the lines after it go out as usual.
 //!
 //! An error that stops the node is one line, `error: …`, with exit status 1
 //! (`RUST_LOG=debug` shows the details).
 
+mod dialer;
+mod event_loop;
 mod input;
 mod key;
+mod printer;
 
-use std::{collections::VecDeque, path::PathBuf, process::ExitCode, time::Duration};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use shoal::{
-    CloseReason, ProtocolId, ServiceBuilder, ServiceContext, ServiceError, ServiceEvent,
-    ServiceHandle,
-};
+use shoal::{ProtocolId, ServiceBuilder};
 use shoal_identify::LocalRecord;
 use shoal_identity::Keypair;
 use shoal_transport::{Multiaddr, TcpTransport};
+use tokio::sync::{Notify, mpsc};
 
-use input::Input;
+use dialer::Dialer;
+use event_loop::{Node, Streams};
+use printer::Printer;
 
 const PING: ProtocolId = ProtocolId(1);
 const IDENTIFY: ProtocolId = ProtocolId(2);
 const DISCOVERY: ProtocolId = ProtocolId(3);
 const KAD: ProtocolId = ProtocolId(4);
 const GOSSIP: ProtocolId = ProtocolId(5);
-
-/// Lines waiting for a peer on the topic; while this many wait, standard
-/// input is not read further.
-const MAX_WAITING_LINES: usize = 64;
 
 #[derive(Parser, Debug)]
 #[command(about = "A Shoal node: ping, identify, discovery, DHT and gossip over TCP")]
@@ -53,7 +61,8 @@ struct Args {
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
     listen: Multiaddr,
     /// A peer to connect to, as `/ip4/…/tcp/…/p2p/<peer id>` (repeatable);
-    /// also used to bootstrap discovery.
+    /// dialled again, with a backoff from 1 s to 60 s, whenever it is not
+    /// connected.
     #[arg(long)]
     connect: Vec<Multiaddr>,
     /// File holding the node's secret key (64 hex digits); created with a
@@ -82,44 +91,18 @@ struct Args {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Prints session events.
-struct Printer;
-
-impl ServiceHandle for Printer {
-    fn handle_event(&mut self, _: &mut ServiceContext<'_>, event: ServiceEvent) {
-        match event {
-            ServiceEvent::SessionOpened { session, .. } => println!(
-                "connected: {} via {} ({:?})",
-                session.peer, session.remote_addr, session.direction
-            ),
-            ServiceEvent::SessionClosed { session, reason } => {
-                let reason = match reason {
-                    CloseReason::Remote => "closed by the peer".to_owned(),
-                    other => other.to_string(),
-                };
-                println!("disconnected: {} ({reason})", session.peer);
-            }
-            _ => {}
-        }
-    }
-
-    fn handle_error(&mut self, _: &mut ServiceContext<'_>, error: ServiceError) {
-        if let ServiceError::DialFailed { addr, error, .. } = &error {
-            println!("dial failed: {addr}: {error}");
-        } else {
-            tracing::debug!(%error, "service error");
-        }
-    }
+fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag} {secs}: {e}"))
 }
 
-fn list(addrs: &[Multiaddr]) -> String {
-    let texts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    format!("[{}]", texts.join(", "))
-}
-
-/// "1 line", "2 lines".
+/// "1 peer", "2 peers", "2 addresses".
 fn count(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+    let plural = match (n, what.ends_with('s')) {
+        (1, _) => "",
+        (_, true) => "es",
+        (_, false) => "s",
+    };
+    format!("{n} {what}{plural}")
 }
 
 /// Longest line published: the gossip core refuses payloads over its
@@ -128,50 +111,6 @@ fn line_limit(config: &shoal_gossip::Config) -> usize {
     config
         .max_payload_size
         .clamp(1, shoal_gossip::MAX_FRAME_SIZE - 1024)
-}
-
-fn too_long(len: usize, limit: usize) -> String {
-    format!("line too long: {len} bytes (limit {limit}); not published")
-}
-
-/// Publishes the first waiting line, if a peer is on the topic; a line
-/// that cannot be published is dropped so that it blocks no other.
-fn publish_waiting(
-    pubsub: &shoal_gossip::Handle,
-    topic: &shoal_gossip::Topic,
-    to_say: &mut VecDeque<Vec<u8>>,
-    told_waiting: &mut bool,
-) {
-    use shoal_gossip::{HandleError::Publish, PublishError};
-    let Some(text) = to_say.front() else {
-        return;
-    };
-    match pubsub.publish(topic.clone(), text.clone()) {
-        Ok(_) => {
-            println!("published: {}", String::from_utf8_lossy(text));
-            *told_waiting = false;
-        }
-        // Publishing needs a peer on the topic (and room in its budget);
-        // until then the line waits.
-        Err(Publish(PublishError::NoPeers)) => {
-            if !*told_waiting {
-                *told_waiting = true;
-                println!(
-                    "no peer on {} yet; {} waiting to be published",
-                    topic.as_str(),
-                    count(to_say.len(), "line")
-                );
-            }
-            return;
-        }
-        Err(Publish(PublishError::Throttled)) => return,
-        Err(e) => println!("not published: {e}"),
-    }
-    to_say.pop_front();
-}
-
-fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag} {secs}: {e}"))
 }
 
 #[tokio::main]
@@ -190,6 +129,39 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Resolves at the end of `--duration`, on Ctrl-C or on SIGTERM.
+async fn stop_requested(duration: Option<Duration>) {
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%e, "no Ctrl-C handler");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = timer => {}
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
 async fn run(args: Args) -> Result<(), Error> {
     let ping_interval = seconds("--ping-interval", args.ping_interval)?;
     let duration = args
@@ -202,9 +174,13 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let topic = shoal_gossip::Topic::new(&args.topic)
         .map_err(|e| format!("--topic {}: {e}", args.topic))?;
+    let (dialer, notes) = Dialer::new(key.peer_id(), &args.connect, Instant::now());
+    for note in notes {
+        println!("{note}");
+    }
     let local = LocalRecord::new(key.clone());
 
-    let (ping, _, mut pings) = shoal_ping::new(
+    let (ping, _, pings) = shoal_ping::new(
         PING,
         shoal_ping::Config {
             interval: ping_interval,
@@ -218,7 +194,7 @@ async fn run(args: Args) -> Result<(), Error> {
         shoal_kad::PROTOCOL_NAME,
         shoal_gossip::PROTOCOL_NAME,
     ];
-    let (identify, _, mut identified) = shoal_identify::new(
+    let (identify, _, identified) = shoal_identify::new(
         IDENTIFY,
         local.clone(),
         shoal_identify::Config {
@@ -226,21 +202,22 @@ async fn run(args: Args) -> Result<(), Error> {
             ..shoal_identify::Config::default()
         },
     );
-    let (discovery, _, mut discovered) = shoal_discovery::new(
+    // The node dials its bootstrap addresses itself (see `dialer`), so
+    // discovery gets none: it learns peers from every session instead.
+    let (discovery, _, discovered) = shoal_discovery::new(
         DISCOVERY,
         local,
         shoal_discovery::Config {
-            bootstrap: args.connect.clone(),
             target_connections: args.target,
             ..shoal_discovery::Config::default()
         },
     );
-    let (kad, dht, mut dht_events) =
-        shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
+    let (kad, dht, dht_events) = shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
     let gossip_config = shoal_gossip::Config::default();
     let limit = line_limit(&gossip_config);
-    let (gossip, pubsub, mut messages) = shoal_gossip::new(GOSSIP, gossip_config, key.clone());
+    let (gossip, pubsub, messages) = shoal_gossip::new(GOSSIP, gossip_config, key.clone());
     pubsub.subscribe(topic.clone())?;
+    let sessions_changed = Arc::new(Notify::new());
     let service = ServiceBuilder::new(key)
         .transport(TcpTransport::default())
         .protocol(ping)
@@ -248,7 +225,10 @@ async fn run(args: Args) -> Result<(), Error> {
         .protocol(discovery)
         .protocol(kad)
         .protocol(gossip)
-        .handle(Printer)
+        .handle(Printer {
+            quiet: dialer.addresses(),
+            sessions_changed: sessions_changed.clone(),
+        })
         .build()?;
     let control = service.control();
     // Listen before the service starts, so the first record has the address.
@@ -260,26 +240,12 @@ async fn run(args: Args) -> Result<(), Error> {
             e => format!("--listen {}: {e}", args.listen),
         })?;
     let id = control.local_peer_id();
+    let own_addr = addr.with_peer_id(id);
     println!("peer id: {id}");
-    println!("listening on: {}", addr.with_peer_id(id));
+    println!("listening on: {own_addr}");
     let service = tokio::spawn(service);
 
-    let stop = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => {
-                if let Err(e) = tokio::signal::ctrl_c().await {
-                    tracing::warn!(%e, "no Ctrl-C handler");
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    };
-    tokio::pin!(stop);
-    let (lines_tx, mut lines) = tokio::sync::mpsc::channel(16);
-    input::spawn_stdin(limit, lines_tx);
-    let mut input_open = true;
-    let mut to_say = std::collections::VecDeque::new();
+    let mut to_say = VecDeque::new();
     for text in &args.say {
         if text.len() > limit {
             println!("--say: {}", too_long(text.len(), limit));
@@ -287,83 +253,42 @@ async fn run(args: Args) -> Result<(), Error> {
             to_say.push_back(text.clone().into_bytes());
         }
     }
-    let mut told_waiting = false;
-    let mut say_tick = tokio::time::interval(Duration::from_millis(250));
-    let mut joined_dht = false;
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            Some(event) = pings.recv() => match event {
-                shoal_ping::Event::Pong { peer, rtt, .. } => {
-                    println!("ping: {peer} rtt={:.3} ms", rtt.as_secs_f64() * 1e3);
-                }
-                shoal_ping::Event::Timeout { peer, .. } => println!("ping timeout: {peer}"),
-                _ => {}
-            },
-            Some(event) = identified.recv() => match event {
-                shoal_identify::Event::Identified { peer, info, .. } => {
-                    println!(
-                        "identified: {peer} agent={} addrs={} observed_us_at={}",
-                        info.agent_version,
-                        list(&info.listen_addrs),
-                        info.observed_addr.as_ref().map_or("?".into(), |a| a.to_string()),
-                    );
-                    dht.add_address(peer, info.listen_addrs.clone());
-                    if !joined_dht {
-                        joined_dht = true;
-                        let dht = dht.clone();
-                        let seeds = vec![(peer, info.listen_addrs.clone())];
-                        tokio::spawn(async move {
-                            if dht.bootstrap(seeds).await.is_ok() {
-                                println!("dht: joined, {} contacts", dht.routing_table_len());
-                            }
-                        });
-                    }
-                }
-                shoal_identify::Event::Rejected { peer, error, .. } => {
-                    println!("identify rejected: {peer}: {error}");
-                }
-                _ => {}
-            },
-            Some(event) = discovered.recv() => match event {
-                shoal_discovery::Event::Discovered { peer, addrs } => {
-                    println!("discovered: {peer} at {}", list(&addrs));
-                    dht.add_address(peer, addrs);
-                }
-                shoal_discovery::Event::Removed { peer, reason } => {
-                    println!("removed: {peer} ({reason:?})");
-                }
-                _ => {}
-            },
-            Some(event) = dht_events.recv() => {
-                if let shoal_kad::Event::RoutingUpdated { peer, bucket } = event {
-                    println!("dht: {peer} in bucket {bucket}");
-                }
-            }
-            Some(event) = messages.recv() => {
-                if let shoal_gossip::Event::Message { author, topic, payload, .. } = event {
-                    println!(
-                        "gossip: {author} on {}: {}",
-                        topic.as_str(),
-                        String::from_utf8_lossy(&payload)
-                    );
-                }
-            }
-            input = lines.recv(), if input_open && to_say.len() < MAX_WAITING_LINES => {
-                match input {
-                    Some(Input::Line(line)) => to_say.push_back(line),
-                    Some(Input::TooLong(len)) => println!("{}", too_long(len, limit)),
-                    None => input_open = false,
-                }
-            }
-            _ = say_tick.tick(), if !to_say.is_empty() => {
-                publish_waiting(&pubsub, &topic, &mut to_say, &mut told_waiting);
-            }
-        }
-    }
+    let (lines_tx, lines) = mpsc::channel(16);
+    input::spawn_stdin(limit, lines_tx);
+    let (dials_tx, dials) = mpsc::channel(dialer::MAX_DIALS_IN_FLIGHT);
+    let mut node = Node {
+        control: control.clone(),
+        dht,
+        pubsub,
+        topic,
+        own_addr,
+        limit,
+        dialer,
+        dials_tx,
+        had_peers: false,
+        joined_dht: false,
+        to_say,
+        told_waiting: false,
+    };
+    node.greet();
+    let streams = Streams {
+        pings,
+        identified,
+        discovered,
+        dht_events,
+        messages,
+        lines,
+        dials,
+    };
+    node.run(streams, stop_requested(duration), &sessions_changed)
+        .await;
     control.shutdown().await;
     service
         .await
         .map_err(|e| format!("the service task failed: {e}"))?;
     Ok(())
+}
+
+fn too_long(len: usize, limit: usize) -> String {
+    format!("line too long: {len} bytes (limit {limit}); not published")
 }

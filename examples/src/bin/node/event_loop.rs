@@ -1,0 +1,231 @@
+//! The node's main loop: it prints what the protocols report, publishes
+//! the lines typed and keeps the node connected.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use shoal::{DialError, DialOptions, ServiceControl};
+use shoal_identity::PeerId;
+use shoal_transport::Multiaddr;
+use tokio::sync::{Notify, mpsc};
+
+use crate::dialer::{BACKOFF_CAP, BACKOFF_START, Dial, Dialer};
+use crate::input::Input;
+use crate::printer::list;
+use crate::{count, too_long};
+
+/// Lines waiting for a peer on the topic; while this many wait, standard
+/// input is not read further.
+const MAX_WAITING_LINES: usize = 64;
+/// How often the node looks at its sessions and starts due dials.
+const UPKEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the main loop reads.
+pub(crate) struct Streams {
+    pub(crate) pings: mpsc::Receiver<shoal_ping::Event>,
+    pub(crate) identified: mpsc::Receiver<shoal_identify::Event>,
+    pub(crate) discovered: mpsc::Receiver<shoal_discovery::Event>,
+    pub(crate) dht_events: mpsc::Receiver<shoal_kad::Event>,
+    pub(crate) messages: mpsc::Receiver<shoal_gossip::Event>,
+    pub(crate) lines: mpsc::Receiver<Input>,
+    pub(crate) dials: mpsc::Receiver<(Dial, Result<PeerId, DialError>)>,
+}
+
+/// The main loop's state.
+pub(crate) struct Node {
+    pub(crate) control: ServiceControl,
+    pub(crate) dht: shoal_kad::Handle,
+    pub(crate) pubsub: shoal_gossip::Handle,
+    pub(crate) topic: shoal_gossip::Topic,
+    pub(crate) own_addr: Multiaddr,
+    /// Longest line published.
+    pub(crate) limit: usize,
+    pub(crate) dialer: Dialer,
+    pub(crate) dials_tx: mpsc::Sender<(Dial, Result<PeerId, DialError>)>,
+    /// Whether a peer was connected at the last look.
+    pub(crate) had_peers: bool,
+    pub(crate) joined_dht: bool,
+    /// Lines to publish once a peer is on the topic (at most
+    /// [`MAX_WAITING_LINES`]).
+    pub(crate) to_say: VecDeque<Vec<u8>>,
+    /// Whether the user was told that lines wait for a peer.
+    pub(crate) told_waiting: bool,
+}
+
+impl Node {
+    /// Says what the node will do to find peers.
+    pub(crate) fn greet(&self) {
+        match self.dialer.len() {
+            0 => println!(
+                "no peers connected yet; other nodes can join with --connect {}",
+                self.own_addr
+            ),
+            n => println!("dialling {}", count(n, "bootstrap address")),
+        }
+    }
+
+    pub(crate) async fn run(
+        &mut self,
+        mut s: Streams,
+        stop: impl Future<Output = ()>,
+        changed: &Notify,
+    ) {
+        tokio::pin!(stop);
+        let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+        let mut say_tick = tokio::time::interval(Duration::from_millis(250));
+        let mut input_open = true;
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = upkeep.tick() => self.upkeep(),
+                () = changed.notified() => self.upkeep(),
+                Some((dial, result)) = s.dials.recv() => {
+                    let result = result.as_ref().map(|peer| *peer);
+                    if let Some(line) = self.dialer.handle_result(&dial, result, Instant::now()) {
+                        println!("{line}");
+                    }
+                }
+                Some(event) = s.pings.recv() => match event {
+                    shoal_ping::Event::Pong { peer, rtt, .. } => {
+                        println!("ping: {peer} rtt={:.3} ms", rtt.as_secs_f64() * 1e3);
+                    }
+                    shoal_ping::Event::Timeout { peer, .. } => println!("ping timeout: {peer}"),
+                    _ => {}
+                },
+                Some(event) = s.identified.recv() => self.identify_event(event),
+                Some(event) = s.discovered.recv() => match event {
+                    shoal_discovery::Event::Discovered { peer, addrs } => {
+                        println!("discovered: {peer} at {}", list(&addrs));
+                        self.dht.add_address(peer, addrs);
+                    }
+                    shoal_discovery::Event::Removed { peer, reason } => {
+                        println!("removed: {peer} ({reason:?})");
+                    }
+                    _ => {}
+                },
+                Some(event) = s.dht_events.recv() => {
+                    if let shoal_kad::Event::RoutingUpdated { peer, bucket } = event {
+                        println!("dht: {peer} in bucket {bucket}");
+                    }
+                }
+                Some(event) = s.messages.recv() => {
+                    if let shoal_gossip::Event::Message { author, topic, payload, .. } = event {
+                        println!(
+                            "gossip: {author} on {}: {}",
+                            topic.as_str(),
+                            String::from_utf8_lossy(&payload)
+                        );
+                    }
+                }
+                input = s.lines.recv(), if input_open && self.to_say.len() < MAX_WAITING_LINES => {
+                    match input {
+                        Some(Input::Line(line)) => self.to_say.push_back(line),
+                        Some(Input::TooLong(len)) => println!("{}", too_long(len, self.limit)),
+                        None => input_open = false,
+                    }
+                }
+                _ = say_tick.tick(), if !self.to_say.is_empty() => self.publish_waiting(),
+            }
+        }
+    }
+
+    fn identify_event(&mut self, event: shoal_identify::Event) {
+        match event {
+            shoal_identify::Event::Identified { peer, info, .. } => {
+                println!(
+                    "identified: {peer} agent={} addrs={} observed_us_at={}",
+                    info.agent_version,
+                    list(&info.listen_addrs),
+                    info.observed_addr
+                        .as_ref()
+                        .map_or("?".into(), |a| a.to_string()),
+                );
+                self.dht.add_address(peer, info.listen_addrs.clone());
+                if !self.joined_dht {
+                    self.joined_dht = true;
+                    let dht = self.dht.clone();
+                    let seeds = vec![(peer, info.listen_addrs.clone())];
+                    tokio::spawn(async move {
+                        if dht.bootstrap(seeds).await.is_ok() {
+                            println!("dht: joined, {} contacts", dht.routing_table_len());
+                        }
+                    });
+                }
+            }
+            shoal_identify::Event::Rejected { peer, error, .. } => {
+                println!("identify rejected: {peer}: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    /// Looks at the sessions: says when the last one went, starts the dials
+    /// that are due.
+    fn upkeep(&mut self) {
+        let sessions = self.control.sessions();
+        let connected: HashSet<PeerId> = sessions.iter().map(|s| s.peer).collect();
+        if connected.is_empty() && self.had_peers {
+            println!("{}", self.alone());
+        }
+        self.had_peers = !connected.is_empty();
+        for dial in self.dialer.poll_dials(Instant::now(), &connected) {
+            let control = self.control.clone();
+            let tx = self.dials_tx.clone();
+            tokio::spawn(async move {
+                let result = control
+                    .dial(dial.addr.clone(), DialOptions::default())
+                    .await
+                    .map(|session| session.peer);
+                let _ = tx.send((dial, result)).await;
+            });
+        }
+    }
+
+    /// The line printed when the last peer went.
+    fn alone(&self) -> String {
+        match self.dialer.len() {
+            0 => format!(
+                "no peers connected; nothing to retry: start again with --connect <address of a \
+                 running node>, or give a running node --connect {}",
+                self.own_addr
+            ),
+            n => format!(
+                "no peers connected; retrying {} (every {} s at first, then up to every {} s)",
+                count(n, "bootstrap address"),
+                BACKOFF_START.as_secs(),
+                BACKOFF_CAP.as_secs()
+            ),
+        }
+    }
+
+    /// Publishes the first waiting line, if a peer is on the topic; a line
+    /// that cannot be published is dropped so that it blocks no other.
+    fn publish_waiting(&mut self) {
+        let Some(text) = self.to_say.front() else {
+            return;
+        };
+        use shoal_gossip::{HandleError::Publish, PublishError};
+        match self.pubsub.publish(self.topic.clone(), text.clone()) {
+            Ok(_) => {
+                println!("published: {}", String::from_utf8_lossy(text));
+                self.told_waiting = false;
+            }
+            // Publishing needs a peer on the topic (and room in its
+            // budget); until then the line waits.
+            Err(Publish(PublishError::NoPeers)) => {
+                if !self.told_waiting {
+                    self.told_waiting = true;
+                    println!(
+                        "no peer on {} yet; {} waiting to be published",
+                        self.topic.as_str(),
+                        count(self.to_say.len(), "line")
+                    );
+                }
+                return;
+            }
+            Err(Publish(PublishError::Throttled)) => return,
+            Err(e) => println!("not published: {e}"),
+        }
+        self.to_say.pop_front();
+    }
+}
