@@ -71,7 +71,10 @@ fn dead_or_wrong_bootstrap_is_reported_and_retried() {
     );
 
     let mut b = node("b", &["--connect", &dead, "--connect", &wrong]);
-    b.wait_line("dialling 2 bootstrap addresses", deadline);
+    b.wait_line(
+        "dialling 2 bootstrap addresses and 0 remembered peers",
+        deadline,
+    );
     let first = b.wait_line(&format!("bootstrap {dead} unreachable: "), deadline);
     assert_eq!(
         first,
@@ -120,7 +123,7 @@ fn losing_the_last_peer_is_said_and_healed() {
     });
     assert_eq!(
         line,
-        "no peers connected; retrying 1 bootstrap address \
+        "no peers connected; retrying 1 bootstrap address and 0 remembered peers \
          (every 1 s at first, then up to every 60 s)"
     );
     let (failed, line) = b.wait_from(alone, "a failed redial", deadline, |l| {

@@ -69,7 +69,9 @@ fn fatal_errors_are_one_line_and_exit_1() {
     std::fs::write(&bad_key, "not a key\n").unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = format!("/ip4/127.0.0.1/tcp/{}", taken.local_addr().unwrap().port());
-    let cases: [(Vec<&str>, String); 3] = [
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let cases: [(Vec<&str>, String); 4] = [
         (
             vec!["--key-file", bad_key.to_str().unwrap()],
             format!(
@@ -82,6 +84,10 @@ fn fatal_errors_are_one_line_and_exit_1() {
             format!("error: --listen: address {taken} is already in use"),
         ),
         (vec!["--duration=-1"], "error: --duration -1: ".to_owned()),
+        (
+            vec!["--data-dir", not_a_dir.to_str().unwrap()],
+            format!("error: --data-dir {}: ", not_a_dir.display()),
+        ),
     ];
     for (args, want) in cases {
         let (code, stderr) = run_to_exit(&args, deadline);

@@ -1,6 +1,6 @@
-//! The node's own dials: its bootstrap addresses (`--connect`), each
-//! retried with a capped exponential backoff whenever its peer is not
-//! connected, and every failure turned into one short line.
+//! The node's own dials: its bootstrap addresses (`--connect`) and the
+//! peers remembered in its data directory, each retried with a capped
+//! exponential backoff, and every failure turned into one short line.
 //!
 //! [`Dialer`] holds no I/O and no clock: [`Dialer::poll_dials`] says which
 //! dials to start now, [`Dialer::handle_result`] takes their outcomes (and
@@ -18,18 +18,30 @@ use shoal_transport::{Multiaddr, TransportError};
 pub(crate) const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest retry delay: a dead address costs one dial a minute.
 pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(60);
-/// Dials of this module in flight at once, so a long list of addresses
-/// does not open many connections at the same moment.
+/// Dials of this module in flight at once, so a long list of remembered
+/// peers does not open hundreds of connections at the same moment.
 pub(crate) const MAX_DIALS_IN_FLIGHT: usize = 8;
+
+/// Where a target comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A `--connect` address: kept connected, every failure printed.
+    Bootstrap,
+    /// A peer of the data directory: dialled while the node has fewer
+    /// peers than it wants; its first failure is printed.
+    Remembered,
+}
 
 #[derive(Debug)]
 struct Target {
-    /// The peer that must answer: the address's `/p2p/` part, or the peer
-    /// that answered a first dial.
+    origin: Origin,
+    /// The peer that must answer: the address's `/p2p/` part, the
+    /// remembered id, or the peer that answered a first dial.
     peer: Option<PeerId>,
     /// Addresses without `/p2p/`, tried in turn.
     addrs: Vec<Multiaddr>,
-    /// How the user wrote it, for messages.
+    /// How the user wrote it (bootstrap) or the first address (remembered),
+    /// for messages.
     label: Multiaddr,
     next_addr: usize,
     delay: Duration,
@@ -55,11 +67,13 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    /// Targets for the `bootstrap` addresses, all due at `now`. Returns the
-    /// lines to print about addresses that cannot be used.
+    /// Targets for `bootstrap` addresses and `remembered` peers (a peer
+    /// named by a bootstrap address is not added twice), all due at `now`.
+    /// Returns the lines to print about addresses that cannot be used.
     pub(crate) fn new(
         local: PeerId,
         bootstrap: &[Multiaddr],
+        remembered: Vec<(PeerId, Vec<Multiaddr>)>,
         now: Instant,
     ) -> (Dialer, Vec<String>) {
         let mut dialer = Dialer {
@@ -73,23 +87,34 @@ impl Dialer {
                 continue;
             }
             dialer.push(
+                Origin::Bootstrap,
                 addr.peer_id(),
                 vec![addr.without_peer_id()],
                 addr.clone(),
                 now,
             );
         }
+        let named: HashSet<PeerId> = bootstrap.iter().filter_map(Multiaddr::peer_id).collect();
+        for (peer, addrs) in remembered {
+            if peer == local || named.contains(&peer) || addrs.is_empty() {
+                continue;
+            }
+            let label = addrs[0].clone();
+            dialer.push(Origin::Remembered, Some(peer), addrs, label, now);
+        }
         (dialer, notes)
     }
 
     fn push(
         &mut self,
+        origin: Origin,
         peer: Option<PeerId>,
         addrs: Vec<Multiaddr>,
         label: Multiaddr,
         now: Instant,
     ) {
         self.targets.push(Target {
+            origin,
             peer,
             addrs,
             label,
@@ -110,13 +135,24 @@ impl Dialer {
             .collect()
     }
 
-    /// How many bootstrap addresses there are.
-    pub(crate) fn len(&self) -> usize {
-        self.targets.len()
+    /// How many bootstrap addresses and remembered peers there are.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let bootstrap = self
+            .targets
+            .iter()
+            .filter(|t| t.origin == Origin::Bootstrap)
+            .count();
+        (bootstrap, self.targets.len() - bootstrap)
     }
 
-    /// The dials to start at `now`, given the connected peers.
-    pub(crate) fn poll_dials(&mut self, now: Instant, connected: &HashSet<PeerId>) -> Vec<Dial> {
+    /// The dials to start at `now`, given the connected peers;
+    /// remembered peers are dialled only if `want_more` peers.
+    pub(crate) fn poll_dials(
+        &mut self,
+        now: Instant,
+        connected: &HashSet<PeerId>,
+        want_more: bool,
+    ) -> Vec<Dial> {
         let mut dials = Vec::new();
         for (i, t) in self.targets.iter_mut().enumerate() {
             if t.in_flight {
@@ -128,7 +164,10 @@ impl Dialer {
                 t.due = now + BACKOFF_START;
                 continue;
             }
-            if now < t.due || self.in_flight >= MAX_DIALS_IN_FLIGHT {
+            if now < t.due
+                || (t.origin == Origin::Remembered && !want_more)
+                || self.in_flight >= MAX_DIALS_IN_FLIGHT
+            {
                 continue;
             }
             let addr = &t.addrs[t.next_addr % t.addrs.len()];
@@ -179,18 +218,31 @@ impl Dialer {
         t.failures = t.failures.saturating_add(1);
         t.delay = (t.delay * 2).min(BACKOFF_CAP);
         let secs = next.as_secs();
-        Some(match error.actual_peer() {
-            Some(actual) => format!(
-                "bootstrap {} answered as another peer ({actual}); check its /p2p/ part; \
-                 next try in {secs} s",
-                t.label
-            ),
-            None => format!(
-                "bootstrap {} unreachable: {}; next try in {secs} s",
-                t.label,
-                short_reason(error)
-            ),
-        })
+        match t.origin {
+            Origin::Bootstrap => Some(match error.actual_peer() {
+                Some(actual) => format!(
+                    "bootstrap {} answered as another peer ({actual}); check its /p2p/ part; \
+                     next try in {secs} s",
+                    t.label
+                ),
+                None => format!(
+                    "bootstrap {} unreachable: {}; next try in {secs} s",
+                    t.label,
+                    short_reason(error)
+                ),
+            }),
+            Origin::Remembered if t.failures == 1 => Some(format!(
+                "remembered peer {} unreachable at {}: {}; retrying up to every {} s",
+                t.peer.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                dial.addr.without_peer_id(),
+                short_reason(error),
+                BACKOFF_CAP.as_secs()
+            )),
+            Origin::Remembered => {
+                tracing::debug!(addr = %dial.addr, %error, "remembered peer unreachable");
+                None
+            }
+        }
     }
 }
 
@@ -266,16 +318,19 @@ mod tests {
         let (local, b) = (peer(), peer());
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/9/p2p/{b}").parse().unwrap();
         let t0 = Instant::now();
-        let (mut dialer, notes) = Dialer::new(local, std::slice::from_ref(&addr), t0);
+        let (mut dialer, notes) = Dialer::new(local, std::slice::from_ref(&addr), vec![], t0);
         assert!(notes.is_empty());
         let none = HashSet::new();
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..9 {
-            let dials = dialer.poll_dials(now, &none);
+            let dials = dialer.poll_dials(now, &none, true);
             assert_eq!(dials.len(), 1);
             assert_eq!(dials[0].addr, addr);
-            assert!(dialer.poll_dials(now, &none).is_empty(), "one at a time");
+            assert!(
+                dialer.poll_dials(now, &none, true).is_empty(),
+                "one at a time"
+            );
             let line = dialer
                 .handle_result(&dials[0], Err(&refused(&addr)), now)
                 .unwrap();
@@ -287,7 +342,7 @@ mod tests {
             waits.push(wait.as_secs());
             assert!(
                 dialer
-                    .poll_dials(now + wait - Duration::from_millis(1), &none)
+                    .poll_dials(now + wait - Duration::from_millis(1), &none, true)
                     .is_empty()
             );
             now += wait;
@@ -295,8 +350,32 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         // Connected: no dial, and the backoff starts over.
         let connected: HashSet<PeerId> = [b].into();
-        assert!(dialer.poll_dials(now, &connected).is_empty());
+        assert!(dialer.poll_dials(now, &connected, true).is_empty());
         assert_eq!(dialer.targets[0].delay, BACKOFF_START);
+    }
+
+    #[test]
+    fn remembered_peers_wait_while_the_node_has_enough_and_are_printed_once() {
+        let (local, r) = (peer(), peer());
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/9".parse().unwrap();
+        let t0 = Instant::now();
+        let (mut dialer, _) = Dialer::new(local, &[], vec![(r, vec![addr.clone()])], t0);
+        let none = HashSet::new();
+        assert!(dialer.poll_dials(t0, &none, false).is_empty());
+        let dials = dialer.poll_dials(t0, &none, true);
+        assert_eq!(dials[0].addr, addr.with_peer_id(r));
+        assert!(
+            dialer
+                .handle_result(&dials[0], Err(&refused(&addr)), t0)
+                .is_some()
+        );
+        let later = t0 + BACKOFF_CAP;
+        let dials = dialer.poll_dials(later, &none, true);
+        assert!(
+            dialer
+                .handle_result(&dials[0], Err(&refused(&addr)), later)
+                .is_none()
+        );
     }
 
     #[test]
@@ -305,9 +384,9 @@ mod tests {
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/9/p2p/{b}").parse().unwrap();
         let own: Multiaddr = format!("/ip4/127.0.0.1/tcp/8/p2p/{local}").parse().unwrap();
         let t0 = Instant::now();
-        let (mut dialer, notes) = Dialer::new(local, &[addr.clone(), own], t0);
+        let (mut dialer, notes) = Dialer::new(local, &[addr.clone(), own], vec![], t0);
         assert_eq!(notes.len(), 1, "{notes:?}");
-        let dials = dialer.poll_dials(t0, &HashSet::new());
+        let dials = dialer.poll_dials(t0, &HashSet::new(), true);
         assert_eq!(dials.len(), 1);
         let e = DialError::Handshake(Arc::new(HandshakeError::PeerIdMismatch {
             expected: b,

@@ -1,22 +1,25 @@
 //! The node's main loop: it prints what the protocols report, publishes
-//! the lines typed and keeps the node connected.
+//! the lines typed, keeps the node connected and remembers its peers.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use shoal::{DialError, DialOptions, ServiceControl};
+use shoal::{DialError, DialOptions, Direction, ServiceControl};
 use shoal_identity::PeerId;
 use shoal_transport::Multiaddr;
 use tokio::sync::{Notify, mpsc};
 
 use crate::dialer::{BACKOFF_CAP, BACKOFF_START, Dial, Dialer};
 use crate::input::Input;
+use crate::peers::PeerBook;
 use crate::printer::list;
-use crate::{count, too_long};
+use crate::{count, too_long, unix_now};
 
 /// Lines waiting for a peer on the topic; while this many wait, standard
 /// input is not read further.
 const MAX_WAITING_LINES: usize = 64;
+/// How often the remembered peers are written (and at exit).
+const SAVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often the node looks at its sessions and starts due dials.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -38,9 +41,12 @@ pub(crate) struct Node {
     pub(crate) pubsub: shoal_gossip::Handle,
     pub(crate) topic: shoal_gossip::Topic,
     pub(crate) own_addr: Multiaddr,
+    /// Peers wanted: remembered peers are dialled while fewer are connected.
+    pub(crate) target: usize,
     /// Longest line published.
     pub(crate) limit: usize,
     pub(crate) dialer: Dialer,
+    pub(crate) book: Option<PeerBook>,
     pub(crate) dials_tx: mpsc::Sender<(Dial, Result<PeerId, DialError>)>,
     /// Whether a peer was connected at the last look.
     pub(crate) had_peers: bool,
@@ -55,12 +61,19 @@ pub(crate) struct Node {
 impl Node {
     /// Says what the node will do to find peers.
     pub(crate) fn greet(&self) {
-        match self.dialer.len() {
-            0 => println!(
+        if let Some(book) = &self.book {
+            println!("data dir: remembered peers in {}", book.path().display());
+        }
+        match self.dialer.counts() {
+            (0, 0) => println!(
                 "no peers connected yet; other nodes can join with --connect {}",
                 self.own_addr
             ),
-            n => println!("dialling {}", count(n, "bootstrap address")),
+            (b, r) => println!(
+                "dialling {} and {}",
+                count(b, "bootstrap address"),
+                count(r, "remembered peer")
+            ),
         }
     }
 
@@ -73,6 +86,8 @@ impl Node {
         tokio::pin!(stop);
         let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
         let mut say_tick = tokio::time::interval(Duration::from_millis(250));
+        let mut save_tick = tokio::time::interval(SAVE_INTERVAL);
+        save_tick.reset();
         let mut input_open = true;
         loop {
             tokio::select! {
@@ -85,6 +100,7 @@ impl Node {
                         println!("{line}");
                     }
                 }
+                _ = save_tick.tick() => self.save(false),
                 Some(event) = s.pings.recv() => match event {
                     shoal_ping::Event::Pong { peer, rtt, .. } => {
                         println!("ping: {peer} rtt={:.3} ms", rtt.as_secs_f64() * 1e3);
@@ -141,6 +157,9 @@ impl Node {
                         .map_or("?".into(), |a| a.to_string()),
                 );
                 self.dht.add_address(peer, info.listen_addrs.clone());
+                if let Some(book) = &mut self.book {
+                    book.seen(peer, &info.listen_addrs, unix_now());
+                }
                 if !self.joined_dht {
                     self.joined_dht = true;
                     let dht = self.dht.clone();
@@ -159,16 +178,32 @@ impl Node {
         }
     }
 
-    /// Looks at the sessions: says when the last one went, starts the dials
-    /// that are due.
+    /// Looks at the sessions: remembers the peers, says when the last one
+    /// went, starts the dials that are due.
     fn upkeep(&mut self) {
         let sessions = self.control.sessions();
         let connected: HashSet<PeerId> = sessions.iter().map(|s| s.peer).collect();
+        if let Some(book) = &mut self.book {
+            let now = unix_now();
+            for session in &sessions {
+                // An outbound session's address is one we reached it at;
+                // an inbound one's is a port the peer does not listen on.
+                let addrs = match session.direction {
+                    Direction::Outbound => std::slice::from_ref(&session.remote_addr),
+                    _ => &[],
+                };
+                book.seen(session.peer, addrs, now);
+            }
+        }
         if connected.is_empty() && self.had_peers {
             println!("{}", self.alone());
         }
         self.had_peers = !connected.is_empty();
-        for dial in self.dialer.poll_dials(Instant::now(), &connected) {
+        let want_more = connected.len() < self.target;
+        for dial in self
+            .dialer
+            .poll_dials(Instant::now(), &connected, want_more)
+        {
             let control = self.control.clone();
             let tx = self.dials_tx.clone();
             tokio::spawn(async move {
@@ -183,15 +218,16 @@ impl Node {
 
     /// The line printed when the last peer went.
     fn alone(&self) -> String {
-        match self.dialer.len() {
-            0 => format!(
+        match self.dialer.counts() {
+            (0, 0) => format!(
                 "no peers connected; nothing to retry: start again with --connect <address of a \
                  running node>, or give a running node --connect {}",
                 self.own_addr
             ),
-            n => format!(
-                "no peers connected; retrying {} (every {} s at first, then up to every {} s)",
-                count(n, "bootstrap address"),
+            (b, r) => format!(
+                "no peers connected; retrying {} and {} (every {} s at first, then up to every {} s)",
+                count(b, "bootstrap address"),
+                count(r, "remembered peer"),
                 BACKOFF_START.as_secs(),
                 BACKOFF_CAP.as_secs()
             ),
@@ -227,5 +263,21 @@ impl Node {
             Err(e) => println!("not published: {e}"),
         }
         self.to_say.pop_front();
+    }
+
+    /// Writes the remembered peers if they changed (always with `force`).
+    pub(crate) fn save(&mut self, force: bool) {
+        let Some(book) = &mut self.book else {
+            return;
+        };
+        match book.save(unix_now(), force) {
+            Ok(Some(n)) if force => println!(
+                "saved {} to {}",
+                count(n, "remembered peer"),
+                book.path().display()
+            ),
+            Ok(_) => {}
+            Err(e) => println!("peers not saved: {e}"),
+        }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! # first node
-//! cargo run -p shoal-examples --bin node -- --listen /ip4/127.0.0.1/tcp/4001
+//! cargo run -p shoal-examples --bin node -- --listen /ip4/127.0.0.1/tcp/4001 --data-dir a
 //! # second node, connecting to the first (use the address it printed)
 //! cargo run -p shoal-examples --bin node -- --connect /ip4/127.0.0.1/tcp/4001/p2p/<peer id>
 //! ```
@@ -15,9 +15,9 @@
 //! routing table; the first peer identified is the DHT's bootstrap peer.
 //!
 //! The node is never silently alone: it dials its `--connect` addresses
-//! itself ([`dialer`]), retrying each with a backoff from 1 s doubling to
-//! 60 s, prints why a dial failed, and prints `no peers connected` whenever
-//! its last peer goes.
+//! and the peers remembered in `--data-dir` itself ([`dialer`]), retrying
+//! each with a backoff from 1 s doubling to 60 s, prints why a dial failed,
+//! and prints `no peers connected` whenever its last peer goes.
 //!
 //! A line longer than a gossip message may be is refused with its length
 //! and the limit; the lines after it go out as usual.
@@ -29,6 +29,7 @@ mod dialer;
 mod event_loop;
 mod input;
 mod key;
+mod peers;
 mod printer;
 
 use std::collections::VecDeque;
@@ -46,6 +47,7 @@ use tokio::sync::{Notify, mpsc};
 
 use dialer::Dialer;
 use event_loop::{Node, Streams};
+use peers::PeerBook;
 use printer::Printer;
 
 const PING: ProtocolId = ProtocolId(1);
@@ -65,9 +67,14 @@ struct Args {
     /// connected.
     #[arg(long)]
     connect: Vec<Multiaddr>,
+    /// Directory (created owner-only if missing) holding the key
+    /// (`node.key`, unless --key-file is given) and the peers met
+    /// (`peers`), which are dialled again on the next start.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// File holding the node's secret key (64 hex digits); created with a
-    /// new key (readable by the owner only) if missing. Without it the
-    /// node gets a new identity on every start.
+    /// new key (readable by the owner only) if missing. Without it (and
+    /// without --data-dir) the node gets a new identity on every start.
     #[arg(long)]
     key_file: Option<PathBuf>,
     /// Exit after this many seconds (default: run until Ctrl-C).
@@ -76,7 +83,8 @@ struct Args {
     /// Seconds between pings.
     #[arg(long, default_value_t = 15.0)]
     ping_interval: f64,
-    /// Outbound connections discovery keeps.
+    /// Outbound connections discovery keeps; remembered peers are dialled
+    /// while fewer peers than this are connected.
     #[arg(long, default_value_t = shoal_discovery::DEFAULT_TARGET_CONNECTIONS)]
     target: usize,
     /// Gossip topic to join; lines typed on standard input are published
@@ -90,6 +98,12 @@ struct Args {
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag} {secs}: {e}"))
@@ -168,13 +182,36 @@ async fn run(args: Args) -> Result<(), Error> {
         .duration
         .map(|d| seconds("--duration", d))
         .transpose()?;
-    let key = match &args.key_file {
+    if let Some(dir) = &args.data_dir {
+        key::create_data_dir(dir)?;
+    }
+    let key_path = match (&args.key_file, &args.data_dir) {
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(dir)) => Some(dir.join("node.key")),
+        (None, None) => None,
+    };
+    let key = match &key_path {
         Some(path) => key::load_or_create_key(path)?,
         None => Keypair::try_generate()?,
     };
     let topic = shoal_gossip::Topic::new(&args.topic)
         .map_err(|e| format!("--topic {}: {e}", args.topic))?;
-    let (dialer, notes) = Dialer::new(key.peer_id(), &args.connect, Instant::now());
+    let book = match &args.data_dir {
+        Some(dir) => {
+            let (book, skipped) = PeerBook::load(&dir.join("peers"), key.peer_id(), unix_now())?;
+            if skipped > 0 {
+                println!(
+                    "{}: skipped {}",
+                    book.path().display(),
+                    count(skipped, "malformed line")
+                );
+            }
+            Some(book)
+        }
+        None => None,
+    };
+    let remembered = book.as_ref().map(PeerBook::peers).unwrap_or_default();
+    let (dialer, notes) = Dialer::new(key.peer_id(), &args.connect, remembered, Instant::now());
     for note in notes {
         println!("{note}");
     }
@@ -262,8 +299,10 @@ async fn run(args: Args) -> Result<(), Error> {
         pubsub,
         topic,
         own_addr,
+        target: args.target,
         limit,
         dialer,
+        book,
         dials_tx,
         had_peers: false,
         joined_dht: false,
@@ -282,6 +321,7 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     node.run(streams, stop_requested(duration), &sessions_changed)
         .await;
+    node.save(true);
     control.shutdown().await;
     service
         .await
