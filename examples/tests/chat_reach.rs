@@ -205,3 +205,39 @@ fn a_dead_bootstrap_address_is_reported_and_connect_joins_later() {
         l.contains("needs /p2p/<peer id>")
     });
 }
+
+#[test]
+fn a_restarted_chat_rejoins_through_remembered_peers_and_long_lines_are_refused() {
+    let deadline = Instant::now() + LIMIT;
+    let root = TempDir::new("remember");
+    let mut bob = chat("bob", None, &root.0.join("bob"), &[]);
+    let bob_id = bob.value("user id:", deadline);
+    let bob_addr = bob.value("listening on:", deadline);
+    let bob_peer = bob_addr.rsplit('/').next().unwrap().to_owned();
+
+    let alice_dir = root.0.join("alice");
+    let mut alice = chat("alice", None, &alice_dir, &["--bootstrap", &bob_addr]);
+    alice.value("user id:", deadline);
+    // A line longer than any message is refused, and the chat goes on.
+    alice.type_line(&"x".repeat(40_000));
+    let refused = alice.wait("the refusal", deadline, |l| l.starts_with("line too long"));
+    assert!(refused.contains("40000 bytes"), "{refused}");
+    alice.type_line("/peers");
+    alice.wait("bob among the peers", deadline, |l| {
+        l == format!("peer: {bob_peer}")
+    });
+    alice.type_line("/quit");
+    let exit = alice.child.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    let remembered = std::fs::read_to_string(alice_dir.join("peers")).unwrap();
+    assert!(remembered.contains(&bob_peer), "{remembered}");
+
+    // Restarted without --bootstrap, she finds bob by herself.
+    let mut alice = chat("alice", None, &alice_dir, &[]);
+    alice.wait("the rejoin", deadline, |l| {
+        l == format!("rejoined the network through {bob_peer}")
+    });
+    alice.type_line(&format!("/add {bob_id} bob"));
+    alice.type_line("/msg bob back again");
+    bob.wait("her message", deadline, |l| l.ends_with(": back again"));
+}

@@ -314,7 +314,20 @@ impl Messenger {
         self.control.add_external_address(addr)
     }
 
-    /// Peers with an open session.
+    /// Peers this node dialled and is connected to, with the address it
+    /// reached them at: what is worth remembering to find the network again
+    /// after a restart (an inbound session's address is the peer's outgoing
+    /// port, not one to dial).
+    pub fn reached_peers(&self) -> Vec<(PeerId, Multiaddr)> {
+        self.control
+            .sessions()
+            .iter()
+            .filter(|s| s.direction == shoal::Direction::Outbound)
+            .map(|s| (s.peer, s.remote_addr.without_peer_id()))
+            .collect()
+    }
+
+    /// Peers with an open session, each once.
     pub fn peers(&self) -> Vec<PeerId> {
         let mut peers: Vec<PeerId> = self.control.sessions().iter().map(|s| s.peer).collect();
         peers.sort();

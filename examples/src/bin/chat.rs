@@ -30,12 +30,17 @@
 
 mod common;
 
-use common::clock;
+use common::{
+    clock,
+    input::{self, Input},
+    peers::PeerBook,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use shoal_identity::PeerId;
 use shoal_im::engine::ContactInfo;
 use shoal_im::{MessageId, UserId};
 use shoal_messenger::{Event, Messenger, MessengerConfig, SqliteStore};
@@ -87,6 +92,56 @@ commands:
   /quit                     exit (also Ctrl-C, or the end of input)
   /help                     this list
 a <name> can also be a full user id (SHOAL-…)";
+
+/// Longest input line: the largest message body (a command is shorter).
+const MAX_LINE: usize = shoal_im::message::MAX_BODY_LEN;
+
+/// How often the peers reached are written to the data directory.
+const REMEMBER_EVERY: Duration = Duration::from_secs(30);
+
+/// Remembered peers dialled at start, most recently seen first.
+const REJOIN_AT_MOST: usize = 8;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Notes the peers reached now and saves the book if it changed (always
+/// with `force`); a failed save is one line.
+fn remember_peers(messenger: &Messenger, book: &mut PeerBook, force: bool) {
+    let now = unix_now();
+    for (peer, addr) in messenger.reached_peers() {
+        book.seen(peer, &[addr], now);
+    }
+    if let Err(e) = book.save(now, force) {
+        println!("error: cannot save {}: {e}", book.path().display());
+    }
+}
+
+/// Joins through remembered peers in the background, trying them one by
+/// one until one answers; says so only if none does.
+fn rejoin(messenger: &Messenger, remembered: Vec<(PeerId, Vec<Multiaddr>)>) {
+    if remembered.is_empty() {
+        return;
+    }
+    let messenger = messenger.clone();
+    tokio::spawn(async move {
+        let tried = remembered.len().min(REJOIN_AT_MOST);
+        for (peer, addrs) in remembered.into_iter().take(REJOIN_AT_MOST) {
+            for addr in addrs {
+                if messenger.connect(addr.with_peer_id(peer)).await.is_ok() {
+                    println!("rejoined the network through {peer}");
+                    return;
+                }
+            }
+        }
+        println!(
+            "none of the {tried} peers remembered from the last run answered; /connect <address> joins through a node"
+        );
+    });
+}
 
 /// How often the chat checks whether it still has a peer.
 const PEER_CHECK: Duration = Duration::from_secs(2);
@@ -600,24 +655,30 @@ async fn run() -> Result<(), Error> {
         }
     };
     tokio::pin!(ctrl_c);
-    // Standard input is read on a thread: tokio's stdin would keep the
-    // runtime from shutting down while a read blocks.
-    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
+    // Standard input, one bounded line at a time (on a thread: tokio's
+    // stdin would keep the runtime from shutting down while a read blocks).
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<Input>(16);
+    input::spawn_stdin(MAX_LINE, lines_tx);
     let mut input_open = true;
+    // The peers this node reached, remembered in the data directory: dialled
+    // again now, so a restart finds the network without --bootstrap.
+    let (mut book, skipped) = PeerBook::load(
+        &args.data_dir.join("peers"),
+        chat.messenger.peer_id(),
+        unix_now(),
+    )?;
+    if skipped > 0 {
+        tracing::debug!(skipped, "unreadable lines in the peers file");
+    }
+    rejoin(&chat.messenger, book.peers());
+    let mut remember = tokio::time::interval(REMEMBER_EVERY);
     // Never silently alone: say when the last peer went away.
     let mut peer_check = tokio::time::interval(PEER_CHECK);
     let mut had_peers = false;
     loop {
         tokio::select! {
             () = &mut stop => break,
+            _ = remember.tick() => remember_peers(&chat.messenger, &mut book, false),
             _ = peer_check.tick() => {
                 let connected = !chat.messenger.peers().is_empty();
                 if had_peers && !connected {
@@ -634,10 +695,16 @@ async fn run() -> Result<(), Error> {
                 }
             },
             line = lines.recv(), if input_open => match line {
-                Some(line) => {
-                    if let Flow::Quit = chat.line(&line).await {
-                        break;
+                Some(Input::Line(bytes)) => match String::from_utf8(bytes) {
+                    Ok(line) => {
+                        if let Flow::Quit = chat.line(&line).await {
+                            break;
+                        }
                     }
+                    Err(_) => println!("that line is not UTF-8 text; not sent"),
+                },
+                Some(Input::TooLong(n)) => {
+                    println!("line too long: {n} bytes (limit {MAX_LINE}); not sent");
                 }
                 None => {
                     input_open = false;
@@ -648,6 +715,7 @@ async fn run() -> Result<(), Error> {
             },
         }
     }
+    remember_peers(&chat.messenger, &mut book, true);
     if tokio::time::timeout(Duration::from_secs(5), chat.messenger.shutdown())
         .await
         .is_err()

@@ -1,4 +1,9 @@
-//! Small helpers shared by the example programs.
+//! Small helpers shared by the example programs: each program compiles
+//! this module on its own and uses a part of it.
+#![allow(dead_code)]
+
+pub(crate) mod input;
+pub(crate) mod peers;
 
 /// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
 pub(crate) fn clock(unix_ms: u64) -> String {

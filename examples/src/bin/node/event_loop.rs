@@ -10,8 +10,8 @@ use shoal_transport::Multiaddr;
 use tokio::sync::{Notify, mpsc};
 
 use crate::dialer::{BACKOFF_CAP, BACKOFF_START, Dial, Dialer};
-use crate::input::Input;
-use crate::peers::PeerBook;
+use crate::common::input::Input;
+use crate::common::peers::PeerBook;
 use crate::printer::list;
 use crate::{count, too_long, unix_now};
 

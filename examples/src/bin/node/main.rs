@@ -27,9 +27,9 @@
 
 mod dialer;
 mod event_loop;
-mod input;
 mod key;
-mod peers;
+#[path = "../common/mod.rs"]
+mod common;
 mod printer;
 
 use std::collections::VecDeque;
@@ -47,7 +47,7 @@ use tokio::sync::{Notify, mpsc};
 
 use dialer::Dialer;
 use event_loop::{Node, Streams};
-use peers::PeerBook;
+use common::{input, peers::PeerBook};
 use printer::Printer;
 
 const PING: ProtocolId = ProtocolId(1);

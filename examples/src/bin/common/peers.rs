@@ -1,4 +1,4 @@
-//! The peers a node met, kept in `<data dir>/peers` so that a restarted
+//! The peers a node or chat met, kept in `<data dir>/peers` so that a restarted
 //! node can find its network again without a `--connect` address.
 //!
 //! The file has one line per peer, most recently seen first:
