@@ -52,3 +52,32 @@ fn two_nodes_see_and_ping_each_other() {
         deadline,
     );
 }
+
+#[test]
+fn a_node_on_an_unspecified_address_announces_dialable_ones() {
+    let deadline = Instant::now() + LIMIT;
+    let mut a = node(&[
+        "--listen",
+        "/ip4/0.0.0.0/tcp/0",
+        "--external-address",
+        "/ip4/198.51.100.7/tcp/4001",
+    ]);
+    let id = a.value("peer id:", deadline);
+    a.wait_line("listening on: /ip4/198.51.100.7/tcp/4001/p2p/", deadline);
+    let announced: Vec<String> = a
+        .drain()
+        .iter()
+        .filter(|l| l.starts_with("listening on:"))
+        .cloned()
+        .collect();
+    assert!(announced.len() >= 2, "{announced:#?}");
+    for line in &announced {
+        assert!(!line.contains("/0.0.0.0/"), "{line}");
+        assert!(line.ends_with(&format!("/p2p/{id}")), "{line}");
+    }
+    // The interface address works: a second node connects through it.
+    let first = announced[0]["listening on:".len()..].trim().to_owned();
+    assert!(!first.contains("198.51.100.7"), "{first}");
+    let mut b = node(&["--connect", &first]);
+    b.wait_line(&format!("connected: {id}"), deadline);
+}

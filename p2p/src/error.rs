@@ -95,7 +95,7 @@ pub enum DialError {
     RateLimited(Multiaddr),
     /// `try_dial` to a peer that already has this session (one session per
     /// pair of peers); `dial` returns the session instead.
-    #[error("already connected ({0:?})")]
+    #[error("already connected (session {0})")]
     AlreadyConnected(SessionId),
 }
 

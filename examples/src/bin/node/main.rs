@@ -25,11 +25,11 @@
 //! An error that stops the node is one line, `error: …`, with exit status 1
 //! (`RUST_LOG=debug` shows the details).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod dialer;
 mod event_loop;
 mod key;
-#[path = "../common/mod.rs"]
-mod common;
 mod printer;
 
 use std::collections::VecDeque;
@@ -45,9 +45,9 @@ use shoal_identity::Keypair;
 use shoal_transport::{Multiaddr, TcpTransport};
 use tokio::sync::{Notify, mpsc};
 
+use common::{input, peers::PeerBook};
 use dialer::Dialer;
 use event_loop::{Node, Streams};
-use common::{input, peers::PeerBook};
 use printer::Printer;
 
 const PING: ProtocolId = ProtocolId(1);
@@ -67,6 +67,12 @@ struct Args {
     /// connected.
     #[arg(long)]
     connect: Vec<Multiaddr>,
+    /// An address others can reach this node at besides the listen
+    /// address, e.g. a port forwarded by a router (repeatable). With
+    /// `--listen /ip4/0.0.0.0/…` the interface addresses are announced
+    /// anyway.
+    #[arg(long)]
+    external_address: Vec<Multiaddr>,
     /// Directory (created owner-only if missing) holding the key
     /// (`node.key`, unless --key-file is given) and the peers met
     /// (`peers`), which are dialled again on the next start.
@@ -276,10 +282,25 @@ async fn run(args: Args) -> Result<(), Error> {
             shoal::ListenError::Transport(e) => format!("--listen: {e}"),
             e => format!("--listen {}: {e}", args.listen),
         })?;
+    for external in &args.external_address {
+        control
+            .add_external_address(external.clone())
+            .map_err(|e| format!("--external-address: {e}"))?;
+    }
     let id = control.local_peer_id();
-    let own_addr = addr.with_peer_id(id);
+    // The address to give others: the first announced one (an interface
+    // address when listening on 0.0.0.0), else the bound one.
+    let own_addr = control
+        .announce_addrs()
+        .into_iter()
+        .next()
+        .unwrap_or(addr)
+        .with_peer_id(id);
     println!("peer id: {id}");
-    println!("listening on: {own_addr}");
+    // What others can dial: never 0.0.0.0 (see announce_addrs).
+    for announced in control.announce_addrs() {
+        println!("listening on: {}", announced.with_peer_id(id));
+    }
     let service = tokio::spawn(service);
 
     let mut to_say = VecDeque::new();
