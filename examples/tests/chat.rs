@@ -10,11 +10,11 @@ mod common;
 
 use std::{
     ffi::OsStr,
-    path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    path::Path,
+    time::{Duration, Instant},
 };
 
-use common::Process;
+use common::{Process, TempDir};
 
 /// Upper bound for the whole exchange.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -48,34 +48,12 @@ fn typed_history(chat: &mut Process, args: &str, deadline: Instant) -> Vec<Strin
     lines
 }
 
-/// A fresh directory under the system temp directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        TempDir(std::env::temp_dir().join(format!(
-            "shoal-chat-test-{tag}-{}-{nanos}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn two_chats_talk_and_keep_their_history() {
     let deadline = Instant::now() + LIMIT;
     let started = Instant::now();
-    let root = TempDir::new("root");
-    let (bob_dir, alice_dir) = (root.0.join("bob"), root.0.join("alice"));
+    let root = TempDir::new("chat-test");
+    let (bob_dir, alice_dir) = (root.join("bob"), root.join("alice"));
 
     let mut bob = chat("bob", &bob_dir, &[]);
     let bob_id = bob.value("user id:", deadline);

@@ -8,37 +8,15 @@ mod common;
 
 use std::{
     ffi::OsStr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use common::Process;
+use common::{Process, TempDir, closed_port};
 
 /// Upper bound for each test.
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A fresh directory under the system temp directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        TempDir(std::env::temp_dir().join(format!(
-            "shoal-reach-test-{tag}-{}-{nanos}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A `chat` process, optionally inside network namespace `netns`.
 fn chat(name: &str, netns: Option<&str>, data_dir: &Path, args: &[&str]) -> Process {
@@ -119,9 +97,9 @@ fn chats_listening_on_unspecified_addresses_in_two_namespaces_talk() {
         Err(e) => panic!("cannot create network namespaces: {e}"),
     };
     let deadline = Instant::now() + LIMIT;
-    let root = TempDir::new("netns");
+    let root = TempDir::new("chat-netns");
     let any = ["--listen", "/ip4/0.0.0.0/tcp/0"];
-    let mut bob = chat("bob", Some(&ns.a), &root.0.join("bob"), &any);
+    let mut bob = chat("bob", Some(&ns.a), &root.join("bob"), &any);
     let bob_id = bob.value("user id:", deadline);
     let bob_addr = bob.value("listening on:", deadline);
     assert!(
@@ -130,7 +108,7 @@ fn chats_listening_on_unspecified_addresses_in_two_namespaces_talk() {
     );
     let mut args = any.to_vec();
     args.extend(["--bootstrap", &bob_addr]);
-    let mut alice = chat("alice", Some(&ns.b), &root.0.join("alice"), &args);
+    let mut alice = chat("alice", Some(&ns.b), &root.join("alice"), &args);
     let alice_id = alice.value("user id:", deadline);
     let alice_addr = alice.value("listening on:", deadline);
     assert!(
@@ -159,25 +137,15 @@ fn chats_listening_on_unspecified_addresses_in_two_namespaces_talk() {
 #[test]
 fn a_dead_bootstrap_address_is_reported_and_connect_joins_later() {
     let deadline = Instant::now() + LIMIT;
-    let root = TempDir::new("connect");
-    let mut bob = chat("bob", None, &root.0.join("bob"), &[]);
+    let root = TempDir::new("chat-connect");
+    let mut bob = chat("bob", None, &root.join("bob"), &[]);
     let bob_id = bob.value("user id:", deadline);
     let bob_addr = bob.value("listening on:", deadline);
     let peer = bob_addr.rsplit('/').next().unwrap().to_owned();
 
     // Nothing listens on that port: the user is told, in one line.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!(
-        "/ip4/127.0.0.1/tcp/{}/p2p/{peer}",
-        closed.local_addr().unwrap().port()
-    );
-    drop(closed);
-    let mut alice = chat(
-        "alice",
-        None,
-        &root.0.join("alice"),
-        &["--bootstrap", &dead],
-    );
+    let dead = format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", closed_port());
+    let mut alice = chat("alice", None, &root.join("alice"), &["--bootstrap", &dead]);
     let line = alice.wait("about the dead bootstrap", deadline, |l| {
         l.starts_with("error: bootstrap ")
     });
@@ -209,23 +177,32 @@ fn a_dead_bootstrap_address_is_reported_and_connect_joins_later() {
 #[test]
 fn a_restarted_chat_rejoins_through_remembered_peers_and_long_lines_are_refused() {
     let deadline = Instant::now() + LIMIT;
-    let root = TempDir::new("remember");
-    let mut bob = chat("bob", None, &root.0.join("bob"), &[]);
+    let root = TempDir::new("chat-remember");
+    let mut bob = chat("bob", None, &root.join("bob"), &[]);
     let bob_id = bob.value("user id:", deadline);
     let bob_addr = bob.value("listening on:", deadline);
     let bob_peer = bob_addr.rsplit('/').next().unwrap().to_owned();
 
-    let alice_dir = root.0.join("alice");
+    let alice_dir = root.join("alice");
     let mut alice = chat("alice", None, &alice_dir, &["--bootstrap", &bob_addr]);
     alice.value("user id:", deadline);
     // A line longer than any message is refused, and the chat goes on.
     alice.type_line(&"x".repeat(40_000));
     let refused = alice.wait("the refusal", deadline, |l| l.starts_with("line too long"));
     assert!(refused.contains("40000 bytes"), "{refused}");
-    alice.type_line("/peers");
-    alice.wait("bob among the peers", deadline, |l| {
-        l == format!("peer: {bob_peer}")
-    });
+    // Asked until bob is connected (joining takes a moment), bounded.
+    for attempt in 0..100 {
+        let from = alice.seen.len();
+        alice.type_line("/peers");
+        let (_, line) = alice.wait_from(from, "the peers", deadline, |l| {
+            l.starts_with("peer: ") || l == "no peers connected"
+        });
+        if line == format!("peer: {bob_peer}") {
+            break;
+        }
+        assert!(attempt < 99, "alice never connected to bob");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     alice.type_line("/quit");
     let exit = alice.child.wait().unwrap();
     assert!(exit.success(), "{exit}");

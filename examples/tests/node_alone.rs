@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::Process;
+use common::{Process, TempDir, assert_readable, closed_port};
 
 /// Upper bound for each test.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -21,40 +20,11 @@ fn node(name: &str, args: &[&str]) -> Process {
     Process::start(name, env!("CARGO_BIN_EXE_node"), all)
 }
 
-/// A loopback port nobody listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn new_peer_id() -> String {
     shoal_identity::Keypair::try_generate()
         .unwrap()
         .peer_id()
         .to_string()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shoal-node-alone-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A line meant for people: no `Debug` dump of a nested error.
-fn assert_readable(line: &str) {
-    for debug in ["{", "Arc(", "Os ", "Custom", "kind:"] {
-        assert!(!line.contains(debug), "debug output in {line:?}");
-    }
 }
 
 #[test]
@@ -105,7 +75,7 @@ fn dead_or_wrong_bootstrap_is_reported_and_retried() {
 #[test]
 fn losing_the_last_peer_is_said_and_healed() {
     let deadline = Instant::now() + LIMIT;
-    let dir = temp_dir("heal");
+    let dir = TempDir::new("node-alone-heal");
     let key = dir.join("a.key");
     let key = key.to_str().unwrap();
     let mut a = node("a", &["--key-file", key]);
@@ -140,5 +110,4 @@ fn losing_the_last_peer_is_said_and_healed() {
         l.starts_with(&format!("connected: {a_id} via {listen}")) && l.ends_with("(Outbound)")
     });
     a.wait_line("connected: ", deadline);
-    let _ = std::fs::remove_dir_all(&dir);
 }

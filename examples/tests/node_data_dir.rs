@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Process;
+use common::{Process, TempDir};
 
 /// Upper bound for the test.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -18,19 +18,6 @@ fn node(name: &str, args: &[&str]) -> Process {
     let mut all = vec!["--duration", "40", "--ping-interval", "1"];
     all.extend_from_slice(args);
     Process::start(name, env!("CARGO_BIN_EXE_node"), all)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shoal-node-data-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[cfg(unix)]
@@ -59,7 +46,7 @@ fn terminate(p: &mut Process, deadline: Instant) -> Option<i32> {
 #[test]
 fn restarted_node_redials_remembered_peer() {
     let deadline = Instant::now() + LIMIT;
-    let root = temp_dir("redial");
+    let root = TempDir::new("node-data-dir");
     let data = root.join("a");
     let data_arg = data.to_str().unwrap();
     let b_key = root.join("b.key");
@@ -112,5 +99,4 @@ fn restarted_node_redials_remembered_peer() {
     b.wait_line(&format!("connected: {a_id}"), deadline);
     b.wait_line(&format!("identified: {a_id}"), deadline);
     drop(a);
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -2,33 +2,16 @@
 //! `error: <message>`, and the exit status is 1.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Read;
-use std::path::PathBuf;
+
+use common::{TempDir, assert_readable};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Upper bound for the test.
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shoal-node-errors-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A line meant for people: no `Debug` dump of a nested error.
-fn assert_readable(line: &str) {
-    for debug in ["{", "Arc(", "Os ", "Custom", "kind:"] {
-        assert!(!line.contains(debug), "debug output in {line:?}");
-    }
-}
 
 /// Runs the node until it exits (killed at `deadline`); returns its
 /// status code and standard error.
@@ -64,7 +47,7 @@ fn run_to_exit(args: &[&str], deadline: Instant) -> (Option<i32>, String) {
 #[test]
 fn fatal_errors_are_one_line_and_exit_1() {
     let deadline = Instant::now() + LIMIT;
-    let dir = temp_dir("errors");
+    let dir = TempDir::new("node-errors");
     let bad_key = dir.join("bad.key");
     std::fs::write(&bad_key, "not a key\n").unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -99,5 +82,4 @@ fn fatal_errors_are_one_line_and_exit_1() {
         );
         assert_readable(&stderr);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

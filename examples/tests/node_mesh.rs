@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::Process;
+use common::{Process, TempDir};
 
 /// Upper bound for the whole test.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -179,15 +179,7 @@ fn three_nodes_in_a_chain_keep_one_connection_per_pair() {
 #[test]
 fn crossed_and_repeated_dials_leave_one_connection_per_pair() {
     let deadline = Instant::now() + LIMIT;
-    let dir = std::env::temp_dir().join(format!(
-        "shoal-node-mesh-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("node-mesh");
     // Keys and ports chosen before any node starts, so that each can be
     // told the two others' addresses.
     let listeners: Vec<std::net::TcpListener> = (0..3)
@@ -237,5 +229,4 @@ fn crossed_and_repeated_dials_leave_one_connection_per_pair() {
     }
     let addrs: [String; 3] = addrs.try_into().unwrap();
     assert_one_connection_per_pair(&mut nodes, &addrs, deadline);
-    let _ = std::fs::remove_dir_all(&dir);
 }

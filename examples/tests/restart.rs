@@ -11,10 +11,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Process;
+use common::{Process, TempDir};
 
 use shoal_im::engine::{Engine, EngineConfig};
 use shoal_im::{MemoryStore, MessageId, UserId};
@@ -71,19 +71,6 @@ async fn messenger(seed: Option<&Multiaddr>) -> (Messenger, mpsc::Receiver<Event
         .unwrap()
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shoal-restart-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Alice's events until `until`, folded into `delivered` and `received`.
 async fn watch(
     events: &mut mpsc::Receiver<Event>,
@@ -113,7 +100,7 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
     let (seed_node, _seed_events) = messenger(None).await;
     let seed = seed_node.listen_addrs()[0].clone();
     let (alice, mut alice_events) = messenger(Some(&seed)).await;
-    let dir = temp_dir();
+    let dir = TempDir::new("restart");
 
     let mut sent = Vec::new();
     let mut delivered = HashSet::new();
@@ -258,5 +245,4 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
     assert_eq!(bob_view.len(), 1);
     assert_eq!(bob_view[0].sessions, 1, "bob: a new session appeared");
     drop(engine);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -135,3 +135,56 @@ impl Process {
         &self.seen
     }
 }
+
+/// A fresh directory under the system temp directory, created now and
+/// removed (with everything in it) when dropped, also when a test panics.
+pub(crate) struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// `<temp>/shoal-<tag>-<pid>-<nanos>`.
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("shoal-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub(crate) fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A line meant for people: no `Debug` dump of a nested error.
+pub(crate) fn assert_readable(line: &str) {
+    for debug in ["{", "Arc(", "Os ", "Custom", "kind:"] {
+        assert!(!line.contains(debug), "debug output in {line:?}");
+    }
+}
