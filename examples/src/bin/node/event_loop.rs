@@ -9,9 +9,9 @@ use shoal_identity::PeerId;
 use shoal_transport::Multiaddr;
 use tokio::sync::{Notify, mpsc};
 
-use crate::dialer::{BACKOFF_CAP, BACKOFF_START, Dial, Dialer};
 use crate::common::input::Input;
 use crate::common::peers::PeerBook;
+use crate::dialer::{BACKOFF_CAP, BACKOFF_START, Dial, Dialer};
 use crate::printer::list;
 use crate::{count, too_long, unix_now};
 
