@@ -17,11 +17,19 @@
 //!   streams.
 //! - [`negotiation`]: the wire format that opens every substream (also in
 //!   `docs/PROTOCOL.md` (section 6)).
+//! - One session per pair of peers: crossed and repeated dials collapse to
+//!   one connection by a rule both ends apply alike, and a dial to a
+//!   connected peer returns its session (`docs/PROTOCOL.md` 6.5).
+//! - Admission: inbound handshakes have their own budget and are bounded per
+//!   IP address, per /24 (/48) and in rate, before a byte is read; dials to
+//!   one socket address are paced (`docs/PROTOCOL.md` 6.6).
+//! - Addresses: [`ServiceControl::announce_addrs`] is what a node tells
+//!   others (interface addresses instead of `0.0.0.0`, plus external ones).
 //!
 //! # Data flow
 //! ```text
 //!  Transport ─▶ secio handshake ─▶ yamux Driver (task) ─▶ session task
-//!   (slot taken at accept)  (timeout)                      │ accept_stream
+//!  (admitted at accept)    (timeout)                       │ accept_stream
 //!                                                          ▼
 //!          substream task per (session, protocol): negotiate, then
 //!   yamux stream ─read frames─▶ bounded event queue ─▶ handler task / ProtocolEvents
