@@ -73,7 +73,8 @@ struct Pinger {
 /// 1. Create it with [`Connection::new`] (this queues a ping that measures
 ///    the round-trip time).
 /// 2. Feed everything read from the transport to
-///    [`handle_input`](Connection::handle_input), and call
+///    [`handle_input`](Connection::handle_input) (reading more only while
+///    [`wants_input`](Connection::wants_input) says so), and call
 ///    [`handle_timeout`](Connection::handle_timeout) when the instant from
 ///    [`poll_timeout`](Connection::poll_timeout) has passed; report
 ///    end-of-file with [`handle_transport_closed`](Connection::handle_transport_closed).
