@@ -433,8 +433,8 @@ where
         if drained && !self.write_shut && Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
             self.write_shut = true;
         }
-        if self.read_closed {
-            // The peer closed its side: nothing more to wait for.
+        if self.read_closed && (drained || self.write_shut) {
+            // The peer closed its side and our last frames are out.
             return done(reason);
         }
         if !self.write_shut {

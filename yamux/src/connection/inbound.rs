@@ -260,7 +260,10 @@ impl Connection {
         if !self.mode.is_remote_id(id) {
             return Err(ProtocolViolation::WrongParity { id }.into());
         }
-        if self.streams.contains_key(&id) || self.recently_closed.get(id).is_some() {
+        if self.streams.contains_key(&id)
+            || self.recently_closed.get(id).is_some()
+            || self.recently_refused.get(id).is_some()
+        {
             return Err(ProtocolViolation::ReusedId { id }.into());
         }
         self.max_remote_id = self.max_remote_id.max(id.get());
@@ -277,7 +280,7 @@ impl Connection {
             tracing::debug!(stream = %id, "refusing inbound stream");
             self.budget.pending_refusals += 1;
             Header::window_update(Flags::RST, id, 0).encode(&mut self.out);
-            self.recently_closed.insert(id, Ended::ResetLocal);
+            self.recently_refused.insert(id, Ended::ResetLocal);
             return Ok(false);
         }
         self.streams

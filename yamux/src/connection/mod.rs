@@ -132,6 +132,9 @@ pub struct Connection {
     next_local_id: u64,
     max_remote_id: u32,
     recently_closed: RecentlyClosed,
+    /// Ids of streams we refused, apart from `recently_closed`, so that a
+    /// flood of refusals cannot push out how finished streams ended.
+    recently_refused: RecentlyClosed,
     budget: ControlBudget,
     /// Sum of all stream receive windows (auto-tuning budget).
     total_window: u64,
@@ -166,6 +169,7 @@ impl Connection {
             next_local_id: u64::from(mode.first_local_id()),
             max_remote_id: 0,
             recently_closed: RecentlyClosed::new(RECENTLY_CLOSED_CAPACITY),
+            recently_refused: RecentlyClosed::new(RECENTLY_CLOSED_CAPACITY),
             budget,
             total_window: 0,
             header_buf: [0; HEADER_LEN],
@@ -382,6 +386,8 @@ impl Connection {
     /// ignored.
     pub fn drop_stream(&mut self, id: StreamId) {
         if self.closed.is_some() {
+            // A stream kept for its unread data after a graceful close.
+            self.streams.remove(&id);
             return;
         }
         let Some(stream) = self.streams.get_mut(&id) else {
@@ -470,7 +476,8 @@ impl Connection {
         }
         let graceful = (self.local_go_away || self.remote_go_away)
             && self.streams.values().all(|s| s.remote_fin && s.local_fin);
-        self.out.clear();
+        // The remote stopped writing, not necessarily reading: what is
+        // queued (our GoAway) may still go out.
         self.fail(if graceful {
             ConnectionError::Closed
         } else {
@@ -569,7 +576,8 @@ impl Connection {
 
     // ----- introspection -----
 
-    /// Live streams (including inbound ones not yet accepted).
+    /// Live streams (including inbound ones not yet accepted; after a
+    /// graceful close, those kept until their unread data is read).
     pub fn num_streams(&self) -> usize {
         self.streams.len()
     }
@@ -658,7 +666,11 @@ impl Connection {
 
     /// The error for an id that is not in the stream map.
     fn missing(&self, id: StreamId) -> StreamError {
-        match self.recently_closed.get(id) {
+        match self
+            .recently_closed
+            .get(id)
+            .or(self.recently_refused.get(id))
+        {
             Some(Ended::ResetRemote) => StreamError::Reset(Blame::Remote),
             Some(Ended::ResetLocal) => StreamError::Reset(Blame::Local),
             Some(Ended::Finished) | None => StreamError::UnknownStream(id),
@@ -676,6 +688,12 @@ impl Connection {
         let max_total = self.config.max_connection_window();
         let rtt = self.pinger.rtt.map(|rtt| rtt.max(AUTOTUNE_MIN_RTT));
         if self.closed.is_some() {
+            // Kept after a graceful close for its unread data: freed once
+            // read, the next read returning the end of stream.
+            if self.streams.get(&id).is_some_and(|s| s.unread == 0) {
+                self.streams.remove(&id);
+                self.recently_closed.insert(id, Ended::Finished);
+            }
             return;
         }
         let Some(s) = self.streams.get_mut(&id) else {

@@ -1142,3 +1142,63 @@ fn end_of_stream_reads_after_the_last_stream_closed_the_connection() {
     // ...yet the reader still gets its clean end of stream, not an error.
     assert_eq!(p.client.read(id, &mut buf, p.now).unwrap(), Some(0));
 }
+
+#[test]
+fn data_kept_after_a_graceful_close_is_read_then_freed() {
+    let mut p = Pair::instant();
+    let id = p.client.open_stream().unwrap();
+    p.client.write(id, b"q").unwrap();
+    p.client.finish(id).unwrap();
+    p.drive();
+    p.server.accept_stream().unwrap();
+    assert_eq!(read_all(&mut p.server, id, p.now), Some(b"q".to_vec()));
+    p.server.write(id, b"answer").unwrap();
+    p.server.finish(id).unwrap();
+    p.server.go_away(p.now);
+    p.drive();
+    // The server has nothing left and closed; its end of file arrives while
+    // the client has not read the answer yet.
+    assert!(p.server.is_closed());
+    p.client.handle_transport_closed();
+    assert!(
+        p.client
+            .close_reason()
+            .is_some_and(ConnectionError::is_graceful)
+    );
+    assert_eq!(p.client.num_streams(), 1, "kept for its unread data");
+    let mut buf = [0u8; 16];
+    assert_eq!(p.client.read(id, &mut buf, p.now).unwrap(), Some(6));
+    assert_eq!(p.client.num_streams(), 0, "freed once read");
+    assert_eq!(p.client.read(id, &mut buf, p.now).unwrap(), Some(0));
+    assert!(p.client.write(id, b"x").is_err());
+}
+
+#[test]
+fn a_flood_of_refusals_does_not_hide_how_a_stream_ended() {
+    let mut p = Pair::new(
+        no_keepalive(),
+        no_keepalive().with_max_concurrent_streams(1),
+        Duration::ZERO,
+    );
+    let id = p.client.open_stream().unwrap();
+    p.client.write(id, b"q").unwrap();
+    p.client.finish(id).unwrap();
+    p.drive();
+    let sid = p.server.accept_stream().unwrap();
+    p.server.finish(sid).unwrap();
+    p.drive();
+    // The server's stream is done (both FINs, nothing unread)...
+    assert_eq!(p.server.read(sid, &mut [0u8; 4], p.now).unwrap(), Some(1));
+    // ...then 5,000 SYNs are refused (the limit is 1 and it is taken by
+    // the client's side no more: open one that stays).
+    let keep = p.client.open_stream().unwrap();
+    p.client.write(keep, b"k").unwrap();
+    p.drive();
+    let mut wire = BytesMut::new();
+    for i in 0..5_000u32 {
+        Header::window_update(Flags::SYN, StreamId::new(101 + 2 * i), 0).encode(&mut wire);
+    }
+    p.server.handle_input(&mut wire, p.now).unwrap();
+    // The finished stream still reads its clean end.
+    assert_eq!(p.server.read(sid, &mut [0u8; 4], p.now).unwrap(), Some(0));
+}
