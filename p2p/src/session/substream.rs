@@ -346,8 +346,19 @@ impl Substream<'_> {
         };
         let mut stream = r.unsplit(w);
         self.session.release(protocol, self.owner);
-        if matches!(end, End::Error(_)) {
-            let _ = stream.reset();
+        match end {
+            End::Error(_) => {
+                let _ = stream.reset();
+            }
+            // We end it: half-close, then take (and drop) what the peer still
+            // sends until it ends its side, so the stream closes cleanly on
+            // both ends instead of being reset for data arriving after the
+            // drop. Bounded by the close timeout.
+            End::Cancelled | End::Local | End::HandlerGone => {
+                let linger = self.shared.config.close_timeout;
+                let _ = tokio::time::timeout(linger, finish_and_drain(&mut stream)).await;
+            }
+            End::Remote => {}
         }
         drop(stream);
 
@@ -384,6 +395,18 @@ impl Substream<'_> {
         };
         if let Some(error) = error {
             self.shared.report_error(error).await;
+        }
+    }
+}
+
+/// Half-closes `stream` and reads it to its end, discarding the bytes.
+async fn finish_and_drain(stream: &mut Stream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }
