@@ -63,6 +63,9 @@ struct DialOutcome {
     contact: UserId,
     /// Why the last address failed, or `None` if a session opened.
     failure: Option<String>,
+    /// Every failure was ours (a local limit, the dial pacing): the
+    /// addresses are not to blame and stay known.
+    only_local: bool,
 }
 
 /// A dial error as a short phrase: the innermost cause ("connection
@@ -596,7 +599,7 @@ impl<S: Store> Driver<S> {
                 Some(outcome) = dialed.recv() => {
                     let peer = outcome.device;
                     self.dialing.remove(&peer);
-                    if let Some(reason) = outcome.failure {
+                    if let Some(reason) = outcome.failure.filter(|_| !outcome.only_local) {
                         // Forget the stale addresses; the next retry looks up again.
                         tracing::debug!(%peer, %reason, "dial to a contact's device failed");
                         self.addresses.remove(&peer);
@@ -855,6 +858,7 @@ impl<S: Store> Driver<S> {
                 let dialed = self.dialed.clone();
                 tokio::spawn(async move {
                     let mut failure = Some("no address".to_owned());
+                    let mut only_local = true;
                     for addr in addrs {
                         let dial =
                             control.dial(addr.clone(), DialOptions::default().expect(device));
@@ -863,14 +867,21 @@ impl<S: Store> Driver<S> {
                                 failure = None;
                                 break;
                             }
-                            Ok(Err(e)) => failure = Some(format!("{addr}: {}", short(&e))),
-                            Err(_) => failure = Some(format!("{addr}: no answer")),
+                            Ok(Err(e)) => {
+                                only_local &= e.is_local();
+                                failure = Some(format!("{addr}: {}", short(&e)));
+                            }
+                            Err(_) => {
+                                only_local = false;
+                                failure = Some(format!("{addr}: no answer"));
+                            }
                         }
                     }
                     let outcome = DialOutcome {
                         device,
                         contact,
                         failure,
+                        only_local,
                     };
                     let _ = dialed.send(outcome).await;
                 });

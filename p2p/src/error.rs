@@ -100,6 +100,21 @@ pub enum DialError {
 }
 
 impl DialError {
+    /// Whether the dial failed for a reason of ours (a local limit, the dial
+    /// pacing, shutdown) that says nothing about the peer or its address:
+    /// nothing was sent, so it must not count as the peer failing.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            DialError::TooManySessions(_)
+                | DialError::RateLimited(_)
+                | DialError::AlreadyConnected(_)
+                | DialError::ShuttingDown
+                | DialError::ServiceStopped
+                | DialError::NoRuntime
+        )
+    }
+
     /// The remote's actual peer id, if the dial failed because another peer
     /// answered.
     pub fn actual_peer(&self) -> Option<PeerId> {
@@ -189,6 +204,9 @@ pub enum ControlError {
     /// An unspecified address (`0.0.0.0`, `::`) cannot be announced.
     #[error("{0} is unspecified: peers cannot dial it")]
     UnspecifiedAddress(Multiaddr),
+    /// As many external addresses as allowed are announced already.
+    #[error("at most {0} external addresses are announced")]
+    TooManyExternalAddresses(usize),
 }
 
 /// A failure on one protocol substream of a session, after negotiation.

@@ -316,13 +316,7 @@ fn ignore(state: &mut SessionState, what: &str) -> HandlerResult {
 
 /// Dial errors that say nothing about the peer.
 fn is_local(e: &DialError) -> bool {
-    matches!(
-        e,
-        DialError::TooManySessions(_)
-            | DialError::ShuttingDown
-            | DialError::ServiceStopped
-            | DialError::NoRuntime
-    )
+    e.is_local()
 }
 
 impl ServiceProtocol for DiscoveryHandler {

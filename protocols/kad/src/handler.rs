@@ -205,6 +205,8 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             let mut reached = false;
+            // Only failures that say something about the peer count.
+            let mut peer_failed = false;
             for addr in addrs {
                 let opts = DialOptions::default().expect(peer);
                 match control.dial(addr.without_peer_id(), opts).await {
@@ -212,7 +214,10 @@ impl Shared {
                         reached = true;
                         break;
                     }
-                    Err(e) => tracing::debug!(%peer, %addr, error = %e, "kad dial failed"),
+                    Err(e) => {
+                        peer_failed |= !e.is_local();
+                        tracing::debug!(%peer, %addr, error = %e, "kad dial failed");
+                    }
                 }
             }
             let mut inner = shared.lock();
@@ -226,7 +231,13 @@ impl Shared {
                 return;
             }
             inner.outbox.remove(&peer);
-            inner.core.dial_failed(now(), peer);
+            if peer_failed {
+                inner.core.dial_failed(now(), peer);
+            } else {
+                // Not tried (a local limit or the dial pacing): its requests
+                // fail, it keeps its place in the routing table.
+                inner.core.peer_disconnected(now(), peer);
+            }
             shared.flush(&mut inner);
         });
     }
