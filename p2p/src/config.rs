@@ -135,6 +135,11 @@ pub const REPLACED_SESSION_GRACE: Duration = Duration::from_secs(2);
 /// kept; protects the size of signed records.
 pub const MAX_EXTERNAL_ADDRS: usize = 8;
 
+/// Addresses [`ServiceControl::announce_addrs`](crate::ServiceControl::announce_addrs)
+/// returns at most: what a signed peer record or presence record may carry
+/// (16), so a host with many interfaces still publishes one.
+pub const MAX_ANNOUNCED_ADDRS: usize = 16;
+
 /// Frames queued per protocol substream, on top of the byte bound of
 /// [`Config::send_queue_bytes`]. Protects memory from floods of empty frames.
 pub const MAX_QUEUED_FRAMES_PER_STREAM: usize = 256;

@@ -143,11 +143,14 @@ impl ServiceControl {
     }
 
     /// The addresses to tell others (in signed records, identify, the
-    /// DHT): every listen address, with an unspecified IP (`0.0.0.0`, `::`)
-    /// replaced by this host's interface addresses of that family (see
-    /// [`shoal_transport::expand_unspecified`]), then the external
-    /// addresses added with [`add_external_address`](Self::add_external_address).
-    /// Never an unspecified address; no duplicates.
+    /// DHT): first the external addresses added with
+    /// [`add_external_address`](Self::add_external_address) (the ones a
+    /// remote peer is most likely to reach), then every listen address, with
+    /// an unspecified IP (`0.0.0.0`, `::`) replaced by this host's interface
+    /// addresses of that family (see [`shoal_transport::expand_unspecified`]).
+    /// Never an unspecified address; no duplicates; at most
+    /// [`MAX_ANNOUNCED_ADDRS`](crate::config::MAX_ANNOUNCED_ADDRS), so a
+    /// host with many interfaces still fits in a signed record.
     pub fn announce_addrs(&self) -> Vec<Multiaddr> {
         let listen = self.listen_addrs();
         let ips = if listen.iter().any(is_unspecified) {
@@ -157,11 +160,14 @@ impl ServiceControl {
         };
         let mut out: Vec<Multiaddr> = Vec::new();
         let external = lock(&self.shared.external_addrs).clone();
-        for addr in listen
-            .iter()
-            .flat_map(|a| shoal_transport::expand_unspecified(a, &ips))
-            .chain(external)
-        {
+        for addr in external.into_iter().chain(
+            listen
+                .iter()
+                .flat_map(|a| shoal_transport::expand_unspecified(a, &ips)),
+        ) {
+            if out.len() >= crate::config::MAX_ANNOUNCED_ADDRS {
+                break;
+            }
             if !out.contains(&addr) {
                 out.push(addr);
             }
@@ -173,7 +179,8 @@ impl ServiceControl {
     /// listen on itself (a port forwarded by a router, a public address in
     /// front of a NAT). It is announced after the listen addresses, from
     /// the next record on. At most [`MAX_EXTERNAL_ADDRS`](crate::config::MAX_EXTERNAL_ADDRS)
-    /// are kept (the oldest goes); an unspecified address is refused.
+    /// are kept: beyond them new ones are refused (those added first, such
+    /// as configured ones, stay); an unspecified address is refused.
     pub fn add_external_address(&self, addr: Multiaddr) -> Result<(), ControlError> {
         if is_unspecified(&addr) {
             return Err(ControlError::UnspecifiedAddress(addr));
@@ -182,7 +189,9 @@ impl ServiceControl {
         let mut external = lock(&self.shared.external_addrs);
         if !external.contains(&addr) {
             if external.len() >= crate::config::MAX_EXTERNAL_ADDRS {
-                external.remove(0);
+                return Err(ControlError::TooManyExternalAddresses(
+                    crate::config::MAX_EXTERNAL_ADDRS,
+                ));
             }
             external.push(addr);
         }
@@ -344,6 +353,13 @@ impl ServiceControl {
                 None => Err(DialError::AlreadyConnected(existing.info.id)),
             };
         }
+        let permit = shared
+            .outbound
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DialError::TooManySessions(shared.config.max_outbound_sessions))?;
+        // After the permit: a dial refused for the session limit spends no
+        // token of the address.
         if let Some(socket) = addr.to_socket_addr()
             && !shared
                 .dial_limit
@@ -352,11 +368,6 @@ impl ServiceControl {
             tracing::debug!(%addr, "dial rate-limited");
             return Err(DialError::RateLimited(addr));
         }
-        let permit = shared
-            .outbound
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| DialError::TooManySessions(shared.config.max_outbound_sessions))?;
         let id = DialId(shared.next_id());
         shared.tasks.spawn(connection::outbound(
             shared.clone(),

@@ -39,7 +39,25 @@ async fn unspecified_listen_addresses_are_announced_as_interface_addresses() {
     control.add_external_address(external.clone()).unwrap();
     let announced = control.announce_addrs();
     assert_eq!(announced.iter().filter(|a| **a == external).count(), 1);
-    assert_eq!(announced.last(), Some(&external));
+    assert_eq!(
+        announced.first(),
+        Some(&external),
+        "external addresses first"
+    );
+    // At most 8 external addresses; the first ones stay.
+    for i in 0..7u8 {
+        let more: Multiaddr = format!("/ip4/198.51.100.{}/tcp/4001", 10 + i)
+            .parse()
+            .unwrap();
+        control.add_external_address(more).unwrap();
+    }
+    assert!(matches!(
+        control.add_external_address("/ip4/198.51.100.99/tcp/1".parse().unwrap()),
+        Err(ControlError::TooManyExternalAddresses(8))
+    ));
+    let announced = control.announce_addrs();
+    assert_eq!(announced.first(), Some(&external));
+    assert!(announced.len() <= shoal::config::MAX_ANNOUNCED_ADDRS);
     assert!(matches!(
         control.add_external_address("/ip4/0.0.0.0/tcp/1".parse().unwrap()),
         Err(ControlError::UnspecifiedAddress(_))

@@ -202,6 +202,11 @@ impl Shared {
                 }
             }
         }
+        // Marked under the lock, so a concurrent admission never keeps one.
+        for old in &replaced {
+            old.replaced
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         sessions.insert(session.info.id, session.clone());
         SessionAdmission::Admitted { replaced }
     }

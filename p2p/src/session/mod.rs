@@ -249,12 +249,26 @@ pub(crate) async fn run(
     match shared.admit_session(&session) {
         SessionAdmission::Duplicate(kept) => {
             tracing::debug!(session = %info.id, %peer, kept = %kept.info.id, "duplicate session: closing it");
-            if let Some(reply) = opened.reply {
-                let _ = reply.send(Ok(kept.info.clone()));
+            match (opened.reply, opened.dial) {
+                (Some(reply), _) => {
+                    let _ = reply.send(Ok(kept.info.clone()));
+                }
+                // A `try_dial` learns the outcome as a report.
+                (None, Some(id)) => {
+                    shared
+                        .report_error(ServiceError::DialFailed {
+                            id,
+                            addr: info.remote_addr.clone(),
+                            expected: Some(peer),
+                            error: crate::DialError::AlreadyConnected(kept.info.id),
+                        })
+                        .await;
+                }
+                (None, None) => {}
             }
             open_protocols(&shared, &kept, &opened.open);
             session.set_close_reason(CloseReason::Duplicate);
-            close(&shared, &session, &mut driver, closer).await;
+            close_duplicate(&shared, &session, &mut driver, closer).await;
             session.budget.close();
             drop(permit);
             session.closed.cancel();
@@ -263,7 +277,6 @@ pub(crate) async fn run(
         SessionAdmission::Admitted { replaced } => {
             for old in replaced {
                 tracing::debug!(session = %old.info.id, %peer, kept = %info.id, "replacing a duplicate session");
-                old.replaced.store(true, Ordering::Release);
                 old.set_close_reason(CloseReason::Duplicate);
                 let cancel = old.cancel.clone();
                 shared.tasks.spawn(async move {
@@ -352,6 +365,37 @@ async fn serve(shared: &Arc<Shared>, session: &Arc<SessionShared>) -> CloseReaso
                     return CloseReason::Idle(idle_timeout);
                 }
             }
+        }
+    }
+}
+
+/// Closes a session that lost to another with the same peer before it was
+/// used: GoAway at once, and any stream the peer opened meanwhile is reset
+/// (nobody will serve it), so the close takes one round trip.
+async fn close_duplicate(
+    shared: &Shared,
+    session: &SessionShared,
+    driver: &mut JoinHandle<Result<(), shoal_yamux::ConnectionError>>,
+    closer: io::Closer,
+) {
+    session.cancel.cancel();
+    session.control.close();
+    while let Ok(Ok(mut stream)) =
+        tokio::time::timeout(Duration::ZERO, session.control.accept_stream()).await
+    {
+        let _ = stream.reset();
+    }
+    let deadline = Instant::now() + shared.config.close_timeout;
+    if tokio::time::timeout_at(deadline, &mut *driver)
+        .await
+        .is_err()
+    {
+        closer.close();
+        if tokio::time::timeout(CLOSE_POLL, &mut *driver)
+            .await
+            .is_err()
+        {
+            driver.abort();
         }
     }
 }
