@@ -40,7 +40,11 @@ impl IdentifyHandler {
             return;
         };
         let needed = self.shared.config.confirm_observed;
-        let Some(ip) = self.observed.report(observed.ip(), reporter.ip(), needed) else {
+        let now = std::time::Instant::now();
+        let Some(ip) = self
+            .observed
+            .report(observed.ip(), reporter.ip(), needed, now)
+        else {
             return;
         };
         for listen in ctx.control().listen_addrs() {

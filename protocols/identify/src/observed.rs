@@ -14,10 +14,20 @@
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
+    time::{Duration, Instant},
 };
 
-/// Distinct observed IPs tracked; more are ignored. Bounds memory.
+/// Distinct observed IPs tracked; a new one pushes out the oldest. Bounds
+/// memory, and one peer reporting many IPs cannot jam the tracker.
 pub(crate) const MAX_OBSERVED_IPS: usize = 16;
+
+/// Reports older than this are forgotten (a network change, or one-off
+/// claims, must not count forever).
+pub(crate) const OBSERVATION_TTL: Duration = Duration::from_secs(600);
+
+/// Observed IPs confirmed at most: each becomes an announced address, and
+/// those are few.
+pub(crate) const MAX_CONFIRMED: usize = 4;
 
 /// The /24 (IPv4) or /48 (IPv6) a reporting peer connects from.
 fn network_of(ip: IpAddr) -> IpAddr {
@@ -37,8 +47,9 @@ fn network_of(ip: IpAddr) -> IpAddr {
 /// Observations so far.
 #[derive(Debug, Default)]
 pub(crate) struct Observed {
-    /// Observed IP → networks of the peers that reported it.
-    reports: HashMap<IpAddr, HashSet<IpAddr>>,
+    /// Observed IP → networks of the peers that reported it, and when it
+    /// was first reported.
+    reports: HashMap<IpAddr, (HashSet<IpAddr>, Instant)>,
     confirmed: HashSet<IpAddr>,
 }
 
@@ -50,19 +61,33 @@ impl Observed {
         observed: IpAddr,
         reporter: IpAddr,
         needed: usize,
+        now: Instant,
     ) -> Option<IpAddr> {
         let observed = observed.to_canonical();
         if needed == 0
             || observed.is_unspecified()
             || observed.is_loopback()
             || self.confirmed.contains(&observed)
+            || self.confirmed.len() >= MAX_CONFIRMED
         {
             return None;
         }
+        self.reports
+            .retain(|_, (_, first)| now.saturating_duration_since(*first) < OBSERVATION_TTL);
         if !self.reports.contains_key(&observed) && self.reports.len() >= MAX_OBSERVED_IPS {
-            return None;
+            let oldest = self
+                .reports
+                .iter()
+                .min_by_key(|(_, (_, first))| *first)
+                .map(|(ip, _)| *ip);
+            if let Some(ip) = oldest {
+                self.reports.remove(&ip);
+            }
         }
-        let networks = self.reports.entry(observed).or_default();
+        let (networks, _) = self
+            .reports
+            .entry(observed)
+            .or_insert_with(|| (HashSet::new(), now));
         networks.insert(network_of(reporter));
         if networks.len() >= needed {
             self.reports.remove(&observed);
@@ -85,22 +110,49 @@ mod tests {
     #[test]
     fn confirmed_by_distinct_networks_only_once() {
         let mut o = Observed::default();
+        let now = Instant::now();
         let public = ip("203.0.113.9");
-        assert_eq!(o.report(public, ip("198.51.100.1"), 2), None);
+        assert_eq!(o.report(public, ip("198.51.100.1"), 2, now), None);
         // Another peer of the same /24 does not count twice.
-        assert_eq!(o.report(public, ip("198.51.100.2"), 2), None);
-        assert_eq!(o.report(public, ip("192.0.2.1"), 2), Some(public));
-        assert_eq!(o.report(public, ip("192.0.2.77"), 2), None, "once");
+        assert_eq!(o.report(public, ip("198.51.100.2"), 2, now), None);
+        assert_eq!(o.report(public, ip("192.0.2.1"), 2, now), Some(public));
+        assert_eq!(o.report(public, ip("192.0.2.77"), 2, now), None, "once");
     }
 
     #[test]
-    fn loopback_and_unspecified_are_never_confirmed_and_memory_is_bounded() {
+    fn loopback_and_unspecified_never_count_and_memory_is_bounded() {
         let mut o = Observed::default();
-        assert_eq!(o.report(ip("127.0.0.1"), ip("192.0.2.1"), 1), None);
-        assert_eq!(o.report(ip("0.0.0.0"), ip("192.0.2.1"), 1), None);
+        let now = Instant::now();
+        assert_eq!(o.report(ip("127.0.0.1"), ip("192.0.2.1"), 1, now), None);
+        assert_eq!(o.report(ip("0.0.0.0"), ip("192.0.2.1"), 1, now), None);
         for i in 0..100u8 {
-            o.report(IpAddr::from([203, 0, 113, i]), ip("192.0.2.1"), 2);
+            o.report(IpAddr::from([203, 0, 113, i]), ip("192.0.2.1"), 2, now);
         }
         assert!(o.reports.len() <= MAX_OBSERVED_IPS);
+    }
+
+    #[test]
+    fn junk_reports_cannot_jam_the_tracker_and_confirmations_are_few() {
+        let mut o = Observed::default();
+        let t0 = Instant::now();
+        // One peer claims 16 different IPs...
+        for i in 0..16u8 {
+            o.report(IpAddr::from([203, 0, 113, i]), ip("192.0.2.1"), 2, t0);
+        }
+        // ...the real one is still confirmed by two networks.
+        let real = ip("198.18.0.9");
+        assert_eq!(o.report(real, ip("198.51.100.1"), 2, t0), None);
+        assert_eq!(o.report(real, ip("192.0.2.1"), 2, t0), Some(real));
+        // Reports expire.
+        let late = t0 + OBSERVATION_TTL;
+        o.report(ip("203.0.113.200"), ip("198.51.100.1"), 2, late);
+        assert_eq!(o.reports.len(), 1);
+        // At most MAX_CONFIRMED confirmations.
+        for i in 0..10u8 {
+            let seen = IpAddr::from([198, 18, 1, i]);
+            o.report(seen, ip("198.51.100.1"), 2, late);
+            o.report(seen, ip("192.0.2.1"), 2, late);
+        }
+        assert_eq!(o.confirmed.len(), MAX_CONFIRMED);
     }
 }
