@@ -10,6 +10,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
+    time::Duration,
 };
 
 use shoal::{
@@ -68,6 +69,8 @@ pub(crate) struct DiscoveryHandler {
     dials_rx: mpsc::Receiver<DialOutcome>,
     in_flight: usize,
     next_bootstrap: Instant,
+    /// Bootstrap rounds since the node last had a session.
+    bootstrap_rounds: u32,
 }
 
 impl DiscoveryHandler {
@@ -81,6 +84,7 @@ impl DiscoveryHandler {
             dials_rx,
             in_flight: 0,
             next_bootstrap: Instant::now(),
+            bootstrap_rounds: 0,
         }
     }
 
@@ -285,8 +289,17 @@ impl DiscoveryHandler {
             .iter()
             .filter(|s| s.direction == Direction::Outbound)
             .count();
+        if !sessions.is_empty() {
+            self.bootstrap_rounds = 0;
+        }
         if sessions.is_empty() && self.in_flight == 0 && now >= self.next_bootstrap {
-            self.next_bootstrap = now + config.bootstrap_retry;
+            self.next_bootstrap = now
+                + bootstrap_delay(
+                    config.bootstrap_retry,
+                    config.max_dial_backoff,
+                    self.bootstrap_rounds,
+                );
+            self.bootstrap_rounds = self.bootstrap_rounds.saturating_add(1);
             let room = config.max_concurrent_dials;
             for addr in config.bootstrap.iter().take(room) {
                 self.spawn_dial(&control, addr.peer_id(), addr.clone());
@@ -312,6 +325,13 @@ fn ignore(state: &mut SessionState, what: &str) -> HandlerResult {
         return Err(DiscoveryError::Flood(state.ignored).into());
     }
     Ok(())
+}
+
+/// Wait before the next bootstrap round after `rounds` rounds without a
+/// session: `base` doubling each round, capped at `max`.
+fn bootstrap_delay(base: Duration, max: Duration, rounds: u32) -> Duration {
+    base.saturating_mul(1u32 << rounds.min(16))
+        .min(max.max(base))
 }
 
 /// Dial errors that say nothing about the peer.
@@ -369,5 +389,20 @@ impl ServiceProtocol for DiscoveryHandler {
             self.upkeep(ctx);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_rounds_back_off_to_the_cap() {
+        let (base, max) = (Duration::from_secs(10), Duration::from_secs(300));
+        let waits: Vec<u64> = (0..7)
+            .map(|r| bootstrap_delay(base, max, r).as_secs())
+            .collect();
+        assert_eq!(waits, vec![10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(bootstrap_delay(base, max, u32::MAX), max);
     }
 }

@@ -170,8 +170,9 @@ pub struct Config {
     pub peer_ttl: Duration,
     /// Dials in flight at once (see [`DEFAULT_MAX_CONCURRENT_DIALS`]).
     pub max_concurrent_dials: usize,
-    /// Time between bootstrap attempts while no session is open (see
-    /// [`DEFAULT_BOOTSTRAP_RETRY`]).
+    /// Time before the second bootstrap attempt while no session is open;
+    /// it doubles with each further round, up to `max_dial_backoff`, and
+    /// starts over once a session opened (see [`DEFAULT_BOOTSTRAP_RETRY`]).
     pub bootstrap_retry: Duration,
     /// Capacity of the event channel returned by [`new`] (see
     /// [`DEFAULT_EVENT_QUEUE`]); events that find it full are dropped and
