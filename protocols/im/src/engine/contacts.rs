@@ -1,0 +1,252 @@
+//! Contacts: the per-contact state, how it is loaded from the store and
+//! stored again, and the contact list the API shows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use shoal_identity::PeerId;
+
+use super::outbox::Pending;
+use super::sessions::SessionEntry;
+use super::{Batch, Engine, EngineError};
+use crate::conversation::Conversation;
+use crate::envelope::SessionId;
+use crate::message::{Message, MessageId};
+use crate::persist::{self, ContactBlob, SessionBlob};
+use crate::store::{MessageMeta, Store};
+use crate::x3dh::InitialHeader;
+use crate::{DeviceCertificate, Error, Session, UserId};
+
+/// A contact as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactInfo {
+    /// The user.
+    pub user: UserId,
+    /// The local name.
+    pub name: String,
+    /// Their device, once known.
+    pub device: Option<PeerId>,
+    /// Whether a ratchet session exists.
+    pub has_session: bool,
+    /// A session to their device is open (as told by
+    /// [`Engine::set_online`]).
+    pub online: bool,
+    /// Ratchet sessions kept (more than one only after a simultaneous
+    /// first contact or a peer that lost its state).
+    pub sessions: usize,
+    /// Messages waiting for their acknowledgement.
+    pub outbox: usize,
+}
+
+/// Most contacts that started a conversation and were never named with
+/// [`Engine::add_contact`]; first contact from further strangers is refused.
+pub const MAX_UNNAMED_CONTACTS: usize = 64;
+
+pub(super) struct Contact {
+    pub(super) user: UserId,
+    pub(super) name: String,
+    pub(super) device: Option<DeviceCertificate>,
+    pub(super) sessions: Vec<SessionEntry>,
+    pub(super) conversation: Conversation,
+    pub(super) outbox: BTreeMap<u64, Pending>,
+    pub(super) next_resend_request: Option<Instant>,
+    /// When we may answer the contact's next resend request.
+    pub(super) next_resend_answer: Option<Instant>,
+    pub(super) next_route_request: Option<Instant>,
+    /// A session to the contact's device is open (told by the driver).
+    pub(super) online: bool,
+    /// Envelopes sealed since the last envelope received from the contact.
+    pub(super) unanswered: u32,
+    /// When the next probe may go out while over [`SEND_BUDGET`].
+    ///
+    /// [`SEND_BUDGET`]: super::SEND_BUDGET
+    pub(super) next_probe: Option<Instant>,
+}
+
+impl<S: Store> Engine<S> {
+    pub(super) fn load_contacts(&mut self, now: Instant) -> Result<(), EngineError> {
+        let mut index: HashMap<[u8; 32], Vec<MessageMeta>> = HashMap::new();
+        for meta in self.store.load_index()? {
+            index.entry(meta.contact).or_default().push(meta);
+        }
+        for (key, blob) in self.store.load_contacts()? {
+            let user = UserId::from_bytes(&key).map_err(|_| {
+                EngineError::Corrupt(Error::Malformed {
+                    what: "contact key",
+                })
+            })?;
+            let blob: ContactBlob =
+                persist::decode(&blob, "contact blob").map_err(EngineError::Corrupt)?;
+            let device = if blob.device.is_empty() {
+                None
+            } else {
+                Some(DeviceCertificate::decode(&blob.device).map_err(EngineError::Corrupt)?)
+            };
+            let mut sessions = Vec::new();
+            for s in &blob.sessions {
+                let id: [u8; 16] =
+                    s.id.as_slice().try_into().map_err(|_| {
+                        EngineError::Corrupt(Error::Malformed { what: "session id" })
+                    })?;
+                let initial = if s.initial.is_empty() {
+                    None
+                } else {
+                    Some(InitialHeader::decode(&s.initial).map_err(EngineError::Corrupt)?)
+                };
+                sessions.push(SessionEntry {
+                    id: SessionId(id),
+                    session: Session::from_bytes(&s.state).map_err(EngineError::Corrupt)?,
+                    initial,
+                });
+                self.sessions.insert(SessionId(id), user);
+            }
+            let mut conversation = Conversation::new(key);
+            let mut outbox = BTreeMap::new();
+            for meta in index.remove(&key).unwrap_or_default() {
+                let needs_body = meta.flags.held || (meta.outgoing && !meta.flags.delivered);
+                let mut held = None;
+                if needs_body {
+                    let stored = self.store.message(&meta.id)?.ok_or(EngineError::Corrupt(
+                        Error::Malformed {
+                            what: "missing message",
+                        },
+                    ))?;
+                    let message = Message::decode(&stored.encoded).map_err(EngineError::Corrupt)?;
+                    if meta.outgoing {
+                        outbox.insert(
+                            meta.counter,
+                            Pending {
+                                encoded: stored.encoded,
+                                attempts: 0,
+                                next: now,
+                            },
+                        );
+                    } else {
+                        held = Some(message);
+                    }
+                }
+                conversation.restore(meta, held);
+            }
+            let heads = blob
+                .heads
+                .iter()
+                .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(MessageId));
+            conversation.restore_heads(heads);
+            // Held messages after a restart: ask for what is missing soon.
+            let next_resend_request = (conversation.held_len() > 0).then_some(now);
+            self.contacts.insert(
+                user,
+                Contact {
+                    user,
+                    name: blob.name,
+                    device,
+                    sessions,
+                    conversation,
+                    outbox,
+                    next_resend_request,
+                    next_resend_answer: None,
+                    next_route_request: None,
+                    online: false,
+                    unanswered: 0,
+                    next_probe: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Every contact.
+    pub fn contacts(&self) -> Vec<ContactInfo> {
+        let mut list: Vec<ContactInfo> = self
+            .contacts
+            .values()
+            .map(|c| ContactInfo {
+                user: c.user,
+                name: c.name.clone(),
+                device: c.device.as_ref().map(|d| d.device().peer_id()),
+                has_session: !c.sessions.is_empty(),
+                online: c.online,
+                sessions: c.sessions.len(),
+                outbox: c.outbox.len(),
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.user.to_bytes().cmp(&b.user.to_bytes()))
+        });
+        list
+    }
+
+    /// Adds (or renames) a contact.
+    pub fn add_contact(&mut self, user: UserId, name: &str) -> Result<(), EngineError> {
+        self.check()?;
+        let mut batch = Batch::default();
+        self.contact_entry(user).name = name.to_owned();
+        batch.dirty(user);
+        self.finish(batch)
+    }
+
+    pub(super) fn contact_entry(&mut self, user: UserId) -> &mut Contact {
+        self.contacts.entry(user).or_insert_with(|| Contact {
+            user,
+            name: String::new(),
+            device: None,
+            sessions: Vec::new(),
+            conversation: Conversation::new(user.to_bytes()),
+            outbox: BTreeMap::new(),
+            next_resend_request: None,
+            next_resend_answer: None,
+            next_route_request: None,
+            online: false,
+            unanswered: 0,
+            next_probe: None,
+        })
+    }
+
+    /// The device of `contact`, once known.
+    pub fn contact_device(&self, contact: &UserId) -> Option<PeerId> {
+        self.contacts
+            .get(contact)?
+            .device
+            .as_ref()
+            .map(|d| d.device().peer_id())
+    }
+
+    /// The contact whose device is `device`, if any.
+    pub fn contact_of_device(&self, device: &PeerId) -> Option<UserId> {
+        self.contacts
+            .values()
+            .find(|c| {
+                c.device
+                    .as_ref()
+                    .is_some_and(|d| d.device().peer_id() == *device)
+            })
+            .map(|c| c.user)
+    }
+}
+
+pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
+    persist::encode(&ContactBlob {
+        name: c.name.clone(),
+        device: c
+            .device
+            .as_ref()
+            .map(|d| d.encode().to_vec())
+            .unwrap_or_default(),
+        sessions: c
+            .sessions
+            .iter()
+            .map(|s| SessionBlob {
+                id: s.id.0.to_vec(),
+                state: s.session.to_bytes().to_vec(),
+                initial: s
+                    .initial
+                    .as_ref()
+                    .map(|h| h.encode().to_vec())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        heads: c.conversation.heads().map(|id| id.0.to_vec()).collect(),
+    })
+}

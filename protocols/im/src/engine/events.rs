@@ -1,0 +1,121 @@
+//! What the engine hands out: events for its user, envelopes for the
+//! network, and the reasons an envelope was refused.
+
+use shoal_identity::PeerId;
+
+use super::Engine;
+use crate::conversation::OrderingError;
+use crate::message::{Message, MessageId};
+use crate::store::Store;
+use crate::{Error, UserId};
+
+/// Why a received envelope was refused (reported in [`Event::Rejected`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// Parsing, decryption or a key check failed.
+    #[error(transparent)]
+    Crypto(#[from] Error),
+    /// The envelope is for another device.
+    #[error("envelope for another device")]
+    WrongRecipient,
+    /// No session has this id.
+    #[error("unknown session")]
+    UnknownSession,
+    /// A message claims a sender other than the session's user, or was
+    /// written to another recipient.
+    #[error("message sender is not the session's user, or recipient is not us")]
+    WrongSender,
+    /// The message contradicts the conversation (see [`OrderingError`]).
+    #[error(transparent)]
+    Ordering(#[from] OrderingError),
+    /// The envelope came from our own device.
+    #[error("envelope from ourselves")]
+    FromSelf,
+    /// A stranger started a conversation while [`MAX_UNNAMED_CONTACTS`]
+    /// others wait to be named with [`Engine::add_contact`].
+    ///
+    /// [`MAX_UNNAMED_CONTACTS`]: super::MAX_UNNAMED_CONTACTS
+    #[error("too many conversations from strangers")]
+    TooManyStrangers,
+}
+
+/// What the engine tells its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message is shown (in causal order: everything it follows was
+    /// reported first).
+    Received {
+        /// The conversation.
+        contact: UserId,
+        /// The message id.
+        id: MessageId,
+        /// The message.
+        message: Message,
+        /// Its causal height (history order is `(height, id)`).
+        height: u64,
+    },
+    /// The recipient acknowledged one of our messages.
+    Delivered {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
+    },
+    /// The recipient read one of our messages.
+    Read {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
+    },
+    /// A user we had not added started a conversation; they are a contact now.
+    ContactAdded {
+        /// The new contact.
+        contact: UserId,
+    },
+    /// Messages wait for `contact` and there is no session: look up its
+    /// prekey bundle and call [`Engine::set_bundle`].
+    NeedBundle {
+        /// The contact.
+        contact: UserId,
+    },
+    /// Messages wait for `contact`, whose device is known but not
+    /// connected: find its address and connect, then call
+    /// [`Engine::set_online`].
+    NeedRoute {
+        /// The contact.
+        contact: UserId,
+        /// Its device.
+        device: PeerId,
+    },
+    /// An envelope was refused; nothing else changed.
+    Rejected {
+        /// The contact, when the envelope could be attributed.
+        contact: Option<UserId>,
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+/// An envelope to send to a contact's device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The conversation.
+    pub contact: UserId,
+    /// The device to deliver to.
+    pub device: PeerId,
+    /// The encoded envelope.
+    pub envelope: Vec<u8>,
+}
+
+impl<S: Store> Engine<S> {
+    /// The next envelope to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}

@@ -1,0 +1,126 @@
+//! Identity and prekeys: the device's keys, the signed prekey it publishes,
+//! prekey rotation and the identity blob they are stored in.
+
+use rand::RngCore;
+use rand_chacha::ChaCha20Rng;
+use shoal_identity::Keypair;
+use zeroize::Zeroizing;
+
+use super::{Batch, Engine, EngineError};
+use crate::persist::{self, IdentityBlob, PrekeyBlob};
+use crate::store::Store;
+use crate::x3dh::{self, PrekeyBundle, PrekeySecret, SignedPrekey};
+use crate::{Device, DeviceCertificate, Error, UserId};
+
+/// One signed prekey, its secret and when it was made (Unix seconds).
+pub(super) struct Prekey {
+    pub(super) signed: SignedPrekey,
+    pub(super) secret: PrekeySecret,
+    pub(super) created: u64,
+}
+
+/// How long a signed prekey stays the published one before
+/// [`Engine::rotate_prekey_if_due`] replaces it.
+pub const PREKEY_ROTATION_SECS: u64 = 7 * 24 * 3600;
+/// Older prekey secrets kept after a rotation, for first contacts made from
+/// a bundle fetched before it; older ones are erased, so a later theft of
+/// the device's keys cannot open first messages made from them.
+pub const PREKEYS_KEPT: usize = 2;
+
+pub(super) fn seed_key(rng: &mut ChaCha20Rng) -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(key.as_mut());
+    key
+}
+
+impl<S: Store> Engine<S> {
+    pub(super) fn load_identity(blob: &[u8]) -> Result<(Keypair, Device, Vec<Prekey>), Error> {
+        let blob: IdentityBlob = persist::decode(blob, "identity blob")?;
+        let user = Keypair::from_secret_bytes(&persist::array32(&blob.user_secret, "identity")?);
+        let signing =
+            Keypair::from_secret_bytes(&persist::array32(&blob.device_secret, "identity")?);
+        let certificate = DeviceCertificate::decode(&blob.certificate)?;
+        let device = Device::from_parts(
+            signing,
+            persist::array32(&blob.identity_secret, "identity")?,
+            certificate,
+        )?;
+        let mut prekeys = Vec::new();
+        for p in &blob.prekeys {
+            let signed = SignedPrekey::decode(&p.signed, &device.certificate().device())?;
+            let secret = PrekeySecret::from_bytes(p.id, persist::array32(&p.secret, "prekey")?);
+            prekeys.push(Prekey {
+                signed,
+                secret,
+                created: p.created,
+            });
+        }
+        if prekeys.is_empty() {
+            return Err(Error::Malformed {
+                what: "identity blob",
+            });
+        }
+        Ok((user, device, prekeys))
+    }
+
+    /// This user's id.
+    pub fn user_id(&self) -> UserId {
+        UserId::new(self.user.public())
+    }
+
+    /// This device (its signing key is the node key).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The bundle to publish so others can start sessions.
+    pub fn prekey_bundle(&self) -> PrekeyBundle {
+        PrekeyBundle {
+            certificate: self.device.certificate().clone(),
+            prekey: self.prekeys[self.prekeys.len() - 1].signed.clone(),
+        }
+    }
+
+    /// Replaces the published signed prekey if it is older than
+    /// [`PREKEY_ROTATION_SECS`] at wall time `unix_secs`, keeping the
+    /// [`PREKEYS_KEPT`] previous secrets and erasing older ones. Returns
+    /// whether it rotated: then publish [`Engine::prekey_bundle`] again.
+    pub fn rotate_prekey_if_due(&mut self, unix_secs: u64) -> Result<bool, EngineError> {
+        self.check()?;
+        let newest = &self.prekeys[self.prekeys.len() - 1];
+        if unix_secs < newest.created.saturating_add(PREKEY_ROTATION_SECS) {
+            return Ok(false);
+        }
+        let id = newest.signed.id().wrapping_add(1);
+        let (signed, secret) = x3dh::signed_prekey(&self.device, id, *seed_key(&mut self.rng));
+        self.prekeys.push(Prekey {
+            signed,
+            secret,
+            created: unix_secs,
+        });
+        let excess = self.prekeys.len().saturating_sub(PREKEYS_KEPT + 1);
+        self.prekeys.drain(..excess);
+        let mut batch = Batch::default();
+        batch.changes.identity = Some(identity_blob(&self.user, &self.device, &self.prekeys));
+        self.finish(batch)?;
+        Ok(true)
+    }
+}
+
+pub(super) fn identity_blob(user: &Keypair, device: &Device, prekeys: &[Prekey]) -> Vec<u8> {
+    persist::encode(&IdentityBlob {
+        user_secret: user.secret_bytes().to_vec(),
+        device_secret: device.signing_key().secret_bytes().to_vec(),
+        identity_secret: device.identity_secret().to_vec(),
+        certificate: device.certificate().encode().to_vec(),
+        prekeys: prekeys
+            .iter()
+            .map(|p| PrekeyBlob {
+                id: p.signed.id(),
+                secret: p.secret.secret_bytes().to_vec(),
+                signed: p.signed.encode().to_vec(),
+                created: p.created,
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,290 @@
+//! The messenger engine: every conversation of one device, from `send` to
+//! envelopes and from envelopes to shown messages, acknowledgements and
+//! receipts. Network-free (the caller moves envelopes and supplies time and
+//! randomness seeds) but not storage-free: it owns a [`Store`] and commits
+//! to it before anything leaves, which is what makes "acknowledged" mean
+//! "decrypted and durably stored".
+//!
+//! # Driving it
+//! - [`Engine::send`], [`Engine::mark_read`], [`Engine::add_contact`]: user
+//!   actions.
+//! - [`Engine::handle_envelope`]: bytes from the network.
+//! - [`Engine::set_bundle`]: the contact's prekey bundle, fetched after
+//!   [`Event::NeedBundle`].
+//! - [`Engine::set_online`]: whether a session to the contact's device is
+//!   open; retries wait for it, and [`Event::NeedRoute`] asks for one.
+//! - [`Engine::handle_timeout`] at [`Engine::poll_timeout`]: retries with
+//!   backoff and resend requests.
+//! - [`Engine::poll_transmit`] and [`Engine::poll_event`] after each call.
+//!
+//! # Delivery
+//! Each sent message stays in the outbox (stored, outgoing, not delivered)
+//! until the recipient's [`Payload::Ack`] arrives; until then it is
+//! re-encrypted and sent again after 1, 2, 4, ... seconds (capped at
+//! [`EngineConfig::retry_max`]). The recipient acknowledges a message only
+//! after committing it (shown or held), acknowledges duplicates again, and
+//! drops them otherwise. A message whose predecessors are missing is held
+//! and the missing counters are requested with [`Payload::Resend`].
+//!
+//! [`Payload::Ack`]: crate::message::Payload::Ack
+//! [`Payload::Resend`]: crate::message::Payload::Resend
+
+mod contacts;
+mod events;
+mod identity;
+mod outbox;
+mod receive;
+mod sessions;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use shoal_identity::Keypair;
+
+use crate::envelope::SessionId;
+use crate::message::Message;
+use crate::store::{Changes, HistoryCursor, MessageMeta, Store, StoreError};
+use crate::x3dh;
+use crate::{Device, Error, UserId};
+
+use self::contacts::{Contact, contact_blob};
+use self::identity::{Prekey, identity_blob, seed_key};
+
+pub use self::contacts::{ContactInfo, MAX_UNNAMED_CONTACTS};
+pub use self::events::{Event, RejectReason, Transmit};
+pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
+pub use self::outbox::SEND_BUDGET;
+
+/// Tunables of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// First retry of an unacknowledged message.
+    pub retry_initial: Duration,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
+    /// Shortest interval between two resend requests to one contact.
+    pub resend_interval: Duration,
+    /// Sessions kept per contact for decrypting late messages.
+    pub max_sessions: usize,
+    /// Test only: append every plaintext payload to its envelope, in the
+    /// clear, so tests can prove their plaintext checks can fail. Never set
+    /// this anywhere else.
+    #[doc(hidden)]
+    pub leak_plaintext_for_tests: bool,
+    /// Test only: abort the process right after the n-th commit that is
+    /// followed by envelopes (between the durable commit and the ack), to
+    /// test crash recovery. Never set this anywhere else.
+    #[doc(hidden)]
+    pub abort_after_commits_for_tests: Option<u64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            resend_interval: Duration::from_secs(1),
+            max_sessions: 4,
+            leak_plaintext_for_tests: false,
+            abort_after_commits_for_tests: None,
+        }
+    }
+}
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed; the engine refuses further work (reopen it).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine failed before and refuses further work.
+    #[error("engine stopped after a store failure")]
+    Poisoned,
+    /// Stored state did not parse.
+    #[error("stored state: {0}")]
+    Corrupt(Error),
+    /// The contact is not known.
+    #[error("unknown contact {0}")]
+    UnknownContact(UserId),
+    /// A message body is over [`MAX_BODY_LEN`].
+    ///
+    /// [`MAX_BODY_LEN`]: crate::message::MAX_BODY_LEN
+    #[error("message body of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// A bundle does not belong to the contact.
+    #[error("prekey bundle: {0}")]
+    Bundle(Error),
+}
+
+/// A message of a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryItem {
+    /// Metadata (direction, counter, height, flags).
+    pub meta: MessageMeta,
+    /// The message.
+    pub message: Message,
+}
+
+/// Work collected during one operation, committed before anything in it
+/// leaves.
+#[derive(Default)]
+struct Batch {
+    changes: Changes,
+    dirty: Vec<UserId>,
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+impl Batch {
+    fn dirty(&mut self, user: UserId) {
+        if !self.dirty.contains(&user) {
+            self.dirty.push(user);
+        }
+    }
+}
+
+/// The messenger engine of one device. See the [module docs](self).
+pub struct Engine<S: Store> {
+    store: S,
+    config: EngineConfig,
+    rng: ChaCha20Rng,
+    user: Keypair,
+    device: Device,
+    prekeys: Vec<Prekey>,
+    contacts: HashMap<UserId, Contact>,
+    sessions: HashMap<SessionId, UserId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    poisoned: bool,
+    commits: u64,
+}
+
+impl<S: Store> std::fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("user", &self.user_id())
+            .field("contacts", &self.contacts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Opens the engine on `store`: loads the identity, contacts, sessions
+    /// and outbox, or creates a new identity (user root key, device key,
+    /// X25519 identity key, signed prekey) from `seed`-derived randomness
+    /// when the store is empty. `seed` must be fresh random bytes; `now` and
+    /// `unix_secs` are the monotonic and wall clocks.
+    pub fn open(
+        mut store: S,
+        config: EngineConfig,
+        seed: [u8; 32],
+        now: Instant,
+        unix_secs: u64,
+    ) -> Result<Engine<S>, EngineError> {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let (user, device, prekeys) = match store.load_identity()? {
+            Some(blob) => Self::load_identity(&blob).map_err(EngineError::Corrupt)?,
+            None => {
+                let user = Keypair::from_secret_bytes(&seed_key(&mut rng));
+                let signing = Keypair::from_secret_bytes(&seed_key(&mut rng));
+                let device = Device::new(&user, signing, *seed_key(&mut rng), unix_secs);
+                let (signed, secret) = x3dh::signed_prekey(&device, 1, *seed_key(&mut rng));
+                let prekey = Prekey {
+                    signed,
+                    secret,
+                    created: unix_secs,
+                };
+                let blob = identity_blob(&user, &device, std::slice::from_ref(&prekey));
+                store.commit(&Changes {
+                    identity: Some(blob),
+                    ..Changes::default()
+                })?;
+                (user, device, vec![prekey])
+            }
+        };
+        let mut engine = Engine {
+            store,
+            config,
+            rng,
+            user,
+            device,
+            prekeys,
+            contacts: HashMap::new(),
+            sessions: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            poisoned: false,
+            commits: 0,
+        };
+        engine.load_contacts(now)?;
+        Ok(engine)
+    }
+
+    /// The store (what a crash would leave behind is exactly its content).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Up to `limit` messages of the conversation with `contact`, newest
+    /// first, before `before` (a previous page's last `(height, id)`).
+    pub fn history(
+        &mut self,
+        contact: &UserId,
+        before: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, EngineError> {
+        self.check()?;
+        let stored = self.store.history(&contact.to_bytes(), before, limit)?;
+        stored
+            .into_iter()
+            .map(|s| {
+                Ok(HistoryItem {
+                    message: Message::decode(&s.encoded).map_err(EngineError::Corrupt)?,
+                    meta: s.meta,
+                })
+            })
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        if self.poisoned {
+            Err(EngineError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Commits the batch (with the blobs of every contact it touched), then
+    /// releases its envelopes and events.
+    fn finish(&mut self, mut batch: Batch) -> Result<(), EngineError> {
+        for user in &batch.dirty {
+            if let Some(c) = self.contacts.get(user) {
+                batch
+                    .changes
+                    .contacts
+                    .push((user.to_bytes(), contact_blob(c)));
+            }
+        }
+        if !batch.changes.is_empty()
+            && let Err(e) = self.store.commit(&batch.changes)
+        {
+            // Memory and disk disagree now: refuse further work.
+            self.poisoned = true;
+            return Err(e.into());
+        }
+        if !batch.transmits.is_empty()
+            && let Some(n) = self.config.abort_after_commits_for_tests
+        {
+            self.commits += 1;
+            if self.commits >= n {
+                tracing::error!("test hook: aborting between commit and send");
+                std::process::abort();
+            }
+        }
+        self.transmits.extend(batch.transmits);
+        self.events.extend(batch.events);
+        Ok(())
+    }
+}

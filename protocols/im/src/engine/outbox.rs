@@ -1,0 +1,230 @@
+//! The outbox: sending messages and read receipts, retries with backoff, the
+//! send budget, and the timers that drive them.
+
+use std::time::Instant;
+
+use super::{Batch, Engine, EngineError, Event};
+use crate::UserId;
+use crate::message::{MAX_BODY_LEN, MAX_IDS_PER_RECEIPT, MessageId, Payload};
+use crate::store::{Store, StoredMessage};
+
+/// Most envelopes sealed to a contact since the last one received from it.
+/// Beyond it, retries and new messages wait (one probe per
+/// [`EngineConfig::retry_max`] goes out) until the contact answers: keys
+/// spent on envelopes that may all be lost are keys the recipient has to
+/// skip, and more than [`crate::ratchet::MAX_SKIP`] of them in one chain
+/// would make everything after unreadable.
+///
+/// [`EngineConfig::retry_max`]: super::EngineConfig::retry_max
+pub const SEND_BUDGET: u32 = crate::ratchet::MAX_SKIP / 2;
+
+pub(super) struct Pending {
+    pub(super) encoded: Vec<u8>,
+    pub(super) attempts: u32,
+    pub(super) next: Instant,
+}
+
+impl<S: Store> Engine<S> {
+    /// Messages to `contact` waiting for their acknowledgement.
+    pub fn outbox_len(&self, contact: &UserId) -> usize {
+        self.contacts.get(contact).map_or(0, |c| c.outbox.len())
+    }
+
+    /// Tells the engine whether a session to `contact`'s device is open.
+    /// Unacknowledged messages are retried only while it is (each retry
+    /// uses a new message key, which an offline recipient would have to
+    /// skip); going online sends them all at once.
+    pub fn set_online(
+        &mut self,
+        now: Instant,
+        contact: UserId,
+        online: bool,
+    ) -> Result<(), EngineError> {
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return Ok(());
+        };
+        let was = std::mem::replace(&mut c.online, online);
+        if online && !was {
+            self.retry_now(now, contact)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every unacknowledged message to `contact` now instead of at
+    /// its backoff time (if online).
+    pub fn retry_now(&mut self, now: Instant, contact: UserId) -> Result<(), EngineError> {
+        self.check()?;
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return Ok(());
+        };
+        for pending in c.outbox.values_mut() {
+            pending.next = now;
+        }
+        c.next_route_request = None;
+        let mut batch = Batch::default();
+        self.flush_outbox(now, contact, &mut batch);
+        self.finish(batch)
+    }
+
+    /// Sends a text message to `contact`; it is stored (in the history and
+    /// the outbox) before this returns. `unix_ms` is the advisory timestamp.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        contact: UserId,
+        text: &str,
+    ) -> Result<MessageId, EngineError> {
+        self.check()?;
+        if text.len() > MAX_BODY_LEN {
+            return Err(EngineError::TooLarge(text.len()));
+        }
+        let sender = self.user_id();
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return Err(EngineError::UnknownContact(contact));
+        };
+        let (message, meta) =
+            c.conversation
+                .compose(sender, contact, text.as_bytes().to_vec(), unix_ms);
+        let encoded = message.encode();
+        let id = meta.id;
+        c.outbox.insert(
+            meta.counter,
+            Pending {
+                encoded: encoded.clone(),
+                attempts: 0,
+                next: now,
+            },
+        );
+        let mut batch = Batch::default();
+        batch.changes.messages.push(StoredMessage { meta, encoded });
+        batch.dirty(contact);
+        self.flush_outbox(now, contact, &mut batch);
+        self.finish(batch)?;
+        Ok(id)
+    }
+
+    /// Marks received messages as read and tells their sender.
+    pub fn mark_read(&mut self, contact: UserId, ids: &[MessageId]) -> Result<(), EngineError> {
+        self.check()?;
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return Err(EngineError::UnknownContact(contact));
+        };
+        let mut batch = Batch::default();
+        let mut newly = Vec::new();
+        for id in ids {
+            if let Some(meta) = c.conversation.get_mut(id)
+                && !meta.outgoing
+                && !meta.flags.read
+            {
+                meta.flags.read = true;
+                batch.changes.updates.push((*id, meta.height, meta.flags));
+                newly.push(*id);
+            }
+        }
+        for chunk in newly.chunks(MAX_IDS_PER_RECEIPT) {
+            self.seal(contact, &Payload::Read(chunk.to_vec()), &mut batch);
+        }
+        self.finish(batch)
+    }
+
+    /// Sends every outbox entry of `contact` that is due.
+    pub(super) fn flush_outbox(&mut self, now: Instant, contact: UserId, batch: &mut Batch) {
+        let (initial, max) = (self.config.retry_initial, self.config.retry_max);
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return;
+        };
+        let ready = !c.sessions.is_empty() && c.online;
+        if !ready {
+            // Encrypting now would only use up chain keys the recipient
+            // may have to skip: ask for a route instead.
+            if !c.outbox.is_empty() && c.next_route_request.is_none_or(|t| t <= now) {
+                c.next_route_request = Some(now + initial);
+                match (&c.device, c.sessions.is_empty()) {
+                    (Some(device), false) => batch.events.push(Event::NeedRoute {
+                        contact,
+                        device: device.device().peer_id(),
+                    }),
+                    _ => batch.events.push(Event::NeedBundle { contact }),
+                }
+            }
+            return;
+        }
+        let mut due: Vec<(u64, Vec<u8>)> = c
+            .outbox
+            .iter()
+            .filter(|(_, p)| p.next <= now)
+            .map(|(n, p)| (*n, p.encoded.clone()))
+            .collect();
+        if c.unanswered >= SEND_BUDGET {
+            // Over budget: one probe (the oldest message) per retry_max,
+            // and never so many that the recipient could not skip them.
+            let probe_due = c.next_probe.is_none_or(|t| t <= now);
+            if !probe_due || c.unanswered >= crate::ratchet::MAX_SKIP - 10 {
+                return;
+            }
+            c.next_probe = Some(now + max);
+            due.truncate(1);
+        } else {
+            due.truncate((SEND_BUDGET - c.unanswered) as usize);
+        }
+        for (counter, encoded) in due {
+            if !self.seal(contact, &Payload::Chat(encoded), batch) {
+                return;
+            }
+            if let Some(p) = self
+                .contacts
+                .get_mut(&contact)
+                .and_then(|c| c.outbox.get_mut(&counter))
+            {
+                let backoff = initial.saturating_mul(1u32 << p.attempts.min(16)).min(max);
+                p.attempts = p.attempts.saturating_add(1);
+                p.next = now + backoff;
+            }
+        }
+    }
+
+    /// When [`Engine::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.poisoned {
+            return None;
+        }
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for c in self.contacts.values() {
+            if let Some(p) = c.outbox.values().map(|p| p.next).min() {
+                match c.next_route_request {
+                    Some(t) if c.sessions.is_empty() || !c.online => consider(t),
+                    _ if c.unanswered >= crate::ratchet::MAX_SKIP - 10 => {}
+                    _ if c.unanswered >= SEND_BUDGET => consider(c.next_probe.unwrap_or(p).max(p)),
+                    _ => consider(p),
+                }
+            }
+            if c.conversation.held_len() > 0
+                && let Some(t) = c.next_resend_request
+            {
+                consider(t);
+            }
+        }
+        next
+    }
+
+    /// Retries due messages, repeats resend requests for held messages and
+    /// bundle requests for contacts without a session.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), EngineError> {
+        self.check()?;
+        let mut batch = Batch::default();
+        let users: Vec<UserId> = self.contacts.keys().copied().collect();
+        for user in users {
+            self.flush_outbox(now, user, &mut batch);
+            if self
+                .contacts
+                .get(&user)
+                .is_some_and(|c| c.conversation.held_len() > 0)
+            {
+                self.request_missing(now, user, false, &mut batch);
+            }
+        }
+        self.finish(batch)
+    }
+}

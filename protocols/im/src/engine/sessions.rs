@@ -1,0 +1,143 @@
+//! Ratchet sessions: starting one from a contact's prekey bundle and
+//! sealing payloads on the active one.
+
+use std::time::Instant;
+
+use super::{Batch, Engine, EngineError, Transmit};
+use crate::envelope::{Envelope, SessionId, SessionRef, pad};
+use crate::message::Payload;
+use crate::store::Store;
+use crate::x3dh::{self, InitialHeader, PrekeyBundle};
+use crate::{Error, Session, UserId};
+
+pub(super) struct SessionEntry {
+    pub(super) id: SessionId,
+    pub(super) session: Session,
+    /// Sent with every message until the peer answers on this session.
+    pub(super) initial: Option<InitialHeader>,
+}
+
+impl<S: Store> Engine<S> {
+    /// Whether a ratchet session with `contact` exists.
+    pub fn has_session(&self, contact: &UserId) -> bool {
+        self.contacts
+            .get(contact)
+            .is_some_and(|c| !c.sessions.is_empty())
+    }
+
+    /// Gives the engine `contact`'s prekey bundle (from the directory). If
+    /// no session exists, or the bundle names another device than the one
+    /// we know (the contact moved), a session is started from it and
+    /// waiting messages go out on it once the device is online.
+    pub fn set_bundle(
+        &mut self,
+        now: Instant,
+        contact: UserId,
+        bundle: &PrekeyBundle,
+    ) -> Result<(), EngineError> {
+        self.check()?;
+        if bundle.certificate.user() != contact.public_key() {
+            return Err(EngineError::Bundle(Error::WrongUser));
+        }
+        if !self.contacts.contains_key(&contact) {
+            return Err(EngineError::UnknownContact(contact));
+        }
+        let moved = self.contacts.get(&contact).is_some_and(|c| {
+            c.device
+                .as_ref()
+                .is_some_and(|d| d.device() != bundle.certificate.device())
+        });
+        if self.has_session(&contact) && !moved {
+            return Ok(());
+        }
+        // No session yet, or the contact moved to another device (its
+        // certificate is signed by the same user key): start a session
+        // with the device the bundle names; it becomes the one we send on.
+        let (header, session) =
+            x3dh::initiate_with_rng(&mut self.rng, &self.device, &contact.public_key(), bundle)
+                .map_err(EngineError::Bundle)?;
+        let id = SessionId::of(&header);
+        let max_sessions = self.config.max_sessions.max(1);
+        let entry = self.contact_entry(contact);
+        entry.device = Some(bundle.certificate.clone());
+        if moved {
+            // Online and the send budget were about the old device.
+            entry.online = false;
+            entry.unanswered = 0;
+            entry.next_probe = None;
+        }
+        entry.sessions.insert(
+            0,
+            SessionEntry {
+                id,
+                session,
+                initial: Some(header),
+            },
+        );
+        for pending in entry.outbox.values_mut() {
+            pending.next = now;
+        }
+        entry.next_route_request = None;
+        let mut dropped = Vec::new();
+        while entry.sessions.len() > max_sessions {
+            if let Some(old) = entry.sessions.pop() {
+                dropped.push(old.id);
+            }
+        }
+        for old in dropped {
+            self.sessions.remove(&old);
+        }
+        self.sessions.insert(id, contact);
+        let mut batch = Batch::default();
+        batch.dirty(contact);
+        self.flush_outbox(now, contact, &mut batch);
+        self.finish(batch)
+    }
+
+    /// Encrypts `payload` on the active session to `contact` into the
+    /// batch. Returns false when there is no session.
+    pub(super) fn seal(&mut self, contact: UserId, payload: &Payload, batch: &mut Batch) -> bool {
+        let leak = self.config.leak_plaintext_for_tests;
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return false;
+        };
+        let Some(device) = c.device.as_ref().map(|d| d.device().peer_id()) else {
+            return false;
+        };
+        let Some(entry) = c.sessions.first_mut() else {
+            return false;
+        };
+        let plain = payload.encode();
+        let Ok(padded) = pad(&plain) else {
+            return false;
+        };
+        let ratchet = match entry.session.encrypt(&mut self.rng, &padded) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%e, "encrypt failed");
+                return false;
+            }
+        };
+        let session = match &entry.initial {
+            Some(header) => SessionRef::Initial(Box::new(header.clone())),
+            None => SessionRef::Known(entry.id),
+        };
+        let mut envelope = Envelope {
+            recipient: device,
+            session,
+            ratchet,
+        }
+        .encode();
+        if leak {
+            envelope.extend_from_slice(&plain);
+        }
+        c.unanswered = c.unanswered.saturating_add(1);
+        batch.dirty(contact);
+        batch.transmits.push(Transmit {
+            contact,
+            device,
+            envelope,
+        });
+        true
+    }
+}
