@@ -43,15 +43,22 @@ async fn thousand_messages_each_way_through_faults() {
     bob.messenger.add_contact(a, "alice").await.unwrap();
 
     eprintln!("network up after {:?}", t0.elapsed());
-    let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
-    for n in 0..MESSAGES {
-        sent_a.push(alice.messenger.send(b, &format!("a{n}")).await.unwrap());
-        sent_b.push(bob.messenger.send(a, &format!("b{n}")).await.unwrap());
-        if n % 25 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    // Sent while the events are read: a messenger whose application does
+    // not read its events stops taking commands (backpressure), so sending
+    // 1,000 messages without reading could wait forever once deliveries
+    // fill the event channel.
+    let (am, bm) = (alice.messenger.clone(), bob.messenger.clone());
+    let sender = tokio::spawn(async move {
+        let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
+        for n in 0..MESSAGES {
+            sent_a.push(am.send(b, &format!("a{n}")).await.unwrap());
+            sent_b.push(bm.send(a, &format!("b{n}")).await.unwrap());
+            if n % 25 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
-    }
-    eprintln!("sent after {:?}", t0.elapsed());
+        (sent_a, sent_b)
+    });
     let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
     let limit = Duration::from_secs(240);
     let done = |events: &[shoal_messenger::Event]| {
@@ -62,6 +69,11 @@ async fn thousand_messages_each_way_through_faults() {
         collect_until(&mut bob.events, &mut seen_b, limit, done),
     );
     let _ = (ra, rb);
+    let (sent_a, sent_b) = tokio::time::timeout(limit, sender)
+        .await
+        .expect("sending never finished")
+        .unwrap();
+    eprintln!("sent after {:?}", t0.elapsed());
 
     eprintln!("delivered after {:?}", t0.elapsed());
     for (seen, sent) in [(&seen_a, &sent_b), (&seen_b, &sent_a)] {
