@@ -140,6 +140,8 @@ pub struct SqliteStore {
     path: Option<PathBuf>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+    /// The lock file, locked while the store is open (dropped last).
+    _lock: Option<std::fs::File>,
 }
 
 /// Starts the thread that checkpoints the WAL of the database at `path`
@@ -166,6 +168,41 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
     Ok(stop)
 }
 
+/// The lock file of the database at `path`: `<path>.lock` beside it.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes an exclusive advisory lock on the database's lock file (created
+/// owner-only if missing), so that two processes never run one identity:
+/// both would seal with the same ratchet keys and the conversations would
+/// break for good. Another holder makes this fail at once. The kernel drops
+/// the lock when the holder's file closes, also when the process is killed
+/// (`kill -9`), so a crash never leaves the directory locked.
+fn lock_database(path: &Path) -> Result<std::fs::File, StoreError> {
+    let lock = lock_path(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&lock)
+        .map_err(|e| StoreError(format!("opening the lock file {}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError(format!(
+            "{} is in use by another process (it holds {}); stop it first",
+            path.display(),
+            lock.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError(format!("locking {}: {e}", lock.display())))
+        }
+    }
+}
+
 /// Wraps a rusqlite error with what was being done.
 fn ctx(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| StoreError(format!("sqlite: {what}: {e}"))
@@ -176,11 +213,16 @@ impl SqliteStore {
     /// owner-only, switches it to WAL mode and brings its schema up to
     /// [`SCHEMA_VERSION`].
     ///
-    /// Fails if the file cannot be created or opened, is not a SQLite
-    /// database, cannot be put in WAL mode, or has a schema newer than this
-    /// code knows.
+    /// Holds an exclusive lock on [`lock_path`] while the store is open:
+    /// a second store on the same file, in this process or another, fails
+    /// at once; the lock goes with the process, also when it is killed.
+    ///
+    /// Fails if the file is in use by another store, cannot be created or
+    /// opened, is not a SQLite database, cannot be put in WAL mode, or has a
+    /// schema newer than this code knows.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref();
+        let lock = lock_database(path)?;
         restrict_permissions(path, true)?;
         let conn = Connection::open(path)
             .map_err(|e| StoreError(format!("sqlite: opening {}: {e}", path.display())))?;
@@ -188,6 +230,7 @@ impl SqliteStore {
             conn,
             path: Some(path.to_path_buf()),
             _checkpointer: None,
+            _lock: Some(lock),
         };
         store.configure(true)?;
         store.migrate()?;
@@ -214,6 +257,7 @@ impl SqliteStore {
             conn,
             path: None,
             _checkpointer: None,
+            _lock: None,
         };
         store.configure(false)?;
         store.migrate()?;

@@ -405,15 +405,28 @@ fn sqlite_reopen_finds_everything_committed() {
 #[test]
 fn sqlite_commit_is_visible_without_a_clean_close() {
     // A store that is never closed (as after a crash: no final checkpoint)
-    // still has its commits in the WAL for the next opener.
+    // still has its commits in the WAL for the next opener. The files are
+    // copied as they are on disk while the store is open (the copy is the
+    // crash image; the store's lock keeps a second opener off the original).
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let (changes, stored) = sample();
     let mut store = SqliteStore::open(&path).unwrap();
     store.commit(&changes).unwrap();
-    let mut second = SqliteStore::open(&path).unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let image = db_path(&crashed);
+    let wal = |p: &std::path::Path| {
+        let mut name = p.file_name().unwrap().to_os_string();
+        name.push("-wal");
+        p.with_file_name(name)
+    };
+    // The WAL first: pages a concurrent checkpoint moves into the database
+    // file meanwhile are still in the copied WAL, which wins on replay.
+    std::fs::copy(wal(&path), wal(&image)).unwrap();
+    std::fs::copy(&path, &image).unwrap();
+    let mut second = SqliteStore::open(&image).unwrap();
     assert_holds_sample(&mut second, &stored);
-    std::mem::forget(store);
+    drop(store);
 }
 
 #[test]
