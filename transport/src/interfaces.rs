@@ -26,6 +26,30 @@ pub fn interface_ips() -> Vec<IpAddr> {
     }
 }
 
+/// The network an address belongs to, as one party usually holds it: its
+/// /24 for IPv4, its /48 for IPv6 (IPv4-mapped IPv6 counts as IPv4). Used
+/// to count connections or reports per network rather than per address.
+///
+/// ```
+/// use shoal_transport::subnet_of;
+///
+/// let ip = "198.51.100.77".parse().unwrap();
+/// assert_eq!(subnet_of(ip), "198.51.100.0".parse::<std::net::IpAddr>().unwrap());
+/// ```
+pub fn subnet_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[6..].fill(0);
+            IpAddr::from(o)
+        }
+    }
+}
+
 fn link_local_v6(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }

@@ -54,7 +54,7 @@ mod traits;
 
 pub use boxed::{BoxedConnection, BoxedListener, BoxedTransport, Io};
 pub use error::TransportError;
-pub use interfaces::{expand_unspecified, interface_ips};
+pub use interfaces::{expand_unspecified, interface_ips, subnet_of};
 pub use memory::{
     DEFAULT_MEMORY_BACKLOG, DEFAULT_MEMORY_BUFFER, DEFAULT_MEMORY_DIAL_TIMEOUT, MemoryConfig,
     MemoryConnection, MemoryListener, MemoryNetwork, MemoryTransport,

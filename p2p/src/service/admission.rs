@@ -30,7 +30,7 @@ use std::{
     time::Instant,
 };
 
-use shoal_transport::Multiaddr;
+use shoal_transport::{Multiaddr, subnet_of};
 
 use super::shared::lock;
 use crate::config::Config;
@@ -98,21 +98,6 @@ pub(crate) struct Ticket {
 /// The IP address a connection came from (IPv4-mapped IPv6 as IPv4).
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.to_socket_addr().map(|s| s.ip().to_canonical())
-}
-
-/// The /24 (IPv4) or /48 (IPv6) an address belongs to.
-fn subnet_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::from([a, b, c, 0])
-        }
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[6..].fill(0);
-            IpAddr::from(o)
-        }
-    }
 }
 
 impl Admission {

@@ -29,21 +29,6 @@ pub(crate) const OBSERVATION_TTL: Duration = Duration::from_secs(600);
 /// those are few.
 pub(crate) const MAX_CONFIRMED: usize = 4;
 
-/// The /24 (IPv4) or /48 (IPv6) a reporting peer connects from.
-fn network_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::from([a, b, c, 0])
-        }
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[6..].fill(0);
-            IpAddr::from(o)
-        }
-    }
-}
-
 /// Observations so far.
 #[derive(Debug, Default)]
 pub(crate) struct Observed {
@@ -88,7 +73,7 @@ impl Observed {
             .reports
             .entry(observed)
             .or_insert_with(|| (HashSet::new(), now));
-        networks.insert(network_of(reporter));
+        networks.insert(shoal_transport::subnet_of(reporter));
         if networks.len() >= needed {
             self.reports.remove(&observed);
             self.confirmed.insert(observed);
