@@ -216,7 +216,6 @@ impl DiscoveryHandler {
             base: self.shared.config.dial_backoff,
             max: self.shared.config.max_dial_backoff,
             max_failures: self.shared.config.max_failures.max(1),
-            forget_for: self.shared.config.peer_ttl,
         };
         while let Ok(outcome) = self.dials_rx.try_recv() {
             self.in_flight = self.in_flight.saturating_sub(1);

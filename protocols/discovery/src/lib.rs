@@ -42,12 +42,7 @@
 //!   most one hop.
 //! - A peer is removed after `max_failures` consecutive failed dials, or
 //!   when not connected and not heard of for `peer_ttl`; so peers that die
-//!   leave every store within a bounded time. Failed dials back off from
-//!   `dial_backoff`, doubling up to `max_dial_backoff` (5 min). A peer
-//!   removed as unreachable stays forgotten for `peer_ttl` (30 min): copies
-//!   of its old record that other peers still relay do not bring it back,
-//!   only a newer record or a session it opens itself, so a node that left
-//!   is not redialled while others still remember it.
+//!   leave every store within a bounded time.
 //!
 //! # Limits
 //! `GetPeers` is answered at most once per `min_request_interval` per

@@ -176,10 +176,6 @@ pub(crate) struct PeerStore {
     /// record arrives after the session opens). Bounded by the service's
     /// session limits.
     sessions: HashMap<PeerId, u32>,
-    /// Peers removed as unreachable: the `seq` of the record we had and
-    /// until when copies of it (relayed by peers that still remember the
-    /// peer) may not bring it back. Bounded by `max_peers`.
-    unreachable: HashMap<PeerId, (u64, Instant)>,
 }
 
 impl PeerStore {
@@ -189,7 +185,6 @@ impl PeerStore {
             max_peers: max_peers.max(1),
             entries: HashMap::new(),
             sessions: HashMap::new(),
-            unreachable: HashMap::new(),
         }
     }
 
@@ -217,14 +212,6 @@ impl PeerStore {
                 }
             };
         }
-        if let Some(&(seq, until)) = self.unreachable.get(&peer) {
-            if now < until && record.seq() <= seq {
-                // The same record that stopped answering, relayed by a peer
-                // that still remembers it: not a reason to dial again.
-                return Inserted::Dropped;
-            }
-            self.unreachable.remove(&peer);
-        }
         let mut evicted = None;
         if self.entries.len() >= self.max_peers {
             // A record nobody has verified may only push out another such.
@@ -251,7 +238,6 @@ impl PeerStore {
 
     /// A session with `peer` opened.
     pub(crate) fn session_opened(&mut self, peer: PeerId, now: Instant) {
-        self.unreachable.remove(&peer);
         *self.sessions.entry(peer).or_insert(0) += 1;
         if let Some(e) = self.entries.get_mut(&peer) {
             e.sessions += 1;
@@ -328,15 +314,7 @@ impl PeerStore {
             a.verified = false;
         }
         if e.failures >= policy.max_failures && e.sessions == 0 {
-            let seq = e.record.as_ref().map_or(0, SignedPeerRecord::seq);
             self.entries.remove(&peer);
-            if self.unreachable.len() >= self.max_peers {
-                self.unreachable.retain(|_, (_, until)| *until > now);
-            }
-            if self.unreachable.len() < self.max_peers {
-                self.unreachable
-                    .insert(peer, (seq, now + policy.forget_for));
-            }
             return DialFailure::Removed;
         }
         e.next_dial = now + policy.delay(e.failures);
@@ -462,9 +440,6 @@ pub(crate) struct Backoff {
     pub(crate) base: Duration,
     pub(crate) max: Duration,
     pub(crate) max_failures: u32,
-    /// How long a peer removed as unreachable stays forgotten unless it
-    /// shows a newer record or connects to us.
-    pub(crate) forget_for: Duration,
 }
 
 impl Backoff {
@@ -500,39 +475,7 @@ mod tests {
             base: Duration::from_secs(1),
             max: Duration::from_secs(8),
             max_failures: 3,
-            forget_for: Duration::from_secs(60),
         }
-    }
-
-    #[test]
-    fn a_peer_removed_as_unreachable_is_not_revived_by_relayed_copies() {
-        let local = Keypair::generate();
-        let gone = Keypair::generate();
-        let mut store = PeerStore::new(local.peer_id(), 100);
-        let t0 = Instant::now();
-        let old = record(&gone, 5, &["/ip4/192.0.2.1/tcp/1"]);
-        store.insert_record(old.clone(), t0);
-        let addr: Multiaddr = "/ip4/192.0.2.1/tcp/1".parse().unwrap();
-        for i in 0..3 {
-            let failure = store.dial_failed(gone.peer_id(), &addr, t0, &backoff());
-            if i == 2 {
-                assert_eq!(failure, DialFailure::Removed);
-            }
-        }
-        // Peers that still remember it relay the same record: ignored.
-        assert_eq!(store.insert_record(old.clone(), t0), Inserted::Dropped);
-        assert_eq!(store.len(), 0);
-        // A newer record (it came back, perhaps elsewhere) is taken.
-        let newer = record(&gone, 6, &["/ip4/192.0.2.2/tcp/1"]);
-        assert_eq!(store.insert_record(newer, t0), Inserted::New);
-        // After the forget period the old record counts again.
-        let mut store = PeerStore::new(local.peer_id(), 100);
-        store.insert_record(old.clone(), t0);
-        for _ in 0..3 {
-            store.dial_failed(gone.peer_id(), &addr, t0, &backoff());
-        }
-        let later = t0 + Duration::from_secs(61);
-        assert_eq!(store.insert_record(old, later), Inserted::New);
     }
 
     #[tokio::test(start_paused = true)]
