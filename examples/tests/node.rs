@@ -64,6 +64,10 @@ fn a_node_on_an_unspecified_address_announces_dialable_ones() {
     ]);
     let id = a.value("peer id:", deadline);
     a.wait_line("listening on: /ip4/198.51.100.7/tcp/4001/p2p/", deadline);
+    // External addresses come first; wait for an interface one too.
+    a.wait("an interface address", deadline, |l| {
+        l.starts_with("listening on:") && !l.contains("198.51.100.7")
+    });
     let announced: Vec<String> = a
         .drain()
         .iter()
