@@ -49,6 +49,17 @@ async fn exchange(mut stream: Stream, index: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Echoes the 8-byte index of the next stream `server` accepts.
+fn echo_next(server: &Control) {
+    let server = server.clone();
+    tokio::spawn(async move {
+        let mut s = server.accept_stream().await.unwrap();
+        let mut b = [0u8; 8];
+        s.read_exact(&mut b).await.unwrap();
+        s.write_all(&b).await.unwrap();
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_streams_at_once_all_complete_with_default_limits() {
     let (client, server) = tcp_pair(Config::default()).await;
@@ -85,13 +96,7 @@ async fn thousand_streams_at_once_all_complete_with_default_limits() {
         assert!(client.close_reason().is_none() && server.close_reason().is_none());
         // The connection is alive: one more stream works.
         let more = client.open_stream().await.unwrap();
-        let server2 = server.clone();
-        tokio::spawn(async move {
-            let mut s = server2.accept_stream().await.unwrap();
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).await.unwrap();
-            s.write_all(&b).await.unwrap();
-        });
+        echo_next(&server);
         exchange(more, 7).await.unwrap();
     })
     .await
@@ -150,13 +155,7 @@ async fn stream_limit_refuses_the_rest_with_rst_and_no_go_away() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let fresh = client.open_stream().await.unwrap();
-        let server2 = server.clone();
-        tokio::spawn(async move {
-            let mut s = server2.accept_stream().await.unwrap();
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).await.unwrap();
-            s.write_all(&b).await.unwrap();
-        });
+        echo_next(&server);
         exchange(fresh, 1).await.unwrap();
         assert!(server.open_stream().await.is_ok());
     })

@@ -36,7 +36,7 @@ use common::{
     peers::PeerBook,
 };
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -150,18 +150,6 @@ const PEER_CHECK: Duration = Duration::from_secs(2);
 const SHORT_ID: usize = 12;
 /// Characters of a message quoted in receipts.
 const QUOTE: usize = 24;
-
-/// Creates the data directory (owner-only on Unix) if it is missing.
-fn create_data_dir(dir: &Path) -> Result<(), Error> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(())
-}
 
 /// Replaces control characters (terminal escapes, newlines) in text that
 /// came from someone else.
@@ -606,7 +594,7 @@ async fn run() -> Result<(), Error> {
         .map(Duration::try_from_secs_f64)
         .transpose()
         .map_err(|e| format!("--duration: {e}"))?;
-    create_data_dir(&args.data_dir)?;
+    common::create_data_dir(&args.data_dir)?;
     let db = args.data_dir.join("messenger.db");
     let store = SqliteStore::open(&db).map_err(|e| format!("{}: {e}", db.display()))?;
     let mut config = MessengerConfig {

@@ -3,6 +3,17 @@
 #![allow(dead_code)]
 
 pub(crate) mod input;
+
+/// Creates the data directory (owner-only on Unix) if it is missing.
+pub(crate) fn create_data_dir(dir: &std::path::Path) -> Result<(), String> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| format!("--data-dir {}: {e}", dir.display()))
+}
 pub(crate) mod peers;
 
 /// `HH:MM:SS` (UTC) of a Unix time in milliseconds.

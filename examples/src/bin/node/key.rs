@@ -4,17 +4,6 @@ use std::path::Path;
 
 use shoal_identity::Keypair;
 
-/// Creates the data directory (owner-only on Unix) if it is missing.
-pub(crate) fn create_data_dir(dir: &Path) -> Result<(), String> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| format!("--data-dir {}: {e}", dir.display()))
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

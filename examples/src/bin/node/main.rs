@@ -189,7 +189,7 @@ async fn run(args: Args) -> Result<(), Error> {
         .map(|d| seconds("--duration", d))
         .transpose()?;
     if let Some(dir) = &args.data_dir {
-        key::create_data_dir(dir)?;
+        common::create_data_dir(dir)?;
     }
     let key_path = match (&args.key_file, &args.data_dir) {
         (Some(file), _) => Some(file.clone()),
