@@ -8,7 +8,7 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use common::{Node, eventually, fast_config, node};
-use shoal::PeerId;
+use shoal::{Direction, PeerId};
 use shoal_transport::MemoryNetwork;
 
 const NODES: usize = 30;
@@ -88,16 +88,30 @@ async fn thirty_nodes_learn_everyone_and_survive_losing_ten() {
                     return Err(format!("node {i} still has a session with {}", s.peer));
                 }
             }
-            // Addresses it dialled are verified (the seed was dialled by
-            // everyone and needed to dial no one).
-            let verified = n
+            // Every peer it dialled has a verified address; and it dialled
+            // the target unless everyone is connected to it already (the
+            // seed, or an early node everyone else dialled).
+            let verified: HashSet<PeerId> = n
                 .handle
                 .peers()
                 .iter()
                 .filter(|p| p.addrs.iter().any(|a| a.verified))
-                .count();
-            if i > 0 && verified < target {
-                return Err(format!("node {i} has only {verified} verified peers"));
+                .map(|p| p.peer)
+                .collect();
+            let sessions = n.control.sessions();
+            if let Some(s) = sessions
+                .iter()
+                .find(|s| s.direction == Direction::Outbound && !verified.contains(&s.peer))
+            {
+                return Err(format!("node {i} dialled {} but has it unverified", s.peer));
+            }
+            let all_connected = sessions.len() == nodes.len() - 1;
+            if verified.len() < target && !all_connected {
+                return Err(format!(
+                    "node {i} has only {} verified peers ({} sessions)",
+                    verified.len(),
+                    sessions.len()
+                ));
             }
         }
         Ok(())
