@@ -9,8 +9,10 @@ use blake2::Blake2bMac512;
 use blake2::digest::{KeyInit, Mac};
 use zeroize::Zeroizing;
 
-/// Domain of the X3DH shared secret.
-pub const X3DH_DOMAIN: &str = "shoal/im/x3dh/1";
+/// Domain of the X3DH shared secret (2: certificates bound in).
+pub const X3DH_DOMAIN: &str = "shoal/im/x3dh/2";
+/// Domain of the X3DH associated data (a hash of both certificates).
+pub const X3DH_AD_DOMAIN: &str = "shoal/im/x3dh/ad/2";
 /// Domain of the root-chain step (root key, DH output → root key, chain key).
 pub const ROOT_DOMAIN: &str = "shoal/im/ratchet/root/1";
 /// Domain of the symmetric-chain step (chain key → chain key, message key).

@@ -74,6 +74,8 @@
 #![warn(missing_docs)]
 
 pub mod account;
+#[cfg(feature = "seal-audit")]
+pub mod audit;
 pub mod contact;
 pub mod conversation;
 pub mod engine;

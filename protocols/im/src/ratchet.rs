@@ -9,12 +9,23 @@
 //!
 //! # Message layout (docs/PROTOCOL.md, section 10.4)
 //! ```text
-//! header (41 bytes): version: u8 (1) | ratchet_key: 32 | previous_chain_length: u32 BE | number: u32 BE
+//! header (53 bytes): version: u8 (2) | ratchet_key: 32 | previous_chain_length: u32 BE
+//!                     | number: u32 BE | nonce: 12
 //! message:           header | ciphertext (len(plaintext)) | tag: 16
 //! ```
-//! AEAD: ChaCha20-Poly1305 with the message key, an all-zero nonce (every
-//! key encrypts exactly one message) and associated data
-//! `AD (64 bytes, from X3DH) | header`.
+//! AEAD: ChaCha20-Poly1305 with the message key, the header's nonce and
+//! associated data `AD (64 bytes, from X3DH) | header`.
+//!
+//! # Why every seal draws a nonce
+//! A message key is meant to seal one message. But a device's stored state
+//! can go back in time (a restored backup, a copied data directory, a
+//! crash under relaxed syncing), and the restored ratchet then derives keys
+//! it already used. Each seal therefore draws a fresh 96-bit nonce from the
+//! caller's RNG: a key sealing twice after a rollback does so under two
+//! nonces, which ChaCha20-Poly1305 allows, instead of repeating a
+//! (key, nonce) pair, which would reveal the XOR of the two plaintexts. The
+//! only requirement left is that the RNG itself does not go back in time
+//! (the engine seeds it afresh on every start).
 //!
 //! # The skipped-key window
 //! A message may jump at most [`MAX_SKIP`] numbers ahead of the next
@@ -49,9 +60,11 @@ pub const MAX_SKIPPED_KEYS: usize = 2_000;
 /// as [`Error::AlreadyUsedOrEvicted`] rather than as a forgery.
 pub const MAX_PAST_RATCHET_KEYS: usize = 64;
 /// Version byte of the ratchet header.
-pub const HEADER_VERSION: u8 = 1;
+pub const HEADER_VERSION: u8 = 2;
+/// Length of the per-message AEAD nonce carried in the header.
+pub const NONCE_LEN: usize = 12;
 /// Length of an encoded [`Header`].
-pub const HEADER_LEN: usize = 1 + 32 + 4 + 4;
+pub const HEADER_LEN: usize = 1 + 32 + 4 + 4 + NONCE_LEN;
 /// Length of the AEAD tag at the end of each message.
 pub const TAG_LEN: usize = 16;
 /// Version byte of the serialised session state ([`Session::to_bytes`]).
@@ -68,6 +81,8 @@ pub struct Header {
     pub previous_chain_length: u32,
     /// This message's number in the current sending chain.
     pub number: u32,
+    /// The AEAD nonce, drawn afresh for every seal.
+    pub nonce: [u8; NONCE_LEN],
 }
 
 impl Header {
@@ -78,6 +93,7 @@ impl Header {
         out[1..33].copy_from_slice(&self.ratchet_key);
         out[33..37].copy_from_slice(&self.previous_chain_length.to_be_bytes());
         out[37..41].copy_from_slice(&self.number.to_be_bytes());
+        out[41..].copy_from_slice(&self.nonce);
         out
     }
 
@@ -96,10 +112,13 @@ impl Header {
         }
         let mut ratchet_key = [0u8; 32];
         ratchet_key.copy_from_slice(&h[1..33]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&h[41..]);
         Ok(Header {
             ratchet_key,
             previous_chain_length: be32(&h[33..37]),
             number: be32(&h[37..41]),
+            nonce,
         })
     }
 }
@@ -205,13 +224,16 @@ fn aad(ad: &[u8; AD_LEN], header: &[u8; HEADER_LEN]) -> [u8; AD_LEN + HEADER_LEN
     out
 }
 
-/// Decrypts `body` (ciphertext | tag) with `key`; the plaintext on success.
+/// Decrypts `body` (ciphertext | tag) with `key` and the nonce in `header`;
+/// the plaintext on success.
 fn open(
     key: &[u8; 32],
     ad: &[u8; AD_LEN],
     header: &[u8; HEADER_LEN],
     body: &[u8],
 ) -> Result<Vec<u8>, Error> {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&header[HEADER_LEN - NONCE_LEN..]);
     let Some(split) = body.len().checked_sub(TAG_LEN) else {
         return Err(Error::Malformed {
             what: "ratchet message",
@@ -220,7 +242,7 @@ fn open(
     let mut out = body.to_vec();
     let opened = aead_key(key).and_then(|k| {
         k.open_in_place(
-            Nonce::assume_unique_for_key([0; 12]),
+            Nonce::assume_unique_for_key(nonce),
             Aad::from(aad(ad, header)),
             &mut out,
         )
@@ -239,8 +261,7 @@ fn open(
     }
 }
 
-/// The ChaCha20-Poly1305 key for one message. Every message key seals
-/// exactly one message, so the nonce is always zero.
+/// The ChaCha20-Poly1305 key for one message.
 fn aead_key(key: &[u8; 32]) -> Result<LessSafeKey, Error> {
     UnboundKey::new(&CHACHA20_POLY1305, key)
         .map(LessSafeKey::new)
@@ -292,8 +313,8 @@ impl Session {
     }
 
     /// Encrypts `plaintext` into one message (`header | ciphertext | tag`),
-    /// allocating only the returned buffer. `rng` is used only when a new
-    /// ratchet key is due.
+    /// allocating only the returned buffer. `rng` draws the message's nonce
+    /// and, when a DH step is due, the new ratchet key.
     pub fn encrypt<R: CryptoRng + ?Sized>(
         &mut self,
         rng: &mut R,
@@ -314,19 +335,24 @@ impl Session {
         let (next, key) = chain_step(chain);
         let key = Zeroizing::new(key);
         *chain = next;
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
         let header = Header {
             ratchet_key: ours.public,
             previous_chain_length: self.previous_n,
             number: self.send_n,
+            nonce,
         }
         .encode();
+        #[cfg(feature = "seal-audit")]
+        crate::audit::record(&key, &nonce, plaintext);
         self.send_n += 1;
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&header);
         out.extend_from_slice(plaintext);
         let tag = aead_key(&key)?
             .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key([0; 12]),
+                Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(&self.ad, &header)),
                 &mut out[HEADER_LEN..],
             )

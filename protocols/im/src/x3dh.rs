@@ -7,9 +7,15 @@
 //!
 //! ```text
 //! DH1 = DH(IK_a, SPK_b)   DH2 = DH(EK_a, IK_b)   DH3 = DH(EK_a, SPK_b)
-//! SK  = kdf(X3DH_DOMAIN, 0^32, DH1 | DH2 | DH3 | IK_a | IK_b | EK_a | SPK_b)[..32]
-//! AD  = IK_a | IK_b
+//! SK  = kdf(X3DH_DOMAIN, 0^32, DH1 | DH2 | DH3 | CERT_a | CERT_b | EK_a | SPK_b)[..32]
+//! AD  = kdf(X3DH_AD_DOMAIN, 0^32, CERT_a | CERT_b)
 //! ```
+//!
+//! `CERT_a` and `CERT_b` are the two encoded device certificates: the user
+//! keys, device keys and identity keys both ends believe in are bound into
+//! the secret and into every message's associated data, so a session can
+//! never be shared by a device that was told another identity than the one
+//! its peer holds (an unknown-key-share).
 //!
 //! She sends an [`InitialHeader`] (her certificate, `EK_a`, prekey id) with
 //! her first ratchet messages until Bob answers; Bob calls [`respond`] for
@@ -25,13 +31,16 @@ use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::account::{DEVICE_CERT_LEN, Device, DeviceCertificate};
-use crate::kdf::{X3DH_DOMAIN, kdf};
+use crate::kdf::{X3DH_AD_DOMAIN, X3DH_DOMAIN, kdf};
 use crate::ratchet::Session;
 
 /// Purpose of a device key's signature over a signed prekey.
 pub const SIGNED_PREKEY_PURPOSE: Purpose = Purpose::new("shoal/im/signed-prekey/1");
-/// Version byte of signed prekeys, bundles and initial headers.
+/// Version byte of signed prekeys and bundles.
 pub const X3DH_VERSION: u8 = 1;
+/// Version byte of initial headers: 2 since the certificates are bound into
+/// the secret (version 1 bound only the X25519 identity keys).
+pub const INITIAL_HEADER_VERSION: u8 = 2;
 const PREKEY_BODY_LEN: usize = 1 + 4 + 32;
 /// Length of an encoded [`SignedPrekey`].
 pub const SIGNED_PREKEY_LEN: usize = PREKEY_BODY_LEN + SIGNATURE_LEN;
@@ -200,7 +209,7 @@ impl PrekeyBundle {
 /// What the initiator sends with its first messages so the responder can
 /// derive the same shared secret.
 ///
-/// Layout: `version: u8 | sender certificate: 169 | ephemeral: 32 | prekey_id: u32 BE`.
+/// Layout: `version: u8 (2) | sender certificate: 169 | ephemeral: 32 | prekey_id: u32 BE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialHeader {
     /// The initiator's device certificate (its identity key `IK_a`).
@@ -215,7 +224,7 @@ impl InitialHeader {
     /// The exact bytes that travel.
     pub fn encode(&self) -> [u8; INITIAL_HEADER_LEN] {
         let mut out = [0u8; INITIAL_HEADER_LEN];
-        out[0] = X3DH_VERSION;
+        out[0] = INITIAL_HEADER_VERSION;
         out[1..1 + DEVICE_CERT_LEN].copy_from_slice(&self.sender.encode());
         out[1 + DEVICE_CERT_LEN..1 + DEVICE_CERT_LEN + 32].copy_from_slice(&self.ephemeral);
         out[INITIAL_HEADER_LEN - 4..].copy_from_slice(&self.prekey_id.to_be_bytes());
@@ -229,7 +238,7 @@ impl InitialHeader {
                 what: "initial header",
             });
         }
-        if bytes[0] != X3DH_VERSION {
+        if bytes[0] != INITIAL_HEADER_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "initial header",
                 found: bytes[0],
@@ -256,24 +265,24 @@ fn dh(secret: &StaticSecret, public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, E
     Ok(Zeroizing::new(shared.to_bytes()))
 }
 
-/// The X3DH shared secret and associated data from the three DH outputs.
+/// The X3DH shared secret and associated data from the three DH outputs
+/// and both certificates.
 fn derive(
     dhs: [&[u8; 32]; 3],
-    ik_a: &[u8; 32],
-    ik_b: &[u8; 32],
+    cert_a: &DeviceCertificate,
+    cert_b: &DeviceCertificate,
     ek_a: &[u8; 32],
     spk_b: &[u8; 32],
 ) -> (Zeroizing<[u8; 32]>, [u8; 64]) {
+    let (cert_a, cert_b) = (cert_a.encode(), cert_b.encode());
     let out = kdf(
         X3DH_DOMAIN,
         &[0u8; 32],
-        &[dhs[0], dhs[1], dhs[2], ik_a, ik_b, ek_a, spk_b],
+        &[dhs[0], dhs[1], dhs[2], &cert_a, &cert_b, ek_a, spk_b],
     );
     let mut sk = Zeroizing::new([0u8; 32]);
     sk.copy_from_slice(&out[..32]);
-    let mut ad = [0u8; 64];
-    ad[..32].copy_from_slice(ik_a);
-    ad[32..].copy_from_slice(ik_b);
+    let ad = *kdf(X3DH_AD_DOMAIN, &[0u8; 32], &[&cert_a, &cert_b]);
     (sk, ad)
 }
 
@@ -291,13 +300,18 @@ pub fn initiate(
     }
     let ek = StaticSecret::from(ephemeral_secret);
     let ek_pub = XPublic::from(&ek).to_bytes();
-    let ik_a = device.certificate().identity_key();
     let ik_b = bundle.certificate.identity_key();
     let spk_b = bundle.prekey.public();
     let dh1 = dh(device.identity(), &spk_b)?;
     let dh2 = dh(&ek, &ik_b)?;
     let dh3 = dh(&ek, &spk_b)?;
-    let (sk, ad) = derive([&dh1, &dh2, &dh3], &ik_a, &ik_b, &ek_pub, &spk_b);
+    let (sk, ad) = derive(
+        [&dh1, &dh2, &dh3],
+        device.certificate(),
+        &bundle.certificate,
+        &ek_pub,
+        &spk_b,
+    );
     let header = InitialHeader {
         sender: device.certificate().clone(),
         ephemeral: ek_pub,
@@ -333,11 +347,16 @@ pub fn respond(
         });
     }
     let ik_a = header.sender.identity_key();
-    let ik_b = device.certificate().identity_key();
     let spk_b = XPublic::from(&prekey.secret).to_bytes();
     let dh1 = dh(&prekey.secret, &ik_a)?;
     let dh2 = dh(device.identity(), &header.ephemeral)?;
     let dh3 = dh(&prekey.secret, &header.ephemeral)?;
-    let (sk, ad) = derive([&dh1, &dh2, &dh3], &ik_a, &ik_b, &header.ephemeral, &spk_b);
+    let (sk, ad) = derive(
+        [&dh1, &dh2, &dh3],
+        &header.sender,
+        device.certificate(),
+        &header.ephemeral,
+        &spk_b,
+    );
     Ok(Session::new_responder(*sk, ad, *prekey.secret_bytes()))
 }

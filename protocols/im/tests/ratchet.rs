@@ -138,15 +138,18 @@ fn tampering_is_rejected_and_leaves_state_unchanged() {
         assert!(b.decrypt(&bad).is_err(), "byte {i}");
         assert_eq!(state(&b), before, "byte {i}");
     }
-    let mut bad = m1.clone();
-    bad[0] = 2;
-    assert_eq!(
-        b.decrypt(&bad),
-        Err(Error::UnsupportedVersion {
-            what: "ratchet header",
-            found: 2
-        })
-    );
+    // Version 1 (a zero nonce) is refused like any unknown version.
+    for version in [1, 3] {
+        let mut bad = m1.clone();
+        bad[0] = version;
+        assert_eq!(
+            b.decrypt(&bad),
+            Err(Error::UnsupportedVersion {
+                what: "ratchet header",
+                found: version
+            })
+        );
+    }
     assert!(b.decrypt(&m1[..HEADER_LEN + 3]).is_err());
     assert_eq!(state(&b), before);
     assert_eq!(b.decrypt(&m1).unwrap(), b"one");

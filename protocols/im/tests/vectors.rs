@@ -4,6 +4,7 @@
 use rand::{CryptoRng, RngCore};
 use shoal_identity::Keypair;
 use shoal_im::kdf::{chain_step, kdf, root_step};
+use shoal_im::ratchet::HEADER_LEN;
 use shoal_im::{Device, PrekeyBundle, x3dh};
 
 /// An "RNG" that always yields the same byte: fixed keys for the vectors.
@@ -85,8 +86,8 @@ fn compute() -> Vectors {
         shared,
         ad,
         ephemeral: hex(&header.ephemeral),
-        header: hex(&message[..41]),
-        body: hex(&message[41..]),
+        header: hex(&message[..HEADER_LEN]),
+        body: hex(&message[HEADER_LEN..]),
     }
 }
 
@@ -140,19 +141,19 @@ fn documented_vectors() {
         ),
         (
             &v.shared,
-            "85a317893f6f52085305ff51236e2d6fd655bec835f0b915ace3a58b847dcdb2",
+            "0d436c9fcca76213c922a76289412549abeb0322316d287d27a6e23cfa0e6adf",
         ),
         (
             &v.ad,
-            "197fc2c567dc03ee2aadf0ed86681dac24daa76e83ca555875dd3be7376e53069a4503a98ab10fe8d354c9c42cbd0c9d7944f52e7d14d8ea59775e7dc9e3bf4b",
+            "85072cd3721c64cd5512adaa84db56763cc3aad802c7e3e5596340fe907704fcca35528246c2ed66193dc0cdeedeb430947836f9803543d3bbaac535ff38fc5e",
         ),
         (
             &v.header,
-            "01bce059bf5b2ab7a91f3e863acf0c84d3ebbe04ca8490094b052b5b15afab17430000000000000000",
+            "02bce059bf5b2ab7a91f3e863acf0c84d3ebbe04ca8490094b052b5b15afab17430000000000000000151515151515151515151515",
         ),
         (
             &v.body,
-            "fd415d51d3120b9f68da2644a6ba4ffa689a8bbd1197570a17",
+            "ed4e18250d6fc81eaadeb2b10df2761824106271dc5e453118",
         ),
     ];
     let doc = documented();
@@ -166,6 +167,6 @@ fn documented_vectors() {
     // The initial header is version | Alice's certificate | EK_a | prekey id.
     assert_eq!(
         v.initial_header,
-        format!("01{}{}00000001", v.alice_cert, v.ephemeral)
+        format!("02{}{}00000001", v.alice_cert, v.ephemeral)
     );
 }

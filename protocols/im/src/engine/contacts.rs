@@ -91,7 +91,16 @@ impl<S: Store> Engine<S> {
                 let initial = if s.initial.is_empty() {
                     None
                 } else {
-                    Some(InitialHeader::decode(&s.initial).map_err(EngineError::Corrupt)?)
+                    match InitialHeader::decode(&s.initial) {
+                        Ok(header) => Some(header),
+                        // A session we started before the certificates were
+                        // bound into X3DH and that was never answered: its
+                        // peer cannot derive it any more. Drop it; a fresh
+                        // bundle starts a new one and the outbox goes out
+                        // again on it.
+                        Err(Error::UnsupportedVersion { .. }) => continue,
+                        Err(e) => return Err(EngineError::Corrupt(e)),
+                    }
                 };
                 sessions.push(SessionEntry {
                     id: SessionId(id),
