@@ -25,12 +25,15 @@ fn bundle_and_header_roundtrip_and_reject_tampering() {
     let hb = header.encode();
     assert_eq!(hb.len(), INITIAL_HEADER_LEN);
     assert_eq!(InitialHeader::decode(&hb).unwrap(), header);
-    let mut bad = hb;
-    bad[0] = 2;
-    assert!(matches!(
-        InitialHeader::decode(&bad),
-        Err(Error::UnsupportedVersion { found: 2, .. })
-    ));
+    // Version 1 (certificates not bound into the secret) is refused.
+    for version in [1, 3] {
+        let mut bad = hb;
+        bad[0] = version;
+        assert!(matches!(
+            InitialHeader::decode(&bad),
+            Err(Error::UnsupportedVersion { found, .. }) if found == version
+        ));
+    }
     let mut bad = hb;
     bad[50] ^= 1; // inside the sender's certificate
     assert!(InitialHeader::decode(&bad).is_err());
