@@ -53,6 +53,13 @@ pub(crate) struct ContactBlob {
     /// Ids of the conversation's heads.
     #[prost(bytes = "vec", repeated, tag = "4")]
     pub(crate) heads: Vec<Vec<u8>>,
+    /// Envelopes sealed since the last one received from the contact (the
+    /// send budget survives a restart).
+    #[prost(uint32, tag = "5")]
+    pub(crate) unanswered: u32,
+    /// Ids marked read whose receipt has not gone out yet.
+    #[prost(bytes = "vec", repeated, tag = "6")]
+    pub(crate) pending_read: Vec<Vec<u8>>,
 }
 
 /// One ratchet session.

@@ -57,6 +57,12 @@ pub(super) struct Contact {
     pub(super) online: bool,
     /// Envelopes sealed since the last envelope received from the contact.
     pub(super) unanswered: u32,
+    /// Read receipts waiting for the contact to be online and the budget
+    /// to allow them, oldest first.
+    pub(super) pending_read: Vec<MessageId>,
+    /// Timed resend requests sent since the contact last answered (their
+    /// interval doubles with each).
+    pub(super) resend_requests: u32,
     /// When the next probe may go out while over [`SEND_BUDGET`].
     ///
     /// [`SEND_BUDGET`]: super::SEND_BUDGET
@@ -156,7 +162,13 @@ impl<S: Store> Engine<S> {
                     next_resend_answer: None,
                     next_route_request: None,
                     online: false,
-                    unanswered: 0,
+                    unanswered: blob.unanswered,
+                    pending_read: blob
+                        .pending_read
+                        .iter()
+                        .filter_map(|id| <[u8; 32]>::try_from(id.as_slice()).ok().map(MessageId))
+                        .collect(),
+                    resend_requests: 0,
                     next_probe: None,
                 },
             );
@@ -209,6 +221,8 @@ impl<S: Store> Engine<S> {
             next_route_request: None,
             online: false,
             unanswered: 0,
+            pending_read: Vec::new(),
+            resend_requests: 0,
             next_probe: None,
         })
     }
@@ -257,5 +271,7 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
             })
             .collect(),
         heads: c.conversation.heads().map(|id| id.0.to_vec()).collect(),
+        unanswered: c.unanswered,
+        pending_read: c.pending_read.iter().map(|id| id.0.to_vec()).collect(),
     })
 }

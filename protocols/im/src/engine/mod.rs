@@ -55,7 +55,7 @@ use self::identity::{Prekey, identity_blob, seed_key};
 pub use self::contacts::{ContactInfo, MAX_UNNAMED_CONTACTS};
 pub use self::events::{Event, RejectReason, Transmit};
 pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
-pub use self::outbox::SEND_BUDGET;
+pub use self::outbox::{MAX_UNANSWERED, SEND_BUDGET};
 
 /// Tunables of an [`Engine`].
 #[derive(Debug, Clone)]

@@ -3,20 +3,31 @@
 
 use std::time::Instant;
 
+use super::sessions::Sealing;
 use super::{Batch, Engine, EngineError, Event};
 use crate::UserId;
 use crate::message::{MAX_BODY_LEN, MAX_IDS_PER_RECEIPT, MessageId, Payload};
 use crate::store::{Store, StoredMessage};
 
-/// Most envelopes sealed to a contact since the last one received from it.
-/// Beyond it, retries and new messages wait (one probe per
-/// [`EngineConfig::retry_max`] goes out) until the contact answers: keys
-/// spent on envelopes that may all be lost are keys the recipient has to
-/// skip, and more than [`crate::ratchet::MAX_SKIP`] of them in one chain
-/// would make everything after unreadable.
+/// Most envelopes of any kind (messages, retries, acknowledgements, read
+/// receipts, resend requests) sealed to a contact since the last one
+/// received from it. Beyond it, everything waits (one probe per
+/// [`EngineConfig::retry_max`] goes out, up to [`MAX_UNANSWERED`]) until
+/// the contact answers: keys spent on envelopes that may all be lost are
+/// keys the recipient has to skip, and more than [`crate::ratchet::MAX_SKIP`]
+/// of them in one chain would make everything after unreadable. Nothing
+/// of our own initiative is sealed while the contact is offline.
 ///
 /// [`EngineConfig::retry_max`]: super::EngineConfig::retry_max
 pub const SEND_BUDGET: u32 = crate::ratchet::MAX_SKIP / 2;
+
+/// Hard limit on envelopes sealed to a contact since the last one received
+/// from it, probes included: a little under the recipient's skip window.
+pub const MAX_UNANSWERED: u32 = crate::ratchet::MAX_SKIP - 10;
+
+/// Most read receipts kept waiting for a contact; beyond it the oldest are
+/// dropped (receipts are advisory, messages are not).
+const MAX_PENDING_READ: usize = 4 * MAX_IDS_PER_RECEIPT;
 
 pub(super) struct Pending {
     pub(super) encoded: Vec<u8>,
@@ -104,14 +115,14 @@ impl<S: Store> Engine<S> {
         Ok(id)
     }
 
-    /// Marks received messages as read and tells their sender.
+    /// Marks received messages as read and tells their sender (now, or
+    /// once it is online and the send budget allows).
     pub fn mark_read(&mut self, contact: UserId, ids: &[MessageId]) -> Result<(), EngineError> {
         self.check()?;
         let Some(c) = self.contacts.get_mut(&contact) else {
             return Err(EngineError::UnknownContact(contact));
         };
         let mut batch = Batch::default();
-        let mut newly = Vec::new();
         for id in ids {
             if let Some(meta) = c.conversation.get_mut(id)
                 && !meta.outgoing
@@ -119,13 +130,35 @@ impl<S: Store> Engine<S> {
             {
                 meta.flags.read = true;
                 batch.changes.updates.push((*id, meta.height, meta.flags));
-                newly.push(*id);
+                c.pending_read.push(*id);
             }
         }
-        for chunk in newly.chunks(MAX_IDS_PER_RECEIPT) {
-            self.seal(contact, &Payload::Read(chunk.to_vec()), &mut batch);
-        }
+        let excess = c.pending_read.len().saturating_sub(MAX_PENDING_READ);
+        c.pending_read.drain(..excess);
+        batch.dirty(contact);
+        self.flush_reads(contact, &mut batch);
         self.finish(batch)
+    }
+
+    /// Seals the waiting read receipts of `contact`, as far as the budget
+    /// allows.
+    fn flush_reads(&mut self, contact: UserId, batch: &mut Batch) {
+        loop {
+            let Some(c) = self.contacts.get(&contact) else {
+                return;
+            };
+            if c.pending_read.is_empty() {
+                return;
+            }
+            let n = c.pending_read.len().min(MAX_IDS_PER_RECEIPT);
+            let chunk = c.pending_read[..n].to_vec();
+            if !self.seal(contact, &Payload::Read(chunk), Sealing::Own, batch) {
+                return;
+            }
+            if let Some(c) = self.contacts.get_mut(&contact) {
+                c.pending_read.drain(..n);
+            }
+        }
     }
 
     /// Sends every outbox entry of `contact` that is due.
@@ -156,21 +189,22 @@ impl<S: Store> Engine<S> {
             .filter(|(_, p)| p.next <= now)
             .map(|(n, p)| (*n, p.encoded.clone()))
             .collect();
-        if c.unanswered >= SEND_BUDGET {
+        let sealing = if c.unanswered >= SEND_BUDGET {
             // Over budget: one probe (the oldest message) per retry_max,
             // and never so many that the recipient could not skip them.
             let probe_due = c.next_probe.is_none_or(|t| t <= now);
-            if !probe_due || c.unanswered >= crate::ratchet::MAX_SKIP - 10 {
+            if !probe_due || c.unanswered >= MAX_UNANSWERED {
                 return;
             }
             c.next_probe = Some(now + max);
             due.truncate(1);
+            Sealing::Probe
         } else {
-            due.truncate((SEND_BUDGET - c.unanswered) as usize);
-        }
+            Sealing::Own
+        };
         for (counter, encoded) in due {
-            if !self.seal(contact, &Payload::Chat(encoded), batch) {
-                return;
+            if !self.seal(contact, &Payload::Chat(encoded), sealing, batch) {
+                break;
             }
             if let Some(p) = self
                 .contacts
@@ -182,6 +216,7 @@ impl<S: Store> Engine<S> {
                 p.next = now + backoff;
             }
         }
+        self.flush_reads(contact, batch);
     }
 
     /// When [`Engine::handle_timeout`] wants to run next.
@@ -195,7 +230,7 @@ impl<S: Store> Engine<S> {
             if let Some(p) = c.outbox.values().map(|p| p.next).min() {
                 match c.next_route_request {
                     Some(t) if c.sessions.is_empty() || !c.online => consider(t),
-                    _ if c.unanswered >= crate::ratchet::MAX_SKIP - 10 => {}
+                    _ if c.unanswered >= MAX_UNANSWERED => {}
                     _ if c.unanswered >= SEND_BUDGET => consider(c.next_probe.unwrap_or(p).max(p)),
                     _ => consider(p),
                 }
@@ -222,7 +257,7 @@ impl<S: Store> Engine<S> {
                 .get(&user)
                 .is_some_and(|c| c.conversation.held_len() > 0)
             {
-                self.request_missing(now, user, false, &mut batch);
+                self.request_missing(now, user, false, Sealing::Own, &mut batch);
             }
         }
         self.finish(batch)

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::sessions::SessionEntry;
+use super::sessions::{Sealing, SessionEntry};
 use super::{Batch, Engine, EngineError, Event, MAX_UNNAMED_CONTACTS, RejectReason};
 use crate::conversation::Received;
 use crate::envelope::{Envelope, SessionRef, unpad};
@@ -90,7 +90,7 @@ impl<S: Store> Engine<S> {
                 return Ok(());
             }
             Err(e @ Error::OutsideWindow { .. }) => {
-                self.request_missing(now, contact, true, batch);
+                self.request_missing(now, contact, true, Sealing::Reply, batch);
                 return Err((Some(contact), e.into()));
             }
             Err(e) => return Err((Some(contact), e.into())),
@@ -118,6 +118,7 @@ impl<S: Store> Engine<S> {
         // They are reading: the send budget is theirs again.
         c.unanswered = 0;
         c.next_probe = None;
+        c.resend_requests = 0;
         match new_session {
             Some((_, header)) => {
                 let entry = SessionEntry {
@@ -180,7 +181,12 @@ impl<S: Store> Engine<S> {
                 for id in ids {
                     match self.store.message(&id) {
                         Ok(Some(stored)) => {
-                            self.seal(contact, &Payload::Chat(stored.encoded), batch);
+                            self.seal(
+                                contact,
+                                &Payload::Chat(stored.encoded),
+                                Sealing::Reply,
+                                batch,
+                            );
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -210,7 +216,7 @@ impl<S: Store> Engine<S> {
             Ok(Received::Held { meta, missing }) => {
                 batch.changes.messages.push(StoredMessage { meta, encoded });
                 if missing.is_some() {
-                    self.request_missing(now, contact, false, batch);
+                    self.request_missing(now, contact, false, Sealing::Reply, batch);
                 }
             }
             Ok(Received::Shown { meta, released }) => {
@@ -236,7 +242,7 @@ impl<S: Store> Engine<S> {
             }
         }
         // Acknowledged once committed (finish commits before sending).
-        self.seal(contact, &Payload::Ack(vec![id]), batch);
+        self.seal(contact, &Payload::Ack(vec![id]), Sealing::Reply, batch);
         Ok(())
     }
 
@@ -269,15 +275,20 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Asks `contact` for the missing counters (rate limited unless `force`).
+    /// Asks `contact` for the missing counters (`force`: whatever follows
+    /// what we have). Rate limited either way; timed requests (`sealing` is
+    /// [`Sealing::Own`]) back off, doubling up to the retry maximum, until
+    /// the contact answers.
     pub(super) fn request_missing(
         &mut self,
         now: Instant,
         contact: UserId,
         force: bool,
+        sealing: Sealing,
         batch: &mut Batch,
     ) {
         let interval = self.config.resend_interval;
+        let max = self.config.retry_max.max(interval);
         // Never create a contact here: an envelope refused before it
         // authenticated (a forged initial header) may name anyone.
         let Some(c) = self.contacts.get_mut(&contact) else {
@@ -297,9 +308,17 @@ impl<S: Store> Engine<S> {
             .or(force.then(|| (floor, floor + crate::message::MAX_RESEND_RANGE - 1)));
         // Due either way: with nothing to ask for (a held message waits
         // for a dependency, not a counter) the timer must still move on.
-        c.next_resend_request = Some(now + interval);
+        let wait = if sealing == Sealing::Own {
+            c.resend_requests = c.resend_requests.saturating_add(1);
+            interval
+                .saturating_mul(1u32 << (c.resend_requests - 1).min(16))
+                .min(max)
+        } else {
+            interval
+        };
+        c.next_resend_request = Some(now + wait);
         if let Some((from, to)) = range {
-            self.seal(contact, &Payload::Resend { from, to }, batch);
+            self.seal(contact, &Payload::Resend { from, to }, sealing, batch);
         }
     }
 }

@@ -3,12 +3,35 @@
 
 use std::time::Instant;
 
+use super::outbox::{MAX_UNANSWERED, SEND_BUDGET};
 use super::{Batch, Engine, EngineError, Transmit};
 use crate::envelope::{Envelope, SessionId, SessionRef, pad};
 use crate::message::Payload;
 use crate::store::Store;
 use crate::x3dh::{self, InitialHeader, PrekeyBundle};
 use crate::{Error, Session, UserId};
+
+/// Why an envelope is sealed, which decides what the send budget allows.
+///
+/// Every envelope sealed toward a contact spends a message key the contact
+/// must skip if the envelope is lost, and a contact can skip at most
+/// [`crate::ratchet::MAX_SKIP`] in one chain. So every seal, control or
+/// data, goes through [`Engine::seal`], which counts it and refuses what the
+/// budget does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sealing {
+    /// An answer to an envelope just received from the contact (an ack, a
+    /// resent message, a request for the gap it revealed): allowed while
+    /// under [`SEND_BUDGET`], online or not (it just reached us).
+    Reply,
+    /// Our own initiative (a message, a retry, a read receipt, a timed
+    /// resend request): only while the contact is online and under
+    /// [`SEND_BUDGET`].
+    Own,
+    /// The single retry allowed over [`SEND_BUDGET`] per retry interval:
+    /// only while online and under [`MAX_UNANSWERED`].
+    Probe,
+}
 
 pub(super) struct SessionEntry {
     pub(super) id: SessionId,
@@ -95,12 +118,26 @@ impl<S: Store> Engine<S> {
     }
 
     /// Encrypts `payload` on the active session to `contact` into the
-    /// batch. Returns false when there is no session.
-    pub(super) fn seal(&mut self, contact: UserId, payload: &Payload, batch: &mut Batch) -> bool {
+    /// batch, if the send budget allows it for `sealing`. Returns false
+    /// when it does not, or when there is no session.
+    pub(super) fn seal(
+        &mut self,
+        contact: UserId,
+        payload: &Payload,
+        sealing: Sealing,
+        batch: &mut Batch,
+    ) -> bool {
         let leak = self.config.leak_plaintext_for_tests;
         let Some(c) = self.contacts.get_mut(&contact) else {
             return false;
         };
+        let limit = match sealing {
+            Sealing::Probe => MAX_UNANSWERED,
+            Sealing::Reply | Sealing::Own => SEND_BUDGET,
+        };
+        if c.unanswered >= limit || (sealing != Sealing::Reply && !c.online) {
+            return false;
+        }
         let Some(device) = c.device.as_ref().map(|d| d.device().peer_id()) else {
             return false;
         };
