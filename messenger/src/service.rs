@@ -55,6 +55,8 @@ pub enum MessengerError {
 
 /// How long one dial to a contact's device may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest interval between two "storage failed" events to the application.
+const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The end of a dial to a contact's device.
 #[derive(Debug)]
@@ -266,6 +268,7 @@ impl Messenger {
             published_seq: 0,
             pending_events: std::collections::VecDeque::new(),
             stopped: false,
+            store_warned: None,
         };
         tokio::spawn(driver.run(Inputs {
             commands: command_rx,
@@ -482,6 +485,8 @@ struct Driver<S: Store> {
     pending_events: std::collections::VecDeque<Event>,
     /// The engine failed: stop after telling the application.
     stopped: bool,
+    /// When the application was last told that the store is failing.
+    store_warned: Option<Instant>,
 }
 
 /// Everything the driver task listens to.
@@ -650,9 +655,27 @@ impl<S: Store> Driver<S> {
         }
     }
 
-    /// The engine failed (its store did): tell the application and stop;
-    /// reopening the store resumes from the last commit.
+    /// The engine failed. A store failure (a full disk) is survivable: the
+    /// step left nothing behind and the engine reloads and retries, so the
+    /// application is told (at most once a minute) and the node keeps
+    /// serving. Anything else (stored state that does not parse) stops the
+    /// messenger; reopening the store resumes from the last commit.
     fn fatal(&mut self, error: shoal_im::engine::EngineError) {
+        if let shoal_im::engine::EngineError::Store(e) = &error {
+            tracing::warn!(%e, "store failed; the engine retries");
+            let now = Instant::now();
+            if self
+                .store_warned
+                .is_none_or(|t| now.duration_since(t) >= STORE_WARNING_INTERVAL)
+            {
+                self.store_warned = Some(now);
+                self.pending_events.push_back(Event::Error {
+                    contact: None,
+                    error: format!("storage failed (retrying): {e}"),
+                });
+            }
+            return;
+        }
         tracing::error!(%error, "messenger engine stopped");
         if !self.stopped {
             self.stopped = true;

@@ -248,7 +248,11 @@ impl shoal_im::Store for FlakyStore {
 }
 
 #[test]
-fn a_failed_commit_stops_the_engine_and_sends_nothing() {
+fn a_full_disk_sends_nothing_uncommitted_and_the_engine_recovers() {
+    // Alice's disk fills up mid-conversation: what she writes is refused,
+    // what Bob sends stays unacknowledged (so Bob retries), nothing leaves
+    // that was not committed, and once the disk has room again everything
+    // flows, with nothing lost or shown twice.
     let now = Instant::now();
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = FlakyStore {
@@ -263,26 +267,99 @@ fn a_failed_commit_stops_the_engine_and_sends_nothing() {
         1_700_000_000,
     )
     .unwrap();
-    let b = open(shoal_im::MemoryStore::new(), 2, now);
-    a.add_contact(b.user_id(), "bob").unwrap();
-    a.set_bundle(now, b.user_id(), &b.prekey_bundle()).unwrap();
-    a.set_online(now, b.user_id(), true).unwrap();
-    while a.poll_transmit().is_some() {}
+    let mut b = open(shoal_im::MemoryStore::new(), 2, now);
+    let (alice, bob) = (a.user_id(), b.user_id());
+    a.add_contact(bob, "bob").unwrap();
+    b.add_contact(alice, "alice").unwrap();
+    a.set_bundle(now, bob, &b.prekey_bundle()).unwrap();
+    a.set_online(now, bob, true).unwrap();
+    b.set_online(now, alice, true).unwrap();
+    let first = a.send(now, 1, bob, "before").unwrap();
+    let mut t = now;
+    exchange(&mut a, &mut b, t);
+    assert_eq!(b.outbox_len(&alice), 0);
+
     fail.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(a.send(now, 1, b.user_id(), "lost?").is_err());
-    assert!(
-        a.poll_transmit().is_none(),
-        "nothing leaves that was not committed"
-    );
-    assert!(
-        a.poll_timeout().is_none(),
-        "a stopped engine wants no timer"
-    );
-    assert!(
-        a.handle_timeout(now + std::time::Duration::from_secs(5))
-            .is_err()
-    );
-    assert!(a.send(now, 1, b.user_id(), "again").is_err());
+    assert!(matches!(
+        a.send(t, 2, bob, "refused"),
+        Err(shoal_im::engine::EngineError::Store(_))
+    ));
+    assert!(a.poll_transmit().is_none(), "nothing uncommitted leaves");
+    let from_bob = b.send(t, 3, alice, "while the disk is full").unwrap();
+    // For a minute Bob's retries reach Alice, whose commits fail: no ack.
+    for _ in 0..60 {
+        t += std::time::Duration::from_secs(1);
+        let _ = timers(&mut a, t);
+        timers(&mut b, t).unwrap();
+        while let Some(x) = b.poll_transmit() {
+            assert!(a.handle_envelope(t, &x.envelope).is_err());
+        }
+        assert!(
+            a.poll_transmit().is_none(),
+            "no ack for what was not stored"
+        );
+        assert!(
+            a.history(&bob, None, 10).is_ok(),
+            "the engine keeps serving"
+        );
+    }
+    assert_eq!(b.outbox_len(&alice), 1);
+    assert_eq!(history(&mut a, &bob), vec![first], "nothing half-stored");
+
+    // Room again: Bob's next retry is stored and acknowledged, and Alice
+    // writes again.
+    fail.store(false, std::sync::atomic::Ordering::Relaxed);
+    let second = a.send(t, 4, bob, "after").unwrap();
+    for _ in 0..60 {
+        t += std::time::Duration::from_secs(1);
+        timers(&mut a, t).unwrap();
+        timers(&mut b, t).unwrap();
+        exchange(&mut a, &mut b, t);
+    }
+    assert_eq!((a.outbox_len(&bob), b.outbox_len(&alice)), (0, 0));
+    let on_alice = history(&mut a, &bob);
+    assert_eq!(on_alice, history(&mut b, &alice));
+    let mut expected = vec![first, from_bob, second];
+    expected.sort();
+    let mut got = on_alice.clone();
+    got.sort();
+    assert_eq!(got, expected, "each message once, the refused one never");
+}
+
+/// Runs `e`'s timers if due.
+fn timers<S: shoal_im::Store>(
+    e: &mut shoal_im::engine::Engine<S>,
+    t: Instant,
+) -> Result<(), shoal_im::engine::EngineError> {
+    if e.poll_timeout().is_some_and(|at| at <= t) {
+        e.handle_timeout(t)?;
+    }
+    Ok(())
+}
+
+/// Moves envelopes both ways until none is left.
+fn exchange<S: shoal_im::Store, T: shoal_im::Store>(
+    a: &mut shoal_im::engine::Engine<S>,
+    b: &mut shoal_im::engine::Engine<T>,
+    now: Instant,
+) {
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(x) = a.poll_transmit() {
+            b.handle_envelope(now, &x.envelope).unwrap();
+            moved = true;
+        }
+        while let Some(x) = b.poll_transmit() {
+            a.handle_envelope(now, &x.envelope).unwrap();
+            moved = true;
+        }
+        while a.poll_event().is_some() {}
+        while b.poll_event().is_some() {}
+        if !moved {
+            return;
+        }
+    }
+    panic!("envelopes kept flowing");
 }
 
 #[test]

@@ -96,12 +96,12 @@ impl Default for EngineConfig {
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The store failed; the engine refuses further work (reopen it).
+    /// The store failed (a full disk, an I/O error). Nothing of the
+    /// operation took effect or left: the engine reloads its state from the
+    /// store on its next call and carries on, and inbound envelopes stay
+    /// unacknowledged, so their senders retry.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The engine failed before and refuses further work.
-    #[error("engine stopped after a store failure")]
-    Poisoned,
     /// Stored state did not parse.
     #[error("stored state: {0}")]
     Corrupt(Error),
@@ -157,7 +157,11 @@ pub struct Engine<S: Store> {
     sessions: HashMap<SessionId, UserId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    poisoned: bool,
+    /// A commit failed: memory is ahead of the store and must be reloaded
+    /// from it before anything else happens.
+    stale: bool,
+    /// The latest monotonic time a caller gave (for reloading timers).
+    last_now: Instant,
     commits: u64,
 }
 
@@ -215,7 +219,8 @@ impl<S: Store> Engine<S> {
             sessions: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            poisoned: false,
+            stale: false,
+            last_now: now,
             commits: 0,
         };
         engine.load_contacts(now)?;
@@ -248,12 +253,53 @@ impl<S: Store> Engine<S> {
             .collect()
     }
 
-    fn check(&self) -> Result<(), EngineError> {
-        if self.poisoned {
-            Err(EngineError::Poisoned)
-        } else {
-            Ok(())
+    /// Reloads the state from the store if a commit failed since the last
+    /// call; an error if the store cannot be read either.
+    fn check(&mut self) -> Result<(), EngineError> {
+        if self.stale {
+            self.reload()?;
         }
+        Ok(())
+    }
+
+    /// Notes the caller's clock (it only moves forward).
+    fn tick(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+    }
+
+    /// Throws away the in-memory state and loads it again from the store:
+    /// after a failed commit, the store holds the truth (the last commit
+    /// that succeeded). Envelopes and events of committed work that are
+    /// still queued stay queued.
+    fn reload(&mut self) -> Result<(), EngineError> {
+        let blob = self
+            .store
+            .load_identity()?
+            .ok_or(EngineError::Corrupt(Error::Malformed {
+                what: "identity missing after a failed commit",
+            }))?;
+        let (user, device, prekeys) = Self::load_identity(&blob).map_err(EngineError::Corrupt)?;
+        self.user = user;
+        self.device = device;
+        self.prekeys = prekeys;
+        // Whether a contact is online is the driver's knowledge, not stored.
+        let online: Vec<UserId> = self
+            .contacts
+            .values()
+            .filter(|c| c.online)
+            .map(|c| c.user)
+            .collect();
+        self.contacts.clear();
+        self.sessions.clear();
+        self.load_contacts(self.last_now)?;
+        for user in online {
+            if let Some(c) = self.contacts.get_mut(&user) {
+                c.online = true;
+            }
+        }
+        self.stale = false;
+        tracing::info!("engine state reloaded from the store after a failed commit");
+        Ok(())
     }
 
     /// Commits the batch (with the blobs of every contact it touched), then
@@ -270,8 +316,10 @@ impl<S: Store> Engine<S> {
         if !batch.changes.is_empty()
             && let Err(e) = self.store.commit(&batch.changes)
         {
-            // Memory and disk disagree now: refuse further work.
-            self.poisoned = true;
+            // Memory is ahead of the disk now: nothing of the batch leaves,
+            // and the next call reloads the state the store holds.
+            tracing::warn!(%e, "commit failed; nothing of this step is kept");
+            self.stale = true;
             return Err(e.into());
         }
         if !batch.transmits.is_empty()

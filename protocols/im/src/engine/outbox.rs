@@ -1,7 +1,7 @@
 //! The outbox: sending messages and read receipts, retries with backoff, the
 //! send budget, and the timers that drive them.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::sessions::Sealing;
 use super::{Batch, Engine, EngineError, Event};
@@ -51,6 +51,8 @@ impl<S: Store> Engine<S> {
         contact: UserId,
         online: bool,
     ) -> Result<(), EngineError> {
+        self.tick(now);
+        self.check()?;
         let Some(c) = self.contacts.get_mut(&contact) else {
             return Ok(());
         };
@@ -64,6 +66,7 @@ impl<S: Store> Engine<S> {
     /// Sends every unacknowledged message to `contact` now instead of at
     /// its backoff time (if online).
     pub fn retry_now(&mut self, now: Instant, contact: UserId) -> Result<(), EngineError> {
+        self.tick(now);
         self.check()?;
         let Some(c) = self.contacts.get_mut(&contact) else {
             return Ok(());
@@ -86,6 +89,7 @@ impl<S: Store> Engine<S> {
         contact: UserId,
         text: &str,
     ) -> Result<MessageId, EngineError> {
+        self.tick(now);
         self.check()?;
         if text.len() > MAX_BODY_LEN {
             return Err(EngineError::TooLarge(text.len()));
@@ -221,8 +225,9 @@ impl<S: Store> Engine<S> {
 
     /// When [`Engine::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.poisoned {
-            return None;
+        if self.stale {
+            // Reload (and so retry) a second after a failed commit.
+            return Some(self.last_now + Duration::from_secs(1));
         }
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
@@ -247,6 +252,7 @@ impl<S: Store> Engine<S> {
     /// Retries due messages, repeats resend requests for held messages and
     /// bundle requests for contacts without a session.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), EngineError> {
+        self.tick(now);
         self.check()?;
         let mut batch = Batch::default();
         let users: Vec<UserId> = self.contacts.keys().copied().collect();

@@ -18,6 +18,7 @@ impl<S: Store> Engine<S> {
     /// sessions are found by id, so relayed envelopes work too). Refusals
     /// become [`Event::Rejected`]; only store failures are errors.
     pub fn handle_envelope(&mut self, now: Instant, bytes: &[u8]) -> Result<(), EngineError> {
+        self.tick(now);
         self.check()?;
         let mut batch = Batch::default();
         if let Err((contact, reason)) = self.receive(now, bytes, &mut batch) {

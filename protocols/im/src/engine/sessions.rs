@@ -58,6 +58,7 @@ impl<S: Store> Engine<S> {
         contact: UserId,
         bundle: &PrekeyBundle,
     ) -> Result<(), EngineError> {
+        self.tick(now);
         self.check()?;
         if bundle.certificate.user() != contact.public_key() {
             return Err(EngineError::Bundle(Error::WrongUser));

@@ -238,7 +238,10 @@ pub(crate) fn received(events: &[Event]) -> Vec<MessageId> {
 
 /// The whole history, oldest first, checking that every message comes
 /// after its previous message and its dependencies.
-pub(crate) fn history(engine: &mut Engine<MemoryStore>, contact: &UserId) -> Vec<MessageId> {
+pub(crate) fn history<S: shoal_im::Store>(
+    engine: &mut Engine<S>,
+    contact: &UserId,
+) -> Vec<MessageId> {
     let items = history_items(engine, contact);
     let mut seen = HashSet::new();
     for item in &items {
@@ -255,8 +258,8 @@ pub(crate) fn history(engine: &mut Engine<MemoryStore>, contact: &UserId) -> Vec
 }
 
 /// The whole history, oldest first, read in pages of 50.
-pub(crate) fn history_items(
-    engine: &mut Engine<MemoryStore>,
+pub(crate) fn history_items<S: shoal_im::Store>(
+    engine: &mut Engine<S>,
     contact: &UserId,
 ) -> Vec<HistoryItem> {
     let mut all = Vec::new();
