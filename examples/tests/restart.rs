@@ -43,8 +43,8 @@ impl Rng {
 }
 
 /// Bob's `chat` process on `dir`, joining through `seed`; `abort_after`
-/// sets the test hook that aborts right after the n-th commit followed by
-/// envelopes.
+/// sets the test hook that aborts right after the n-th durable commit of
+/// the run (a store wrapper in the chat binary).
 fn bob(dir: &Path, seed: &Multiaddr, abort_after: Option<u64>) -> Process {
     let mut args = vec![
         "--data-dir".to_owned(),

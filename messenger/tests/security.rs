@@ -283,11 +283,11 @@ struct Wire {
 async fn plaintext_run(n: usize, leak: bool) -> Wire {
     let net = MemoryNetwork::new();
     let (relays, mut relay_taps) = relays(&net, 3).await;
-    let alice_engine = EngineConfig {
-        leak_plaintext_for_tests: leak,
-        ..EngineConfig::default()
-    };
-    let (mut alice, mut tap_a) = user(&net, &relays, MemoryStore::new(), alice_engine).await;
+    let (mut alice, mut tap_a) =
+        user(&net, &relays, MemoryStore::new(), EngineConfig::default()).await;
+    if leak {
+        shoal_im::audit::leak_plaintext_of(alice.messenger.user_id());
+    }
     let (mut bob, mut tap_b) =
         user(&net, &relays, MemoryStore::new(), EngineConfig::default()).await;
     let (a, b) = (alice.messenger.user_id(), bob.messenger.user_id());

@@ -70,8 +70,9 @@ struct Args {
     /// standard input or Ctrl-C; with it, the end of input does not stop).
     #[arg(long)]
     duration: Option<f64>,
-    /// Test only: abort the process right after the n-th engine commit
-    /// that is followed by envelopes.
+    /// Test only: abort the process right after the n-th durable commit of
+    /// this run, before anything that follows it (an acknowledgement, an
+    /// envelope) leaves.
     #[arg(long, hide = true)]
     abort_after_commits: Option<u64>,
 }
@@ -597,13 +598,16 @@ async fn run() -> Result<(), Error> {
     common::create_data_dir(&args.data_dir)?;
     let db = args.data_dir.join("messenger.db");
     let store = SqliteStore::open(&db).map_err(|e| format!("{}: {e}", db.display()))?;
-    let mut config = MessengerConfig {
+    let config = MessengerConfig {
         listen: args.listen.clone(),
         bootstrap: args.bootstrap.clone(),
         external_addresses: args.external_address.clone(),
         ..MessengerConfig::default()
     };
-    config.engine.abort_after_commits_for_tests = args.abort_after_commits;
+    let store = AbortAfterCommits {
+        inner: store,
+        left: args.abort_after_commits,
+    };
     let (messenger, mut events) = Messenger::start(store, TcpTransport::default(), config).await?;
 
     let mut chat = Chat {
@@ -711,4 +715,51 @@ async fn run() -> Result<(), Error> {
         tracing::warn!("shutdown timed out");
     }
     Ok(())
+}
+
+/// The store, with the crash test's hook: with `left` set, the process
+/// aborts right after that many commits have become durable, between a
+/// commit and whatever the engine would send after it.
+struct AbortAfterCommits {
+    inner: SqliteStore,
+    left: Option<u64>,
+}
+
+impl shoal_im::Store for AbortAfterCommits {
+    fn load_identity(&mut self) -> Result<Option<Vec<u8>>, shoal_im::StoreError> {
+        self.inner.load_identity()
+    }
+    fn load_contacts(
+        &mut self,
+    ) -> Result<Vec<shoal_im::store::ContactRecord>, shoal_im::StoreError> {
+        self.inner.load_contacts()
+    }
+    fn load_index(&mut self) -> Result<Vec<shoal_im::MessageMeta>, shoal_im::StoreError> {
+        self.inner.load_index()
+    }
+    fn message(
+        &mut self,
+        id: &shoal_im::MessageId,
+    ) -> Result<Option<shoal_im::StoredMessage>, shoal_im::StoreError> {
+        self.inner.message(id)
+    }
+    fn history(
+        &mut self,
+        contact: &[u8; 32],
+        before: Option<shoal_im::store::HistoryCursor>,
+        limit: usize,
+    ) -> Result<Vec<shoal_im::StoredMessage>, shoal_im::StoreError> {
+        self.inner.history(contact, before, limit)
+    }
+    fn commit(&mut self, changes: &shoal_im::Changes) -> Result<(), shoal_im::StoreError> {
+        self.inner.commit(changes)?;
+        if let Some(left) = self.left.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                eprintln!("test hook: aborting right after a durable commit");
+                std::process::abort();
+            }
+        }
+        Ok(())
+    }
 }

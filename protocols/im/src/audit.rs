@@ -1,7 +1,10 @@
 //! Seal audit (feature `seal-audit`, for tests only): a record of every
 //! (message key, nonce, plaintext) a ratchet sealed on this thread, and a
 //! checker that fails when one (key, nonce) pair sealed two different
-//! plaintexts, the one thing a stream cipher must never do.
+//! plaintexts, the one thing a stream cipher must never do. And
+//! [`leak_plaintext_of`], which makes one user's engine append each
+//! plaintext payload to its envelope in the clear, so a test can show that
+//! its "no plaintext on the wire" check is able to fail.
 //!
 //! Only hashes are kept: BLAKE2b-256 of the key and of the plaintext.
 //! Recording is per thread and off until [`start`] is called on it, so
@@ -10,12 +13,37 @@
 //! run) records nothing.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 
+use crate::UserId;
 use crate::ratchet::NONCE_LEN;
+
+/// Users whose engines leak their plaintext (keyed by user, so tests
+/// running in parallel in one process do not affect each other).
+static LEAKING: Mutex<Option<HashSet<UserId>>> = Mutex::new(None);
+
+/// From now on, every engine of `user` appends the plaintext payload to
+/// each envelope it seals (test only: proves a plaintext check can fail).
+pub fn leak_plaintext_of(user: UserId) {
+    LEAKING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(HashSet::new)
+        .insert(user);
+}
+
+/// Whether `user`'s engines leak (see [`leak_plaintext_of`]).
+pub(crate) fn leaks(user: &UserId) -> bool {
+    LEAKING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|l| l.contains(user))
+}
 
 /// One seal: hashes of the key and plaintext, and the nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,16 +68,6 @@ pub struct EngineConfig {
     pub resend_interval: Duration,
     /// Sessions kept per contact for decrypting late messages.
     pub max_sessions: usize,
-    /// Test only: append every plaintext payload to its envelope, in the
-    /// clear, so tests can prove their plaintext checks can fail. Never set
-    /// this anywhere else.
-    #[doc(hidden)]
-    pub leak_plaintext_for_tests: bool,
-    /// Test only: abort the process right after the n-th commit that is
-    /// followed by envelopes (between the durable commit and the ack), to
-    /// test crash recovery. Never set this anywhere else.
-    #[doc(hidden)]
-    pub abort_after_commits_for_tests: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -87,8 +77,6 @@ impl Default for EngineConfig {
             retry_max: Duration::from_secs(30),
             resend_interval: Duration::from_secs(1),
             max_sessions: 4,
-            leak_plaintext_for_tests: false,
-            abort_after_commits_for_tests: None,
         }
     }
 }
@@ -162,7 +150,6 @@ pub struct Engine<S: Store> {
     stale: bool,
     /// The latest monotonic time a caller gave (for reloading timers).
     last_now: Instant,
-    commits: u64,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -221,7 +208,6 @@ impl<S: Store> Engine<S> {
             events: VecDeque::new(),
             stale: false,
             last_now: now,
-            commits: 0,
         };
         engine.load_contacts(now)?;
         Ok(engine)
@@ -321,15 +307,6 @@ impl<S: Store> Engine<S> {
             tracing::warn!(%e, "commit failed; nothing of this step is kept");
             self.stale = true;
             return Err(e.into());
-        }
-        if !batch.transmits.is_empty()
-            && let Some(n) = self.config.abort_after_commits_for_tests
-        {
-            self.commits += 1;
-            if self.commits >= n {
-                tracing::error!("test hook: aborting between commit and send");
-                std::process::abort();
-            }
         }
         self.transmits.extend(batch.transmits);
         self.events.extend(batch.events);

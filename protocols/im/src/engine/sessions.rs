@@ -128,7 +128,8 @@ impl<S: Store> Engine<S> {
         sealing: Sealing,
         batch: &mut Batch,
     ) -> bool {
-        let leak = self.config.leak_plaintext_for_tests;
+        #[cfg(feature = "seal-audit")]
+        let leak = crate::audit::leaks(&self.user_id());
         let Some(c) = self.contacts.get_mut(&contact) else {
             return false;
         };
@@ -160,15 +161,18 @@ impl<S: Store> Engine<S> {
             Some(header) => SessionRef::Initial(Box::new(header.clone())),
             None => SessionRef::Known(entry.id),
         };
-        let mut envelope = Envelope {
+        let envelope = Envelope {
             recipient: device,
             session,
             ratchet,
         }
         .encode();
-        if leak {
-            envelope.extend_from_slice(&plain);
-        }
+        #[cfg(feature = "seal-audit")]
+        let envelope = if leak {
+            [envelope, plain].concat()
+        } else {
+            envelope
+        };
         c.unanswered = c.unanswered.saturating_add(1);
         batch.dirty(contact);
         batch.transmits.push(Transmit {
