@@ -142,11 +142,7 @@ impl<S: Store> Engine<S> {
                 }
                 conversation.restore(meta, held);
             }
-            let heads = blob
-                .heads
-                .iter()
-                .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(MessageId));
-            conversation.restore_heads(heads);
+            conversation.restore_heads(message_ids(&blob.heads));
             // Held messages after a restart: ask for what is missing soon.
             let next_resend_request = (conversation.held_len() > 0).then_some(now);
             self.contacts.insert(
@@ -163,11 +159,7 @@ impl<S: Store> Engine<S> {
                     next_route_request: None,
                     online: false,
                     unanswered: blob.unanswered,
-                    pending_read: blob
-                        .pending_read
-                        .iter()
-                        .filter_map(|id| <[u8; 32]>::try_from(id.as_slice()).ok().map(MessageId))
-                        .collect(),
+                    pending_read: message_ids(&blob.pending_read).collect(),
                     resend_requests: 0,
                     next_probe: None,
                 },
@@ -247,6 +239,13 @@ impl<S: Store> Engine<S> {
             })
             .map(|c| c.user)
     }
+}
+
+/// The stored message ids in `blobs` (any of the wrong length skipped).
+fn message_ids(blobs: &[Vec<u8>]) -> impl Iterator<Item = MessageId> + '_ {
+    blobs
+        .iter()
+        .filter_map(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(MessageId))
 }
 
 pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
