@@ -558,11 +558,17 @@ impl<S: Store> Driver<S> {
                         self.flush_waiting(session.peer);
                         self.set_online(session.peer, true);
                     }
-                    Some(ProtocolEvent::Received { data, .. }) => {
+                    Some(ProtocolEvent::Received { session, data }) => {
                         if let Some(tap) = &self.config.envelope_tap {
                             let _ = tap.try_send(data.clone());
                         }
-                        if let Err(e) = self.engine.handle_envelope(Instant::now(), &data) {
+                        // The transport authenticated the sending device:
+                        // an envelope of ours it cannot have sealed on a
+                        // working session makes the engine ask for a new one.
+                        let result =
+                            self.engine
+                                .handle_envelope_from(Instant::now(), session.peer, &data);
+                        if let Err(e) = result {
                             self.fatal(e);
                         }
                     }
@@ -834,6 +840,10 @@ impl<S: Store> Driver<S> {
                     self.route(contact, device, now);
                     continue;
                 }
+                EngineEvent::SessionReset { contact } => {
+                    tracing::info!(%contact, "session replaced at the contact's request");
+                    continue;
+                }
                 EngineEvent::Rejected { contact, reason } => Event::Error {
                     contact,
                     error: format!("envelope refused: {reason}"),
@@ -853,15 +863,20 @@ impl<S: Store> Driver<S> {
             self.deliver(device, bytes);
             return;
         }
+        // A reset request to a device we cannot name a user for goes out
+        // only while it is connected.
+        let Some(contact) = transmit.contact else {
+            return;
+        };
         let max = self.config.max_waiting;
         let (_, queue) = self
             .waiting
             .entry(device)
-            .or_insert_with(|| (transmit.contact, Vec::new()));
+            .or_insert_with(|| (contact, Vec::new()));
         if queue.len() < max {
             queue.push(bytes);
         }
-        self.route(transmit.contact, device, now);
+        self.route(contact, device, now);
     }
 
     /// Gets a session to `device` (of `contact`): dials a known address,

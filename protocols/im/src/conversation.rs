@@ -111,11 +111,6 @@ impl Conversation {
         self.heads.iter().map(|(_, id)| *id)
     }
 
-    /// The metadata of a known message.
-    pub(crate) fn get(&self, id: &MessageId) -> Option<&MessageMeta> {
-        self.known.get(id)
-    }
-
     /// Mutable metadata of a known message.
     pub(crate) fn get_mut(&mut self, id: &MessageId) -> Option<&mut MessageMeta> {
         self.known.get_mut(id)

@@ -36,6 +36,9 @@ pub const SESSION_ID_DOMAIN: &[u8] = b"shoal/im/session-id/1";
 
 const TYPE_INITIAL: u8 = 1;
 const TYPE_NORMAL: u8 = 2;
+/// Type byte of a reset request ([`crate::reset`]), which shares the
+/// envelope's first two bytes.
+pub(crate) const TYPE_RESET: u8 = 3;
 
 /// Names a ratchet session: the first 16 bytes of BLAKE2b-256 over
 /// `len(domain) | domain | initial header`. Both ends compute it from the

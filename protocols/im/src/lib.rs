@@ -20,6 +20,8 @@
 //!   message carries (message, ack, read receipt, resend request).
 //! - [`envelope`]: what travels: recipient, session, ratchet message around
 //!   a payload padded to a size bucket.
+//! - [`reset`]: the signed request that makes a peer replace a session
+//!   the requester can no longer decrypt.
 //! - [`conversation`]: causal order, held messages and gaps.
 //! - [`engine`]: the [`engine::Engine`]: send, receive, acknowledge, retry;
 //!   commits every step to its [`Store`] before anything leaves.
@@ -86,6 +88,7 @@ pub mod message;
 mod persist;
 pub mod presence;
 pub mod ratchet;
+pub mod reset;
 pub mod store;
 pub mod x3dh;
 
@@ -94,6 +97,7 @@ pub use contact::{UserId, UserIdError};
 pub use error::Error;
 pub use message::{Message, MessageId, Payload};
 pub use ratchet::{Header, Session};
+pub use reset::ResetRequest;
 pub use store::{
     Changes, MemoryStore, MessageFlags, MessageMeta, Store, StoreError, StoredMessage,
 };

@@ -67,6 +67,13 @@ pub(super) struct Contact {
     ///
     /// [`SEND_BUDGET`]: super::SEND_BUDGET
     pub(super) next_probe: Option<Instant>,
+    /// When we last replaced the session at the contact's request.
+    pub(super) last_reset: Option<Instant>,
+    /// When we last asked the contact for a new session: a new session it
+    /// starts is taken as the answer for [`RESET_ANSWER_WINDOW`].
+    ///
+    /// [`RESET_ANSWER_WINDOW`]: super::repair::RESET_ANSWER_WINDOW
+    pub(super) reset_requested: Option<Instant>,
 }
 
 impl<S: Store> Engine<S> {
@@ -162,6 +169,8 @@ impl<S: Store> Engine<S> {
                     pending_read: message_ids(&blob.pending_read).collect(),
                     resend_requests: 0,
                     next_probe: None,
+                    last_reset: None,
+                    reset_requested: None,
                 },
             );
         }
@@ -216,6 +225,8 @@ impl<S: Store> Engine<S> {
             pending_read: Vec::new(),
             resend_requests: 0,
             next_probe: None,
+            last_reset: None,
+            reset_requested: None,
         })
     }
 

@@ -31,6 +31,12 @@ pub enum RejectReason {
     /// The envelope came from our own device.
     #[error("envelope from ourselves")]
     FromSelf,
+    /// A new session from a contact whose session works and whom we did
+    /// not ask for one: a replay, or a contact that lost our session. We
+    /// ask the device for a new session instead (a reset request, which
+    /// only a device holding that session as its active one honours).
+    #[error("new session not asked for; verifying with a reset request")]
+    UnrequestedSession,
     /// A stranger started a conversation while [`MAX_UNNAMED_CONTACTS`]
     /// others wait to be named with [`Engine::add_contact`].
     ///
@@ -88,6 +94,13 @@ pub enum Event {
         /// Its device.
         device: PeerId,
     },
+    /// The contact could not decrypt our session and asked for a new one
+    /// (a signed reset request); we started it, and every unacknowledged
+    /// message goes out again on it with its id unchanged.
+    SessionReset {
+        /// The contact.
+        contact: UserId,
+    },
     /// An envelope was refused; nothing else changed.
     Rejected {
         /// The contact, when the envelope could be attributed.
@@ -97,11 +110,13 @@ pub enum Event {
     },
 }
 
-/// An envelope to send to a contact's device.
+/// An envelope to send to a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// The conversation.
-    pub contact: UserId,
+    /// The conversation; `None` for a reset request to a device we cannot
+    /// attribute to a user (it sent an envelope of a session we do not
+    /// hold): send it only if that device is connected.
+    pub contact: Option<UserId>,
     /// The device to deliver to.
     pub device: PeerId,
     /// The encoded envelope.

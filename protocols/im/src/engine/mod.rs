@@ -8,7 +8,8 @@
 //! # Driving it
 //! - [`Engine::send`], [`Engine::mark_read`], [`Engine::add_contact`]: user
 //!   actions.
-//! - [`Engine::handle_envelope`]: bytes from the network.
+//! - [`Engine::handle_envelope_from`]: bytes from the network, from a
+//!   known device ([`Engine::handle_envelope`] when the sender is unknown).
 //! - [`Engine::set_bundle`]: the contact's prekey bundle, fetched after
 //!   [`Event::NeedBundle`].
 //! - [`Engine::set_online`]: whether a session to the contact's device is
@@ -34,6 +35,7 @@ mod events;
 mod identity;
 mod outbox;
 mod receive;
+mod repair;
 mod sessions;
 
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +58,7 @@ pub use self::contacts::{ContactInfo, MAX_UNNAMED_CONTACTS};
 pub use self::events::{Event, RejectReason, Transmit};
 pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
 pub use self::outbox::{MAX_UNANSWERED, SEND_BUDGET};
+pub use self::repair::{RESET_ANSWER_WINDOW, RESET_INTERVAL};
 
 /// Tunables of an [`Engine`].
 #[derive(Debug, Clone)]
@@ -150,6 +153,12 @@ pub struct Engine<S: Store> {
     stale: bool,
     /// The latest monotonic time a caller gave (for reloading timers).
     last_now: Instant,
+    /// When reset requests last went out, by device.
+    reset_limiter: self::repair::ResetLimiter,
+    /// Reset requests sent since opening.
+    resets_sent: u64,
+    /// Sessions replaced at a contact's request since opening.
+    resets_honoured: u64,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -208,6 +217,9 @@ impl<S: Store> Engine<S> {
             events: VecDeque::new(),
             stale: false,
             last_now: now,
+            reset_limiter: Default::default(),
+            resets_sent: 0,
+            resets_honoured: 0,
         };
         engine.load_contacts(now)?;
         Ok(engine)

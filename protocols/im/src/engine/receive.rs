@@ -3,25 +3,43 @@
 
 use std::time::Instant;
 
+use super::repair::RESET_ANSWER_WINDOW;
 use super::sessions::{Sealing, SessionEntry};
 use super::{Batch, Engine, EngineError, Event, MAX_UNNAMED_CONTACTS, RejectReason};
 use crate::conversation::Received;
 use crate::envelope::{Envelope, SessionRef, unpad};
 use crate::message::{Message, MessageId, Payload};
+use crate::reset::is_reset_request;
 use crate::store::{Store, StoredMessage};
 use crate::x3dh;
 use crate::{Error, UserId};
+use shoal_identity::PeerId;
 
 impl<S: Store> Engine<S> {
-    /// Takes one envelope from the network. `from` is the device the
-    /// envelope arrived from, when the transport knows it (informational:
-    /// sessions are found by id, so relayed envelopes work too). Refusals
-    /// become [`Event::Rejected`]; only store failures are errors.
+    /// Takes one envelope from the network whose sender is not known (a
+    /// relayed or stored one): sessions are found by id. Refusals become
+    /// [`Event::Rejected`]; only store failures are errors. An envelope
+    /// that fails to decrypt never makes the engine ask for a new session
+    /// here; see [`Engine::handle_envelope_from`].
     pub fn handle_envelope(&mut self, now: Instant, bytes: &[u8]) -> Result<(), EngineError> {
+        self.receive_envelope(now, None, bytes)
+    }
+
+    pub(super) fn receive_envelope(
+        &mut self,
+        now: Instant,
+        from: Option<PeerId>,
+        bytes: &[u8],
+    ) -> Result<(), EngineError> {
         self.tick(now);
         self.check()?;
         let mut batch = Batch::default();
-        if let Err((contact, reason)) = self.receive(now, bytes, &mut batch) {
+        let result = if is_reset_request(bytes) {
+            self.take_reset(now, bytes, &mut batch)
+        } else {
+            self.receive(now, from, bytes, &mut batch)
+        };
+        if let Err((contact, reason)) = result {
             tracing::debug!(?contact, %reason, "envelope refused");
             batch.events.push(Event::Rejected { contact, reason });
         }
@@ -31,6 +49,7 @@ impl<S: Store> Engine<S> {
     fn receive(
         &mut self,
         now: Instant,
+        from: Option<PeerId>,
         bytes: &[u8],
         batch: &mut Batch,
     ) -> Result<(), (Option<UserId>, RejectReason)> {
@@ -42,7 +61,18 @@ impl<S: Store> Engine<S> {
         let (contact, new_session) = match self.sessions.get(&session_id) {
             Some(user) => (*user, None),
             None => match &envelope.session {
-                SessionRef::Known(_) => return Err((None, RejectReason::UnknownSession)),
+                SessionRef::Known(_) => {
+                    // Evicted, or lost with a restore: ask the device that
+                    // sent it (known from the transport) for a new session.
+                    // It honours the request only if this is its active
+                    // session with us, so a device that merely sends
+                    // made-up ids gains nothing.
+                    let contact = from.and_then(|d| self.contact_of_device(&d));
+                    if let Some(device) = from {
+                        self.request_reset(now, contact, device, session_id, batch);
+                    }
+                    return Err((contact, RejectReason::UnknownSession));
+                }
                 SessionRef::Initial(header) => {
                     let user = UserId::new(header.sender.user());
                     if user == self.user_id() {
@@ -56,19 +86,27 @@ impl<S: Store> Engine<S> {
                     {
                         return Err((Some(user), RejectReason::TooManyStrangers));
                     }
-                    let secret = self
+                    let Some(prekey) = self
                         .prekeys
                         .iter()
-                        .find(|p| p.signed.id() == header.prekey_id)
-                        .map(|p| &p.secret)
-                        .ok_or((
+                        .position(|p| p.signed.id() == header.prekey_id)
+                    else {
+                        // Started from a prekey we erased: the sender must
+                        // start again from our current bundle. The header
+                        // is not authenticated, so the request goes to the
+                        // device it names, rate limited, and only a
+                        // session that device really has is ever replaced.
+                        let device = header.sender.device().peer_id();
+                        self.request_reset(now, Some(user), device, session_id, batch);
+                        return Err((
                             Some(user),
                             RejectReason::Crypto(Error::PrekeyMismatch {
                                 found: header.prekey_id,
                                 expected: self.prekeys[self.prekeys.len() - 1].signed.id(),
                             }),
-                        ))?;
-                    let session = x3dh::respond(&self.device, secret, header)
+                        ));
+                    };
+                    let session = x3dh::respond(&self.device, &self.prekeys[prekey].secret, header)
                         .map_err(|e| (Some(user), e.into()))?;
                     (user, Some((session, (**header).clone())))
                 }
@@ -90,11 +128,12 @@ impl<S: Store> Engine<S> {
                 // A replay or duplicate of a message already taken: drop.
                 return Ok(());
             }
-            Err(e @ Error::OutsideWindow { .. }) => {
-                self.request_missing(now, contact, true, Sealing::Reply, batch);
+            Err(e) => {
+                if new_session.is_none() {
+                    self.after_decrypt_failure(now, from, contact, session_id, &e, batch);
+                }
                 return Err((Some(contact), e.into()));
             }
-            Err(e) => return Err((Some(contact), e.into())),
         };
         let payload = unpad(&padded)
             .and_then(Payload::decode)
@@ -110,43 +149,56 @@ impl<S: Store> Engine<S> {
             _ => None,
         };
 
+        // A new session replaces one that works only if we asked for it:
+        // otherwise it may be a replay of an old initial envelope. A
+        // contact that really lost our session gets a reset request and
+        // answers it with another new session, which we then take.
+        if let Some((_, header)) = &new_session
+            && let Some(c) = self.contacts.get(&contact)
+            && c.sessions.first().is_some_and(|s| s.initial.is_none())
+            && c.reset_requested
+                .is_none_or(|t| now >= t + RESET_ANSWER_WINDOW)
+        {
+            let device = header.sender.device().peer_id();
+            self.request_reset(now, Some(contact), device, session_id, batch);
+            return Err((Some(contact), RejectReason::UnrequestedSession));
+        }
+
         // Accepted: install the session state.
         if !self.contacts.contains_key(&contact) {
             batch.events.push(Event::ContactAdded { contact });
         }
-        let max_sessions = self.config.max_sessions.max(1);
         let c = self.contact_entry(contact);
         // They are reading: the send budget is theirs again.
         c.unanswered = 0;
         c.next_probe = None;
         c.resend_requests = 0;
+        let mut replaced = false;
         match new_session {
             Some((_, header)) => {
-                let entry = SessionEntry {
-                    id: session_id,
-                    session,
-                    initial: None,
-                };
                 // Both sides started a session at once: both keep the one
                 // with the smaller id. Otherwise the peer's new session wins
-                // (they lost ours).
+                // (they lost ours, or replaced it at our request), and what
+                // we had not delivered goes out again on it.
+                c.reset_requested = None;
                 let ours_pending = c.sessions.first().is_some_and(|s| s.initial.is_some());
-                if ours_pending && c.sessions[0].id < session_id {
-                    c.sessions.insert(1, entry);
-                } else {
-                    c.sessions.insert(0, entry);
-                }
+                let at = usize::from(ours_pending && c.sessions[0].id < session_id);
                 c.device = Some(header.sender.clone());
-                let mut dropped = Vec::new();
-                while c.sessions.len() > max_sessions {
-                    if let Some(old) = c.sessions.pop() {
-                        dropped.push(old.id);
+                if at == 0 {
+                    replaced = true;
+                    for pending in c.outbox.values_mut() {
+                        pending.next = now;
                     }
                 }
-                for old in dropped {
-                    self.sessions.remove(&old);
-                }
-                self.sessions.insert(session_id, contact);
+                self.install_session(
+                    contact,
+                    at,
+                    SessionEntry {
+                        id: session_id,
+                        session,
+                        initial: None,
+                    },
+                );
             }
             None => {
                 if let Some(entry) = c.sessions.iter_mut().find(|s| s.id == session_id) {
@@ -156,6 +208,9 @@ impl<S: Store> Engine<S> {
             }
         }
         batch.dirty(contact);
+        if replaced {
+            self.flush_outbox(now, contact, batch);
+        }
 
         match payload {
             Payload::Chat(encoded) => {
@@ -168,16 +223,16 @@ impl<S: Store> Engine<S> {
             Payload::Resend { from, to } => {
                 let interval = self.config.resend_interval;
                 let c = self.contact_entry(contact);
-                // One answer per interval, and only what was never
-                // acknowledged: each resent message costs a message key
-                // and up to a bucket of bandwidth.
+                // One answer per interval: each resent message costs a
+                // message key and up to a bucket of bandwidth. Messages
+                // the contact acknowledged are sent too: a contact whose
+                // disk went back in time lost them.
                 if c.next_resend_answer.is_some_and(|t| t > now) {
                     return Ok(());
                 }
                 c.next_resend_answer = Some(now + interval);
                 let ids: Vec<MessageId> = (from..=to)
                     .filter_map(|n| c.conversation.own_at(n))
-                    .filter(|id| c.conversation.get(id).is_some_and(|m| !m.flags.delivered))
                     .collect();
                 for id in ids {
                     match self.store.message(&id) {

@@ -48,10 +48,12 @@ impl<S: Store> Engine<S> {
             .is_some_and(|c| !c.sessions.is_empty())
     }
 
-    /// Gives the engine `contact`'s prekey bundle (from the directory). If
-    /// no session exists, or the bundle names another device than the one
-    /// we know (the contact moved), a session is started from it and
-    /// waiting messages go out on it once the device is online.
+    /// Gives the engine `contact`'s prekey bundle (from the directory). A
+    /// session is started from it when none exists, when the bundle names
+    /// another device than the one we know (the contact moved), or when our
+    /// active session was never answered and was started from another
+    /// prekey (the contact may have erased it); waiting messages go out on
+    /// it once the device is online.
     pub fn set_bundle(
         &mut self,
         now: Instant,
@@ -63,34 +65,61 @@ impl<S: Store> Engine<S> {
         if bundle.certificate.user() != contact.public_key() {
             return Err(EngineError::Bundle(Error::WrongUser));
         }
-        if !self.contacts.contains_key(&contact) {
+        let Some(c) = self.contacts.get(&contact) else {
             return Err(EngineError::UnknownContact(contact));
-        }
-        let moved = self.contacts.get(&contact).is_some_and(|c| {
-            c.device
+        };
+        let moved = c
+            .device
+            .as_ref()
+            .is_some_and(|d| d.device() != bundle.certificate.device());
+        let stale_prekey = c.sessions.first().is_some_and(|s| {
+            s.initial
                 .as_ref()
-                .is_some_and(|d| d.device() != bundle.certificate.device())
+                .is_some_and(|h| h.prekey_id != bundle.prekey.id())
         });
-        if self.has_session(&contact) && !moved {
+        if !c.sessions.is_empty() && !moved && !stale_prekey {
             return Ok(());
         }
-        // No session yet, or the contact moved to another device (its
-        // certificate is signed by the same user key): start a session
-        // with the device the bundle names; it becomes the one we send on.
+        self.start_session(now, contact, bundle)
+            .map_err(EngineError::Bundle)?;
+        let mut batch = Batch::default();
+        batch.dirty(contact);
+        self.flush_outbox(now, contact, &mut batch);
+        self.finish(batch)
+    }
+
+    /// Starts a session with the device `bundle` names (X3DH as the
+    /// initiator) and makes it the one we send on; every unacknowledged
+    /// message becomes due on it. The caller commits and flushes.
+    pub(super) fn start_session(
+        &mut self,
+        now: Instant,
+        contact: UserId,
+        bundle: &PrekeyBundle,
+    ) -> Result<(), Error> {
         let (header, session) =
-            x3dh::initiate_with_rng(&mut self.rng, &self.device, &contact.public_key(), bundle)
-                .map_err(EngineError::Bundle)?;
+            x3dh::initiate_with_rng(&mut self.rng, &self.device, &contact.public_key(), bundle)?;
         let id = SessionId::of(&header);
-        let max_sessions = self.config.max_sessions.max(1);
         let entry = self.contact_entry(contact);
+        let moved = entry
+            .device
+            .as_ref()
+            .is_some_and(|d| d.device() != bundle.certificate.device());
         entry.device = Some(bundle.certificate.clone());
+        // The send budget was about the old session's chains: a new
+        // session starts with nothing for the peer to skip.
+        entry.unanswered = 0;
+        entry.next_probe = None;
         if moved {
-            // Online and the send budget were about the old device.
+            // Online was about the old device.
             entry.online = false;
-            entry.unanswered = 0;
-            entry.next_probe = None;
         }
-        entry.sessions.insert(
+        for pending in entry.outbox.values_mut() {
+            pending.next = now;
+        }
+        entry.next_route_request = None;
+        self.install_session(
+            contact,
             0,
             SessionEntry {
                 id,
@@ -98,13 +127,22 @@ impl<S: Store> Engine<S> {
                 initial: Some(header),
             },
         );
-        for pending in entry.outbox.values_mut() {
-            pending.next = now;
-        }
-        entry.next_route_request = None;
+        Ok(())
+    }
+
+    /// Puts `entry` at position `at` of `contact`'s sessions (0: the one
+    /// we send on), dropping the oldest beyond
+    /// [`EngineConfig::max_sessions`].
+    ///
+    /// [`EngineConfig::max_sessions`]: super::EngineConfig::max_sessions
+    pub(super) fn install_session(&mut self, contact: UserId, at: usize, entry: SessionEntry) {
+        let max_sessions = self.config.max_sessions.max(1);
+        let id = entry.id;
+        let c = self.contact_entry(contact);
+        c.sessions.insert(at.min(c.sessions.len()), entry);
         let mut dropped = Vec::new();
-        while entry.sessions.len() > max_sessions {
-            if let Some(old) = entry.sessions.pop() {
+        while c.sessions.len() > max_sessions {
+            if let Some(old) = c.sessions.pop() {
                 dropped.push(old.id);
             }
         }
@@ -112,10 +150,6 @@ impl<S: Store> Engine<S> {
             self.sessions.remove(&old);
         }
         self.sessions.insert(id, contact);
-        let mut batch = Batch::default();
-        batch.dirty(contact);
-        self.flush_outbox(now, contact, &mut batch);
-        self.finish(batch)
     }
 
     /// Encrypts `payload` on the active session to `contact` into the
@@ -176,7 +210,7 @@ impl<S: Store> Engine<S> {
         c.unanswered = c.unanswered.saturating_add(1);
         batch.dirty(contact);
         batch.transmits.push(Transmit {
-            contact,
+            contact: Some(contact),
             device,
             envelope,
         });
