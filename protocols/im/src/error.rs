@@ -72,6 +72,17 @@ pub enum Error {
         /// The message number.
         counter: u32,
     },
+    /// A message on one of the peer's past ratchet keys, numbered at or
+    /// beyond the length the peer announced for that chain when it moved
+    /// on: the peer's state went back in time (a restored copy), or the
+    /// header was forged (headers are not authenticated before decryption).
+    #[error("message {counter} is beyond the end ({end}) of the peer's past chain")]
+    BeyondChainEnd {
+        /// The message number.
+        counter: u32,
+        /// The chain's announced length.
+        end: u32,
+    },
     /// Authentication of a message failed (tampered header or ciphertext,
     /// or a message for another session). The session state is unchanged.
     #[error("message authentication failed")]

@@ -68,7 +68,7 @@ pub const HEADER_LEN: usize = 1 + 32 + 4 + 4 + NONCE_LEN;
 /// Length of the AEAD tag at the end of each message.
 pub const TAG_LEN: usize = 16;
 /// Version byte of the serialised session state ([`Session::to_bytes`]).
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
 /// Length of the associated data fixed at session start (`IK_a | IK_b`).
 pub const AD_LEN: usize = 64;
 
@@ -165,8 +165,19 @@ pub struct Session {
     /// A DH step was received; the next send draws a new ratchet key.
     send_step_pending: bool,
     skipped: VecDeque<Skipped>,
-    /// The peer's previous ratchet keys, oldest first.
-    past_ratchets: VecDeque<[u8; 32]>,
+    /// The peer's previous ratchet keys, oldest first, each with the
+    /// length of its chain as the peer announced it when it moved on.
+    past_ratchets: VecDeque<PastRatchet>,
+}
+
+/// A ratchet key the peer used before its current one.
+#[derive(Clone, Copy)]
+struct PastRatchet {
+    key: [u8; 32],
+    /// Messages the peer said it sent on that key's chain
+    /// (`previous_chain_length` of the first header after it); `u32::MAX`
+    /// when unknown (a state stored in version 1).
+    end: u32,
 }
 
 /// A ratchet key pair. The public key is derived once, when the pair is
@@ -400,7 +411,26 @@ impl Session {
                 self.skipped.remove(i);
                 return Ok(plaintext);
             }
-            if is_current || self.past_ratchets.contains(&header.ratchet_key) {
+            if let Some(past) = self
+                .past_ratchets
+                .iter()
+                .find(|p| p.key == header.ratchet_key)
+                && header.number >= past.end
+            {
+                // The peer said that chain ended before this number: its
+                // state went back in time (or the header is forged; the
+                // caller decides what that is worth).
+                return Err(Error::BeyondChainEnd {
+                    counter: header.number,
+                    end: past.end,
+                });
+            }
+            if is_current
+                || self
+                    .past_ratchets
+                    .iter()
+                    .any(|p| p.key == header.ratchet_key)
+            {
                 return Err(Error::AlreadyUsedOrEvicted {
                     counter: header.number,
                 });
@@ -453,7 +483,10 @@ impl Session {
         self.recv_n = n.saturating_add(1);
         if !is_current {
             if let Some(old) = self.their_ratchet.replace(header.ratchet_key) {
-                self.past_ratchets.push_back(old);
+                self.past_ratchets.push_back(PastRatchet {
+                    key: old,
+                    end: header.previous_chain_length,
+                });
                 if self.past_ratchets.len() > MAX_PAST_RATCHET_KEYS {
                     self.past_ratchets.pop_front();
                 }
@@ -474,17 +507,18 @@ impl Session {
     /// Serialises the whole state (secrets included) for storage:
     ///
     /// ```text
-    /// version: u8 (1) | root: 32 | ad: 64 | flags: u8 | our_ratchet: 32 | their_ratchet: 32
+    /// version: u8 (2) | root: 32 | ad: 64 | flags: u8 | our_ratchet: 32 | their_ratchet: 32
     /// | send_chain: 32 | recv_chain: 32 | send_n: u32 | recv_n: u32 | previous_n: u32
     /// | skipped_count: u32 | skipped_count × (ratchet_key: 32 | number: u32 | key: 32)
-    /// | past_count: u32 | past_count × ratchet_key: 32
+    /// | past_count: u32 | past_count × (ratchet_key: 32 | chain_end: u32)
     /// ```
+    /// Version 1 (read, never written) had no `chain_end`.
     /// `flags` bit 0..3: our_ratchet, their_ratchet, send_chain, recv_chain
     /// present (absent ones are written as zeros); bit 4: send step pending.
     /// Integers are big-endian.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(
-            STATE_FIXED_LEN + self.skipped.len() * SKIPPED_LEN + 4 + self.past_ratchets.len() * 32,
+            STATE_FIXED_LEN + self.skipped.len() * SKIPPED_LEN + 4 + self.past_ratchets.len() * 36,
         ));
         let flags = u8::from(self.our_ratchet.is_some())
             | u8::from(self.their_ratchet.is_some()) << 1
@@ -516,8 +550,9 @@ impl Session {
         }
         // At most MAX_PAST_RATCHET_KEYS.
         out.extend_from_slice(&(self.past_ratchets.len() as u32).to_be_bytes());
-        for k in &self.past_ratchets {
-            out.extend_from_slice(k);
+        for past in &self.past_ratchets {
+            out.extend_from_slice(&past.key);
+            out.extend_from_slice(&past.end.to_be_bytes());
         }
         out
     }
@@ -530,12 +565,11 @@ impl Session {
         if bytes.len() < STATE_FIXED_LEN {
             return Err(malformed);
         }
-        if bytes[0] != STATE_VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: WHAT,
-                found: bytes[0],
-            });
-        }
+        let past_len = match bytes[0] {
+            STATE_VERSION => 36,
+            1 => 32,
+            found => return Err(Error::UnsupportedVersion { what: WHAT, found }),
+        };
         let key = |at: usize| {
             let mut k = [0u8; 32];
             k.copy_from_slice(&bytes[at..at + 32]);
@@ -554,15 +588,20 @@ impl Session {
             return Err(malformed);
         }
         let past = be32(&bytes[past_at..past_at + 4]) as usize;
-        if past > MAX_PAST_RATCHET_KEYS || bytes.len() != past_at + 4 + past * 32 {
+        if past > MAX_PAST_RATCHET_KEYS || bytes.len() != past_at + 4 + past * past_len {
             return Err(malformed);
         }
         let past_ratchets = bytes[past_at + 4..]
-            .chunks_exact(32)
+            .chunks_exact(past_len)
             .map(|c| {
-                let mut k = [0u8; 32];
-                k.copy_from_slice(c);
-                k
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&c[..32]);
+                let end = if past_len == 36 {
+                    be32(&c[32..])
+                } else {
+                    u32::MAX
+                };
+                PastRatchet { key, end }
             })
             .collect();
         let skipped = bytes[STATE_FIXED_LEN..past_at]

@@ -304,3 +304,56 @@ fn random_schedule_with_reordering_loss_and_duplicates() {
     }
     assert!(delivered > 1_000);
 }
+
+/// A peer whose state went back in time sends on a chain it had already
+/// left: numbers it had used are refused as used, numbers beyond the end
+/// it announced are refused as beyond that end (the sign of a rollback the
+/// engine acts on), and neither changes the state.
+#[test]
+fn a_rolled_back_sender_is_told_apart_from_a_duplicate() {
+    let (mut a, mut b, mut rng) = pair(8);
+    let m = a.encrypt(&mut rng, &[0]).unwrap();
+    b.decrypt(&m).unwrap();
+    // A copy of Alice's state after her first message.
+    let rolled_back = a.clone();
+    for i in 1..3u8 {
+        let m = a.encrypt(&mut rng, &[i]).unwrap();
+        b.decrypt(&m).unwrap();
+    }
+    // Bob answers, Alice moves to a new ratchet key: Bob learns her first
+    // chain ended after 3 messages.
+    let m = b.encrypt(&mut rng, b"b").unwrap();
+    a.decrypt(&m).unwrap();
+    let m = a.encrypt(&mut rng, b"a, new chain").unwrap();
+    b.decrypt(&m).unwrap();
+
+    let before = state(&b);
+    let mut old = rolled_back;
+    let reused = old.encrypt(&mut rng, b"again").unwrap();
+    assert_eq!(
+        b.decrypt(&reused),
+        Err(Error::AlreadyUsedOrEvicted { counter: 1 })
+    );
+    old.encrypt(&mut rng, b"x").unwrap();
+    let beyond = old.encrypt(&mut rng, b"fork").unwrap();
+    assert_eq!(
+        b.decrypt(&beyond),
+        Err(Error::BeyondChainEnd { counter: 3, end: 3 })
+    );
+    assert_eq!(state(&b), before);
+
+    // A state stored in version 1 (chain ends unknown) still loads; past
+    // chains then count as used whatever the number.
+    let v2 = state(&b);
+    let past_at = v2.len() - 4 - 36;
+    let mut v1 = v2[..past_at + 4].to_vec();
+    v1[0] = 1;
+    v1.extend_from_slice(&v2[past_at + 4..past_at + 4 + 32]);
+    let mut restored = Session::from_bytes(&v1).unwrap();
+    assert_eq!(
+        restored.decrypt(&beyond),
+        Err(Error::AlreadyUsedOrEvicted { counter: 3 })
+    );
+    let m = a.encrypt(&mut rng, b"still works").unwrap();
+    assert_eq!(restored.decrypt(&m).unwrap(), b"still works");
+}

@@ -181,7 +181,10 @@ impl<S: Store> Engine<S> {
         error: &Error,
         batch: &mut Batch,
     ) {
-        let broken = matches!(error, Error::OutsideWindow { .. } | Error::Decrypt);
+        let broken = matches!(
+            error,
+            Error::OutsideWindow { .. } | Error::Decrypt | Error::BeyondChainEnd { .. }
+        );
         if broken
             && self.is_device_of(&contact, from)
             && let Some(device) = from
