@@ -508,6 +508,14 @@ impl Store for SqliteStore {
                     .map_err(ctx("saving a contact"))?;
             }
         }
+        if !changes.removed.is_empty() {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM messages WHERE id = ?1")
+                .map_err(ctx("removing messages"))?;
+            for id in &changes.removed {
+                stmt.execute([id.0]).map_err(ctx("removing a message"))?;
+            }
+        }
         if !changes.messages.is_empty() {
             let mut stmt = tx
                 .prepare_cached(

@@ -249,6 +249,40 @@ fn contract<S: Store>(mut store: S) {
         Some(third_updated.clone())
     );
 
+    // Removal: gone from the message table, the index and the history,
+    // applied before the commit's inserts; an unknown id is ignored.
+    let doomed = msg(ALICE, 1006, 7, false);
+    commit_messages(&mut store, std::slice::from_ref(&doomed));
+    let successor = msg(ALICE, 1007, 8, false);
+    let index_before = store.load_index().unwrap().len();
+    store
+        .commit(&Changes {
+            removed: vec![doomed.meta.id, MessageId([0x43; 32])],
+            messages: vec![successor.clone()],
+            ..Changes::default()
+        })
+        .unwrap();
+    assert_eq!(store.message(&doomed.meta.id).unwrap(), None);
+    assert_eq!(
+        store.message(&successor.meta.id).unwrap(),
+        Some(successor.clone())
+    );
+    assert_eq!(store.load_index().unwrap().len(), index_before);
+    assert!(
+        !store
+            .history(&ALICE, None, 100)
+            .unwrap()
+            .iter()
+            .any(|m| m.meta.id == doomed.meta.id)
+    );
+    store
+        .commit(&Changes {
+            removed: vec![successor.meta.id],
+            ..Changes::default()
+        })
+        .unwrap();
+    assert_eq!(store.message(&successor.meta.id).unwrap(), None);
+
     // History paging: many messages, ties on height, held ones and other
     // contacts mixed in.
     let mut all = vec![first, updated, third_updated, extreme, zero];
@@ -350,6 +384,7 @@ fn sample() -> (Changes, Vec<StoredMessage>) {
     let changes = Changes {
         identity: Some(b"my identity".to_vec()),
         contacts: vec![(ALICE, b"alice".to_vec()), (BOB, b"bob".to_vec())],
+        removed: Vec::new(),
         messages: messages.clone(),
         updates: vec![(messages[0].meta.id, 0, flags(false, true, true))],
     };

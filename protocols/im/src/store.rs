@@ -67,6 +67,9 @@ pub struct Changes {
     pub identity: Option<Vec<u8>>,
     /// Insert or replace contact blobs, keyed by the contact's root key.
     pub contacts: Vec<ContactRecord>,
+    /// Delete messages (applied before `messages`): our own messages that
+    /// were never delivered and are written again under new ids.
+    pub removed: Vec<MessageId>,
     /// Insert messages (an id already stored is left as it is).
     pub messages: Vec<StoredMessage>,
     /// Set the flags (and height) of stored messages.
@@ -78,6 +81,7 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.identity.is_none()
             && self.contacts.is_empty()
+            && self.removed.is_empty()
             && self.messages.is_empty()
             && self.updates.is_empty()
     }
@@ -166,6 +170,9 @@ impl Store for MemoryStore {
         }
         for (key, blob) in &changes.contacts {
             self.contacts.insert(*key, blob.clone());
+        }
+        for id in &changes.removed {
+            self.messages.remove(id);
         }
         for message in &changes.messages {
             self.messages
