@@ -840,6 +840,14 @@ impl<S: Store> Driver<S> {
                     self.route(contact, device, now);
                     continue;
                 }
+                EngineEvent::Recovered { contact, id, .. } => {
+                    tracing::info!(%contact, %id, "own message recovered from the contact");
+                    continue;
+                }
+                EngineEvent::Renumbered { contact, old, new } => {
+                    tracing::info!(%contact, %old, %new, "message written again under a new id");
+                    continue;
+                }
                 EngineEvent::SessionReset { contact } => {
                     tracing::info!(%contact, "session replaced at the contact's request");
                     continue;

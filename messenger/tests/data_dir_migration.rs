@@ -191,7 +191,10 @@ impl Net {
                 Event::Delivered { contact, id } => self.seen.delivered.push((i, contact, id)),
                 Event::Received { contact, id, .. } => self.seen.received.push((i, contact, id)),
                 Event::ContactAdded { contact } => self.seen.added.push((i, contact)),
-                Event::Read { .. } | Event::SessionReset { .. } => {}
+                Event::Read { .. }
+                | Event::SessionReset { .. }
+                | Event::Recovered { .. }
+                | Event::Renumbered { .. } => {}
                 Event::Rejected { contact, reason } => {
                     panic!(
                         "{} rejected an envelope from {contact:?}: {reason}",

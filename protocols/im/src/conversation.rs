@@ -111,6 +111,11 @@ impl Conversation {
         self.heads.iter().map(|(_, id)| *id)
     }
 
+    /// The metadata of a known message.
+    pub(crate) fn get(&self, id: &MessageId) -> Option<&MessageMeta> {
+        self.known.get(id)
+    }
+
     /// Mutable metadata of a known message.
     pub(crate) fn get_mut(&mut self, id: &MessageId) -> Option<&mut MessageMeta> {
         self.known.get_mut(id)
@@ -148,7 +153,7 @@ impl Conversation {
 
     /// Composes our next message: counter, previous id, dependencies (the
     /// highest heads other than our previous message) and height; the
-    /// message is shown at once.
+    /// message is shown at once (held if our previous one is).
     pub(crate) fn compose(
         &mut self,
         sender: crate::UserId,
@@ -178,18 +183,29 @@ impl Conversation {
             deps,
             body,
         };
-        let height = self.height_after(&message).unwrap_or(0);
+        // Everything it names is shown, except right after a restore,
+        // while our own previous message is still being recovered: then it
+        // is held like a received one, and shown when that one is.
+        let height = self.height_after(&message);
         let meta = MessageMeta {
             id: message.id(),
             contact: self.contact,
             outgoing: true,
             counter,
-            height,
+            height: height.unwrap_or(0),
             timestamp_ms,
-            flags: MessageFlags::default(),
+            flags: MessageFlags {
+                held: height.is_none(),
+                ..MessageFlags::default()
+            },
         };
         self.own.insert(counter, meta.id);
-        self.show(&message, meta.clone());
+        if height.is_some() {
+            self.show(&message, meta.clone());
+        } else {
+            self.known.insert(meta.id, meta.clone());
+            self.held.insert(meta.id, message.clone());
+        }
         (message, meta)
     }
 
@@ -209,11 +225,24 @@ impl Conversation {
 
     /// Takes a decoded message from the peer.
     pub(crate) fn receive(&mut self, message: Message) -> Result<Received, OrderingError> {
+        self.take(message, false)
+    }
+
+    /// Takes back one of our own messages that the peer returned because
+    /// we lost it (our store went back in time). It is delivered (the peer
+    /// has it) and ordered like a received one: held until what it follows
+    /// is shown.
+    pub(crate) fn receive_own(&mut self, message: Message) -> Result<Received, OrderingError> {
+        self.take(message, true)
+    }
+
+    fn take(&mut self, message: Message, outgoing: bool) -> Result<Received, OrderingError> {
         let id = message.id();
         if self.known.contains_key(&id) {
             return Ok(Received::Duplicate);
         }
-        if self.peer.contains_key(&message.counter) {
+        let counters = if outgoing { &self.own } else { &self.peer };
+        if counters.contains_key(&message.counter) {
             return Err(OrderingError::Equivocation(message.counter));
         }
         if let (Some(prev), Some(known)) = (
@@ -221,7 +250,7 @@ impl Conversation {
             message
                 .counter
                 .checked_sub(1)
-                .and_then(|c| self.peer.get(&c)),
+                .and_then(|c| counters.get(&c)),
         ) && prev != *known
         {
             return Err(OrderingError::BrokenChain(message.counter));
@@ -229,7 +258,7 @@ impl Conversation {
         let mut meta = MessageMeta {
             id,
             contact: self.contact,
-            outgoing: false,
+            outgoing,
             counter: message.counter,
             height: 0,
             timestamp_ms: message.timestamp_ms,
@@ -239,28 +268,77 @@ impl Conversation {
                 read: false,
             },
         };
-        match self.height_after(&message) {
+        let showable = self.height_after(&message);
+        if showable.is_none() && self.held.len() >= MAX_HELD {
+            return Err(OrderingError::TooManyHeld);
+        }
+        if outgoing {
+            self.own.insert(message.counter, id);
+        } else {
+            self.peer.insert(message.counter, id);
+            self.advance_floor();
+        }
+        match showable {
             Some(height) => {
                 meta.height = height;
                 meta.flags.held = false;
-                self.peer.insert(message.counter, id);
-                self.advance_floor();
                 self.show(&message, meta.clone());
                 let released = self.release();
                 Ok(Received::Shown { meta, released })
             }
             None => {
-                if self.held.len() >= MAX_HELD {
-                    return Err(OrderingError::TooManyHeld);
-                }
-                self.peer.insert(message.counter, id);
-                self.advance_floor();
                 self.known.insert(id, meta.clone());
                 self.held.insert(id, message);
                 Ok(Received::Held {
                     meta,
                     missing: self.missing(),
                 })
+            }
+        }
+    }
+
+    /// The id of the peer's message with `counter`.
+    pub(crate) fn peer_at(&self, counter: u64) -> Option<MessageId> {
+        self.peer.get(&counter).copied()
+    }
+
+    /// The highest of the peer's counters we hold.
+    pub(crate) fn peer_last(&self) -> Option<u64> {
+        self.peer.last_key_value().map(|(c, _)| *c)
+    }
+
+    /// The first of our own counters we do not hold (all below it we do).
+    pub(crate) fn own_next(&self) -> u64 {
+        let mut next = 0;
+        for counter in self.own.keys() {
+            if *counter != next {
+                break;
+            }
+            next += 1;
+        }
+        next
+    }
+
+    /// Our messages from `counter` on, in counter order.
+    pub(crate) fn own_from(&self, counter: u64) -> Vec<(u64, MessageId)> {
+        self.own.range(counter..).map(|(c, id)| (*c, *id)).collect()
+    }
+
+    /// Forgets one of our messages (one written after a restore that
+    /// reused a counter, to be written again under a new id); what it
+    /// followed becomes a head again.
+    pub(crate) fn remove_own(&mut self, message: &Message) {
+        let id = message.id();
+        let Some(meta) = self.known.remove(&id) else {
+            return;
+        };
+        self.own.remove(&meta.counter);
+        self.held.remove(&id);
+        if self.heads.remove(&(meta.height, id)) {
+            for named in message.prev.iter().chain(&message.deps) {
+                if let Some(m) = self.known.get(named).filter(|m| !m.flags.held) {
+                    self.heads.insert((m.height, *named));
+                }
             }
         }
     }

@@ -201,17 +201,35 @@ pub enum Payload {
         /// Last counter wanted (at most [`MAX_RESEND_RANGE`] after `from`).
         to: u64,
     },
+    /// "Send me back my own messages from counter `from` on: I lost them
+    /// (my disk went back in time)."
+    Recover {
+        /// First of the requester's own counters wanted.
+        from: u64,
+    },
+    /// "Here is a message you sent me and no longer have." Answers a
+    /// [`Payload::Recover`], or a message that reused one of the sender's
+    /// counters.
+    Echo {
+        /// The highest of the recipient's counters the sender holds.
+        last: u64,
+        /// The recipient's message, as encoded bytes.
+        message: Vec<u8>,
+    },
 }
 
 const PAYLOAD_CHAT: u8 = 1;
 const PAYLOAD_ACK: u8 = 2;
 const PAYLOAD_READ: u8 = 3;
 const PAYLOAD_RESEND: u8 = 4;
+const PAYLOAD_RECOVER: u8 = 5;
+const PAYLOAD_ECHO: u8 = 6;
 
 impl Payload {
     /// Layout: `type: u8 | body`, where the body of `Chat` is the encoded
-    /// message, of `Ack`/`Read` is `count: u16 BE | ids: 32 × count`, and of
-    /// `Resend` is `from: u64 BE | to: u64 BE`.
+    /// message, of `Ack`/`Read` is `count: u16 BE | ids: 32 × count`, of
+    /// `Resend` is `from: u64 BE | to: u64 BE`, of `Recover` is
+    /// `from: u64 BE`, and of `Echo` is `last: u64 BE | encoded message`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
@@ -235,6 +253,15 @@ impl Payload {
                 out.push(PAYLOAD_RESEND);
                 out.extend_from_slice(&from.to_be_bytes());
                 out.extend_from_slice(&to.to_be_bytes());
+            }
+            Payload::Recover { from } => {
+                out.push(PAYLOAD_RECOVER);
+                out.extend_from_slice(&from.to_be_bytes());
+            }
+            Payload::Echo { last, message } => {
+                out.push(PAYLOAD_ECHO);
+                out.extend_from_slice(&last.to_be_bytes());
+                out.extend_from_slice(message);
             }
         }
         out
@@ -273,6 +300,24 @@ impl Payload {
                     return Err(WHAT);
                 }
                 Ok(Payload::Resend { from, to })
+            }
+            PAYLOAD_RECOVER => {
+                let from = r.u64().ok_or(WHAT)?;
+                if !r.0.is_empty() {
+                    return Err(WHAT);
+                }
+                Ok(Payload::Recover { from })
+            }
+            PAYLOAD_ECHO => {
+                let last = r.u64().ok_or(WHAT)?;
+                let message = Message::decode(r.0)?;
+                if message.counter > last {
+                    return Err(WHAT);
+                }
+                Ok(Payload::Echo {
+                    last,
+                    message: r.0.to_vec(),
+                })
             }
             _ => Err(WHAT),
         }

@@ -60,6 +60,21 @@ pub(crate) struct ContactBlob {
     /// Ids marked read whose receipt has not gone out yet.
     #[prost(bytes = "vec", repeated, tag = "6")]
     pub(crate) pending_read: Vec<Vec<u8>>,
+    /// Our messages waiting to be written again under new counters.
+    #[prost(message, repeated, tag = "7")]
+    pub(crate) parked: Vec<ParkedBlob>,
+}
+
+/// One of our messages waiting to be written again (after a restore).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ParkedBlob {
+    /// Its id before.
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) old: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub(crate) timestamp_ms: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub(crate) body: Vec<u8>,
 }
 
 /// One ratchet session.

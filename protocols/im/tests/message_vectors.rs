@@ -128,3 +128,73 @@ const ENVELOPE_PREFIX: &str = concat!(
     "a6d2455ea3a5771aba9fcb037924114c92f9f325049f6b4269e739d9048bb869",
     "a639ed4076bca2a3b2760a3fa6659cd9"
 );
+
+#[test]
+fn recover_and_echo_vectors() {
+    let recover = Payload::Recover { from: 3 }.encode();
+    let echo = Payload::Echo {
+        last: 7,
+        message: sample().encode(),
+    }
+    .encode();
+    println!("recover {}\necho prefix {}", hex(&recover), hex(&echo[..9]));
+    assert_eq!(hex(&recover), RECOVER);
+    assert_eq!(hex(&echo), format!("060000000000000007{SECOND}"));
+    assert_eq!(
+        Payload::decode(&recover).unwrap(),
+        Payload::Recover { from: 3 }
+    );
+    // An echo claiming a counter above its own `last` is malformed.
+    let bad = Payload::Echo {
+        last: 0,
+        message: sample().encode(),
+    }
+    .encode();
+    assert!(Payload::decode(&bad).is_err());
+}
+
+#[test]
+fn reset_request_vector() {
+    use shoal_im::reset::{RESET_REQUEST_LEN, ResetRequest};
+    let user = Keypair::from_secret_bytes(&[0x31; 32]);
+    let device = Device::new(
+        &user,
+        Keypair::from_secret_bytes(&[0x32; 32]),
+        [0x33; 32],
+        1_700_000_000,
+    );
+    let (prekey, _) = shoal_im::x3dh::signed_prekey(&device, 2, [0x34; 32]);
+    let request = ResetRequest {
+        recipient: Keypair::from_secret_bytes(&[0x35; 32]).peer_id(),
+        session: SessionId([0x5a; 16]),
+        nonce: [0x6b; 16],
+        bundle: shoal_im::PrekeyBundle {
+            certificate: device.certificate().clone(),
+            prekey,
+        },
+    };
+    let bytes = request.sign(&device);
+    println!(
+        "reset prefix {}\nsignature {}",
+        hex(&bytes[..66]),
+        hex(&bytes[bytes.len() - 64..])
+    );
+    assert_eq!(bytes.len(), RESET_REQUEST_LEN);
+    assert_eq!(RESET_REQUEST_LEN, 400);
+    assert_eq!(hex(&bytes[..66]), RESET_PREFIX);
+    assert_eq!(&bytes[66..336], &request.bundle.encode()[..]);
+    assert_eq!(hex(&bytes[336..]), RESET_SIGNATURE);
+    assert_eq!(ResetRequest::decode(&bytes).unwrap(), request);
+}
+
+const RECOVER: &str = "050000000000000003";
+const RESET_PREFIX: &str = concat!(
+    "0103",
+    "a6d2455ea3a5771aba9fcb037924114c92f9f325049f6b4269e739d9048bb869",
+    "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
+    "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b"
+);
+const RESET_SIGNATURE: &str = concat!(
+    "be16c0b7f2065d5be159f38ef18998c882500826f02fd75eb4b19e6e317d7e43",
+    "906d5730994f215bacc3736934022095b6440758c4f006e8bcd6ede5d22b4e08"
+);

@@ -7,12 +7,13 @@ use std::time::Instant;
 use shoal_identity::PeerId;
 
 use super::outbox::Pending;
+use super::recovery::Parked;
 use super::sessions::SessionEntry;
 use super::{Batch, Engine, EngineError};
 use crate::conversation::Conversation;
 use crate::envelope::SessionId;
 use crate::message::{Message, MessageId};
-use crate::persist::{self, ContactBlob, SessionBlob};
+use crate::persist::{self, ContactBlob, ParkedBlob, SessionBlob};
 use crate::store::{MessageMeta, Store};
 use crate::x3dh::InitialHeader;
 use crate::{DeviceCertificate, Error, Session, UserId};
@@ -69,6 +70,11 @@ pub(super) struct Contact {
     pub(super) next_probe: Option<Instant>,
     /// When we last replaced the session at the contact's request.
     pub(super) last_reset: Option<Instant>,
+    /// Our messages waiting to be written again under new counters (see
+    /// the recovery module), oldest first.
+    pub(super) parked: Vec<Parked>,
+    /// When we may next return the contact's lost messages.
+    pub(super) next_echo_answer: Option<Instant>,
     /// When we last asked the contact for a new session: a new session it
     /// starts is taken as the answer for [`RESET_ANSWER_WINDOW`].
     ///
@@ -134,7 +140,7 @@ impl<S: Store> Engine<S> {
                         },
                     ))?;
                     let message = Message::decode(&stored.encoded).map_err(EngineError::Corrupt)?;
-                    if meta.outgoing {
+                    if meta.outgoing && !meta.flags.delivered {
                         outbox.insert(
                             meta.counter,
                             Pending {
@@ -143,15 +149,18 @@ impl<S: Store> Engine<S> {
                                 next: now,
                             },
                         );
-                    } else {
+                    }
+                    if meta.flags.held {
                         held = Some(message);
                     }
                 }
                 conversation.restore(meta, held);
             }
             conversation.restore_heads(message_ids(&blob.heads));
-            // Held messages after a restart: ask for what is missing soon.
-            let next_resend_request = (conversation.held_len() > 0).then_some(now);
+            // Held or parked messages after a restart: ask for what is
+            // missing soon.
+            let next_resend_request =
+                (conversation.held_len() > 0 || !blob.parked.is_empty()).then_some(now);
             self.contacts.insert(
                 user,
                 Contact {
@@ -171,6 +180,18 @@ impl<S: Store> Engine<S> {
                     next_probe: None,
                     last_reset: None,
                     reset_requested: None,
+                    parked: blob
+                        .parked
+                        .into_iter()
+                        .filter_map(|p| {
+                            Some(Parked {
+                                old: MessageId(p.old.as_slice().try_into().ok()?),
+                                timestamp_ms: p.timestamp_ms,
+                                body: p.body,
+                            })
+                        })
+                        .collect(),
+                    next_echo_answer: None,
                 },
             );
         }
@@ -227,6 +248,8 @@ impl<S: Store> Engine<S> {
             next_probe: None,
             last_reset: None,
             reset_requested: None,
+            parked: Vec::new(),
+            next_echo_answer: None,
         })
     }
 
@@ -283,5 +306,14 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
         heads: c.conversation.heads().map(|id| id.0.to_vec()).collect(),
         unanswered: c.unanswered,
         pending_read: c.pending_read.iter().map(|id| id.0.to_vec()).collect(),
+        parked: c
+            .parked
+            .iter()
+            .map(|p| ParkedBlob {
+                old: p.old.0.to_vec(),
+                timestamp_ms: p.timestamp_ms,
+                body: p.body.clone(),
+            })
+            .collect(),
     })
 }

@@ -60,6 +60,31 @@ pub enum Event {
         /// Its causal height (history order is `(height, id)`).
         height: u64,
     },
+    /// One of our own messages is shown: lost when our store went back in
+    /// time and returned by the contact (it is delivered), or written while
+    /// the one before it was still being recovered.
+    Recovered {
+        /// The conversation.
+        contact: UserId,
+        /// The message id.
+        id: MessageId,
+        /// The message.
+        message: Message,
+        /// Its causal height.
+        height: u64,
+    },
+    /// A message we wrote after our store went back in time reused a
+    /// counter the contact already holds another message of ours under; it
+    /// is written again after the recovered ones, under a new id, and goes
+    /// out again. `old` is gone from the history.
+    Renumbered {
+        /// The conversation.
+        contact: UserId,
+        /// The id it had.
+        old: MessageId,
+        /// The id it has now.
+        new: MessageId,
+    },
     /// The recipient acknowledged one of our messages.
     Delivered {
         /// The conversation.

@@ -35,6 +35,7 @@ mod events;
 mod identity;
 mod outbox;
 mod receive;
+mod recovery;
 mod repair;
 mod sessions;
 

@@ -240,7 +240,7 @@ impl<S: Store> Engine<S> {
                     _ => consider(p),
                 }
             }
-            if c.conversation.held_len() > 0
+            if (c.conversation.held_len() > 0 || !c.parked.is_empty())
                 && let Some(t) = c.next_resend_request
             {
                 consider(t);
@@ -261,7 +261,7 @@ impl<S: Store> Engine<S> {
             if self
                 .contacts
                 .get(&user)
-                .is_some_and(|c| c.conversation.held_len() > 0)
+                .is_some_and(|c| c.conversation.held_len() > 0 || !c.parked.is_empty())
             {
                 self.request_missing(now, user, false, Sealing::Own, &mut batch);
             }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::repair::RESET_ANSWER_WINDOW;
 use super::sessions::{Sealing, SessionEntry};
 use super::{Batch, Engine, EngineError, Event, MAX_UNNAMED_CONTACTS, RejectReason};
-use crate::conversation::Received;
+use crate::conversation::{OrderingError, Received};
 use crate::envelope::{Envelope, SessionRef, unpad};
 use crate::message::{Message, MessageId, Payload};
 use crate::reset::is_reset_request;
@@ -208,51 +208,72 @@ impl<S: Store> Engine<S> {
             }
         }
         batch.dirty(contact);
+        let result = match payload {
+            Payload::Chat(encoded) => match chat {
+                Some(message) => self.take_chat(now, contact, message, encoded, batch),
+                None => Ok(()),
+            },
+            Payload::Ack(ids) => {
+                self.take_receipt(contact, &ids, false, batch);
+                Ok(())
+            }
+            Payload::Read(ids) => {
+                self.take_receipt(contact, &ids, true, batch);
+                Ok(())
+            }
+            Payload::Recover { from } => {
+                self.echo_from(now, contact, from, batch);
+                Ok(())
+            }
+            Payload::Echo { last, message } => self.take_echo(now, contact, last, message, batch),
+            Payload::Resend { from, to } => {
+                self.answer_resend(now, contact, from, to, batch);
+                Ok(())
+            }
+        };
+        // The peer's new session replaced ours: what is still undelivered
+        // (after this envelope's acknowledgements) goes out again on it.
         if replaced {
             self.flush_outbox(now, contact, batch);
         }
+        result
+    }
 
-        match payload {
-            Payload::Chat(encoded) => {
-                if let Some(message) = chat {
-                    self.take_chat(now, contact, message, encoded, batch)?;
+    /// Sends our messages with counters `from..=to` again, once per resend
+    /// interval: each costs a message key and up to a bucket of bandwidth.
+    /// Messages the contact acknowledged are sent too: a contact whose
+    /// disk went back in time lost them.
+    fn answer_resend(
+        &mut self,
+        now: Instant,
+        contact: UserId,
+        from: u64,
+        to: u64,
+        batch: &mut Batch,
+    ) {
+        let interval = self.config.resend_interval;
+        let c = self.contact_entry(contact);
+        if c.next_resend_answer.is_some_and(|t| t > now) {
+            return;
+        }
+        c.next_resend_answer = Some(now + interval);
+        let ids: Vec<MessageId> = (from..=to)
+            .filter_map(|n| c.conversation.own_at(n))
+            .collect();
+        for id in ids {
+            match self.store.message(&id) {
+                Ok(Some(stored)) => {
+                    self.seal(
+                        contact,
+                        &Payload::Chat(stored.encoded),
+                        Sealing::Reply,
+                        batch,
+                    );
                 }
-            }
-            Payload::Ack(ids) => self.take_receipt(contact, &ids, false, batch),
-            Payload::Read(ids) => self.take_receipt(contact, &ids, true, batch),
-            Payload::Resend { from, to } => {
-                let interval = self.config.resend_interval;
-                let c = self.contact_entry(contact);
-                // One answer per interval: each resent message costs a
-                // message key and up to a bucket of bandwidth. Messages
-                // the contact acknowledged are sent too: a contact whose
-                // disk went back in time lost them.
-                if c.next_resend_answer.is_some_and(|t| t > now) {
-                    return Ok(());
-                }
-                c.next_resend_answer = Some(now + interval);
-                let ids: Vec<MessageId> = (from..=to)
-                    .filter_map(|n| c.conversation.own_at(n))
-                    .collect();
-                for id in ids {
-                    match self.store.message(&id) {
-                        Ok(Some(stored)) => {
-                            self.seal(
-                                contact,
-                                &Payload::Chat(stored.encoded),
-                                Sealing::Reply,
-                                batch,
-                            );
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(%e, "resend: store read failed");
-                        }
-                    }
-                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%e, "resend: store read failed"),
             }
         }
-        Ok(())
     }
 
     fn take_chat(
@@ -267,7 +288,19 @@ impl<S: Store> Engine<S> {
         let id = message.id();
         let shown_message = message.clone();
         match c.conversation.receive(message) {
-            Err(e) => return Err((Some(contact), e.into())),
+            Err(e) => {
+                // A counter of theirs we hold another message under: their
+                // store went back in time. Return what they lost, so they
+                // can write theirs again after it.
+                match e {
+                    OrderingError::Equivocation(n) => self.echo_from(now, contact, n, batch),
+                    OrderingError::BrokenChain(n) => {
+                        self.echo_from(now, contact, n.saturating_sub(1), batch);
+                    }
+                    OrderingError::TooManyHeld => {}
+                }
+                return Err((Some(contact), e.into()));
+            }
             Ok(Received::Duplicate) => {}
             Ok(Received::Held { meta, missing }) => {
                 batch.changes.messages.push(StoredMessage { meta, encoded });
@@ -283,18 +316,7 @@ impl<S: Store> Engine<S> {
                     height: meta.height,
                 });
                 batch.changes.messages.push(StoredMessage { meta, encoded });
-                for (meta, message) in released {
-                    batch
-                        .changes
-                        .updates
-                        .push((meta.id, meta.height, meta.flags));
-                    batch.events.push(Event::Received {
-                        contact,
-                        id: meta.id,
-                        message,
-                        height: meta.height,
-                    });
-                }
+                self.report_released(contact, released, batch);
             }
         }
         // Acknowledged once committed (finish commits before sending).
@@ -302,7 +324,13 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    fn take_receipt(&mut self, contact: UserId, ids: &[MessageId], read: bool, batch: &mut Batch) {
+    pub(super) fn take_receipt(
+        &mut self,
+        contact: UserId,
+        ids: &[MessageId],
+        read: bool,
+        batch: &mut Batch,
+    ) {
         let c = self.contact_entry(contact);
         for id in ids {
             let Some(meta) = c.conversation.get_mut(id) else {
@@ -373,8 +401,15 @@ impl<S: Store> Engine<S> {
             interval
         };
         c.next_resend_request = Some(now + wait);
+        // A held message no counter gap explains waits for one of our own
+        // messages, and parked ones wait for ours to come back: we lost
+        // them (see the recovery module).
+        let own_lost = (c.conversation.held_len() > 0 && range.is_none()) || !c.parked.is_empty();
         if let Some((from, to)) = range {
             self.seal(contact, &Payload::Resend { from, to }, sealing, batch);
+        }
+        if own_lost && let Some(from) = self.recover_from(&contact) {
+            self.seal(contact, &Payload::Recover { from }, sealing, batch);
         }
     }
 }
