@@ -7,9 +7,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use shoal_im::engine::{Engine, EngineConfig, Event};
-use shoal_im::envelope::{Envelope, pad, unpad};
+use shoal_im::envelope::{Envelope, SessionRef, pad, unpad};
 use shoal_im::message::{Message, MessageId, Payload};
 use shoal_im::presence::PresenceRecord;
+use shoal_im::reset::ResetRequest;
 use shoal_im::x3dh::InitialHeader;
 use shoal_im::{MemoryStore, UserId};
 
@@ -29,7 +30,21 @@ const USER_ID: u8 = 6;
 const ENGINE_RAW: u8 = 7;
 const ENGINE_SPLICE: u8 = 8;
 const ENGINE_RAW_FRESH: u8 = 9;
-const SUB_TARGETS: u8 = 10;
+const RESET_REQUEST: u8 = 10;
+const ENGINE_RAW_RESTORED: u8 = 11;
+const SUB_TARGETS: u8 = 12;
+
+/// Which of bob's stored states an envelope is meant for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bob {
+    /// Before alice's first contact.
+    Fresh,
+    /// After first contact and three messages of his own.
+    Established,
+    /// Restored from a copy made before those three messages, after
+    /// writing two others on the same counters.
+    Restored,
+}
 
 /// An envelope alice really sent to bob.
 #[derive(Debug, Clone)]
@@ -38,9 +53,8 @@ pub struct Genuine {
     pub name: &'static str,
     /// The encoded envelope.
     pub bytes: Vec<u8>,
-    /// Whether it is meant for bob after first contact (otherwise for bob
-    /// before it: an initial envelope).
-    pub established: bool,
+    /// The bob it is meant for.
+    pub to: Bob,
 }
 
 /// Alice and bob after a short conversation, built once per process.
@@ -50,6 +64,9 @@ pub struct Fixture {
     pub bob_fresh: MemoryStore,
     /// Bob after alice's first contact and three messages of his own.
     pub bob_established: MemoryStore,
+    /// Bob restored from before his three messages, after writing two
+    /// others under the same counters.
+    pub bob_restored: MemoryStore,
     /// Alice's user id.
     pub alice: UserId,
     /// Bob's user id.
@@ -86,13 +103,9 @@ fn build() -> Fixture {
     let bob_fresh = bob.store().clone();
 
     let mut genuine = Vec::new();
-    let mut keep = |name, bytes: Vec<Vec<u8>>, established| {
+    let mut keep = |name, bytes: Vec<Vec<u8>>, to| {
         for bytes in bytes {
-            genuine.push(Genuine {
-                name,
-                bytes,
-                established,
-            });
+            genuine.push(Genuine { name, bytes, to });
         }
     };
 
@@ -106,14 +119,15 @@ fn build() -> Fixture {
         .send(now, ms + 1, bob_id, "still there?")
         .expect("store");
     let second = drain(&mut alice);
-    keep("initial_chat", first.clone(), false);
-    keep("initial_chat_held", second.clone(), false);
+    keep("initial_chat", first.clone(), Bob::Fresh);
+    keep("initial_chat_held", second.clone(), Bob::Fresh);
 
     for e in first.iter().chain(&second) {
         bob.handle_envelope(now, e).expect("store");
     }
     let acks = drain(&mut bob);
     bob.set_online(now, alice_id, true).expect("store");
+    let bob_copy = bob.store().clone();
     let mut from_bob = Vec::new();
     for text in ["hi alice", "this one gets lost", "and this one waits"] {
         bob.send(now, ms + 2, alice_id, text).expect("store");
@@ -124,7 +138,7 @@ fn build() -> Fixture {
     for e in acks.iter().chain([&from_bob[0], &from_bob[2]]) {
         alice.handle_envelope(now, e).expect("store");
     }
-    keep("known_ack_and_resend", drain(&mut alice), true);
+    keep("known_ack_and_resend", drain(&mut alice), Bob::Established);
     let read: Vec<MessageId> = alice
         .history(&bob_id, None, 50)
         .expect("store")
@@ -133,13 +147,48 @@ fn build() -> Fixture {
         .map(|item| item.meta.id)
         .collect();
     alice.mark_read(bob_id, &read).expect("store");
-    keep("known_read", drain(&mut alice), true);
+    keep("known_read", drain(&mut alice), Bob::Established);
     alice.send(now, ms + 3, bob_id, "good").expect("store");
-    keep("known_chat", drain(&mut alice), true);
+    keep("known_chat", drain(&mut alice), Bob::Established);
     alice
         .send(now, ms + 4, bob_id, &"long ".repeat(300))
         .expect("store");
-    keep("known_chat_long_held", drain(&mut alice), true);
+    keep("known_chat_long_held", drain(&mut alice), Bob::Established);
+
+    // Alice asks bob (as he was after his three messages) for a new
+    // session: a genuine reset request naming their session.
+    let session = match Envelope::decode(&first[0]).map(|e| e.session) {
+        Ok(SessionRef::Initial(header)) => SessionRef::Initial(header).id(),
+        _ => panic!("alice's first envelope is an initial one"),
+    };
+    let request = ResetRequest {
+        recipient: bob.device().certificate().device().peer_id(),
+        session,
+        nonce: [0x42; 16],
+        bundle: alice.prekey_bundle(),
+    };
+    keep(
+        "reset_request",
+        vec![request.sign(alice.device())],
+        Bob::Established,
+    );
+
+    // Bob's disk goes back to before his three messages; he writes two
+    // others on the same counters. The second reaches alice (the first
+    // reuses a message number she took: dropped), who refuses it and
+    // returns bob's own messages: echoes for the restored bob.
+    let mut restored = open(bob_copy, [3; 32], now);
+    restored.set_online(now, alice_id, true).expect("store");
+    let mut forked = Vec::new();
+    for text in ["written after the restore", "and again"] {
+        restored.send(now, ms + 5, alice_id, text).expect("store");
+        forked.extend(drain(&mut restored));
+    }
+    for e in &forked {
+        alice.handle_envelope(now, e).expect("store");
+    }
+    keep("known_echo", drain(&mut alice), Bob::Restored);
+    let bob_restored = restored.store().clone();
 
     let mut messages: Vec<Vec<u8>> = alice
         .history(&bob_id, None, 50)
@@ -158,6 +207,7 @@ fn build() -> Fixture {
     Fixture {
         bob_fresh,
         bob_established,
+        bob_restored,
         alice: alice_id,
         bob: bob_id,
         genuine,
@@ -172,16 +222,17 @@ pub fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(build)
 }
 
-/// Reopens bob (fresh or after first contact), gives him `bytes` as an
-/// envelope and lets time pass; returns the number of messages shown.
-/// Panics if the engine fails (its memory store cannot) or shows a message
-/// from an envelope that is not one alice sent.
-pub fn deliver(established: bool, bytes: &[u8]) -> usize {
+/// Reopens bob in state `to`, gives him `bytes` as an envelope and lets
+/// time pass; returns the number of effects (messages shown or recovered,
+/// messages renumbered, sessions reset). Panics if the engine fails (its
+/// memory store cannot) or an envelope that is not one alice sent has any
+/// effect.
+pub fn deliver(to: Bob, bytes: &[u8]) -> usize {
     let f = fixture();
-    let store = if established {
-        &f.bob_established
-    } else {
-        &f.bob_fresh
+    let store = match to {
+        Bob::Fresh => &f.bob_fresh,
+        Bob::Established => &f.bob_established,
+        Bob::Restored => &f.bob_restored,
     };
     let now = Instant::now();
     let mut bob = open(store.clone(), REOPEN_SEED, now);
@@ -189,19 +240,24 @@ pub fn deliver(established: bool, bytes: &[u8]) -> usize {
         .expect("handle_envelope fails only when the store does");
     bob.handle_timeout(now + Duration::from_secs(2))
         .expect("handle_timeout fails only when the store does");
-    let mut shown = 0;
+    let mut effects = 0;
     while let Some(event) = bob.poll_event() {
-        if let Event::Received { contact, .. } = event {
-            assert_eq!(contact, f.alice, "a message from someone else");
-            assert!(
-                f.genuine.iter().any(|g| g.bytes == bytes),
-                "a tampered envelope was accepted"
-            );
-            shown += 1;
-        }
+        let contact = match event {
+            Event::Received { contact, .. }
+            | Event::Recovered { contact, .. }
+            | Event::Renumbered { contact, .. }
+            | Event::SessionReset { contact } => contact,
+            _ => continue,
+        };
+        assert_eq!(contact, f.alice, "an effect from someone else");
+        assert!(
+            f.genuine.iter().any(|g| g.bytes == bytes),
+            "a tampered envelope had an effect"
+        );
+        effects += 1;
     }
     while bob.poll_transmit().is_some() {}
-    shown
+    effects
 }
 
 /// `data[0]` picks a sub-target, which gets `data[1..]`: 0 envelope, 1
@@ -210,7 +266,8 @@ pub fn deliver(established: bool, bytes: &[u8]) -> usize {
 /// for bob after first contact, 8 a genuine envelope with bytes spliced in
 /// (`rest[0]` picks the envelope, bit 7 cuts it after the splice,
 /// `rest[1..3]` is the offset, big-endian, and the rest is written there),
-/// 9 an envelope for bob before first contact.
+/// 9 an envelope for bob before first contact, 10 a reset request
+/// (decoder), 11 an envelope for the restored bob.
 pub fn im_messages(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
@@ -267,7 +324,19 @@ pub fn im_messages(data: &[u8]) {
             }
         }
         ENGINE_RAW => {
-            deliver(true, rest);
+            deliver(Bob::Established, rest);
+        }
+        RESET_REQUEST => {
+            if let Ok(request) = ResetRequest::decode(rest) {
+                assert_eq!(
+                    request.bundle.encode()[..],
+                    rest[66..336],
+                    "reset request fields"
+                );
+            }
+        }
+        ENGINE_RAW_RESTORED => {
+            deliver(Bob::Restored, rest);
         }
         ENGINE_SPLICE => {
             let f = fixture();
@@ -284,10 +353,10 @@ pub fn im_messages(data: &[u8]) {
             if pick & 0x80 == 0 {
                 bytes.extend(genuine.bytes.iter().skip(offset + patch.len()));
             }
-            deliver(genuine.established, &bytes);
+            deliver(genuine.to, &bytes);
         }
         _ => {
-            deliver(false, rest);
+            deliver(Bob::Fresh, rest);
         }
     }
 }
@@ -306,11 +375,14 @@ pub fn im_seeds() -> Vec<(String, Vec<u8>)> {
     };
     for (i, g) in f.genuine.iter().enumerate() {
         let name = format!("{}_{i}", g.name);
-        let selector = if g.established {
-            ENGINE_RAW
-        } else {
-            ENGINE_RAW_FRESH
+        let selector = match g.to {
+            Bob::Fresh => ENGINE_RAW_FRESH,
+            Bob::Established => ENGINE_RAW,
+            Bob::Restored => ENGINE_RAW_RESTORED,
         };
+        if g.name == "reset_request" {
+            seed(format!("reset_decode_{name}"), RESET_REQUEST, &g.bytes);
+        }
         seed(format!("engine_{name}"), selector, &g.bytes);
         seed(format!("decode_{name}"), ENVELOPE, &g.bytes);
         // Splice nothing at offset 0, and a flipped byte into the
@@ -355,6 +427,20 @@ pub fn im_seeds() -> Vec<(String, Vec<u8>)> {
         "payload_resend".into(),
         PAYLOAD,
         &Payload::Resend { from: 1, to: 3 }.encode(),
+    );
+    seed(
+        "payload_recover".into(),
+        PAYLOAD,
+        &Payload::Recover { from: 1 }.encode(),
+    );
+    seed(
+        "payload_echo".into(),
+        PAYLOAD,
+        &Payload::Echo {
+            last: 5,
+            message: f.messages[0].clone(),
+        }
+        .encode(),
     );
     let padded = pad(&Payload::Ack(ids).encode()).expect("fits");
     seed("padded_ack".into(), UNPAD, &padded);

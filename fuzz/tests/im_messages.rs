@@ -13,19 +13,36 @@ use shoal_fuzz_targets::im;
 #[test]
 fn genuine_envelopes_are_accepted_and_tampered_ones_are_not() {
     let f = im::fixture();
-    assert!(f.genuine.iter().any(|g| !g.established));
-    assert!(f.genuine.iter().any(|g| g.established));
+    for to in [im::Bob::Fresh, im::Bob::Established, im::Bob::Restored] {
+        assert!(
+            f.genuine.iter().any(|g| g.to == to),
+            "no envelope for {to:?}"
+        );
+    }
+    assert!(f.genuine.iter().any(|g| g.name == "reset_request"));
+    assert!(f.genuine.iter().any(|g| g.name == "known_echo"));
+    let mut echo_effects = 0;
     for g in &f.genuine {
-        let shown = im::deliver(g.established, &g.bytes);
-        // Alone, a message whose predecessor is missing is held.
-        let expected = usize::from(g.name.ends_with("chat"));
-        assert_eq!(shown, expected, "{}", g.name);
+        let effects = im::deliver(g.to, &g.bytes);
+        // Alone, a message whose predecessor is missing is held; a reset
+        // request replaces the session; an echo brings back one of bob's
+        // lost messages (and renumbers what he wrote on its counter).
+        match g.name {
+            "initial_chat" | "known_chat" => assert_eq!(effects, 1, "{}", g.name),
+            "reset_request" => assert_eq!(effects, 1, "{}", g.name),
+            // Alone, the echo of a message whose predecessor bob lost for
+            // good (it never reached alice) is refused; the first one is
+            // taken.
+            "known_echo" => echo_effects += effects,
+            _ => assert_eq!(effects, 0, "{}", g.name),
+        }
         for at in [1, 2, 40, g.bytes.len() / 2, g.bytes.len() - 1] {
             let mut bad = g.bytes.clone();
             bad[at] ^= 0x80;
-            assert_eq!(im::deliver(g.established, &bad), 0, "{} at {at}", g.name);
+            assert_eq!(im::deliver(g.to, &bad), 0, "{} at {at}", g.name);
         }
     }
+    assert!(echo_effects >= 1, "no echo was taken");
 }
 
 /// Every seed runs cleanly.
