@@ -183,6 +183,60 @@ fn a_window_overrun_is_repaired() {
     }
 }
 
+/// Bob's disk goes back to before his last two messages and Alice's
+/// answer (both acknowledged): his chains fork from what Alice holds. His
+/// next message reuses a counter Alice holds another message under; the
+/// session is repaired, Alice returns what he lost, and what he wrote after
+/// the restore goes out again under a new id.
+#[test]
+fn a_counter_fork_after_a_rollback_is_repaired() {
+    let mut pair = Pair::new(6, configs());
+    pair.send(0, "hello");
+    pair.send(1, "hi");
+    assert!(pair.run_until_identical(Duration::from_secs(10)).is_some());
+    let snapshot = tempfile::tempdir().unwrap();
+    pair.sides[1].snapshot(snapshot.path());
+    let lost = [pair.send(1, "lost one"), pair.send(1, "lost two")];
+    pair.settle();
+    let answer = pair.send(0, "got both");
+    assert!(pair.run_until_identical(Duration::from_secs(10)).is_some());
+
+    pair.sides[1].restore(snapshot.path());
+    pair.open(1);
+    pair.events.clear();
+    let forked = pair.send(1, "written after the restore");
+    let healed = pair.run_until_identical(Duration::from_secs(120));
+    assert!(healed.is_some(), "never healed");
+    let users = pair.users();
+    let history = pair.sides[1].history_ids(users[0]);
+    for id in lost.iter().chain([&answer]) {
+        assert!(history.contains(id), "{id} not recovered");
+    }
+    assert!(!history.contains(&forked), "the forked id is still shown");
+    let renumbered: Vec<_> = pair
+        .events
+        .iter()
+        .filter_map(|(side, e)| match e {
+            Event::Renumbered { old, new, .. } if *side == 1 => Some((*old, *new)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(renumbered.len(), 1);
+    assert_eq!(renumbered[0].0, forked);
+    assert!(history.contains(&renumbered[0].1));
+    let recovered = pair
+        .events
+        .iter()
+        .filter(|(side, e)| *side == 1 && matches!(e, Event::Recovered { .. }))
+        .count();
+    assert_eq!(recovered, 2);
+    println!(
+        "healed in {:?}; {} reset requests",
+        healed.unwrap(),
+        pair.engine(1).reset_requests_sent() + pair.engine(0).reset_requests_sent()
+    );
+}
+
 /// 1,000 envelopes with the live session's id and random contents, from
 /// the network (sender unknown) and from a device that is not the
 /// contact's: no reset request, no reset, and the conversation goes on.

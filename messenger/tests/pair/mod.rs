@@ -136,9 +136,20 @@ impl Pair {
         pair
     }
 
+    /// Opens side `i`; if the other side is open too, the two are
+    /// connected (as the messenger reports once a session is up).
     pub(crate) fn open(&mut self, i: usize) {
         let unix = self.unix();
         self.sides[i].open(&mut self.rng, self.now, unix);
+        if self.sides[1 - i].engine.is_some() {
+            let now = self.now;
+            let users = self.users();
+            for (side, other) in [(i, 1 - i), (1 - i, i)] {
+                self.engine(side)
+                    .set_online(now, users[other], true)
+                    .unwrap();
+            }
+        }
     }
 
     /// The wall clock, moving with the virtual one.
@@ -258,7 +269,45 @@ impl Pair {
             let next = self.now + Duration::from_secs(1);
             self.run_until(next);
         }
+        self.report();
         None
+    }
+
+    /// Prints both histories and the events seen (for a failing test).
+    pub(crate) fn report(&mut self) {
+        let users = self.users();
+        for i in 0..2 {
+            let items = self.engine(i).history(&users[1 - i], None, 1_000).unwrap();
+            let outbox = self.engine(i).outbox_len(&users[1 - i]);
+            eprintln!(
+                "side {i}: outbox {outbox}, history (height, counter, outgoing, text), newest first:"
+            );
+            for item in items {
+                let m = &item.meta;
+                eprintln!(
+                    "  {} {} {} {:?}",
+                    m.height,
+                    m.counter,
+                    m.outgoing,
+                    item.message.text()
+                );
+            }
+        }
+        let wire: Vec<String> = self
+            .wire
+            .iter()
+            .rev()
+            .take(30)
+            .map(|(from, e)| format!("{from}:t{}:{}", e[1], e.len()))
+            .collect();
+        eprintln!(
+            "last envelopes, newest first (side:type:length): {}",
+            wire.join(" ")
+        );
+        for (side, event) in &self.events {
+            let text = format!("{event:?}");
+            eprintln!("event {side}: {}", &text[..text.len().min(160)]);
+        }
     }
 
     /// Both histories hold the same messages in the same order, none

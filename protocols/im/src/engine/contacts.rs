@@ -75,6 +75,10 @@ pub(super) struct Contact {
     pub(super) parked: Vec<Parked>,
     /// When we may next return the contact's lost messages.
     pub(super) next_echo_answer: Option<Instant>,
+    /// Set when the engine opens: the first time the contact is online,
+    /// ask it for anything of either side we may have lost (our store may
+    /// have gone back in time while we were away).
+    pub(super) sync_due: bool,
     /// When we last asked the contact for a new session: a new session it
     /// starts is taken as the answer for [`RESET_ANSWER_WINDOW`].
     ///
@@ -157,6 +161,7 @@ impl<S: Store> Engine<S> {
                 conversation.restore(meta, held);
             }
             conversation.restore_heads(message_ids(&blob.heads));
+            let sync_due = !sessions.is_empty();
             // Held or parked messages after a restart: ask for what is
             // missing soon.
             let next_resend_request =
@@ -192,6 +197,7 @@ impl<S: Store> Engine<S> {
                         })
                         .collect(),
                     next_echo_answer: None,
+                    sync_due,
                 },
             );
         }
@@ -250,6 +256,7 @@ impl<S: Store> Engine<S> {
             reset_requested: None,
             parked: Vec::new(),
             next_echo_answer: None,
+            sync_due: false,
         })
     }
 

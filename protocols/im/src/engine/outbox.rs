@@ -187,6 +187,12 @@ impl<S: Store> Engine<S> {
             }
             return;
         }
+        if std::mem::take(&mut c.sync_due) {
+            self.sync_after_open(contact, batch);
+        }
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return;
+        };
         let mut due: Vec<(u64, Vec<u8>)> = c
             .outbox
             .iter()

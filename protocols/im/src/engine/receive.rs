@@ -185,6 +185,12 @@ impl<S: Store> Engine<S> {
                 let at = usize::from(ours_pending && c.sessions[0].id < session_id);
                 c.device = Some(header.sender.clone());
                 if at == 0 {
+                    // They lost our session or replaced it at our request:
+                    // either side may have lost messages too, and answers
+                    // sent on the old session may never have arrived.
+                    c.sync_due = true;
+                    c.next_resend_answer = None;
+                    c.next_echo_answer = None;
                     replaced = true;
                     for pending in c.outbox.values_mut() {
                         pending.next = now;

@@ -99,6 +99,10 @@ impl<S: Store> Engine<S> {
             return Err((Some(contact), RejectReason::WrongSender));
         }
         let id = message.id();
+        // We lost what we had sent since some copy: we may have lost what
+        // the contact sent us since too, and nothing may reveal the gap.
+        // Ask for whatever follows what we hold (rate limited).
+        self.request_missing(now, contact, true, Sealing::Reply, batch);
         let c = self.contact_entry(contact);
         if c.conversation.get_mut(&id).is_some() {
             // Still ours: the contact has it, so it was delivered.
@@ -243,6 +247,28 @@ impl<S: Store> Engine<S> {
         }
         batch.dirty(contact);
         self.flush_outbox(now, contact, batch);
+    }
+
+    /// The first time a contact is online after the engine opened: asks
+    /// for its messages after the ones we hold and for ours after the ones
+    /// we hold. Both are answered only if we lost something (our store
+    /// went back in time while the engine was closed), and cost two small
+    /// envelopes per contact and start otherwise.
+    pub(super) fn sync_after_open(&mut self, contact: UserId, batch: &mut Batch) {
+        let Some(c) = self.contacts.get(&contact) else {
+            return;
+        };
+        let floor = c.conversation.floor();
+        let resend = Payload::Resend {
+            from: floor,
+            to: floor + MAX_RESEND_RANGE - 1,
+        };
+        if !self.seal(contact, &resend, Sealing::Own, batch) {
+            return;
+        }
+        if let Some(from) = self.recover_from(&contact) {
+            self.seal(contact, &Payload::Recover { from }, Sealing::Own, batch);
+        }
     }
 
     /// The first of our counters to ask the contact for: the first one we

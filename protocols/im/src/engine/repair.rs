@@ -161,6 +161,12 @@ impl<S: Store> Engine<S> {
             .map_err(|e| (Some(contact), RejectReason::Crypto(e)))?;
         let c = self.contact_entry(contact);
         c.last_reset = Some(now);
+        // Something must go out on the new session even with nothing to
+        // send, or the requester never learns it: the sync asks. Answers
+        // sent on the old session may never have arrived.
+        c.sync_due = true;
+        c.next_resend_answer = None;
+        c.next_echo_answer = None;
         tracing::info!(%contact, "session replaced at the contact's request");
         self.resets_honoured += 1;
         batch.events.push(Event::SessionReset { contact });
