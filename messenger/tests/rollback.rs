@@ -101,7 +101,7 @@ fn every_restored_snapshot_heals_without_reusing_a_key() {
             // other side, or both, in turn.
             for i in 0..2 {
                 let side_bit = if i == restored { 1 } else { 2 };
-                if at % 4 & side_bit != 0 {
+                if (at % 4) & side_bit != 0 {
                     pair.send(i, "after the restore");
                 }
             }
