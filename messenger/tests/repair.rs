@@ -114,19 +114,23 @@ fn an_unknown_session_is_repaired() {
     assert!(pair.engine(1).reset_requests_sent() >= 1);
     assert_eq!(pair.engine(0).resets_honoured(), 1);
 
-    // Alice's very first initial envelope again: Bob no longer holds that
-    // session, but his own works: he does not switch to the old one.
+    // Alice's very first initial envelope again, twice, past the rate
+    // limit: Bob lost that session with the restore (he cannot know it is
+    // old), but his own works: he challenges it and does not switch.
     let users = pair.users();
     let before = pair.sides[1].history_ids(users[0]);
     let honoured = pair.engine(0).resets_honoured();
-    let (now, alice) = (
-        pair.now,
-        pair.engine(0).device().certificate().device().peer_id(),
-    );
-    pair.engine(1)
-        .handle_envelope_from(now, alice, &first_initial)
-        .unwrap();
-    pair.settle();
+    let active = pair.engine(1).contacts()[0].sessions;
+    let alice = pair.engine(0).device().certificate().device().peer_id();
+    for _ in 0..2 {
+        pair.now += shoal_im::engine::RESET_INTERVAL + Duration::from_secs(1);
+        let now = pair.now;
+        pair.engine(1)
+            .handle_envelope_from(now, alice, &first_initial)
+            .unwrap();
+        pair.settle();
+    }
+    assert_eq!(pair.engine(1).contacts()[0].sessions, active);
     assert_eq!(pair.engine(0).resets_honoured(), honoured);
     assert!(pair.events.iter().any(|(side, e)| *side == 1
         && matches!(
@@ -149,9 +153,20 @@ fn an_unknown_session_is_repaired() {
 /// Alice's messages arrives on it, ids unchanged.
 #[test]
 fn a_window_overrun_is_repaired() {
-    let mut pair = Pair::new(4, configs());
+    // Bob keeps one session: the repaired one pushes the first out.
+    let bob = EngineConfig {
+        max_sessions: 1,
+        ..EngineConfig::default()
+    };
+    let mut pair = Pair::new(4, [EngineConfig::default(), bob]);
     pair.send(0, "hello");
     assert!(pair.run_until_identical(Duration::from_secs(10)).is_some());
+    let first_initial = pair
+        .wire
+        .iter()
+        .find(|(from, e)| *from == 0 && kind(e) == 1)
+        .map(|(_, e)| e.clone())
+        .unwrap();
     // Alice -> Bob is lost from now on, Bob -> Alice is not.
     pair.drop = Box::new(|from, _| from == 0);
     let mut sent = Vec::new();
@@ -181,6 +196,28 @@ fn a_window_overrun_is_repaired() {
     for id in &sent {
         assert!(history.contains(id));
     }
+
+    // The first session's initial envelope again: Bob held that session
+    // and dropped it, so it is a replay, refused outright.
+    let alice = pair.engine(0).device().certificate().device().peer_id();
+    let (now, requests) = (pair.now, pair.engine(1).reset_requests_sent());
+    pair.engine(1)
+        .handle_envelope_from(now, alice, &first_initial)
+        .unwrap();
+    pair.settle();
+    assert_eq!(pair.engine(1).reset_requests_sent(), requests);
+    assert!(matches!(
+        pair.events.last(),
+        Some((
+            1,
+            Event::Rejected {
+                reason: RejectReason::ReplayedSession,
+                ..
+            }
+        ))
+    ));
+    pair.send(0, "still fine");
+    assert!(pair.run_until_identical(Duration::from_secs(10)).is_some());
 }
 
 /// Bob's disk goes back to before his last two messages and Alice's

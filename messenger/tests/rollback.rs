@@ -99,10 +99,11 @@ fn every_restored_snapshot_heals_without_reusing_a_key() {
             let start = pair.now;
             // Who writes after the restore: nobody, the restored side, the
             // other side, or both, in turn.
+            let mut written = Vec::new();
             for i in 0..2 {
                 let side_bit = if i == restored { 1 } else { 2 };
                 if (at % 4) & side_bit != 0 {
-                    pair.send(i, "after the restore");
+                    written.push(pair.send(i, "after the restore"));
                 }
             }
             pair.run_until_identical(HEAL_LIMIT).unwrap_or_else(|| {
@@ -119,6 +120,15 @@ fn every_restored_snapshot_heals_without_reusing_a_key() {
                 .collect();
             for id in &before {
                 assert!(now_held.contains(id), "side {restored} at {at}: {id} lost");
+            }
+            // And what was written after it, under its id or its new one.
+            for id in &written {
+                let renamed = pair.events.iter().find_map(|(_, e)| match e {
+                    Event::Renumbered { old, new, .. } if old == id => Some(*new),
+                    _ => None,
+                });
+                let id = renamed.unwrap_or(*id);
+                assert!(now_held.contains(&id), "side {restored} at {at}: {id} lost");
             }
             // Nothing shown twice.
             let mut shown: HashMap<(usize, shoal_im::MessageId), usize> = HashMap::new();

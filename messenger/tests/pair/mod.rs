@@ -311,15 +311,19 @@ impl Pair {
     }
 
     /// Both histories hold the same messages in the same order, none
-    /// twice, and nothing waits in either outbox.
+    /// twice, and nothing waits on either side: no outbox, no held
+    /// message, no message waiting to be rewritten.
     pub(crate) fn identical(&mut self) -> bool {
         let users = self.users();
         let a = self.sides[0].history_ids(users[1]);
         let b = self.sides[1].history_ids(users[0]);
         let distinct: std::collections::HashSet<_> = a.iter().collect();
-        a == b
-            && distinct.len() == a.len()
-            && self.engine(0).outbox_len(&users[1]) == 0
-            && self.engine(1).outbox_len(&users[0]) == 0
+        let settled = |engine: &mut Engine<SqliteStore>| {
+            engine
+                .contacts()
+                .iter()
+                .all(|c| c.outbox == 0 && c.held == 0 && c.parked == 0)
+        };
+        a == b && distinct.len() == a.len() && settled(self.engine(0)) && settled(self.engine(1))
     }
 }

@@ -162,7 +162,7 @@ impl Conversation {
         timestamp_ms: u64,
     ) -> (Message, MessageMeta) {
         let (counter, prev) = match self.own.last_key_value() {
-            Some((c, id)) => (c + 1, Some(*id)),
+            Some((c, id)) => (c.saturating_add(1), Some(*id)),
             None => (0, None),
         };
         let deps: Vec<MessageId> = self
@@ -307,6 +307,19 @@ impl Conversation {
         self.peer.last_key_value().map(|(c, _)| *c)
     }
 
+    /// The highest of our own counters we hold.
+    pub(crate) fn own_last(&self) -> Option<u64> {
+        self.own.last_key_value().map(|(c, _)| *c)
+    }
+
+    /// Whether one of our own messages is held (its predecessor is being
+    /// recovered).
+    pub(crate) fn own_held(&self) -> bool {
+        self.held
+            .values()
+            .any(|m| m.sender.to_bytes() != self.contact)
+    }
+
     /// The first of our own counters we do not hold (all below it we do).
     pub(crate) fn own_next(&self) -> u64 {
         let mut next = 0;
@@ -374,11 +387,16 @@ impl Conversation {
     }
 
     /// The first range of peer counters missing below the highest held
-    /// one (at most [`MAX_RESEND_RANGE`] long), if any message is held.
+    /// message of the peer (at most [`MAX_RESEND_RANGE`] long), if any message is held.
     /// `None` when nothing is missing by counter (a held message then waits
     /// for a dependency its sender will resend with its own retries).
     pub(crate) fn missing(&self) -> Option<(u64, u64)> {
-        let top = self.held.values().map(|m| m.counter).max()?;
+        let top = self
+            .held
+            .values()
+            .filter(|m| m.sender.to_bytes() == self.contact)
+            .map(|m| m.counter)
+            .max()?;
         let from = self.floor;
         if from >= top {
             return None;

@@ -63,6 +63,10 @@ pub(crate) struct ContactBlob {
     /// Our messages waiting to be written again under new counters.
     #[prost(message, repeated, tag = "7")]
     pub(crate) parked: Vec<ParkedBlob>,
+    /// Ids of every session held, newest last: initial envelopes of those
+    /// no longer held are replays.
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    pub(crate) seen_sessions: Vec<Vec<u8>>,
 }
 
 /// One of our messages waiting to be written again (after a restore).

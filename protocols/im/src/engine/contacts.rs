@@ -37,6 +37,11 @@ pub struct ContactInfo {
     pub sessions: usize,
     /// Messages waiting for their acknowledgement.
     pub outbox: usize,
+    /// Messages held (received, or recovered after a restore, waiting for
+    /// what they follow).
+    pub held: usize,
+    /// Our messages waiting to be written again after a restore.
+    pub parked: usize,
 }
 
 /// Most contacts that started a conversation and were never named with
@@ -84,6 +89,15 @@ pub(super) struct Contact {
     ///
     /// [`RESET_ANSWER_WINDOW`]: super::repair::RESET_ANSWER_WINDOW
     pub(super) reset_requested: Option<Instant>,
+    /// New sessions we answered with a reset request to verify them: a
+    /// replay of one of them is not the answer.
+    pub(super) challenged: Vec<SessionId>,
+    /// Ids of every session we held, newest last (at most
+    /// [`MAX_SEEN_SESSIONS`]): an initial envelope of one we no longer hold
+    /// is a replay.
+    ///
+    /// [`MAX_SEEN_SESSIONS`]: super::repair::MAX_SEEN_SESSIONS
+    pub(super) seen_sessions: Vec<SessionId>,
 }
 
 impl<S: Store> Engine<S> {
@@ -185,6 +199,12 @@ impl<S: Store> Engine<S> {
                     next_probe: None,
                     last_reset: None,
                     reset_requested: None,
+                    challenged: Vec::new(),
+                    seen_sessions: blob
+                        .seen_sessions
+                        .iter()
+                        .filter_map(|b| <[u8; 16]>::try_from(b.as_slice()).ok().map(SessionId))
+                        .collect(),
                     parked: blob
                         .parked
                         .into_iter()
@@ -217,6 +237,8 @@ impl<S: Store> Engine<S> {
                 online: c.online,
                 sessions: c.sessions.len(),
                 outbox: c.outbox.len(),
+                held: c.conversation.held_len(),
+                parked: c.parked.len(),
             })
             .collect();
         list.sort_by(|a, b| {
@@ -254,6 +276,8 @@ impl<S: Store> Engine<S> {
             next_probe: None,
             last_reset: None,
             reset_requested: None,
+            challenged: Vec::new(),
+            seen_sessions: Vec::new(),
             parked: Vec::new(),
             next_echo_answer: None,
             sync_due: false,
@@ -313,6 +337,7 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
         heads: c.conversation.heads().map(|id| id.0.to_vec()).collect(),
         unanswered: c.unanswered,
         pending_read: c.pending_read.iter().map(|id| id.0.to_vec()).collect(),
+        seen_sessions: c.seen_sessions.iter().map(|id| id.0.to_vec()).collect(),
         parked: c
             .parked
             .iter()

@@ -31,6 +31,10 @@ pub enum RejectReason {
     /// The envelope came from our own device.
     #[error("envelope from ourselves")]
     FromSelf,
+    /// An initial envelope of a session we held before and dropped: a
+    /// replay.
+    #[error("initial envelope of a session already held")]
+    ReplayedSession,
     /// A new session from a contact whose session works and whom we did
     /// not ask for one: a replay, or a contact that lost our session. We
     /// ask the device for a new session instead (a reset request, which

@@ -187,8 +187,11 @@ impl<S: Store> Engine<S> {
             }
             return;
         }
-        if std::mem::take(&mut c.sync_due) {
-            self.sync_after_open(contact, batch);
+        if c.sync_due
+            && self.sync_after_open(contact, batch)
+            && let Some(c) = self.contacts.get_mut(&contact)
+        {
+            c.sync_due = false;
         }
         let Some(c) = self.contacts.get_mut(&contact) else {
             return;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::repair::RESET_ANSWER_WINDOW;
+use super::repair::{RESET_ANSWER_WINDOW, ResetCause};
 use super::sessions::{Sealing, SessionEntry};
 use super::{Batch, Engine, EngineError, Event, MAX_UNNAMED_CONTACTS, RejectReason};
 use crate::conversation::{OrderingError, Received};
@@ -69,7 +69,8 @@ impl<S: Store> Engine<S> {
                     // made-up ids gains nothing.
                     let contact = from.and_then(|d| self.contact_of_device(&d));
                     if let Some(device) = from {
-                        self.request_reset(now, contact, device, session_id, batch);
+                        let cause = ResetCause::Broken;
+                        self.request_reset(now, contact, device, session_id, cause, batch);
                     }
                     return Err((contact, RejectReason::UnknownSession));
                 }
@@ -77,6 +78,14 @@ impl<S: Store> Engine<S> {
                     let user = UserId::new(header.sender.user());
                     if user == self.user_id() {
                         return Err((Some(user), RejectReason::FromSelf));
+                    }
+                    if self
+                        .contacts
+                        .get(&user)
+                        .is_some_and(|c| c.seen_sessions.contains(&session_id))
+                    {
+                        // A session we held and dropped: a replay.
+                        return Err((Some(user), RejectReason::ReplayedSession));
                     }
                     // Anyone can mint user keys: bound the conversations
                     // strangers can open (contacts never named by the user).
@@ -96,8 +105,12 @@ impl<S: Store> Engine<S> {
                         // is not authenticated, so the request goes to the
                         // device it names, rate limited, and only a
                         // session that device really has is ever replaced.
+                        // To a stranger only over a connection it opened
+                        // (no lookup, no dial).
                         let device = header.sender.device().peer_id();
-                        self.request_reset(now, Some(user), device, session_id, batch);
+                        let to = self.contacts.contains_key(&user).then_some(user);
+                        let cause = ResetCause::ErasedPrekey;
+                        self.request_reset(now, to, device, session_id, cause, batch);
                         return Err((
                             Some(user),
                             RejectReason::Crypto(Error::PrekeyMismatch {
@@ -156,11 +169,14 @@ impl<S: Store> Engine<S> {
         if let Some((_, header)) = &new_session
             && let Some(c) = self.contacts.get(&contact)
             && c.sessions.first().is_some_and(|s| s.initial.is_none())
-            && c.reset_requested
+            && (c
+                .reset_requested
                 .is_none_or(|t| now >= t + RESET_ANSWER_WINDOW)
+                || c.challenged.contains(&session_id))
         {
             let device = header.sender.device().peer_id();
-            self.request_reset(now, Some(contact), device, session_id, batch);
+            let cause = ResetCause::Challenge;
+            self.request_reset(now, Some(contact), device, session_id, cause, batch);
             return Err((Some(contact), RejectReason::UnrequestedSession));
         }
 
@@ -181,6 +197,7 @@ impl<S: Store> Engine<S> {
                 // (they lost ours, or replaced it at our request), and what
                 // we had not delivered goes out again on it.
                 c.reset_requested = None;
+                c.challenged.clear();
                 let ours_pending = c.sessions.first().is_some_and(|s| s.initial.is_some());
                 let at = usize::from(ours_pending && c.sessions[0].id < session_id);
                 c.device = Some(header.sender.clone());
@@ -410,7 +427,9 @@ impl<S: Store> Engine<S> {
         // A held message no counter gap explains waits for one of our own
         // messages, and parked ones wait for ours to come back: we lost
         // them (see the recovery module).
-        let own_lost = (c.conversation.held_len() > 0 && range.is_none()) || !c.parked.is_empty();
+        let own_lost = (c.conversation.held_len() > 0 && range.is_none())
+            || c.conversation.own_held()
+            || !c.parked.is_empty();
         if let Some((from, to)) = range {
             self.seal(contact, &Payload::Resend { from, to }, sealing, batch);
         }

@@ -42,6 +42,10 @@ pub(super) struct Parked {
 /// and the rest stay lost: they were never delivered).
 pub(super) const MAX_PARKED: usize = 1_024;
 
+/// How far beyond the first counter of ours we miss an echoed message may
+/// be (four resend ranges).
+const ECHO_REACH: u64 = 4 * MAX_RESEND_RANGE;
+
 impl<S: Store> Engine<S> {
     /// Returns to `contact` its own messages from counter `from` on (at
     /// most [`MAX_RESEND_RANGE`], up to the last we hold), once per resend
@@ -99,11 +103,19 @@ impl<S: Store> Engine<S> {
             return Err((Some(contact), RejectReason::WrongSender));
         }
         let id = message.id();
+        let c = self.contact_entry(contact);
+        // What we lost is at most a few windows beyond what we hold: a
+        // counter far ahead is made up (and would exhaust our counters).
+        let reach = c.conversation.own_next().saturating_add(ECHO_REACH);
+        if message.counter > reach {
+            return Err((Some(contact), RejectReason::WrongSender));
+        }
         // We lost what we had sent since some copy: we may have lost what
         // the contact sent us since too, and nothing may reveal the gap.
         // Ask for whatever follows what we hold (rate limited).
         self.request_missing(now, contact, true, Sealing::Reply, batch);
         let c = self.contact_entry(contact);
+        let mut result = Ok(());
         if c.conversation.get_mut(&id).is_some() {
             // Still ours: the contact has it, so it was delivered.
             self.take_receipt(contact, &[id], false, batch);
@@ -117,7 +129,7 @@ impl<S: Store> Engine<S> {
             let c = self.contact_entry(contact);
             let shown = message.clone();
             match c.conversation.receive_own(message) {
-                Err(e) => return Err((Some(contact), e.into())),
+                Err(e) => result = Err((Some(contact), e.into())),
                 Ok(Received::Duplicate) => {}
                 Ok(Received::Held { meta, .. }) => {
                     batch.changes.messages.push(StoredMessage { meta, encoded });
@@ -136,7 +148,7 @@ impl<S: Store> Engine<S> {
         }
         batch.dirty(contact);
         self.write_parked(now, contact, last, batch);
-        Ok(())
+        result
     }
 
     /// Reports messages a newly shown one released: the contact's as
@@ -199,30 +211,37 @@ impl<S: Store> Engine<S> {
             let Some(c) = self.contacts.get_mut(&contact) else {
                 return;
             };
+            if c.parked.len() >= MAX_PARKED {
+                // Left as they are (the contact keeps refusing them) rather
+                // than lost.
+                tracing::warn!(%contact, "too many messages to rewrite; the rest stay as written");
+                break;
+            }
             c.conversation.remove_own(&message);
             c.outbox.remove(&n);
             batch.changes.removed.push(id);
-            if c.parked.len() < MAX_PARKED {
-                c.parked.push(Parked {
-                    old: id,
-                    timestamp_ms: message.timestamp_ms,
-                    body: message.body,
-                });
-            }
+            c.parked.push(Parked {
+                old: id,
+                timestamp_ms: message.timestamp_ms,
+                body: message.body,
+            });
             // Ask for the rest of what we lost if it does not come.
             c.next_resend_request.get_or_insert(now + interval);
         }
         batch.dirty(contact);
     }
 
-    /// Writes the parked messages again, after the recovered ones, once
-    /// every counter of ours up to `last` (the contact's last) is back.
+    /// Writes the parked messages again, after the recovered ones, once our
+    /// counter `last` (the highest the contact holds) is back. Echoes come
+    /// in counter order, so by then the ones before it normally are too; a
+    /// counter that never comes back (a message only our lost state had)
+    /// does not keep the parked ones from going out.
     fn write_parked(&mut self, now: Instant, contact: UserId, last: u64, batch: &mut Batch) {
         let sender = self.user_id();
         let Some(c) = self.contacts.get_mut(&contact) else {
             return;
         };
-        if c.parked.is_empty() || c.conversation.own_next() <= last {
+        if c.parked.is_empty() || c.conversation.own_last().is_none_or(|own| own < last) {
             return;
         }
         for parked in std::mem::take(&mut c.parked) {
@@ -254,9 +273,9 @@ impl<S: Store> Engine<S> {
     /// we hold. Both are answered only if we lost something (our store
     /// went back in time while the engine was closed), and cost two small
     /// envelopes per contact and start otherwise.
-    pub(super) fn sync_after_open(&mut self, contact: UserId, batch: &mut Batch) {
+    pub(super) fn sync_after_open(&mut self, contact: UserId, batch: &mut Batch) -> bool {
         let Some(c) = self.contacts.get(&contact) else {
-            return;
+            return false;
         };
         let floor = c.conversation.floor();
         let resend = Payload::Resend {
@@ -264,11 +283,12 @@ impl<S: Store> Engine<S> {
             to: floor + MAX_RESEND_RANGE - 1,
         };
         if !self.seal(contact, &resend, Sealing::Own, batch) {
-            return;
+            return false;
         }
         if let Some(from) = self.recover_from(&contact) {
-            self.seal(contact, &Payload::Recover { from }, Sealing::Own, batch);
+            return self.seal(contact, &Payload::Recover { from }, Sealing::Own, batch);
         }
+        true
     }
 
     /// The first of our counters to ask the contact for: the first one we

@@ -38,6 +38,31 @@ const MAX_RESET_TARGETS: usize = 256;
 /// session works is verified first (see [`RejectReason::UnrequestedSession`]).
 pub const RESET_ANSWER_WINDOW: Duration = Duration::from_secs(600);
 
+/// Session ids remembered per contact (persisted): an initial envelope of
+/// one of them is a replay and is refused without further ado.
+pub(super) const MAX_SEEN_SESSIONS: usize = 64;
+
+/// Sessions we challenged with a reset request, remembered per contact (in
+/// memory): a replay of one of them is not the answer.
+const MAX_CHALLENGED: usize = 8;
+
+/// Why a reset request goes out, which decides whether a new session from
+/// the contact is then taken as its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResetCause {
+    /// Something authenticated says the session is broken (an envelope from
+    /// the contact's device that cannot be decrypted, or that names a
+    /// session we do not hold): the contact's next new session is the
+    /// answer.
+    Broken,
+    /// An initial header names a prekey we erased. Anyone can write such a
+    /// header, so it does not make a later new session acceptable.
+    ErasedPrekey,
+    /// A new session we did not ask for (maybe a replay): only a new
+    /// session other than this one answers.
+    Challenge,
+}
+
 /// When reset requests last went out, by device.
 #[derive(Default)]
 pub(super) struct ResetLimiter {
@@ -45,8 +70,10 @@ pub(super) struct ResetLimiter {
 }
 
 impl ResetLimiter {
-    /// Whether a request to `device` may go out now (and records it).
-    fn allow(&mut self, now: Instant, device: PeerId) -> bool {
+    /// Whether a request to `device` may go out now (and records it). When
+    /// the table is full of recent entries, only contacts' devices are
+    /// still admitted: strangers cannot crowd out repairs of real sessions.
+    fn allow(&mut self, now: Instant, device: PeerId, contact: bool) -> bool {
         if self
             .sent
             .get(&device)
@@ -56,7 +83,7 @@ impl ResetLimiter {
         }
         if self.sent.len() >= MAX_RESET_TARGETS {
             self.sent.retain(|_, t| now < *t + RESET_INTERVAL);
-            if self.sent.len() >= MAX_RESET_TARGETS {
+            if self.sent.len() >= MAX_RESET_TARGETS && !contact {
                 return false;
             }
         }
@@ -101,9 +128,11 @@ impl<S: Store> Engine<S> {
         contact: Option<UserId>,
         device: PeerId,
         session: SessionId,
+        cause: ResetCause,
         batch: &mut Batch,
     ) {
-        if !self.reset_limiter.allow(now, device) {
+        let known = contact.is_some_and(|u| self.contacts.contains_key(&u));
+        if !self.reset_limiter.allow(now, device, known) {
             return;
         }
         let mut nonce = [0u8; RESET_NONCE_LEN];
@@ -117,7 +146,16 @@ impl<S: Store> Engine<S> {
         tracing::info!(?contact, %device, "asking the device for a new session");
         self.resets_sent += 1;
         if let Some(c) = contact.and_then(|u| self.contacts.get_mut(&u)) {
-            c.reset_requested = Some(now);
+            match cause {
+                ResetCause::Broken => c.reset_requested = Some(now),
+                ResetCause::Challenge => {
+                    c.reset_requested = Some(now);
+                    c.challenged.push(session);
+                    let excess = c.challenged.len().saturating_sub(MAX_CHALLENGED);
+                    c.challenged.drain(..excess);
+                }
+                ResetCause::ErasedPrekey => {}
+            }
         }
         batch.transmits.push(Transmit {
             contact,
@@ -149,6 +187,16 @@ impl<S: Store> Engine<S> {
             // No conversation, nothing to repair.
             return Err((Some(contact), RejectReason::UnknownSession));
         };
+        // Only the device we know may ask (a device the user certified
+        // earlier, or a stolen one, must not take the conversation over);
+        // a contact that moved reaches us with a new session instead.
+        if c.device
+            .as_ref()
+            .is_some_and(|d| d.device() != request.bundle.certificate.device())
+        {
+            tracing::debug!(%contact, "reset request from another device of the contact");
+            return Ok(());
+        }
         if c.sessions.first().map(|s| s.id) != Some(request.session) {
             // A replay, or a request about a session already replaced.
             tracing::debug!(%contact, "reset request for a session that is not the active one");
@@ -195,7 +243,14 @@ impl<S: Store> Engine<S> {
             && self.is_device_of(&contact, from)
             && let Some(device) = from
         {
-            self.request_reset(now, Some(contact), device, session, batch);
+            self.request_reset(
+                now,
+                Some(contact),
+                device,
+                session,
+                ResetCause::Broken,
+                batch,
+            );
         } else if matches!(error, Error::OutsideWindow { .. }) {
             // Unauthenticated: the most it may cost is a rate-limited
             // request for what follows what we have.

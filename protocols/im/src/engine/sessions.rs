@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::outbox::{MAX_UNANSWERED, SEND_BUDGET};
+use super::repair::MAX_SEEN_SESSIONS;
 use super::{Batch, Engine, EngineError, Transmit};
 use crate::envelope::{Envelope, SessionId, SessionRef, pad};
 use crate::message::Payload;
@@ -140,6 +141,11 @@ impl<S: Store> Engine<S> {
         let id = entry.id;
         let c = self.contact_entry(contact);
         c.sessions.insert(at.min(c.sessions.len()), entry);
+        if !c.seen_sessions.contains(&id) {
+            c.seen_sessions.push(id);
+            let excess = c.seen_sessions.len().saturating_sub(MAX_SEEN_SESSIONS);
+            c.seen_sessions.drain(..excess);
+        }
         let mut dropped = Vec::new();
         while c.sessions.len() > max_sessions {
             if let Some(old) = c.sessions.pop() {
