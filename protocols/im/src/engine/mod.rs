@@ -27,6 +27,17 @@
 //! drops them otherwise. A message whose predecessors are missing is held
 //! and the missing counters are requested with [`Payload::Resend`].
 //!
+//!
+//! # Repair
+//! A session that cannot be decrypted any more (an erased prekey, a session
+//! lost or evicted, a window overrun, chains forked by a store that went
+//! back in time) is replaced: the side that cannot decrypt sends a signed
+//! [`crate::reset::ResetRequest`] and the other starts a new session,
+//! sending everything unacknowledged again on it. A device whose store went
+//! back in time gets back from each contact what it lost, and writes again
+//! under new ids what it wrote on counters already used
+//! ([`Event::Recovered`], [`Event::Renumbered`]). docs/PROTOCOL.md 11.10.
+//!
 //! [`Payload::Ack`]: crate::message::Payload::Ack
 //! [`Payload::Resend`]: crate::message::Payload::Resend
 
