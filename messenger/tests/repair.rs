@@ -22,12 +22,22 @@ fn kind(envelope: &[u8]) -> u8 {
     envelope[1]
 }
 
+/// The first envelope of type `of` that side `side` put on the wire.
+fn first_sent(pair: &Pair, side: usize, of: u8) -> Vec<u8> {
+    pair.wire
+        .iter()
+        .find(|(from, e)| *from == side && kind(e) == of)
+        .map(|(_, e)| e.clone())
+        .unwrap()
+}
+
 /// Alice fetched Bob's bundle, Bob rotated his prekey until that one was
 /// erased, then Alice writes (three weeks later): Bob cannot derive the
 /// session, asks for a new one, and Alice's message arrives on it.
-#[test]
-fn an_erased_prekey_is_repaired() {
-    let mut pair = Pair::new(1, configs());
+/// Alice holds a session started from Bob's bundle, and Bob has since
+/// rotated his signed prekey until that bundle's was erased.
+fn with_a_stale_bundle(seed: u64) -> Pair {
+    let mut pair = Pair::new(seed, configs());
     let users = pair.users();
     let stale = pair.engine(1).prekey_bundle();
     let now = pair.now;
@@ -36,6 +46,13 @@ fn an_erased_prekey_is_repaired() {
         let unix = pair.unix() + k * PREKEY_ROTATION_SECS;
         assert!(pair.engine(1).rotate_prekey_if_due(unix).unwrap());
     }
+    pair
+}
+
+#[test]
+fn an_erased_prekey_is_repaired() {
+    let mut pair = with_a_stale_bundle(1);
+    let users = pair.users();
     let sent = pair.send(0, "three weeks later");
     let healed = pair.run_until_identical(Duration::from_secs(60));
     assert!(healed.is_some(), "never delivered");
@@ -44,12 +61,8 @@ fn an_erased_prekey_is_repaired() {
     assert!(pair.sides[1].history_ids(users[0]).contains(&sent));
 
     // The reset request again (a replay): nothing changes.
-    let request = pair
-        .wire
-        .iter()
-        .find(|(from, e)| *from == 1 && is_reset_request(e))
-        .map(|(_, e)| e.clone())
-        .unwrap();
+    let request = first_sent(&pair, 1, 3);
+    assert!(is_reset_request(&request));
     let sessions = pair.engine(0).contacts()[0].sessions;
     let (now, bob) = (
         pair.now,
@@ -70,15 +83,9 @@ fn an_erased_prekey_is_repaired() {
 /// started from another prekey, without waiting for a reset request.
 #[test]
 fn a_fresh_bundle_replaces_an_unanswered_session_from_an_old_prekey() {
-    let mut pair = Pair::new(2, configs());
+    let mut pair = with_a_stale_bundle(2);
     let users = pair.users();
-    let stale = pair.engine(1).prekey_bundle();
     let now = pair.now;
-    pair.engine(0).set_bundle(now, users[1], &stale).unwrap();
-    for k in 1..=(PREKEYS_KEPT as u64 + 1) {
-        let unix = pair.unix() + k * PREKEY_ROTATION_SECS;
-        pair.engine(1).rotate_prekey_if_due(unix).unwrap();
-    }
     let fresh = pair.engine(1).prekey_bundle();
     pair.engine(0).set_bundle(now, users[1], &fresh).unwrap();
     pair.send(0, "hello");
@@ -98,12 +105,7 @@ fn an_unknown_session_is_repaired() {
         pair.send(0, &format!("before {i}"));
     }
     assert!(pair.run_until_identical(Duration::from_secs(10)).is_some());
-    let first_initial = pair
-        .wire
-        .iter()
-        .find(|(from, e)| *from == 0 && kind(e) == 1)
-        .map(|(_, e)| e.clone())
-        .unwrap();
+    let first_initial = first_sent(&pair, 0, 1);
 
     pair.sides[1].restore(snapshot.path());
     pair.open(1);
@@ -161,12 +163,7 @@ fn a_window_overrun_is_repaired() {
     let mut pair = Pair::new(4, [EngineConfig::default(), bob]);
     pair.send(0, "hello");
     assert!(pair.run_until_identical(Duration::from_secs(10)).is_some());
-    let first_initial = pair
-        .wire
-        .iter()
-        .find(|(from, e)| *from == 0 && kind(e) == 1)
-        .map(|(_, e)| e.clone())
-        .unwrap();
+    let first_initial = first_sent(&pair, 0, 1);
     // Alice -> Bob is lost from now on, Bob -> Alice is not.
     pair.drop = Box::new(|from, _| from == 0);
     let mut sent = Vec::new();

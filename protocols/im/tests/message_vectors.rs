@@ -77,15 +77,21 @@ fn payload_and_padding_vectors() {
     assert_eq!(pad(&[0; 253]).unwrap().len(), 1024);
 }
 
-#[test]
-fn session_id_and_envelope_vectors() {
+/// The device of the envelope and reset request vectors: user seed
+/// 32 × `31`, device seed 32 × `32`, X25519 identity 32 × `33`.
+fn vector_device() -> Device {
     let user = Keypair::from_secret_bytes(&[0x31; 32]);
-    let device = Device::new(
+    Device::new(
         &user,
         Keypair::from_secret_bytes(&[0x32; 32]),
         [0x33; 32],
         1_700_000_000,
-    );
+    )
+}
+
+#[test]
+fn session_id_and_envelope_vectors() {
+    let device = vector_device();
     let header = InitialHeader {
         sender: device.certificate().clone(),
         ephemeral: [0x44; 32],
@@ -156,13 +162,7 @@ fn recover_and_echo_vectors() {
 #[test]
 fn reset_request_vector() {
     use shoal_im::reset::{RESET_REQUEST_LEN, ResetRequest};
-    let user = Keypair::from_secret_bytes(&[0x31; 32]);
-    let device = Device::new(
-        &user,
-        Keypair::from_secret_bytes(&[0x32; 32]),
-        [0x33; 32],
-        1_700_000_000,
-    );
+    let device = vector_device();
     let (prekey, _) = shoal_im::x3dh::signed_prekey(&device, 2, [0x34; 32]);
     let request = ResetRequest {
         recipient: Keypair::from_secret_bytes(&[0x35; 32]).peer_id(),
