@@ -15,7 +15,9 @@ use shoal::{
 };
 use shoal_identify::LocalRecord;
 use shoal_identity::PeerId;
-use shoal_im::engine::{ContactInfo, Engine, Event as EngineEvent, HistoryItem, Transmit};
+use shoal_im::engine::{
+    ContactInfo, Engine, Event as EngineEvent, HistoryItem, Refusals, Transmit,
+};
 use shoal_im::store::HistoryCursor;
 use shoal_im::{Message, MessageId, Store, UserId};
 use shoal_kad::SignedRecord;
@@ -148,6 +150,7 @@ enum Command {
         Reply<Vec<HistoryItem>>,
     ),
     Contacts(Reply<Vec<ContactInfo>>),
+    Refusals(Reply<Refusals>),
     Connect(Multiaddr, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -387,6 +390,14 @@ impl Messenger {
     /// The contacts.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, MessengerError> {
         self.call(Command::Contacts).await
+    }
+
+    /// Envelopes refused since the messenger started, by reason. Refusals
+    /// are never events: anyone can send envelopes, and an event for each
+    /// would let any peer flood the application. They are counted here and
+    /// logged at a bounded rate.
+    pub async fn refusals(&self) -> Result<Refusals, MessengerError> {
+        self.call(Command::Refusals).await
     }
 
     /// Joins the network through the node at `addr` (`…/p2p/<peer id>`),
@@ -787,6 +798,9 @@ impl<S: Store> Driver<S> {
             Command::Contacts(reply) => {
                 let _ = reply.send(Ok(self.engine.contacts()));
             }
+            Command::Refusals(reply) => {
+                let _ = reply.send(Ok(self.engine.refusals().clone()));
+            }
             Command::Connect(addr, reply) => {
                 let Some(peer) = addr.peer_id() else {
                     let _ = reply.send(Err(MessengerError::Unreachable(format!(
@@ -852,10 +866,6 @@ impl<S: Store> Driver<S> {
                     tracing::info!(%contact, "session replaced at the contact's request");
                     continue;
                 }
-                EngineEvent::Rejected { contact, reason } => Event::Error {
-                    contact,
-                    error: format!("envelope refused: {reason}"),
-                },
             };
             self.pending_events.push_back(out);
         }

@@ -195,12 +195,6 @@ impl Net {
                 | Event::SessionReset { .. }
                 | Event::Recovered { .. }
                 | Event::Renumbered { .. } => {}
-                Event::Rejected { contact, reason } => {
-                    panic!(
-                        "{} rejected an envelope from {contact:?}: {reason}",
-                        NAMES[i]
-                    )
-                }
             }
         }
         panic!("{} never ran out of events", NAMES[i]);
@@ -221,6 +215,12 @@ impl Net {
                         NAMES[to]
                     );
                     self.engines[to].handle_envelope(now, &t.envelope).unwrap();
+                    if let Some((contact, reason)) = &self.engines[to].refusals().last {
+                        panic!(
+                            "{} refused an envelope from {contact:?}: {reason}",
+                            NAMES[to]
+                        );
+                    }
                     any = true;
                 }
             }

@@ -5,8 +5,8 @@
 //! - no message body crosses the wire in the clear, and the check that says
 //!   so fails when the engine leaks plaintext on purpose;
 //! - a raw attacker node that alters any field of a genuine envelope only
-//!   gets refusals (`Event::Error`), never a shown message, and bob keeps
-//!   working;
+//!   gets refusals (counted by `Messenger::refusals`, never an application
+//!   event), never a shown message, and bob keeps working;
 //! - replayed envelopes (messages and acknowledgements) show nothing twice;
 //! - an envelope sealed for another device is refused.
 //!
@@ -220,8 +220,10 @@ impl Attacker {
     }
 }
 
-/// Sends `bytes` and waits for the refusal: exactly what a bad envelope
-/// must cause. Fails on anything that looks like acceptance.
+/// Sends `bytes` and waits for the refusal to be counted: exactly what a
+/// bad envelope must cause. Fails on any application event but contacts
+/// going on- or offline (acceptance, a changed state, or an event for the
+/// refusal itself). Returns the reason.
 async fn expect_refused(
     attacker: &Attacker,
     session: shoal::SessionId,
@@ -229,16 +231,27 @@ async fn expect_refused(
     what: &str,
     bytes: &[u8],
 ) -> String {
+    let before = node.messenger.refusals().await.unwrap().total;
     attacker.send(session, bytes).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match tokio::time::timeout_at(deadline, node.events.recv()).await {
-            Ok(Some(Event::Error { error, .. })) => return error,
-            Ok(Some(Event::ContactOnline { .. } | Event::ContactOffline { .. })) => {}
-            Ok(Some(other)) => panic!("{what}: accepted or changed state: {other:?}"),
-            Ok(None) => panic!("{what}: event stream ended"),
-            Err(_) => panic!("{what}: no error event within {WAIT:?}"),
+        while let Ok(event) = node.events.try_recv() {
+            match event {
+                Event::ContactOnline { .. } | Event::ContactOffline { .. } => {}
+                other => panic!("{what}: an application event: {other:?}"),
+            }
         }
+        let refusals = node.messenger.refusals().await.unwrap();
+        if refusals.total > before {
+            assert_eq!(refusals.total, before + 1, "{what}: refused twice");
+            let (_, reason) = refusals.last.unwrap();
+            return reason.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not refused within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -690,13 +703,14 @@ async fn replays_show_nothing_twice() {
         0,
         "a replayed ack delivered again"
     );
-    let errors = after
-        .iter()
-        .filter(|e| matches!(e, Event::Error { .. }))
-        .count();
+    let refused = bob.messenger.refusals().await.unwrap().total;
     eprintln!(
-        "errors during {} replays: {errors}",
+        "refused during {} replays: {refused}",
         REPLAYS * (chats.len() + acks.len())
+    );
+    assert!(
+        !after.iter().any(|e| matches!(e, Event::Error { .. })),
+        "replays became application events"
     );
 
     seen_b.extend(after);

@@ -9,7 +9,7 @@ use crate::message::{Message, MessageId};
 use crate::store::Store;
 use crate::{Error, UserId};
 
-/// Why a received envelope was refused (reported in [`Event::Rejected`]).
+/// Why a received envelope was refused (counted in [`Engine::refusals`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RejectReason {
     /// Parsing, decryption or a key check failed.
@@ -47,6 +47,36 @@ pub enum RejectReason {
     /// [`MAX_UNNAMED_CONTACTS`]: super::MAX_UNNAMED_CONTACTS
     #[error("too many conversations from strangers")]
     TooManyStrangers,
+}
+
+impl RejectReason {
+    /// A short, stable name of the reason, for counters and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RejectReason::Crypto(e) => match e {
+                Error::Malformed { .. } => "malformed",
+                Error::UnsupportedVersion { .. } => "unsupported-version",
+                Error::Identity(_) | Error::WrongUser => "bad-signature",
+                Error::PrekeyMismatch { .. } => "erased-prekey",
+                Error::OutsideWindow { .. } => "outside-window",
+                Error::AlreadyUsedOrEvicted { .. } => "already-used",
+                Error::BeyondChainEnd { .. } => "beyond-chain-end",
+                Error::Decrypt => "decrypt",
+                Error::Expired { .. }
+                | Error::WeakKey
+                | Error::NotReady
+                | Error::CounterExhausted => "key-agreement",
+            },
+            RejectReason::WrongRecipient => "wrong-recipient",
+            RejectReason::UnknownSession => "unknown-session",
+            RejectReason::WrongSender => "wrong-sender",
+            RejectReason::Ordering(_) => "ordering",
+            RejectReason::FromSelf => "from-self",
+            RejectReason::ReplayedSession => "replayed-session",
+            RejectReason::UnrequestedSession => "unrequested-session",
+            RejectReason::TooManyStrangers => "too-many-strangers",
+        }
+    }
 }
 
 /// What the engine tells its user.
@@ -129,13 +159,6 @@ pub enum Event {
     SessionReset {
         /// The contact.
         contact: UserId,
-    },
-    /// An envelope was refused; nothing else changed.
-    Rejected {
-        /// The contact, when the envelope could be attributed.
-        contact: Option<UserId>,
-        /// Why.
-        reason: RejectReason,
     },
 }
 

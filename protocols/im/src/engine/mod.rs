@@ -47,6 +47,7 @@ mod identity;
 mod outbox;
 mod receive;
 mod recovery;
+mod refusals;
 mod repair;
 mod sessions;
 
@@ -70,6 +71,7 @@ pub use self::contacts::{ContactInfo, MAX_UNNAMED_CONTACTS};
 pub use self::events::{Event, RejectReason, Transmit};
 pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
 pub use self::outbox::{MAX_UNANSWERED, SEND_BUDGET};
+pub use self::refusals::{REFUSAL_LOG_INTERVAL, Refusals};
 pub use self::repair::{RESET_ANSWER_WINDOW, RESET_INTERVAL};
 
 /// Tunables of an [`Engine`].
@@ -171,6 +173,8 @@ pub struct Engine<S: Store> {
     resets_sent: u64,
     /// Sessions replaced at a contact's request since opening.
     resets_honoured: u64,
+    /// Envelopes refused, and when they were last logged.
+    refusals: self::refusals::RefusalLog,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -232,6 +236,7 @@ impl<S: Store> Engine<S> {
             reset_limiter: Default::default(),
             resets_sent: 0,
             resets_honoured: 0,
+            refusals: Default::default(),
         };
         engine.load_contacts(now)?;
         Ok(engine)

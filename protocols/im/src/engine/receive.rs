@@ -17,8 +17,9 @@ use shoal_identity::PeerId;
 
 impl<S: Store> Engine<S> {
     /// Takes one envelope from the network whose sender is not known (a
-    /// relayed or stored one): sessions are found by id. Refusals become
-    /// [`Event::Rejected`]; only store failures are errors. An envelope
+    /// relayed or stored one): sessions are found by id. Refusals are
+    /// counted ([`Engine::refusals`]), not reported as events; only store
+    /// failures are errors. An envelope
     /// that fails to decrypt never makes the engine ask for a new session
     /// here; see [`Engine::handle_envelope_from`].
     pub fn handle_envelope(&mut self, now: Instant, bytes: &[u8]) -> Result<(), EngineError> {
@@ -40,8 +41,7 @@ impl<S: Store> Engine<S> {
             self.receive(now, from, bytes, &mut batch)
         };
         if let Err((contact, reason)) = result {
-            tracing::debug!(?contact, %reason, "envelope refused");
-            batch.events.push(Event::Rejected { contact, reason });
+            self.refused(now, contact, reason);
         }
         self.finish(batch)
     }
@@ -105,12 +105,12 @@ impl<S: Store> Engine<S> {
                         // is not authenticated, so the request goes to the
                         // device it names, rate limited, and only a
                         // session that device really has is ever replaced.
-                        // To a stranger only over a connection it opened
-                        // (no lookup, no dial).
+                        // Only over a connection that device opened (no
+                        // lookup, no dial): anyone can write this header,
+                        // naming anyone's device.
                         let device = header.sender.device().peer_id();
-                        let to = self.contacts.contains_key(&user).then_some(user);
                         let cause = ResetCause::ErasedPrekey;
-                        self.request_reset(now, to, device, session_id, cause, batch);
+                        self.request_reset(now, None, device, session_id, cause, batch);
                         return Err((
                             Some(user),
                             RejectReason::Crypto(Error::PrekeyMismatch {
