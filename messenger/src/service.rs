@@ -127,8 +127,10 @@ pub enum Event {
         /// The new contact.
         contact: UserId,
     },
-    /// Something went wrong that the user may want to see (a refused
-    /// envelope, a failed lookup); the messenger keeps running.
+    /// Something went wrong that the user may want to see (a failed
+    /// lookup, a contact's device out of reach, a store that failed); the
+    /// messenger keeps running. Refused envelopes are not reported here
+    /// (see [`Messenger::refusals`]).
     Error {
         /// The contact concerned, if known.
         contact: Option<UserId>,
