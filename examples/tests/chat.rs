@@ -173,3 +173,65 @@ fn two_chats_talk_and_keep_their_history() {
     drop(alice);
     drop(bob);
 }
+
+/// What a user types that would have gone wrong quietly: renaming a contact
+/// with `/add`, giving two contacts one name, leaving with messages in
+/// flight; and answering someone by the tag the chat shows for them.
+#[test]
+fn the_chat_refuses_ambiguity_answers_by_tag_and_warns_before_quitting() {
+    let deadline = Instant::now() + LIMIT;
+    let root = TempDir::new("chat-commands");
+    let (bob_dir, alice_dir) = (root.join("bob"), root.join("alice"));
+    let mut bob = chat("bob", &bob_dir, &[]);
+    let bob_id = bob.value("user id:", deadline);
+    let bob_addr = bob.value("listening on:", deadline);
+    let mut alice = chat("alice", &alice_dir, &["--bootstrap", &bob_addr]);
+    let alice_id = alice.value("user id:", deadline);
+
+    alice.type_line(&format!("/add {bob_id} bob"));
+    alice.wait("\"added bob\"", deadline, |l| l.starts_with("added bob"));
+    alice.type_line(&format!("/add {bob_id} robert"));
+    alice.wait("a refusal to rename", deadline, |l| {
+        l.ends_with("is already a contact, named bob; not renamed")
+    });
+    // Nobody answers to this id: what is sent to it stays in the outbox.
+    let nobody =
+        shoal_im::UserId::new(shoal_identity::Keypair::from_secret_bytes(&[0x77; 32]).public());
+    alice.type_line(&format!("/add {nobody} Bob"));
+    alice.wait("a refusal of a taken name", deadline, |l| {
+        l.starts_with("the name \"Bob\" is taken by ")
+    });
+
+    // Bob answers alice, whom he never named, by the tag he is shown.
+    alice.type_line("/msg bob hello from alice");
+    let line = bob.wait("alice's message", deadline, |l| {
+        l.ends_with(": hello from alice")
+    });
+    let tag = line.split(':').next().unwrap().to_owned();
+    assert!(
+        alice_id.starts_with(&tag),
+        "{tag} is not the start of {alice_id}"
+    );
+    bob.type_line(&format!("/msg {tag} hi back"));
+    alice.wait("\"bob: hi back\"", deadline, |l| l == "bob: hi back");
+
+    alice.type_line(&format!("/add {nobody} carol"));
+    alice.type_line("/msg carol are you there?");
+    alice.type_line("/quit");
+    alice.wait("the warning", deadline, |l| {
+        l.starts_with("1 message(s) not delivered yet")
+    });
+    assert!(
+        alice.child.try_wait().unwrap().is_none(),
+        "alice left at once"
+    );
+    alice.type_line("/quit");
+    let quit_by = Instant::now() + Duration::from_secs(10);
+    while alice.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < quit_by,
+            "alice did not exit on the second /quit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -81,7 +81,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const HELP: &str = "\
 commands:
-  /add <user id> <name>     add (or rename) a contact
+  /add <user id> <name>     add a contact (or name one who wrote first)
   /to <name>                talk to <name>: plain lines are sent to them
   /msg <name> <text>        send one message without switching
   /history [<name>] [<n>]   the last n messages (default 20), oldest first
@@ -90,7 +90,7 @@ commands:
   /peers                    connected peers
   /connect <address>        join the network through a node (…/p2p/<peer id>)
   /id                       this user id and the listen addresses
-  /quit                     exit (also Ctrl-C, or the end of input)
+  /quit                     exit (asks again while messages wait; also Ctrl-C, or the end of input)
   /help                     this list
 a <name> can also be a full user id (SHOAL-…)";
 
@@ -180,6 +180,8 @@ struct Chat {
     sent: HashMap<MessageId, String>,
     /// Contacts whose presence was found.
     online: HashSet<UserId>,
+    /// `/quit` was refused once because messages were still in flight.
+    quit_warned: bool,
 }
 
 /// What a command asks of the main loop.
@@ -219,6 +221,18 @@ impl Chat {
             found = contacts
                 .iter()
                 .filter(|c| c.name.eq_ignore_ascii_case(name))
+                .collect();
+        }
+        if found.is_empty() && name.len() >= SHORT_ID {
+            // The tag shown for someone without a name: the start of the id.
+            found = contacts
+                .iter()
+                .filter(|c| {
+                    c.user
+                        .to_string()
+                        .to_ascii_uppercase()
+                        .starts_with(&name.to_ascii_uppercase())
+                })
                 .collect();
         }
         match found.as_slice() {
@@ -314,7 +328,16 @@ impl Chat {
                 },
                 _ => println!("usage: /connect /ip4/<address>/tcp/<port>/p2p/<peer id>"),
             },
-            "quit" | "exit" => return Flow::Quit,
+            "quit" | "exit" => {
+                let waiting: usize = self.contacts().await.iter().map(|c| c.outbox).sum();
+                if waiting == 0 || self.quit_warned {
+                    return Flow::Quit;
+                }
+                self.quit_warned = true;
+                println!(
+                    "{waiting} message(s) not delivered yet: they go out when you come back; /quit again to leave now"
+                );
+            }
             "help" | "?" => println!("{HELP}"),
             _ => println!("unknown command /{verb}; /help lists the commands"),
         }
@@ -353,6 +376,27 @@ impl Chat {
         }
         if name.parse::<UserId>().is_ok() {
             println!("a name cannot be a user id");
+            return;
+        }
+        let contacts = self.contacts().await;
+        if let Some(known) = contacts
+            .iter()
+            .find(|c| c.user == user && !c.name.is_empty())
+        {
+            println!(
+                "{user} is already a contact, named {}; not renamed",
+                clean(&known.name)
+            );
+            return;
+        }
+        if let Some(other) = contacts
+            .iter()
+            .find(|c| c.user != user && c.name.eq_ignore_ascii_case(name))
+        {
+            println!(
+                "the name {name:?} is taken by {}; choose another",
+                other.user
+            );
             return;
         }
         match self.messenger.add_contact(user, name).await {
@@ -615,6 +659,7 @@ async fn run() -> Result<(), Error> {
         current: None,
         sent: HashMap::new(),
         online: HashSet::new(),
+        quit_warned: false,
     };
     chat.print_id();
     println!("type /help for commands");
