@@ -24,8 +24,19 @@
 //! with `memcmp`: for 32-byte ids that is exactly the `Ord` of
 //! [`MessageId`].
 //!
-//! Nothing is ever deleted, and the blobs are stored as given: encrypting
-//! them at rest is the caller's business.
+//! The blobs are stored as given: encrypting them at rest is the caller's
+//! business.
+//!
+//! # Erasure
+//!
+//! What the engine erases (a rotated prekey, a used chain or message key, a
+//! removed contact's history) must leave the files, not just the rows.
+//! `PRAGMA secure_delete=ON` makes SQLite overwrite freed space with zeros,
+//! and the WAL, whose old frames still hold earlier versions of the pages,
+//! is truncated to nothing by a `TRUNCATE` checkpoint every
+//! [`WAL_TRUNCATE_INTERVAL`]. So an erased secret is gone from
+//! `messenger.db`, `-wal` and `-shm` within about that interval (what the
+//! file system or the disk keeps of released blocks is beyond the store).
 //!
 //! # Durability
 //!
@@ -99,6 +110,10 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// into the database (which is also when the WAL is synced to disk).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often the background thread of a file store truncates the WAL
+/// (a `TRUNCATE` checkpoint), removing the old page versions it holds.
+pub const WAL_TRUNCATE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The schema migration steps: step `i` (index `i - 1`) takes the database
 /// from `user_version` `i - 1` to `i`. Only ever append to this list.
 pub const MIGRATIONS: &[&str] = &[
@@ -146,8 +161,10 @@ pub struct SqliteStore {
 
 /// Starts the thread that checkpoints the WAL of the database at `path`
 /// every [`CHECKPOINT_INTERVAL`] on a connection of its own, until the
-/// returned sender is dropped. Checkpoints are `PASSIVE`: they copy what
-/// no reader still needs and never block the writer.
+/// returned sender is dropped. Checkpoints are `PASSIVE` (they copy what no
+/// reader still needs and never block the writer), except one every
+/// [`WAL_TRUNCATE_INTERVAL`], which is `TRUNCATE`: it waits for the writer
+/// (up to [`BUSY_TIMEOUT`]) and leaves the WAL empty.
 fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = Connection::open(path).map_err(ctx("opening the checkpoint connection"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
@@ -156,10 +173,17 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
     std::thread::Builder::new()
         .name("shoal-sqlite-checkpoint".into())
         .spawn(move || {
+            let mut truncated = std::time::Instant::now();
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                let mode = if truncated.elapsed() >= WAL_TRUNCATE_INTERVAL {
+                    truncated = std::time::Instant::now();
+                    "PRAGMA wal_checkpoint(TRUNCATE)"
+                } else {
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                };
+                if let Err(e) = conn.query_row(mode, [], |_| Ok(())) {
                     tracing::debug!(%e, "wal checkpoint failed; retried later");
                 }
             }
@@ -290,6 +314,9 @@ impl SqliteStore {
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(ctx("setting foreign_keys=ON"))?;
+        self.conn
+            .pragma_update(None, "secure_delete", "ON")
+            .map_err(ctx("setting secure_delete=ON"))?;
         Ok(())
     }
 
@@ -495,6 +522,20 @@ impl Store for SqliteStore {
             )
             .and_then(|mut stmt| stmt.execute([identity]))
             .map_err(ctx("saving identity"))?;
+        }
+        if !changes.removed_contacts.is_empty() {
+            let mut contact = tx
+                .prepare_cached("DELETE FROM contacts WHERE key = ?1")
+                .map_err(ctx("removing contacts"))?;
+            let mut messages = tx
+                .prepare_cached("DELETE FROM messages WHERE contact = ?1")
+                .map_err(ctx("removing a contact's messages"))?;
+            for key in &changes.removed_contacts {
+                contact.execute([key]).map_err(ctx("removing a contact"))?;
+                messages
+                    .execute([key])
+                    .map_err(ctx("removing a contact's messages"))?;
+            }
         }
         if !changes.contacts.is_empty() {
             let mut stmt = tx

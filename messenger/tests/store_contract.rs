@@ -283,6 +283,60 @@ fn contract<S: Store>(mut store: S) {
         .unwrap();
     assert_eq!(store.message(&successor.meta.id).unwrap(), None);
 
+    // Removing a contact takes its blob and every message of its
+    // conversation, nothing of anyone else's; a contact removed and written
+    // again in one commit comes back empty.
+    let dave = [0xd4; 32];
+    let daves = [msg(dave, 2000, 0, false), msg(dave, 2001, 1, true)];
+    store
+        .commit(&Changes {
+            contacts: vec![(dave, b"dave".to_vec())],
+            messages: daves.to_vec(),
+            ..Changes::default()
+        })
+        .unwrap();
+    let index_before = store.load_index().unwrap().len();
+    store
+        .commit(&Changes {
+            removed_contacts: vec![dave],
+            ..Changes::default()
+        })
+        .unwrap();
+    assert!(
+        !store
+            .load_contacts()
+            .unwrap()
+            .iter()
+            .any(|(k, _)| *k == dave)
+    );
+    for m in &daves {
+        assert_eq!(store.message(&m.meta.id).unwrap(), None);
+    }
+    assert!(store.history(&dave, None, 10).unwrap().is_empty());
+    assert_eq!(
+        store.load_index().unwrap().len(),
+        index_before - daves.len()
+    );
+    store
+        .commit(&Changes {
+            removed_contacts: vec![dave],
+            contacts: vec![(dave, b"dave again".to_vec())],
+            ..Changes::default()
+        })
+        .unwrap();
+    assert!(
+        store
+            .load_contacts()
+            .unwrap()
+            .contains(&(dave, b"dave again".to_vec()))
+    );
+    store
+        .commit(&Changes {
+            removed_contacts: vec![dave],
+            ..Changes::default()
+        })
+        .unwrap();
+
     // History paging: many messages, ties on height, held ones and other
     // contacts mixed in.
     let mut all = vec![first, updated, third_updated, extreme, zero];
@@ -384,6 +438,7 @@ fn sample() -> (Changes, Vec<StoredMessage>) {
     let changes = Changes {
         identity: Some(b"my identity".to_vec()),
         contacts: vec![(ALICE, b"alice".to_vec()), (BOB, b"bob".to_vec())],
+        removed_contacts: Vec::new(),
         removed: Vec::new(),
         messages: messages.clone(),
         updates: vec![(messages[0].meta.id, 0, flags(false, true, true))],

@@ -67,6 +67,10 @@ pub struct Changes {
     pub identity: Option<Vec<u8>>,
     /// Insert or replace contact blobs, keyed by the contact's root key.
     pub contacts: Vec<ContactRecord>,
+    /// Delete contacts with every message of theirs (applied first, then
+    /// `contacts`, so a contact removed and added back in one commit
+    /// starts empty).
+    pub removed_contacts: Vec<[u8; 32]>,
     /// Delete messages (applied before `messages`): our own messages that
     /// were never delivered and are written again under new ids.
     pub removed: Vec<MessageId>,
@@ -81,6 +85,7 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.identity.is_none()
             && self.contacts.is_empty()
+            && self.removed_contacts.is_empty()
             && self.removed.is_empty()
             && self.messages.is_empty()
             && self.updates.is_empty()
@@ -167,6 +172,10 @@ impl Store for MemoryStore {
     fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
         if let Some(identity) = &changes.identity {
             self.identity = Some(identity.clone());
+        }
+        for key in &changes.removed_contacts {
+            self.contacts.remove(key);
+            self.messages.retain(|_, m| &m.meta.contact != key);
         }
         for (key, blob) in &changes.contacts {
             self.contacts.insert(*key, blob.clone());
