@@ -176,7 +176,8 @@ fn two_chats_talk_and_keep_their_history() {
 
 /// What a user types that would have gone wrong quietly: renaming a contact
 /// with `/add`, giving two contacts one name, leaving with messages in
-/// flight; and answering someone by the tag the chat shows for them.
+/// flight; answering someone by the tag the chat shows for them; and
+/// removing a contact with what waited for it.
 #[test]
 fn the_chat_refuses_ambiguity_answers_by_tag_and_warns_before_quitting() {
     let deadline = Instant::now() + LIMIT;
@@ -225,13 +226,15 @@ fn the_chat_refuses_ambiguity_answers_by_tag_and_warns_before_quitting() {
         alice.child.try_wait().unwrap().is_none(),
         "alice left at once"
     );
+    // Removing carol erases what waited for her: nothing is in flight now.
+    alice.type_line("/remove carol");
+    alice.wait("the removal", deadline, |l| {
+        l == "removed carol: the conversation is erased"
+    });
     alice.type_line("/quit");
     let quit_by = Instant::now() + Duration::from_secs(10);
     while alice.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < quit_by,
-            "alice did not exit on the second /quit"
-        );
+        assert!(Instant::now() < quit_by, "alice did not exit on /quit");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -152,6 +152,7 @@ enum Command {
         Reply<Vec<HistoryItem>>,
     ),
     Contacts(Reply<Vec<ContactInfo>>),
+    RemoveContact(UserId, Reply<()>),
     Refusals(Reply<Refusals>),
     Connect(Multiaddr, Reply<()>),
     Shutdown(oneshot::Sender<()>),
@@ -392,6 +393,12 @@ impl Messenger {
     /// The contacts.
     pub async fn contacts(&self) -> Result<Vec<ContactInfo>, MessengerError> {
         self.call(Command::Contacts).await
+    }
+
+    /// Removes `contact` with its sessions and its whole conversation, from
+    /// the store's files too (see [`SqliteStore`](crate::SqliteStore)).
+    pub async fn remove_contact(&self, contact: UserId) -> Result<(), MessengerError> {
+        self.call(|r| Command::RemoveContact(contact, r)).await
     }
 
     /// Envelopes refused since the messenger started, by reason. Refusals
@@ -799,6 +806,9 @@ impl<S: Store> Driver<S> {
             }
             Command::Contacts(reply) => {
                 let _ = reply.send(Ok(self.engine.contacts()));
+            }
+            Command::RemoveContact(user, reply) => {
+                let _ = reply.send(self.engine.remove_contact(user).map_err(Into::into));
             }
             Command::Refusals(reply) => {
                 let _ = reply.send(Ok(self.engine.refusals().clone()));

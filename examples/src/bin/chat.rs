@@ -90,6 +90,7 @@ commands:
   /peers                    connected peers
   /connect <address>        join the network through a node (…/p2p/<peer id>)
   /id                       this user id and the listen addresses
+  /remove <name>            remove a contact and erase the conversation
   /quit                     exit (asks again while messages wait; also Ctrl-C, or the end of input)
   /help                     this list
 a <name> can also be a full user id (SHOAL-…)";
@@ -305,6 +306,21 @@ impl Chat {
             "history" => self.history(&args).await,
             "read" => self.read(&args).await,
             "contacts" => self.list_contacts().await,
+            "remove" => match args.as_slice() {
+                [name] => match self.resolve(name).await {
+                    Ok(user) => match self.messenger.remove_contact(user).await {
+                        Ok(()) => {
+                            if self.current == Some(user) {
+                                self.current = None;
+                            }
+                            println!("removed {name}: the conversation is erased");
+                        }
+                        Err(e) => println!("error: {e}"),
+                    },
+                    Err(e) => println!("{e}"),
+                },
+                _ => println!("usage: /remove <name>"),
+            },
             "peers" => {
                 let peers = self.messenger.peers();
                 if peers.is_empty() {

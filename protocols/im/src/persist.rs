@@ -93,6 +93,10 @@ pub(crate) struct SessionBlob {
     /// otherwise).
     #[prost(bytes = "vec", tag = "3")]
     pub(crate) initial: Vec<u8>,
+    /// Unix seconds when the oldest skipped key still held was stored (0:
+    /// none held).
+    #[prost(uint64, tag = "4")]
+    pub(crate) skipped_since: u64,
 }
 
 pub(crate) fn decode<T: prost::Message + Default>(

@@ -323,6 +323,13 @@ impl Session {
         self.skipped.len()
     }
 
+    /// Erases every skipped message key (they expire: a message that
+    /// arrives later is refused as [`Error::AlreadyUsedOrEvicted`], and its
+    /// sender's retry, under a fresh key, delivers it).
+    pub fn clear_skipped(&mut self) {
+        self.skipped.clear();
+    }
+
     /// Encrypts `plaintext` into one message (`header | ciphertext | tag`),
     /// allocating only the returned buffer. `rng` draws the message's nonce
     /// and, when a DH step is due, the new ratchet key.

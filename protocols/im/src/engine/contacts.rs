@@ -143,6 +143,7 @@ impl<S: Store> Engine<S> {
                     id: SessionId(id),
                     session: Session::from_bytes(&s.state).map_err(EngineError::Corrupt)?,
                     initial,
+                    skipped_since: (s.skipped_since > 0).then_some(s.skipped_since),
                 });
                 self.sessions.insert(SessionId(id), user);
             }
@@ -258,6 +259,23 @@ impl<S: Store> Engine<S> {
         self.finish(batch)
     }
 
+    /// Removes `user`: the contact, its ratchet sessions and every message
+    /// of the conversation are deleted from the store (with
+    /// `SqliteStore`, gone from its files within its WAL truncation
+    /// interval). Someone removed who writes again arrives as a stranger.
+    pub fn remove_contact(&mut self, user: UserId) -> Result<(), EngineError> {
+        self.check()?;
+        let Some(c) = self.contacts.remove(&user) else {
+            return Err(EngineError::UnknownContact(user));
+        };
+        for session in &c.sessions {
+            self.sessions.remove(&session.id);
+        }
+        let mut batch = Batch::default();
+        batch.changes.removed_contacts.push(user.to_bytes());
+        self.finish(batch)
+    }
+
     pub(super) fn contact_entry(&mut self, user: UserId) -> &mut Contact {
         self.contacts.entry(user).or_insert_with(|| Contact {
             user,
@@ -332,6 +350,7 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
                     .as_ref()
                     .map(|h| h.encode().to_vec())
                     .unwrap_or_default(),
+                skipped_since: s.skipped_since.unwrap_or(0),
             })
             .collect(),
         heads: c.conversation.heads().map(|id| id.0.to_vec()).collect(),

@@ -74,6 +74,9 @@ pub use self::outbox::{MAX_UNANSWERED, SEND_BUDGET};
 pub use self::refusals::{REFUSAL_LOG_INTERVAL, Refusals};
 pub use self::repair::{RESET_ANSWER_WINDOW, RESET_INTERVAL};
 
+/// Default of [`EngineConfig::skipped_key_lifetime`]: a week.
+pub const SKIPPED_KEY_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Tunables of an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -85,6 +88,10 @@ pub struct EngineConfig {
     pub resend_interval: Duration,
     /// Sessions kept per contact for decrypting late messages.
     pub max_sessions: usize,
+    /// How long skipped message keys (kept to decrypt envelopes that arrive
+    /// late or out of order) are kept; then all of a session's are erased,
+    /// and a message that arrives after that comes with its sender's retry.
+    pub skipped_key_lifetime: Duration,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +101,7 @@ impl Default for EngineConfig {
             retry_max: Duration::from_secs(30),
             resend_interval: Duration::from_secs(1),
             max_sessions: 4,
+            skipped_key_lifetime: SKIPPED_KEY_LIFETIME,
         }
     }
 }
@@ -167,6 +175,9 @@ pub struct Engine<S: Store> {
     stale: bool,
     /// The latest monotonic time a caller gave (for reloading timers).
     last_now: Instant,
+    /// The monotonic and wall clocks at open: wall time for timestamps
+    /// that must survive a restart is derived from them.
+    opened: (Instant, u64),
     /// When reset requests last went out, by device.
     reset_limiter: self::repair::ResetLimiter,
     /// Reset requests sent since opening.
@@ -233,6 +244,7 @@ impl<S: Store> Engine<S> {
             events: VecDeque::new(),
             stale: false,
             last_now: now,
+            opened: (now, unix_secs),
             reset_limiter: Default::default(),
             resets_sent: 0,
             resets_honoured: 0,
@@ -280,6 +292,18 @@ impl<S: Store> Engine<S> {
     /// Notes the caller's clock (it only moves forward).
     fn tick(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+    }
+
+    /// Wall time, Unix seconds, at monotonic time `now`.
+    fn unix_at(&self, now: Instant) -> u64 {
+        let (at, unix) = self.opened;
+        unix + now.saturating_duration_since(at).as_secs()
+    }
+
+    /// Monotonic time at wall time `unix` (the open time if earlier).
+    fn instant_at(&self, unix: u64) -> Instant {
+        let (at, opened) = self.opened;
+        at + Duration::from_secs(unix.saturating_sub(opened))
     }
 
     /// Throws away the in-memory state and loads it again from the store:

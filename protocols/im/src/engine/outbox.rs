@@ -240,6 +240,9 @@ impl<S: Store> Engine<S> {
         }
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.next_skipped_expiry() {
+            consider(t);
+        }
         for c in self.contacts.values() {
             if let Some(p) = c.outbox.values().map(|p| p.next).min() {
                 match c.next_route_request {
@@ -264,6 +267,7 @@ impl<S: Store> Engine<S> {
         self.tick(now);
         self.check()?;
         let mut batch = Batch::default();
+        self.expire_skipped(now, &mut batch);
         let users: Vec<UserId> = self.contacts.keys().copied().collect();
         for user in users {
             self.flush_outbox(now, user, &mut batch);

@@ -184,6 +184,7 @@ impl<S: Store> Engine<S> {
         if !self.contacts.contains_key(&contact) {
             batch.events.push(Event::ContactAdded { contact });
         }
+        let unix = self.unix_at(now);
         let c = self.contact_entry(contact);
         // They are reading: the send budget is theirs again.
         c.unanswered = 0;
@@ -218,6 +219,7 @@ impl<S: Store> Engine<S> {
                     at,
                     SessionEntry {
                         id: session_id,
+                        skipped_since: (session.skipped_keys() > 0).then_some(unix),
                         session,
                         initial: None,
                     },
@@ -225,6 +227,10 @@ impl<S: Store> Engine<S> {
             }
             None => {
                 if let Some(entry) = c.sessions.iter_mut().find(|s| s.id == session_id) {
+                    entry.skipped_since = match session.skipped_keys() {
+                        0 => None,
+                        _ => entry.skipped_since.or(Some(unix)),
+                    };
                     entry.session = session;
                     entry.initial = None;
                 }

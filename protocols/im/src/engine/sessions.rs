@@ -39,6 +39,12 @@ pub(super) struct SessionEntry {
     pub(super) session: Session,
     /// Sent with every message until the peer answers on this session.
     pub(super) initial: Option<InitialHeader>,
+    /// Unix seconds since skipped keys have been held without a break (the
+    /// oldest of them is at most this old); they are all erased once
+    /// [`EngineConfig::skipped_key_lifetime`] has passed.
+    ///
+    /// [`EngineConfig::skipped_key_lifetime`]: super::EngineConfig::skipped_key_lifetime
+    pub(super) skipped_since: Option<u64>,
 }
 
 impl<S: Store> Engine<S> {
@@ -126,6 +132,7 @@ impl<S: Store> Engine<S> {
                 id,
                 session,
                 initial: Some(header),
+                skipped_since: None,
             },
         );
         Ok(())
@@ -156,6 +163,42 @@ impl<S: Store> Engine<S> {
             self.sessions.remove(&old);
         }
         self.sessions.insert(id, contact);
+    }
+
+    /// Erases the skipped keys of every session that has held them for
+    /// [`EngineConfig::skipped_key_lifetime`].
+    ///
+    /// [`EngineConfig::skipped_key_lifetime`]: super::EngineConfig::skipped_key_lifetime
+    pub(super) fn expire_skipped(&mut self, now: Instant, batch: &mut Batch) {
+        let unix = self.unix_at(now);
+        let lifetime = self.config.skipped_key_lifetime.as_secs();
+        for c in self.contacts.values_mut() {
+            let mut expired = false;
+            for entry in &mut c.sessions {
+                if entry
+                    .skipped_since
+                    .is_some_and(|since| since.saturating_add(lifetime) <= unix)
+                {
+                    entry.session.clear_skipped();
+                    entry.skipped_since = None;
+                    expired = true;
+                }
+            }
+            if expired {
+                batch.dirty(c.user);
+            }
+        }
+    }
+
+    /// When the next skipped keys expire.
+    pub(super) fn next_skipped_expiry(&self) -> Option<Instant> {
+        let lifetime = self.config.skipped_key_lifetime.as_secs();
+        self.contacts
+            .values()
+            .flat_map(|c| &c.sessions)
+            .filter_map(|s| s.skipped_since)
+            .min()
+            .map(|since| self.instant_at(since.saturating_add(lifetime)))
     }
 
     /// Encrypts `payload` on the active session to `contact` into the
