@@ -110,6 +110,10 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// into the database (which is also when the WAL is synced to disk).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long a checkpoint waits for the locks it needs before giving up
+/// until the next tick.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// How often the background thread of a file store truncates the WAL
 /// (a `TRUNCATE` checkpoint), removing the old page versions it holds.
 pub const WAL_TRUNCATE_INTERVAL: Duration = Duration::from_secs(2);
@@ -167,7 +171,9 @@ pub struct SqliteStore {
 /// (up to [`BUSY_TIMEOUT`]) and leaves the WAL empty.
 fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = Connection::open(path).map_err(ctx("opening the checkpoint connection"))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    // Short: a checkpoint that cannot get its locks gives up and is tried
+    // again soon, rather than holding off the engine's commits.
+    conn.busy_timeout(CHECKPOINT_BUSY_TIMEOUT)
         .map_err(ctx("setting busy_timeout"))?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -177,14 +183,18 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                let mode = if truncated.elapsed() >= WAL_TRUNCATE_INTERVAL {
-                    truncated = std::time::Instant::now();
+                let truncate = truncated.elapsed() >= WAL_TRUNCATE_INTERVAL;
+                let mode = if truncate {
                     "PRAGMA wal_checkpoint(TRUNCATE)"
                 } else {
                     "PRAGMA wal_checkpoint(PASSIVE)"
                 };
-                if let Err(e) = conn.query_row(mode, [], |_| Ok(())) {
-                    tracing::debug!(%e, "wal checkpoint failed; retried later");
+                // The first column says whether it could not finish; a
+                // truncation that could not is tried again at the next tick.
+                match conn.query_row(mode, [], |row| row.get::<_, i64>(0)) {
+                    Ok(0) if truncate => truncated = std::time::Instant::now(),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(%e, "wal checkpoint failed; retried later"),
                 }
             }
         })
