@@ -229,7 +229,7 @@ fn the_chat_refuses_ambiguity_answers_by_tag_and_warns_before_quitting() {
     // Removing carol erases what waited for her: nothing is in flight now.
     alice.type_line("/remove carol");
     alice.wait("the removal", deadline, |l| {
-        l == "removed carol: the conversation is erased"
+        l == "removed carol: the conversation is erased, and they are blocked"
     });
     alice.type_line("/quit");
     let quit_by = Instant::now() + Duration::from_secs(10);

@@ -153,6 +153,7 @@ enum Command {
     ),
     Contacts(Reply<Vec<ContactInfo>>),
     RemoveContact(UserId, Reply<()>),
+    Block(UserId, Reply<()>),
     Refusals(Reply<Refusals>),
     Connect(Multiaddr, Reply<()>),
     Shutdown(oneshot::Sender<()>),
@@ -396,9 +397,17 @@ impl Messenger {
     }
 
     /// Removes `contact` with its sessions and its whole conversation, from
-    /// the store's files too (see [`SqliteStore`](crate::SqliteStore)).
+    /// the store's files too (see [`SqliteStore`](crate::SqliteStore)),
+    /// and blocks it; [`Messenger::add_contact`] lets it write again.
     pub async fn remove_contact(&self, contact: UserId) -> Result<(), MessengerError> {
         self.call(|r| Command::RemoveContact(contact, r)).await
+    }
+
+    /// Blocks `contact`: its envelopes are dropped unacknowledged and
+    /// nothing is sent to it; the conversation is kept.
+    /// [`Messenger::add_contact`] unblocks.
+    pub async fn block(&self, contact: UserId) -> Result<(), MessengerError> {
+        self.call(|r| Command::Block(contact, r)).await
     }
 
     /// Envelopes refused since the messenger started, by reason. Refusals
@@ -657,6 +666,17 @@ impl<S: Store> Driver<S> {
         }
     }
 
+    /// Drops what the driver keeps for `user` once it is blocked or
+    /// removed: envelopes already sealed for it that wait for a session
+    /// (they must not go out when its device next connects), its online
+    /// mark and its lookup state.
+    fn forget(&mut self, user: UserId) {
+        self.waiting.retain(|_, (contact, _)| *contact != user);
+        self.online.remove(&user);
+        self.lookup_backoff.remove(&user);
+        self.lookups_in_flight.remove(&user);
+    }
+
     /// Tells the engine and the user whether the contact owning `device`
     /// is reachable (a session with the envelope protocol is open).
     fn set_online(&mut self, device: PeerId, online: bool) {
@@ -808,7 +828,14 @@ impl<S: Store> Driver<S> {
                 let _ = reply.send(Ok(self.engine.contacts()));
             }
             Command::RemoveContact(user, reply) => {
-                let _ = reply.send(self.engine.remove_contact(user).map_err(Into::into));
+                let result = self.engine.remove_contact(user);
+                self.forget(user);
+                let _ = reply.send(result.map_err(Into::into));
+            }
+            Command::Block(user, reply) => {
+                let result = self.engine.block(user);
+                self.forget(user);
+                let _ = reply.send(result.map_err(Into::into));
             }
             Command::Refusals(reply) => {
                 let _ = reply.send(Ok(self.engine.refusals().clone()));

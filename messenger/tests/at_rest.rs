@@ -205,7 +205,9 @@ fn erased_secrets_leave_the_files() {
         "control: the text is in the files"
     );
     pair.engine(1).remove_contact(users[0]).unwrap();
-    assert!(pair.engine(1).contacts().is_empty());
+    let left = pair.engine(1).contacts();
+    assert_eq!(left.len(), 1, "a blocked record stays");
+    assert!(left[0].blocked && !left[0].has_session && left[0].name.is_empty());
     let took = gone_within(&db, marker.as_bytes(), "the removed conversation");
     println!("removed conversation gone from the files after {took:?}");
 }

@@ -90,7 +90,8 @@ commands:
   /peers                    connected peers
   /connect <address>        join the network through a node (…/p2p/<peer id>)
   /id                       this user id and the listen addresses
-  /remove <name>            remove a contact and erase the conversation
+  /block <name>             drop everything from a contact (/add unblocks)
+  /remove <name>            erase a contact's conversation and block them
   /quit                     exit (asks again while messages wait; also Ctrl-C, or the end of input)
   /help                     this list
 a <name> can also be a full user id (SHOAL-…)";
@@ -284,6 +285,10 @@ impl Chat {
             .split_once(char::is_whitespace)
             .map_or((command, ""), |(v, r)| (v, r.trim()));
         let args: Vec<&str> = rest.split_whitespace().collect();
+        if !matches!(verb, "quit" | "exit") {
+            // A warning holds for the very next command only.
+            self.quit_warned = false;
+        }
         match verb {
             "add" => self.add(&args).await,
             "to" => match args.as_slice() {
@@ -306,6 +311,18 @@ impl Chat {
             "history" => self.history(&args).await,
             "read" => self.read(&args).await,
             "contacts" => self.list_contacts().await,
+            "block" => match args.as_slice() {
+                [name] => match self.resolve(name).await {
+                    Ok(user) => match self.messenger.block(user).await {
+                        Ok(()) => println!(
+                            "blocked {name}: nothing from them is taken, nothing goes to them; /add unblocks"
+                        ),
+                        Err(e) => println!("error: {e}"),
+                    },
+                    Err(e) => println!("{e}"),
+                },
+                _ => println!("usage: /block <name>"),
+            },
             "remove" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
                     Ok(user) => match self.messenger.remove_contact(user).await {
@@ -313,7 +330,9 @@ impl Chat {
                             if self.current == Some(user) {
                                 self.current = None;
                             }
-                            println!("removed {name}: the conversation is erased");
+                            println!(
+                                "removed {name}: the conversation is erased, and they are blocked"
+                            );
                         }
                         Err(e) => println!("error: {e}"),
                     },
@@ -557,6 +576,7 @@ impl Chat {
                 clean(&c.name)
             };
             let state = match c.device {
+                _ if c.blocked => "blocked",
                 Some(device) if peers.contains(&device) => "connected",
                 _ if self.online.contains(&c.user) => "online",
                 _ => "not seen",
@@ -679,7 +699,12 @@ async fn run() -> Result<(), Error> {
     };
     chat.print_id();
     println!("type /help for commands");
-    let contacts = chat.contacts().await;
+    let contacts: Vec<ContactInfo> = chat
+        .contacts()
+        .await
+        .into_iter()
+        .filter(|c| !c.blocked)
+        .collect();
     if !contacts.is_empty() {
         let names: Vec<String> = contacts
             .iter()

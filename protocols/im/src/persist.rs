@@ -67,6 +67,9 @@ pub(crate) struct ContactBlob {
     /// no longer held are replays.
     #[prost(bytes = "vec", repeated, tag = "8")]
     pub(crate) seen_sessions: Vec<Vec<u8>>,
+    /// Envelopes from the contact are dropped unacknowledged.
+    #[prost(bool, tag = "9")]
+    pub(crate) blocked: bool,
 }
 
 /// One of our messages waiting to be written again (after a restore).

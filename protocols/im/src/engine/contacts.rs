@@ -37,6 +37,9 @@ pub struct ContactInfo {
     pub sessions: usize,
     /// Messages waiting for their acknowledgement.
     pub outbox: usize,
+    /// Blocked ([`Engine::block`], or removed with
+    /// [`Engine::remove_contact`]): their envelopes are dropped.
+    pub blocked: bool,
     /// Messages held (received, or recovered after a restore, waiting for
     /// what they follow).
     pub held: usize,
@@ -98,6 +101,9 @@ pub(super) struct Contact {
     ///
     /// [`MAX_SEEN_SESSIONS`]: super::repair::MAX_SEEN_SESSIONS
     pub(super) seen_sessions: Vec<SessionId>,
+    /// Envelopes from the contact are dropped unacknowledged, and nothing
+    /// is sent to it.
+    pub(super) blocked: bool,
 }
 
 impl<S: Store> Engine<S> {
@@ -139,11 +145,18 @@ impl<S: Store> Engine<S> {
                         Err(e) => return Err(EngineError::Corrupt(e)),
                     }
                 };
+                let session = Session::from_bytes(&s.state).map_err(EngineError::Corrupt)?;
+                let skipped = session.skipped_keys();
                 sessions.push(SessionEntry {
                     id: SessionId(id),
-                    session: Session::from_bytes(&s.state).map_err(EngineError::Corrupt)?,
+                    session,
                     initial,
-                    skipped_since: (s.skipped_since > 0).then_some(s.skipped_since),
+                    // Stored before the lifetime existed: count from now.
+                    skipped_since: match (s.skipped_since, skipped) {
+                        (0, 0) => None,
+                        (0, _) => Some(self.opened.1),
+                        (since, _) => Some(since),
+                    },
                 });
                 self.sessions.insert(SessionId(id), user);
             }
@@ -219,6 +232,7 @@ impl<S: Store> Engine<S> {
                         .collect(),
                     next_echo_answer: None,
                     sync_due,
+                    blocked: blob.blocked,
                 },
             );
         }
@@ -238,6 +252,7 @@ impl<S: Store> Engine<S> {
                 online: c.online,
                 sessions: c.sessions.len(),
                 outbox: c.outbox.len(),
+                blocked: c.blocked,
                 held: c.conversation.held_len(),
                 parked: c.parked.len(),
             })
@@ -250,19 +265,43 @@ impl<S: Store> Engine<S> {
         list
     }
 
-    /// Adds (or renames) a contact.
+    /// Adds (or renames) a contact; a blocked one is unblocked.
     pub fn add_contact(&mut self, user: UserId, name: &str) -> Result<(), EngineError> {
         self.check()?;
         let mut batch = Batch::default();
-        self.contact_entry(user).name = name.to_owned();
+        let c = self.contact_entry(user);
+        c.name = name.to_owned();
+        c.blocked = false;
         batch.dirty(user);
         self.finish(batch)
     }
 
-    /// Removes `user`: the contact, its ratchet sessions and every message
+    /// Blocks `user`: their envelopes are dropped unacknowledged (counted
+    /// as refusals) and nothing is sent to them; the conversation is kept.
+    /// [`Engine::add_contact`] unblocks.
+    pub fn block(&mut self, user: UserId) -> Result<(), EngineError> {
+        self.check()?;
+        let mut batch = Batch::default();
+        let c = self.contact_entry(user);
+        c.blocked = true;
+        c.online = false;
+        batch.dirty(user);
+        self.finish(batch)
+    }
+
+    /// Whether `user` is blocked (or was removed).
+    pub fn is_blocked(&self, user: &UserId) -> bool {
+        self.contacts.get(user).is_some_and(|c| c.blocked)
+    }
+
+    /// Removes `user`: its ratchet sessions, its outbox and every message
     /// of the conversation are deleted from the store (with
     /// `SqliteStore`, gone from its files within its WAL truncation
-    /// interval). Someone removed who writes again arrives as a stranger.
+    /// interval). What stays is a blocked record (the user id and the
+    /// device certificate, both public): without it the contact's next
+    /// envelope would open a new session and its gap requests would bring
+    /// the erased conversation back. [`Engine::add_contact`] lets them
+    /// write again, as a new conversation.
     pub fn remove_contact(&mut self, user: UserId) -> Result<(), EngineError> {
         self.check()?;
         let Some(c) = self.contacts.remove(&user) else {
@@ -271,8 +310,12 @@ impl<S: Store> Engine<S> {
         for session in &c.sessions {
             self.sessions.remove(&session.id);
         }
+        let tombstone = self.contact_entry(user);
+        tombstone.device = c.device;
+        tombstone.blocked = true;
         let mut batch = Batch::default();
         batch.changes.removed_contacts.push(user.to_bytes());
+        batch.dirty(user);
         self.finish(batch)
     }
 
@@ -296,6 +339,7 @@ impl<S: Store> Engine<S> {
             reset_requested: None,
             challenged: Vec::new(),
             seen_sessions: Vec::new(),
+            blocked: false,
             parked: Vec::new(),
             next_echo_answer: None,
             sync_due: false,
@@ -357,6 +401,7 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
         unanswered: c.unanswered,
         pending_read: c.pending_read.iter().map(|id| id.0.to_vec()).collect(),
         seen_sessions: c.seen_sessions.iter().map(|id| id.0.to_vec()).collect(),
+        blocked: c.blocked,
         parked: c
             .parked
             .iter()

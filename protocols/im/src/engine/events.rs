@@ -41,6 +41,9 @@ pub enum RejectReason {
     /// only a device holding that session as its active one honours).
     #[error("new session not asked for; verifying with a reset request")]
     UnrequestedSession,
+    /// The sender is blocked (or was removed).
+    #[error("sender blocked")]
+    Blocked,
     /// A stranger started a conversation while [`MAX_UNNAMED_CONTACTS`]
     /// others wait to be named with [`Engine::add_contact`].
     ///
@@ -75,6 +78,7 @@ impl RejectReason {
             RejectReason::ReplayedSession => "replayed-session",
             RejectReason::UnrequestedSession => "unrequested-session",
             RejectReason::TooManyStrangers => "too-many-strangers",
+            RejectReason::Blocked => "blocked",
         }
     }
 }

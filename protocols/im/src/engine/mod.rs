@@ -300,10 +300,11 @@ impl<S: Store> Engine<S> {
         unix + now.saturating_duration_since(at).as_secs()
     }
 
-    /// Monotonic time at wall time `unix` (the open time if earlier).
-    fn instant_at(&self, unix: u64) -> Instant {
+    /// Monotonic time at wall time `unix` (the open time if earlier;
+    /// `None` if beyond what `Instant` can hold).
+    fn instant_at(&self, unix: u64) -> Option<Instant> {
         let (at, opened) = self.opened;
-        at + Duration::from_secs(unix.saturating_sub(opened))
+        at.checked_add(Duration::from_secs(unix.saturating_sub(opened)))
     }
 
     /// Throws away the in-memory state and loads it again from the store:

@@ -171,6 +171,9 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return;
         };
+        if c.blocked {
+            return;
+        }
         let ready = !c.sessions.is_empty() && c.online;
         if !ready {
             // Encrypting now would only use up chain keys the recipient
@@ -243,7 +246,7 @@ impl<S: Store> Engine<S> {
         if let Some(t) = self.next_skipped_expiry() {
             consider(t);
         }
-        for c in self.contacts.values() {
+        for c in self.contacts.values().filter(|c| !c.blocked) {
             if let Some(p) = c.outbox.values().map(|p| p.next).min() {
                 match c.next_route_request {
                     Some(t) if c.sessions.is_empty() || !c.online => consider(t),

@@ -68,6 +68,9 @@ impl<S: Store> Engine<S> {
                     // session with us, so a device that merely sends
                     // made-up ids gains nothing.
                     let contact = from.and_then(|d| self.contact_of_device(&d));
+                    if contact.is_some_and(|c| self.is_blocked(&c)) {
+                        return Err((contact, RejectReason::Blocked));
+                    }
                     if let Some(device) = from {
                         let cause = ResetCause::Broken;
                         self.request_reset(now, contact, device, session_id, cause, batch);
@@ -78,6 +81,9 @@ impl<S: Store> Engine<S> {
                     let user = UserId::new(header.sender.user());
                     if user == self.user_id() {
                         return Err((Some(user), RejectReason::FromSelf));
+                    }
+                    if self.is_blocked(&user) {
+                        return Err((Some(user), RejectReason::Blocked));
                     }
                     if self
                         .contacts
@@ -90,7 +96,11 @@ impl<S: Store> Engine<S> {
                     // Anyone can mint user keys: bound the conversations
                     // strangers can open (contacts never named by the user).
                     if !self.contacts.contains_key(&user)
-                        && self.contacts.values().filter(|c| c.name.is_empty()).count()
+                        && self
+                            .contacts
+                            .values()
+                            .filter(|c| c.name.is_empty() && !c.blocked)
+                            .count()
                             >= MAX_UNNAMED_CONTACTS
                     {
                         return Err((Some(user), RejectReason::TooManyStrangers));
@@ -125,6 +135,9 @@ impl<S: Store> Engine<S> {
                 }
             },
         };
+        if self.is_blocked(&contact) {
+            return Err((Some(contact), RejectReason::Blocked));
+        }
         // Decrypt on a copy: nothing changes unless the whole envelope is good.
         let mut session = match &new_session {
             Some((session, _)) => session.clone(),

@@ -143,7 +143,7 @@ impl<S: Store> Engine<S> {
             nonce,
             bundle: self.prekey_bundle(),
         };
-        tracing::info!(?contact, %device, "asking the device for a new session");
+        tracing::debug!(?contact, %device, "asking the device for a new session");
         self.resets_sent += 1;
         if let Some(c) = contact.and_then(|u| self.contacts.get_mut(&u)) {
             match cause {
@@ -187,6 +187,9 @@ impl<S: Store> Engine<S> {
             // No conversation, nothing to repair.
             return Err((Some(contact), RejectReason::UnknownSession));
         };
+        if c.blocked {
+            return Err((Some(contact), RejectReason::Blocked));
+        }
         // Only the device we know may ask (a device the user certified
         // earlier, or a stolen one, must not take the conversation over);
         // a contact that moved reaches us with a new session instead.

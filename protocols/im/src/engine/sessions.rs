@@ -75,6 +75,9 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get(&contact) else {
             return Err(EngineError::UnknownContact(contact));
         };
+        if c.blocked {
+            return Ok(());
+        }
         let moved = c
             .device
             .as_ref()
@@ -198,7 +201,7 @@ impl<S: Store> Engine<S> {
             .flat_map(|c| &c.sessions)
             .filter_map(|s| s.skipped_since)
             .min()
-            .map(|since| self.instant_at(since.saturating_add(lifetime)))
+            .and_then(|since| self.instant_at(since.saturating_add(lifetime)))
     }
 
     /// Encrypts `payload` on the active session to `contact` into the
@@ -216,6 +219,9 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return false;
         };
+        if c.blocked {
+            return false;
+        }
         let limit = match sealing {
             Sealing::Probe => MAX_UNANSWERED,
             Sealing::Reply | Sealing::Own => SEND_BUDGET,
