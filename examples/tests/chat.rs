@@ -216,6 +216,14 @@ fn the_chat_refuses_ambiguity_answers_by_tag_and_warns_before_quitting() {
     bob.type_line(&format!("/msg {tag} hi back"));
     alice.wait("\"bob: hi back\"", deadline, |l| l == "bob: hi back");
 
+    // Both see the same safety number.
+    alice.type_line("/verify bob");
+    let alice_sees = alice.value("safety number with bob:", deadline);
+    bob.type_line(&format!("/verify {tag}"));
+    let bob_sees = bob.value(&format!("safety number with {tag}:"), deadline);
+    assert_eq!(alice_sees, bob_sees);
+    assert_eq!(alice_sees.len(), 12 * 5 + 11, "{alice_sees}");
+
     alice.type_line(&format!("/add {nobody} carol"));
     alice.type_line("/msg carol are you there?");
     alice.type_line("/quit");

@@ -410,6 +410,12 @@ impl Messenger {
         self.call(|r| Command::Block(contact, r)).await
     }
 
+    /// The safety number of this user and `contact` (the same on both
+    /// sides; see [`shoal_im::SafetyNumber`]).
+    pub fn safety_number(&self, contact: &UserId) -> shoal_im::SafetyNumber {
+        shoal_im::SafetyNumber::of(&self.user, contact)
+    }
+
     /// Envelopes refused since the messenger started, by reason. Refusals
     /// are never events: anyone can send envelopes, and an event for each
     /// would let any peer flood the application. They are counted here and

@@ -90,6 +90,7 @@ commands:
   /peers                    connected peers
   /connect <address>        join the network through a node (…/p2p/<peer id>)
   /id                       this user id and the listen addresses
+  /verify <name>            the safety number to compare with a contact
   /block <name>             drop everything from a contact (/add unblocks)
   /remove <name>            erase a contact's conversation and block them
   /quit                     exit (asks again while messages wait; also Ctrl-C, or the end of input)
@@ -311,6 +312,21 @@ impl Chat {
             "history" => self.history(&args).await,
             "read" => self.read(&args).await,
             "contacts" => self.list_contacts().await,
+            "verify" => match args.as_slice() {
+                [name] => match self.resolve(name).await {
+                    Ok(user) => {
+                        println!(
+                            "safety number with {name}: {}",
+                            self.messenger.safety_number(&user)
+                        );
+                        println!(
+                            "  compare it with what {name} sees (in person, or on a call): the same digits mean you talk to each other's keys"
+                        );
+                    }
+                    Err(e) => println!("{e}"),
+                },
+                _ => println!("usage: /verify <name>"),
+            },
             "block" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
                     Ok(user) => match self.messenger.block(user).await {

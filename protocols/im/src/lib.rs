@@ -9,6 +9,8 @@
 //!   X25519 identity keys in a [`DeviceCertificate`]; a [`Device`] holds the
 //!   device's secrets. [`contact`]: a [`UserId`] and its `SHOAL-…` text form.
 //! - [`presence`]: the signed record saying where a user's device listens.
+//! - [`safety`]: the [`SafetyNumber`] two users compare to check each
+//!   other's keys.
 //! - [`x3dh`]: a [`PrekeyBundle`] (certificate + signed prekey) and the
 //!   first contact: [`x3dh::initiate`] on the sender, [`x3dh::respond`] on
 //!   the recipient, both yielding a [`Session`].
@@ -89,6 +91,7 @@ mod persist;
 pub mod presence;
 pub mod ratchet;
 pub mod reset;
+pub mod safety;
 pub mod store;
 pub mod x3dh;
 
@@ -98,6 +101,7 @@ pub use error::Error;
 pub use message::{Message, MessageId, Payload};
 pub use ratchet::{Header, Session};
 pub use reset::ResetRequest;
+pub use safety::SafetyNumber;
 pub use store::{
     Changes, MemoryStore, MessageFlags, MessageMeta, Store, StoreError, StoredMessage,
 };

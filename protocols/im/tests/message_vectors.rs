@@ -198,3 +198,16 @@ const RESET_SIGNATURE: &str = concat!(
     "be16c0b7f2065d5be159f38ef18998c882500826f02fd75eb4b19e6e317d7e43",
     "906d5730994f215bacc3736934022095b6440758c4f006e8bcd6ede5d22b4e08"
 );
+
+#[test]
+fn safety_number_vector() {
+    let a = UserId::new(Keypair::from_secret_bytes(&[0x31; 32]).public());
+    let b = UserId::new(Keypair::from_secret_bytes(&[0x36; 32]).public());
+    let number = shoal_im::SafetyNumber::of(&a, &b);
+    println!("safety number {number}");
+    assert_eq!(number, shoal_im::SafetyNumber::of(&b, &a));
+    assert_eq!(number.to_string(), SAFETY_NUMBER);
+}
+
+const SAFETY_NUMBER: &str =
+    "58489 09815 19416 46947 50388 82433 07315 67620 71040 81812 81627 82977";

@@ -68,6 +68,12 @@ impl<S: Store> Engine<S> {
         UserId::new(self.user.public())
     }
 
+    /// The safety number of this user and `contact`, the same on both
+    /// sides: what the two compare to know they talk to each other.
+    pub fn safety_number(&self, contact: &UserId) -> crate::SafetyNumber {
+        crate::SafetyNumber::of(&self.user_id(), contact)
+    }
+
     /// This device (its signing key is the node key).
     pub fn device(&self) -> &Device {
         &self.device
