@@ -351,14 +351,7 @@ impl<S: Store> Engine<S> {
                 }
             }
             Ok(Received::Shown { meta, released }) => {
-                batch.events.push(Event::Received {
-                    contact,
-                    id,
-                    message: shown_message,
-                    height: meta.height,
-                });
-                batch.changes.messages.push(StoredMessage { meta, encoded });
-                self.report_released(contact, released, batch);
+                self.take_shown(contact, meta, shown_message, encoded, released, batch);
             }
         }
         // Acknowledged once committed (finish commits before sending).

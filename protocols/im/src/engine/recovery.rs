@@ -135,14 +135,7 @@ impl<S: Store> Engine<S> {
                     batch.changes.messages.push(StoredMessage { meta, encoded });
                 }
                 Ok(Received::Shown { meta, released }) => {
-                    batch.events.push(Event::Recovered {
-                        contact,
-                        id,
-                        message: shown,
-                        height: meta.height,
-                    });
-                    batch.changes.messages.push(StoredMessage { meta, encoded });
-                    self.report_released(contact, released, batch);
+                    self.take_shown(contact, meta, shown, encoded, released, batch);
                 }
             }
         }
@@ -151,35 +144,26 @@ impl<S: Store> Engine<S> {
         result
     }
 
-    /// Reports messages a newly shown one released: the contact's as
-    /// received, ours (recovered) as recovered.
-    pub(super) fn report_released(
+    /// Stores a message that arrived and is shown at once, reports it and
+    /// the held ones it released (the contact's as received, ours as
+    /// recovered), and stores their new heights and flags.
+    pub(super) fn take_shown(
         &mut self,
         contact: UserId,
+        meta: MessageMeta,
+        message: Message,
+        encoded: Vec<u8>,
         released: Vec<(MessageMeta, Message)>,
         batch: &mut Batch,
     ) {
+        batch.events.push(shown_event(contact, &meta, message));
+        batch.changes.messages.push(StoredMessage { meta, encoded });
         for (meta, message) in released {
             batch
                 .changes
                 .updates
                 .push((meta.id, meta.height, meta.flags));
-            let (id, height) = (meta.id, meta.height);
-            batch.events.push(if meta.outgoing {
-                Event::Recovered {
-                    contact,
-                    id,
-                    message,
-                    height,
-                }
-            } else {
-                Event::Received {
-                    contact,
-                    id,
-                    message,
-                    height,
-                }
-            });
+            batch.events.push(shown_event(contact, &meta, message));
         }
     }
 
@@ -297,5 +281,26 @@ impl<S: Store> Engine<S> {
         let c = self.contacts.get(contact)?;
         let next = c.conversation.own_next();
         Some(c.outbox.keys().next().map_or(next, |n| next.min(*n)))
+    }
+}
+
+/// The event for a message now shown: the contact's is received, ours
+/// (recovered after a restore) is recovered.
+fn shown_event(contact: UserId, meta: &MessageMeta, message: Message) -> Event {
+    let (id, height) = (meta.id, meta.height);
+    if meta.outgoing {
+        Event::Recovered {
+            contact,
+            id,
+            message,
+            height,
+        }
+    } else {
+        Event::Received {
+            contact,
+            id,
+            message,
+            height,
+        }
     }
 }
