@@ -93,20 +93,25 @@ fn two_chats_talk_and_keep_their_history() {
 
     alice.type_line(&format!("/add {bob_id} bob"));
     alice.type_line("/msg bob hello from alice");
-    let got = bob.wait("ending with \": hello from alice\"", deadline, |l| {
-        l.ends_with(": hello from alice")
+    // Alice is a stranger to bob: her message is a request, shown under
+    // the start of her id, and nothing goes back until he accepts it.
+    let tag = &alice_id[..12];
+    bob.wait("the message request", deadline, |l| {
+        l == format!("message request from {tag} ({alice_id})")
     });
-    // Bob has not named alice yet: the start of her id.
-    assert_eq!(got, format!("{}: hello from alice", &alice_id[..12]));
-    bob.wait("\"new contact: <alice>\"", deadline, |l| {
-        l == format!("new contact: {alice_id}")
+    let first = started.elapsed();
+    bob.type_line("/requests");
+    bob.wait("the request's text", deadline, |l| {
+        l == "  hello from alice"
+    });
+    bob.type_line(&format!("/add {tag} alice"));
+    bob.wait("\"alice: hello from alice\"", deadline, |l| {
+        l == "alice: hello from alice"
     });
     alice.wait("\"delivered to bob: hello from alice\"", deadline, |l| {
         l == "delivered to bob: hello from alice"
     });
-    let first = started.elapsed();
 
-    bob.type_line(&format!("/add {alice_id} alice"));
     bob.type_line("/msg alice hi alice");
     alice.wait("\"bob: hi alice\"", deadline, |l| l == "bob: hi alice");
     bob.wait("\"delivered to alice: hi alice\"", deadline, |l| {
@@ -203,16 +208,28 @@ fn the_chat_refuses_ambiguity_answers_by_tag_and_warns_before_quitting() {
         l.starts_with("the name \"Bob\" is taken by ")
     });
 
-    // Bob answers alice, whom he never named, by the tag he is shown.
+    // Bob accepts alice's request and answers her by the tag he is shown.
     alice.type_line("/msg bob hello from alice");
-    let line = bob.wait("alice's message", deadline, |l| {
-        l.ends_with(": hello from alice")
+    let line = bob.wait("alice's request", deadline, |l| {
+        l.starts_with("message request from ")
     });
-    let tag = line.split(':').next().unwrap().to_owned();
+    let tag = line["message request from ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(
         alice_id.starts_with(&tag),
         "{tag} is not the start of {alice_id}"
     );
+    bob.type_line(&format!("/msg {tag} too early"));
+    bob.wait("a refusal before accepting", deadline, |l| {
+        l == format!("error: {tag} wrote to you first: /add {tag} <name> accepts their request")
+    });
+    bob.type_line(&format!("/add {tag} alice"));
+    bob.wait("alice's message", deadline, |l| {
+        l == "alice: hello from alice"
+    });
     bob.type_line(&format!("/msg {tag} hi back"));
     alice.wait("\"bob: hi back\"", deadline, |l| l == "bob: hi back");
 

@@ -118,15 +118,18 @@ fn chats_listening_on_unspecified_addresses_in_two_namespaces_talk() {
 
     alice.type_line(&format!("/add {bob_id} bob"));
     alice.type_line("/msg bob hello across namespaces");
+    bob.wait("alice's request", deadline, |l| {
+        l.starts_with("message request from ")
+    });
+    // Bob accepts and answers: he finds alice through her presence record,
+    // which must carry her real address.
+    bob.type_line(&format!("/add {alice_id} alice"));
     bob.wait("alice's message", deadline, |l| {
-        l.ends_with(": hello across namespaces")
+        l == "alice: hello across namespaces"
     });
     alice.wait("the delivery", deadline, |l| {
         l == "delivered to bob: hello across namespaces"
     });
-    // Bob answers: he finds alice through her presence record, which must
-    // carry her real address.
-    bob.type_line(&format!("/add {alice_id} alice"));
     bob.type_line("/msg alice hi back");
     alice.wait("bob's answer", deadline, |l| l == "bob: hi back");
     bob.wait("the delivery", deadline, |l| {
@@ -162,7 +165,15 @@ fn a_dead_bootstrap_address_is_reported_and_connect_joins_later() {
     });
     alice.type_line(&format!("/add {bob_id} bob"));
     alice.type_line("/msg bob found you");
-    bob.wait("her message", deadline, |l| l.ends_with(": found you"));
+    let request = bob.wait("her request", deadline, |l| {
+        l.starts_with("message request from ")
+    });
+    let tag = request["message request from ".len()..]
+        .split(' ')
+        .next()
+        .unwrap();
+    bob.type_line(&format!("/add {tag} alice"));
+    bob.wait("her message", deadline, |l| l == "alice: found you");
     alice.wait("the delivery", deadline, |l| {
         l == "delivered to bob: found you"
     });
@@ -185,7 +196,8 @@ fn a_restarted_chat_rejoins_through_remembered_peers_and_long_lines_are_refused(
 
     let alice_dir = root.join("alice");
     let mut alice = chat("alice", None, &alice_dir, &["--bootstrap", &bob_addr]);
-    alice.value("user id:", deadline);
+    let alice_id = alice.value("user id:", deadline);
+    bob.type_line(&format!("/add {alice_id} alice"));
     // A line longer than any message is refused, and the chat goes on.
     alice.type_line(&"x".repeat(40_000));
     let refused = alice.wait("the refusal", deadline, |l| l.starts_with("line too long"));
@@ -216,5 +228,5 @@ fn a_restarted_chat_rejoins_through_remembered_peers_and_long_lines_are_refused(
     });
     alice.type_line(&format!("/add {bob_id} bob"));
     alice.type_line("/msg bob back again");
-    bob.wait("her message", deadline, |l| l.ends_with(": back again"));
+    bob.wait("her message", deadline, |l| l == "alice: back again");
 }

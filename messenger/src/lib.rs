@@ -17,6 +17,7 @@
 //! ```text
 //!  send ─▶ Engine (compose, commit, encrypt) ─▶ Transmit ─▶ /shoal/im frame ─▶ peer
 //!  peer ─▶ /shoal/im frame ─▶ Engine (decrypt, order, commit) ─▶ Event + Ack ─▶ peer
+//!  stranger ─▶ … ─▶ Engine (request: stored within quotas) ─▶ MessageRequest; Ack once accepted
 //!  no session to the device ─▶ directory lookup (DHT) ─▶ dial ─▶ waiting envelopes
 //! ```
 
@@ -50,10 +51,14 @@
 //! alice.add_contact(bob_id, "bob").await?;
 //! alice.send(bob_id, "hello bob").await?;
 //!
+//! // Alice is a stranger to bob: her first message is a request, shown
+//! // (and acknowledged) once bob accepts it by adding her.
 //! let received = tokio::time::timeout(Duration::from_secs(30), async {
 //!     while let Some(event) = bob_events.recv().await {
-//!         if let Event::Received { message, .. } = event {
-//!             return Some(message.text());
+//!         match event {
+//!             Event::MessageRequest { contact } => bob.add_contact(contact, "alice").await.ok()?,
+//!             Event::Received { message, .. } => return Some(message.text()),
+//!             _ => {}
 //!         }
 //!     }
 //!     None

@@ -16,7 +16,8 @@ use shoal::{
 use shoal_identify::LocalRecord;
 use shoal_identity::PeerId;
 use shoal_im::engine::{
-    ContactInfo, Engine, Event as EngineEvent, HistoryItem, Refusals, Transmit,
+    ContactInfo, Counters, Engine, Event as EngineEvent, HistoryItem, Refusals, RequestInfo,
+    Transmit,
 };
 use shoal_im::store::HistoryCursor;
 use shoal_im::{Message, MessageId, Store, UserId};
@@ -122,9 +123,11 @@ pub enum Event {
         /// The contact.
         contact: UserId,
     },
-    /// Someone not in the contacts started a conversation.
-    ContactAdded {
-        /// The new contact.
+    /// Someone not in the contacts wrote: a message request, stored but
+    /// neither shown nor acknowledged until [`Messenger::add_contact`]
+    /// accepts it (see [`Messenger::requests`]).
+    MessageRequest {
+        /// The stranger.
         contact: UserId,
     },
     /// Something went wrong that the user may want to see (a failed
@@ -155,6 +158,9 @@ enum Command {
     RemoveContact(UserId, Reply<()>),
     Block(UserId, Reply<()>),
     Refusals(Reply<Refusals>),
+    Requests(Reply<Vec<RequestInfo>>),
+    RequestMessages(UserId, Reply<Vec<HistoryItem>>),
+    Counters(Reply<Counters>),
     Connect(Multiaddr, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -357,7 +363,9 @@ impl Messenger {
         rx.await.map_err(|_| MessengerError::Stopped)?
     }
 
-    /// Adds (or renames) a contact.
+    /// Adds (or renames) a contact; accepts its pending message request
+    /// (its messages arrive as [`Event::Received`] and are acknowledged);
+    /// unblocks it.
     pub async fn add_contact(&self, user: UserId, name: &str) -> Result<(), MessengerError> {
         let name = name.to_owned();
         self.call(|r| Command::AddContact(user, name, r)).await
@@ -422,6 +430,23 @@ impl Messenger {
     /// logged at a bounded rate.
     pub async fn refusals(&self) -> Result<Refusals, MessengerError> {
         self.call(Command::Refusals).await
+    }
+
+    /// The pending message requests, oldest first.
+    pub async fn requests(&self) -> Result<Vec<RequestInfo>, MessengerError> {
+        self.call(Command::Requests).await
+    }
+
+    /// The messages of `user`'s pending request, oldest first (reading
+    /// them sends nothing: the stranger learns nothing until accepted).
+    pub async fn request_messages(&self, user: UserId) -> Result<Vec<HistoryItem>, MessengerError> {
+        self.call(|r| Command::RequestMessages(user, r)).await
+    }
+
+    /// What strangers and held messages cost this node (see
+    /// [`Counters`]).
+    pub async fn counters(&self) -> Result<Counters, MessengerError> {
+        self.call(Command::Counters).await
     }
 
     /// Joins the network through the node at `addr` (`…/p2p/<peer id>`),
@@ -846,6 +871,15 @@ impl<S: Store> Driver<S> {
             Command::Refusals(reply) => {
                 let _ = reply.send(Ok(self.engine.refusals().clone()));
             }
+            Command::Requests(reply) => {
+                let _ = reply.send(Ok(self.engine.requests()));
+            }
+            Command::RequestMessages(user, reply) => {
+                let _ = reply.send(self.engine.request_messages(&user).map_err(Into::into));
+            }
+            Command::Counters(reply) => {
+                let _ = reply.send(Ok(self.engine.counters()));
+            }
             Command::Connect(addr, reply) => {
                 let Some(peer) = addr.peer_id() else {
                     let _ = reply.send(Err(MessengerError::Unreachable(format!(
@@ -890,7 +924,7 @@ impl<S: Store> Driver<S> {
                 },
                 EngineEvent::Delivered { contact, id } => Event::Delivered { contact, id },
                 EngineEvent::Read { contact, id } => Event::Read { contact, id },
-                EngineEvent::ContactAdded { contact } => Event::ContactAdded { contact },
+                EngineEvent::MessageRequest { contact } => Event::MessageRequest { contact },
                 EngineEvent::NeedBundle { contact } => {
                     self.lookup(contact, now);
                     continue;

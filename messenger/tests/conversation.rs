@@ -122,6 +122,10 @@ async fn a_slow_reader_loses_no_events() {
     tokio::spawn(async move { while alice_events.recv().await.is_some() {} });
     let b = bob.messenger.user_id();
     alice.messenger.add_contact(b, "bob").await.unwrap();
+    bob.messenger
+        .add_contact(alice.messenger.user_id(), "alice")
+        .await
+        .unwrap();
     for n in 0..BURST {
         alice
             .messenger

@@ -190,7 +190,13 @@ impl Net {
                 }
                 Event::Delivered { contact, id } => self.seen.delivered.push((i, contact, id)),
                 Event::Received { contact, id, .. } => self.seen.received.push((i, contact, id)),
-                Event::ContactAdded { contact } => self.seen.added.push((i, contact)),
+                Event::MessageRequest { contact } => {
+                    // Accepted as soon as it arrives, online.
+                    self.seen.added.push((i, contact));
+                    let name = NAMES[self.index(&contact)];
+                    self.engines[i].set_online(now, contact, true).unwrap();
+                    self.engines[i].add_contact(contact, name).unwrap();
+                }
                 Event::Read { .. }
                 | Event::SessionReset { .. }
                 | Event::Recovered { .. }

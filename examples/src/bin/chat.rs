@@ -81,12 +81,13 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const HELP: &str = "\
 commands:
-  /add <user id> <name>     add a contact (or name one who wrote first)
+  /add <user id> <name>     add a contact (or accept a message request: /add <tag> <name>)
   /to <name>                talk to <name>: plain lines are sent to them
   /msg <name> <text>        send one message without switching
   /history [<name>] [<n>]   the last n messages (default 20), oldest first
   /read [<name>]            mark the conversation's received messages read
   /contacts                 contacts: name, user id, state, messages in flight
+  /requests                 messages from strangers, waiting for /add (accept) or /block
   /peers                    connected peers
   /connect <address>        join the network through a node (…/p2p/<peer id>)
   /id                       this user id and the listen addresses
@@ -204,12 +205,12 @@ impl Chat {
         }
     }
 
-    /// The name shown for `user`: its contact name, else the start of its id.
+    /// The name shown for `user`: its contact name, else its tag.
     async fn name(&self, user: UserId) -> String {
         let contacts = self.contacts().await;
         match contacts.iter().find(|c| c.user == user) {
             Some(c) if !c.name.is_empty() => clean(&c.name),
-            _ => user.to_string().chars().take(SHORT_ID).collect(),
+            _ => tag(&user),
         }
     }
 
@@ -240,6 +241,7 @@ impl Chat {
         }
         match found.as_slice() {
             [one] => Ok(one.user),
+            [] if let Some(user) = self.request_by_tag(name).await => Ok(user),
             [] if name
                 .to_ascii_uppercase()
                 .starts_with(shoal_im::contact::USER_ID_PREFIX) =>
@@ -263,6 +265,14 @@ impl Chat {
             Err(shoal_messenger::MessengerError::Engine(
                 shoal_im::engine::EngineError::UnknownContact(_),
             )) => println!("error: {contact} is not a contact; /add {contact} <name> first"),
+            Err(shoal_messenger::MessengerError::Engine(
+                shoal_im::engine::EngineError::NotAccepted(_),
+            )) => {
+                let tag = tag(&contact);
+                println!(
+                    "error: {tag} wrote to you first: /add {tag} <name> accepts their request"
+                );
+            }
             Err(e) => println!("error: not sent: {e}"),
         }
     }
@@ -312,6 +322,7 @@ impl Chat {
             "history" => self.history(&args).await,
             "read" => self.read(&args).await,
             "contacts" => self.list_contacts().await,
+            "requests" => self.list_requests().await,
             "verify" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
                     Ok(user) => {
@@ -416,10 +427,13 @@ impl Chat {
         };
         let user = match id.parse::<UserId>() {
             Ok(user) => user,
-            Err(e) => {
-                println!("{id:?} is not a user id: {e}");
-                return;
-            }
+            Err(e) => match self.request_by_tag(id).await {
+                Some(user) => user,
+                None => {
+                    println!("{id:?} is not a user id: {e}");
+                    return;
+                }
+            },
         };
         if user == self.messenger.user_id() {
             println!("that is your own user id");
@@ -579,6 +593,49 @@ impl Chat {
         }
     }
 
+    /// The stranger whose pending request is shown under `tag` (the start
+    /// of their id).
+    async fn request_by_tag(&self, tag: &str) -> Option<UserId> {
+        if tag.len() < SHORT_ID {
+            return None;
+        }
+        let requests = self.messenger.requests().await.ok()?;
+        let mut found = requests.iter().filter(|r| {
+            r.user
+                .to_string()
+                .to_ascii_uppercase()
+                .starts_with(&tag.to_ascii_uppercase())
+        });
+        match (found.next(), found.next()) {
+            (Some(one), None) => Some(one.user),
+            _ => None,
+        }
+    }
+
+    /// `/requests`: each pending request with its messages.
+    async fn list_requests(&self) {
+        let requests = match self.messenger.requests().await {
+            Ok(r) => r,
+            Err(e) => return println!("error: {e}"),
+        };
+        if requests.is_empty() {
+            println!("no message requests");
+        }
+        for r in requests {
+            let tag = tag(&r.user);
+            println!("{tag}  {}  {} message(s)", r.user, r.messages);
+            match self.messenger.request_messages(r.user).await {
+                Ok(items) => {
+                    for item in items {
+                        println!("  {}", quote(&clean(&item.message.text()), QUOTE));
+                    }
+                }
+                Err(e) => println!("  error: {e}"),
+            }
+            println!("  /add {tag} <name> to accept, /block {tag} to refuse");
+        }
+    }
+
     async fn list_contacts(&self) {
         let contacts = self.contacts().await;
         if contacts.is_empty() {
@@ -652,9 +709,12 @@ impl Chat {
                 self.online.remove(&contact);
                 println!("offline: {}", self.name(contact).await);
             }
-            Event::ContactAdded { contact } => {
-                println!("new contact: {contact}");
-                println!("  (name them with /add {contact} <name>)");
+            Event::MessageRequest { contact } => {
+                let tag = tag(&contact);
+                println!("message request from {tag} ({contact})");
+                println!(
+                    "  /requests to read it, /add {tag} <name> to accept, /block {tag} to refuse; they see nothing until you accept"
+                );
             }
             Event::Error { contact, error } => match contact {
                 Some(contact) => println!("error: {}: {error}", self.name(contact).await),
@@ -662,6 +722,12 @@ impl Chat {
             },
         }
     }
+}
+
+/// The tag shown for a user without a name: the start of its id (usable
+/// wherever a name is).
+fn tag(user: &UserId) -> String {
+    user.to_string().chars().take(SHORT_ID).collect()
 }
 
 #[tokio::main]

@@ -39,9 +39,38 @@ pub(crate) enum Received {
     Shown {
         /// Metadata of the new message as shown.
         meta: MessageMeta,
-        /// Held messages released (each now shown), in the order released.
-        released: Vec<(MessageMeta, Message)>,
+        /// Held messages released (each now shown), in the order released;
+        /// their bodies are in the store.
+        released: Vec<MessageMeta>,
     },
+}
+
+/// What a held message names, kept in memory instead of its body (which
+/// is in the store): enough to tell when it can be shown.
+#[derive(Debug)]
+struct Held {
+    /// One of our own messages (recovered, or written after a restore).
+    own: bool,
+    /// Its sender's counter.
+    counter: u64,
+    /// Its previous message and dependencies.
+    names: Vec<MessageId>,
+}
+
+impl Held {
+    fn of(message: &Message, own: bool) -> Held {
+        Held {
+            own,
+            counter: message.counter,
+            names: message.prev.iter().chain(&message.deps).copied().collect(),
+        }
+    }
+
+    /// Bytes this entry keeps in memory (with its key).
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<(MessageId, Held)>()
+            + self.names.len() * std::mem::size_of::<MessageId>()
+    }
 }
 
 /// Why a received message was refused.
@@ -67,8 +96,8 @@ pub(crate) struct Conversation {
     peer: BTreeMap<u64, MessageId>,
     /// Every peer counter below this one is known.
     floor: u64,
-    /// Held messages, with what they name.
-    held: HashMap<MessageId, Message>,
+    /// Held messages, with what they name (their bodies stay in the store).
+    held: HashMap<MessageId, Held>,
     /// Shown messages no shown message follows yet, by `(height, id)`.
     heads: BTreeSet<(u64, MessageId)>,
 }
@@ -83,8 +112,8 @@ impl Conversation {
     }
 
     /// Restores a stored message (shown or held; a held one needs its
-    /// decoded message).
-    pub(crate) fn restore(&mut self, meta: MessageMeta, held: Option<Message>) {
+    /// decoded message, of which only what it names is kept).
+    pub(crate) fn restore(&mut self, meta: MessageMeta, held: Option<&Message>) {
         if meta.outgoing {
             self.own.insert(meta.counter, meta.id);
         } else {
@@ -92,7 +121,7 @@ impl Conversation {
             self.advance_floor();
         }
         if let Some(message) = held {
-            self.held.insert(meta.id, message);
+            self.held.insert(meta.id, Held::of(message, meta.outgoing));
         }
         self.known.insert(meta.id, meta);
     }
@@ -136,15 +165,26 @@ impl Conversation {
         self.held.len()
     }
 
+    /// Ids of the held messages.
+    pub(crate) fn held_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.held.keys().copied()
+    }
+
+    /// Bytes the held messages keep in memory (what they name; their
+    /// bodies are in the store).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held.values().map(Held::footprint).sum()
+    }
+
     fn advance_floor(&mut self) {
         while self.peer.contains_key(&self.floor) {
             self.floor += 1;
         }
     }
 
-    fn height_after(&self, message: &Message) -> Option<u64> {
+    fn height_after<'a>(&self, names: impl IntoIterator<Item = &'a MessageId>) -> Option<u64> {
         let mut height = None::<u64>;
-        for id in message.prev.iter().chain(&message.deps) {
+        for id in names {
             let meta = self.known.get(id).filter(|m| !m.flags.held)?;
             height = Some(height.map_or(meta.height, |h| h.max(meta.height)));
         }
@@ -186,7 +226,7 @@ impl Conversation {
         // Everything it names is shown, except right after a restore,
         // while our own previous message is still being recovered: then it
         // is held like a received one, and shown when that one is.
-        let height = self.height_after(&message);
+        let height = self.height_after(message.prev.iter().chain(&message.deps));
         let meta = MessageMeta {
             id: message.id(),
             contact: self.contact,
@@ -201,16 +241,16 @@ impl Conversation {
         };
         self.own.insert(counter, meta.id);
         if height.is_some() {
-            self.show(&message, meta.clone());
+            self.show(message.prev.iter().chain(&message.deps), meta.clone());
         } else {
             self.known.insert(meta.id, meta.clone());
-            self.held.insert(meta.id, message.clone());
+            self.held.insert(meta.id, Held::of(&message, true));
         }
         (message, meta)
     }
 
-    fn show(&mut self, message: &Message, meta: MessageMeta) {
-        for id in message.prev.iter().chain(&message.deps) {
+    fn show<'a>(&mut self, names: impl IntoIterator<Item = &'a MessageId>, meta: MessageMeta) {
+        for id in names {
             if let Some(m) = self.known.get(id) {
                 self.heads.remove(&(m.height, *id));
             }
@@ -268,7 +308,7 @@ impl Conversation {
                 read: false,
             },
         };
-        let showable = self.height_after(&message);
+        let showable = self.height_after(message.prev.iter().chain(&message.deps));
         if showable.is_none() && self.held.len() >= MAX_HELD {
             return Err(OrderingError::TooManyHeld);
         }
@@ -282,13 +322,13 @@ impl Conversation {
             Some(height) => {
                 meta.height = height;
                 meta.flags.held = false;
-                self.show(&message, meta.clone());
+                self.show(message.prev.iter().chain(&message.deps), meta.clone());
                 let released = self.release();
                 Ok(Received::Shown { meta, released })
             }
             None => {
                 self.known.insert(id, meta.clone());
-                self.held.insert(id, message);
+                self.held.insert(id, Held::of(&message, outgoing));
                 Ok(Received::Held {
                     meta,
                     missing: self.missing(),
@@ -315,9 +355,7 @@ impl Conversation {
     /// Whether one of our own messages is held (its predecessor is being
     /// recovered).
     pub(crate) fn own_held(&self) -> bool {
-        self.held
-            .values()
-            .any(|m| m.sender.to_bytes() != self.contact)
+        self.held.values().any(|h| h.own)
     }
 
     /// The first of our own counters we do not hold (all below it we do).
@@ -358,13 +396,13 @@ impl Conversation {
 
     /// Shows every held message whose dependencies are now all shown,
     /// repeatedly, in the order they become showable.
-    fn release(&mut self) -> Vec<(MessageMeta, Message)> {
+    fn release(&mut self) -> Vec<MessageMeta> {
         let mut released = Vec::new();
         loop {
             let ready: Vec<(MessageId, u64)> = self
                 .held
                 .iter()
-                .filter_map(|(id, m)| self.height_after(m).map(|h| (*id, h)))
+                .filter_map(|(id, h)| self.height_after(&h.names).map(|height| (*id, height)))
                 .collect();
             if ready.is_empty() {
                 return released;
@@ -372,7 +410,7 @@ impl Conversation {
             let mut ready = ready;
             ready.sort_by_key(|(id, h)| (*h, *id));
             for (id, height) in ready {
-                let Some(message) = self.held.remove(&id) else {
+                let Some(held) = self.held.remove(&id) else {
                     continue;
                 };
                 let Some(mut meta) = self.known.get(&id).cloned() else {
@@ -380,8 +418,8 @@ impl Conversation {
                 };
                 meta.height = height;
                 meta.flags.held = false;
-                self.show(&message, meta.clone());
-                released.push((meta, message));
+                self.show(&held.names, meta.clone());
+                released.push(meta);
             }
         }
     }
@@ -394,8 +432,8 @@ impl Conversation {
         let top = self
             .held
             .values()
-            .filter(|m| m.sender.to_bytes() == self.contact)
-            .map(|m| m.counter)
+            .filter(|h| !h.own)
+            .map(|h| h.counter)
             .max()?;
         let from = self.floor;
         if from >= top {

@@ -70,6 +70,18 @@ pub(crate) struct ContactBlob {
     /// Envelopes from the contact are dropped unacknowledged.
     #[prost(bool, tag = "9")]
     pub(crate) blocked: bool,
+    /// A pending message request: when it began (Unix seconds; 0: none).
+    #[prost(uint64, tag = "10")]
+    pub(crate) request_since: u64,
+    /// Messages stored for the request.
+    #[prost(uint32, tag = "11")]
+    pub(crate) request_messages: u32,
+    /// Bytes stored for the request.
+    #[prost(uint64, tag = "12")]
+    pub(crate) request_bytes: u64,
+    /// The request's arrival order (the lowest is dropped first).
+    #[prost(uint64, tag = "13")]
+    pub(crate) request_seq: u64,
 }
 
 /// One of our messages waiting to be written again (after a restore).

@@ -2,7 +2,8 @@
 //! it writes its own payloads (dependencies on messages that never existed,
 //! floods of resend requests) and strangers open conversations by the
 //! dozen. The engine must stay bounded and quiet: no busy timer, no
-//! amplification, no unbounded contact list.
+//! amplification, no unbounded contact list, and a stranger's messages are
+//! a request that costs a bounded amount and answers nothing.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -13,9 +14,13 @@ use common::open;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use shoal_identity::Keypair;
-use shoal_im::engine::{Engine, Event, MAX_UNNAMED_CONTACTS, RejectReason};
+use shoal_im::engine::{
+    Engine, Event, MAX_REQUESTS, REQUEST_BYTES_PER_STRANGER, REQUEST_MESSAGES_PER_STRANGER,
+    RejectReason,
+};
 use shoal_im::envelope::{Envelope, SessionRef, pad};
 use shoal_im::message::{MessageKind, Payload};
+use shoal_im::store::Store;
 use shoal_im::{Device, MemoryStore, Message, MessageId, Session, UserId, x3dh};
 
 /// A peer speaking the wire format directly: its own device, a session
@@ -163,29 +168,132 @@ fn resend_requests_are_answered_once_an_interval() {
 }
 
 #[test]
-fn strangers_cannot_grow_the_contact_list_without_bound() {
+fn strangers_are_requests_that_answer_nothing_and_stay_bounded() {
     let now = Instant::now();
     let mut bob = open(MemoryStore::new(), 2, now);
     let b = bob.user_id();
-    let mut refused = 0;
-    for seed in 0..(MAX_UNNAMED_CONTACTS as u8 + 3) {
+    let extra = 6;
+    let mut requests = 0;
+    for seed in 0..(MAX_REQUESTS as u8 + extra) {
         let mut stranger = Raw::new(seed.wrapping_add(10), &bob);
         let hi = stranger.message(b, 0, None, vec![]);
         bob.handle_envelope(now, &stranger.envelope(&Payload::Chat(hi.encode())))
             .unwrap();
-        drain(&mut bob);
-        if bob.refusals().last == Some((Some(stranger.user), RejectReason::TooManyStrangers)) {
-            refused += 1;
+        let (events, sent) = drain(&mut bob);
+        assert_eq!(sent, 0, "a request is never answered");
+        for e in events {
+            match e {
+                Event::MessageRequest { contact } if contact == stranger.user => requests += 1,
+                other => panic!("unexpected event {other:?}"),
+            }
         }
     }
-    assert_eq!(bob.contacts().len(), MAX_UNNAMED_CONTACTS);
-    assert_eq!(refused, 3);
-    // Naming one makes room for the next stranger.
-    let first = bob.contacts()[0].user;
-    bob.add_contact(first, "friend").unwrap();
-    let mut another = Raw::new(200, &bob);
-    let hi = another.message(b, 0, None, vec![]);
-    bob.handle_envelope(now, &another.envelope(&Payload::Chat(hi.encode())))
+    assert_eq!(requests, MAX_REQUESTS + usize::from(extra));
+    assert!(bob.contacts().is_empty(), "requests are not conversations");
+    assert_eq!(bob.requests().len(), MAX_REQUESTS);
+    let counters = bob.counters();
+    assert_eq!(counters.unnamed_contacts, MAX_REQUESTS);
+    assert_eq!(counters.requests_dropped, u64::from(extra));
+    assert_eq!(counters.request_messages as usize, MAX_REQUESTS);
+    // The oldest went first: the last stranger's request is there.
+    let last = Raw::new(MAX_REQUESTS as u8 + extra - 1 + 10, &bob).user;
+    assert!(bob.is_request(&last));
+    assert!(!bob.is_request(&Raw::new(10, &bob).user));
+}
+
+#[test]
+fn a_request_keeps_its_quota_and_is_shown_and_acknowledged_once_accepted() {
+    let now = Instant::now();
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let b = bob.user_id();
+    let mut stranger = Raw::new(7, &bob);
+    let mut prev = None;
+    let over = 4;
+    for n in 0..u64::from(REQUEST_MESSAGES_PER_STRANGER) + over {
+        let m = stranger.message(b, n, prev, vec![]);
+        prev = Some(m.id());
+        bob.handle_envelope(now, &stranger.envelope(&Payload::Chat(m.encode())))
+            .unwrap();
+    }
+    assert_eq!(drain(&mut bob).1, 0);
+    assert_eq!(bob.refusals().count("request-quota"), over);
+    let info = &bob.requests()[0];
+    assert_eq!(info.messages, REQUEST_MESSAGES_PER_STRANGER);
+    assert!(bob.history(&stranger.user, None, 100).unwrap().is_empty());
+    assert!(matches!(
+        bob.send(now, 1, stranger.user, "hi"),
+        Err(shoal_im::engine::EngineError::NotAccepted(_))
+    ));
+    let preview = bob.request_messages(&stranger.user).unwrap();
+    assert_eq!(preview.len(), REQUEST_MESSAGES_PER_STRANGER as usize);
+    assert_eq!(preview[0].message.body, b"m0");
+
+    // Accepted: every stored message is
+    // reported in order and acknowledged.
+    bob.set_online(now, stranger.user, true).unwrap();
+    bob.add_contact(stranger.user, "new friend").unwrap();
+    let (events, sent) = drain(&mut bob);
+    let bodies: Vec<Vec<u8>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received { message, .. } => Some(message.body.clone()),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<Vec<u8>> = (0..u64::from(REQUEST_MESSAGES_PER_STRANGER))
+        .map(|n| format!("m{n}").into_bytes())
+        .collect();
+    assert_eq!(bodies, expected);
+    assert!(sent >= 1, "the acknowledgement goes out");
+    assert!(bob.requests().is_empty());
+    assert_eq!(bob.contacts().len(), 1);
+    assert_eq!(bob.counters().request_bytes, 0);
+    // The messages refused over the quota arrive with their sender's
+    // retries now, and are acknowledged.
+    let m = stranger.message(b, u64::from(REQUEST_MESSAGES_PER_STRANGER), prev, vec![]);
+    let m = Message {
+        prev: bob.history(&stranger.user, None, 1).unwrap()[0]
+            .meta
+            .id
+            .into(),
+        ..m
+    };
+    bob.handle_envelope(now, &stranger.envelope(&Payload::Chat(m.encode())))
         .unwrap();
-    assert_eq!(bob.contacts().len(), MAX_UNNAMED_CONTACTS + 1);
+    let (events, sent) = drain(&mut bob);
+    assert!(events.iter().any(|e| matches!(e, Event::Received { .. })));
+    assert_eq!(sent, 1);
+}
+
+#[test]
+fn a_request_is_bounded_in_bytes_and_blocking_erases_it() {
+    let now = Instant::now();
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let b = bob.user_id();
+    let mut stranger = Raw::new(8, &bob);
+    let mut prev = None;
+    for n in 0..4 {
+        let mut m = stranger.message(b, n, prev, vec![]);
+        m.body = vec![b'x'; 30_000];
+        prev = Some(m.id());
+        bob.handle_envelope(now, &stranger.envelope(&Payload::Chat(m.encode())))
+            .unwrap();
+    }
+    let info = &bob.requests()[0];
+    assert_eq!(info.messages, 2);
+    assert!(info.bytes <= REQUEST_BYTES_PER_STRANGER);
+    assert_eq!(bob.refusals().count("request-quota"), 2);
+    drain(&mut bob);
+    bob.block(stranger.user).unwrap();
+    assert!(bob.requests().is_empty());
+    assert_eq!(bob.counters().request_bytes, 0);
+    assert!(bob.store().clone().load_index().unwrap().is_empty());
+    let m = stranger.message(b, 9, None, vec![]);
+    bob.handle_envelope(now, &stranger.envelope(&Payload::Chat(m.encode())))
+        .unwrap();
+    assert_eq!(drain(&mut bob), (vec![], 0));
+    assert_eq!(
+        bob.refusals().last,
+        Some((Some(stranger.user), RejectReason::Blocked))
+    );
 }

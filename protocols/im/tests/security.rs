@@ -16,6 +16,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Peer, feed, history, open, pair, received, settle};
+use shoal_im::engine::Event;
 use shoal_im::envelope::SESSION_ID_LEN;
 use shoal_im::store::Changes;
 use shoal_im::x3dh::INITIAL_HEADER_LEN;
@@ -224,8 +225,17 @@ fn forged_initial_envelope_adds_no_contact() {
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(bob.refusals().total, 1);
     assert!(bob.contacts().is_empty(), "{:?}", bob.contacts());
-    // The genuine envelope is still taken.
+    // The genuine envelope is still taken, as a message request.
     let events = feed(&mut bob, now, &[genuine]);
+    assert_eq!(
+        events,
+        vec![Event::MessageRequest {
+            contact: mallory.user_id()
+        }]
+    );
+    assert_eq!(bob.requests().len(), 1);
+    bob.add_contact(mallory.user_id(), "mallory").unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| bob.poll_event()).collect();
     assert_eq!(received(&events), vec![hi]);
     assert_eq!(bob.contacts().len(), 1);
 }

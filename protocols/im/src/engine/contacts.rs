@@ -47,10 +47,6 @@ pub struct ContactInfo {
     pub parked: usize,
 }
 
-/// Most contacts that started a conversation and were never named with
-/// [`Engine::add_contact`]; first contact from further strangers is refused.
-pub const MAX_UNNAMED_CONTACTS: usize = 64;
-
 pub(super) struct Contact {
     pub(super) user: UserId,
     pub(super) name: String,
@@ -104,6 +100,9 @@ pub(super) struct Contact {
     /// Envelopes from the contact are dropped unacknowledged, and nothing
     /// is sent to it.
     pub(super) blocked: bool,
+    /// A stranger's pending message request: nothing is sent to it and
+    /// nothing shown until the user accepts.
+    pub(super) request: Option<super::requests::Request>,
 }
 
 impl<S: Store> Engine<S> {
@@ -186,7 +185,7 @@ impl<S: Store> Engine<S> {
                         held = Some(message);
                     }
                 }
-                conversation.restore(meta, held);
+                conversation.restore(meta, held.as_ref());
             }
             conversation.restore_heads(message_ids(&blob.heads));
             let sync_due = !sessions.is_empty();
@@ -233,17 +232,25 @@ impl<S: Store> Engine<S> {
                     next_echo_answer: None,
                     sync_due,
                     blocked: blob.blocked,
+                    request: (blob.request_since > 0).then_some(super::requests::Request {
+                        since: blob.request_since,
+                        seq: blob.request_seq,
+                        messages: blob.request_messages,
+                        bytes: blob.request_bytes,
+                    }),
                 },
             );
         }
         Ok(())
     }
 
-    /// Every contact.
+    /// Every contact (pending message requests are listed by
+    /// [`Engine::requests`] instead).
     pub fn contacts(&self) -> Vec<ContactInfo> {
         let mut list: Vec<ContactInfo> = self
             .contacts
             .values()
+            .filter(|c| c.request.is_none())
             .map(|c| ContactInfo {
                 user: c.user,
                 name: c.name.clone(),
@@ -265,14 +272,20 @@ impl<S: Store> Engine<S> {
         list
     }
 
-    /// Adds (or renames) a contact; a blocked one is unblocked.
+    /// Adds (or renames) a contact; a blocked one is unblocked, and a
+    /// pending message request is accepted: its messages are reported
+    /// ([`Event::Received`]) and acknowledged.
+    ///
+    /// [`Event::Received`]: super::Event::Received
     pub fn add_contact(&mut self, user: UserId, name: &str) -> Result<(), EngineError> {
         self.check()?;
+        let now = self.last_now;
         let mut batch = Batch::default();
         let c = self.contact_entry(user);
         c.name = name.to_owned();
         c.blocked = false;
         batch.dirty(user);
+        self.accept_request(now, user, &mut batch)?;
         self.finish(batch)
     }
 
@@ -285,6 +298,20 @@ impl<S: Store> Engine<S> {
         let c = self.contact_entry(user);
         c.blocked = true;
         c.online = false;
+        if c.request.take().is_some() {
+            // A blocked stranger's request is not kept: erased like a
+            // removed contact's conversation.
+            let device = c.device.take();
+            let sessions: Vec<_> = c.sessions.drain(..).map(|s| s.id).collect();
+            let user_key = user.to_bytes();
+            *c = Self::blank_contact(user);
+            c.device = device;
+            c.blocked = true;
+            for id in sessions {
+                self.sessions.remove(&id);
+            }
+            batch.changes.removed_contacts.push(user_key);
+        }
         batch.dirty(user);
         self.finish(batch)
     }
@@ -320,7 +347,13 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn contact_entry(&mut self, user: UserId) -> &mut Contact {
-        self.contacts.entry(user).or_insert_with(|| Contact {
+        self.contacts
+            .entry(user)
+            .or_insert_with(|| Self::blank_contact(user))
+    }
+
+    fn blank_contact(user: UserId) -> Contact {
+        Contact {
             user,
             name: String::new(),
             device: None,
@@ -343,7 +376,8 @@ impl<S: Store> Engine<S> {
             parked: Vec::new(),
             next_echo_answer: None,
             sync_due: false,
-        })
+            request: None,
+        }
     }
 
     /// The device of `contact`, once known.
@@ -402,6 +436,10 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
         pending_read: c.pending_read.iter().map(|id| id.0.to_vec()).collect(),
         seen_sessions: c.seen_sessions.iter().map(|id| id.0.to_vec()).collect(),
         blocked: c.blocked,
+        request_since: c.request.map_or(0, |r| r.since.max(1)),
+        request_seq: c.request.map_or(0, |r| r.seq),
+        request_messages: c.request.map_or(0, |r| r.messages),
+        request_bytes: c.request.map_or(0, |r| r.bytes),
         parked: c
             .parked
             .iter()

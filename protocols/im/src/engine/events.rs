@@ -44,12 +44,14 @@ pub enum RejectReason {
     /// The sender is blocked (or was removed).
     #[error("sender blocked")]
     Blocked,
-    /// A stranger started a conversation while [`MAX_UNNAMED_CONTACTS`]
-    /// others wait to be named with [`Engine::add_contact`].
+    /// A message of a pending request over the per-stranger quota
+    /// ([`REQUEST_MESSAGES_PER_STRANGER`], [`REQUEST_BYTES_PER_STRANGER`]);
+    /// its sender retries it, and it arrives once the request is accepted.
     ///
-    /// [`MAX_UNNAMED_CONTACTS`]: super::MAX_UNNAMED_CONTACTS
-    #[error("too many conversations from strangers")]
-    TooManyStrangers,
+    /// [`REQUEST_MESSAGES_PER_STRANGER`]: super::REQUEST_MESSAGES_PER_STRANGER
+    /// [`REQUEST_BYTES_PER_STRANGER`]: super::REQUEST_BYTES_PER_STRANGER
+    #[error("message request over its quota")]
+    RequestQuota,
 }
 
 impl RejectReason {
@@ -77,7 +79,7 @@ impl RejectReason {
             RejectReason::FromSelf => "from-self",
             RejectReason::ReplayedSession => "replayed-session",
             RejectReason::UnrequestedSession => "unrequested-session",
-            RejectReason::TooManyStrangers => "too-many-strangers",
+            RejectReason::RequestQuota => "request-quota",
             RejectReason::Blocked => "blocked",
         }
     }
@@ -137,9 +139,11 @@ pub enum Event {
         /// Our message.
         id: MessageId,
     },
-    /// A user we had not added started a conversation; they are a contact now.
-    ContactAdded {
-        /// The new contact.
+    /// A user we had not added wrote to us: a message request, stored
+    /// but not shown or acknowledged until [`Engine::add_contact`] accepts
+    /// it (see [`Engine::requests`], [`Engine::request_messages`]).
+    MessageRequest {
+        /// The stranger.
         contact: UserId,
     },
     /// Messages wait for `contact` and there is no session: look up its

@@ -28,6 +28,11 @@
 //! and the missing counters are requested with [`Payload::Resend`].
 //!
 //!
+//! # Strangers
+//! A first message from a user never added is a message request: stored
+//! within quotas, not acknowledged, not shown until [`Engine::add_contact`]
+//! accepts it ([`Event::MessageRequest`], [`Engine::requests`]).
+//!
 //! # Repair
 //! A session that cannot be decrypted any more (an erased prekey, a session
 //! lost or evicted, a window overrun, chains forked by a store that went
@@ -49,6 +54,7 @@ mod receive;
 mod recovery;
 mod refusals;
 mod repair;
+mod requests;
 mod sessions;
 
 use std::collections::{HashMap, VecDeque};
@@ -67,12 +73,16 @@ use crate::{Device, Error, UserId};
 use self::contacts::{Contact, contact_blob};
 use self::identity::{Prekey, identity_blob, seed_key};
 
-pub use self::contacts::{ContactInfo, MAX_UNNAMED_CONTACTS};
+pub use self::contacts::ContactInfo;
 pub use self::events::{Event, RejectReason, Transmit};
 pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
 pub use self::outbox::{MAX_UNANSWERED, SEND_BUDGET};
 pub use self::refusals::{REFUSAL_LOG_INTERVAL, Refusals};
 pub use self::repair::{RESET_ANSWER_WINDOW, RESET_INTERVAL};
+pub use self::requests::{
+    Counters, MAX_REQUESTS, REQUEST_BYTES_PER_STRANGER, REQUEST_BYTES_TOTAL,
+    REQUEST_MESSAGES_PER_STRANGER, REQUEST_MESSAGES_TOTAL, RequestInfo,
+};
 
 /// Default of [`EngineConfig::skipped_key_lifetime`]: a week.
 pub const SKIPPED_KEY_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -126,6 +136,10 @@ pub enum EngineError {
     /// [`MAX_BODY_LEN`]: crate::message::MAX_BODY_LEN
     #[error("message body of {0} bytes is over the limit")]
     TooLarge(usize),
+    /// The user's message request was not accepted yet
+    /// ([`Engine::add_contact`] accepts it).
+    #[error("message request from {0} not accepted yet")]
+    NotAccepted(UserId),
     /// A bundle does not belong to the contact.
     #[error("prekey bundle: {0}")]
     Bundle(Error),
@@ -186,6 +200,8 @@ pub struct Engine<S: Store> {
     resets_honoured: u64,
     /// Envelopes refused, and when they were last logged.
     refusals: self::refusals::RefusalLog,
+    /// Message requests dropped to make room since opening.
+    requests_dropped: u64,
 }
 
 impl<S: Store> std::fmt::Debug for Engine<S> {
@@ -249,6 +265,7 @@ impl<S: Store> Engine<S> {
             resets_sent: 0,
             resets_honoured: 0,
             refusals: Default::default(),
+            requests_dropped: 0,
         };
         engine.load_contacts(now)?;
         Ok(engine)
@@ -268,6 +285,10 @@ impl<S: Store> Engine<S> {
         limit: usize,
     ) -> Result<Vec<HistoryItem>, EngineError> {
         self.check()?;
+        if self.is_request(contact) {
+            // Not a conversation until accepted: see `request_messages`.
+            return Ok(Vec::new());
+        }
         let stored = self.store.history(&contact.to_bytes(), before, limit)?;
         stored
             .into_iter()

@@ -98,6 +98,9 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return Err(EngineError::UnknownContact(contact));
         };
+        if c.request.is_some() {
+            return Err(EngineError::NotAccepted(contact));
+        }
         let (message, meta) =
             c.conversation
                 .compose(sender, contact, text.as_bytes().to_vec(), unix_ms);
@@ -126,6 +129,9 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return Err(EngineError::UnknownContact(contact));
         };
+        if c.request.is_some() {
+            return Err(EngineError::NotAccepted(contact));
+        }
         let mut batch = Batch::default();
         for id in ids {
             if let Some(meta) = c.conversation.get_mut(id)
@@ -246,7 +252,11 @@ impl<S: Store> Engine<S> {
         if let Some(t) = self.next_skipped_expiry() {
             consider(t);
         }
-        for c in self.contacts.values().filter(|c| !c.blocked) {
+        for c in self
+            .contacts
+            .values()
+            .filter(|c| !c.blocked && c.request.is_none())
+        {
             if let Some(p) = c.outbox.values().map(|p| p.next).min() {
                 match c.next_route_request {
                     Some(t) if c.sessions.is_empty() || !c.online => consider(t),

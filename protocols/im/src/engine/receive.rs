@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::repair::{RESET_ANSWER_WINDOW, ResetCause};
 use super::sessions::{Sealing, SessionEntry};
-use super::{Batch, Engine, EngineError, Event, MAX_UNNAMED_CONTACTS, RejectReason};
+use super::{Batch, Engine, EngineError, Event, RejectReason};
 use crate::conversation::{OrderingError, Received};
 use crate::envelope::{Envelope, SessionRef, unpad};
 use crate::message::{Message, MessageId, Payload};
@@ -92,18 +92,6 @@ impl<S: Store> Engine<S> {
                     {
                         // A session we held and dropped: a replay.
                         return Err((Some(user), RejectReason::ReplayedSession));
-                    }
-                    // Anyone can mint user keys: bound the conversations
-                    // strangers can open (contacts never named by the user).
-                    if !self.contacts.contains_key(&user)
-                        && self
-                            .contacts
-                            .values()
-                            .filter(|c| c.name.is_empty() && !c.blocked)
-                            .count()
-                            >= MAX_UNNAMED_CONTACTS
-                    {
-                        return Err((Some(user), RejectReason::TooManyStrangers));
                     }
                     let Some(prekey) = self
                         .prekeys
@@ -193,9 +181,11 @@ impl<S: Store> Engine<S> {
             return Err((Some(contact), RejectReason::UnrequestedSession));
         }
 
-        // Accepted: install the session state.
+        // Accepted: install the session state. A stranger's first envelope
+        // starts a message request (anyone can mint user keys: the
+        // requests module bounds what they cost).
         if !self.contacts.contains_key(&contact) {
-            batch.events.push(Event::ContactAdded { contact });
+            self.admit_stranger(now, contact, batch);
         }
         let unix = self.unix_at(now);
         let c = self.contact_entry(contact);
@@ -250,6 +240,15 @@ impl<S: Store> Engine<S> {
             }
         }
         batch.dirty(contact);
+        if self.is_request(&contact) {
+            // Only messages count for a request; nothing is answered.
+            return match (payload, chat) {
+                (Payload::Chat(encoded), Some(message)) => {
+                    self.take_request_chat(contact, message, encoded, batch)
+                }
+                _ => Ok(()),
+            };
+        }
         let result = match payload {
             Payload::Chat(encoded) => match chat {
                 Some(message) => self.take_chat(now, contact, message, encoded, batch),
@@ -409,8 +408,13 @@ impl<S: Store> Engine<S> {
         let interval = self.config.resend_interval;
         let max = self.config.retry_max.max(interval);
         // Never create a contact here: an envelope refused before it
-        // authenticated (a forged initial header) may name anyone.
-        let Some(c) = self.contacts.get_mut(&contact) else {
+        // authenticated (a forged initial header) may name anyone. Nothing
+        // is asked of a stranger whose request is pending.
+        let Some(c) = self
+            .contacts
+            .get_mut(&contact)
+            .filter(|c| c.request.is_none())
+        else {
             return;
         };
         // Rate limited even when forced: a forged envelope (its header is

@@ -146,24 +146,40 @@ impl<S: Store> Engine<S> {
 
     /// Stores a message that arrived and is shown at once, reports it and
     /// the held ones it released (the contact's as received, ours as
-    /// recovered), and stores their new heights and flags.
+    /// recovered; their bodies are read back from the store), and stores
+    /// their new heights and flags.
     pub(super) fn take_shown(
         &mut self,
         contact: UserId,
         meta: MessageMeta,
         message: Message,
         encoded: Vec<u8>,
-        released: Vec<(MessageMeta, Message)>,
+        released: Vec<MessageMeta>,
         batch: &mut Batch,
     ) {
         batch.events.push(shown_event(contact, &meta, message));
         batch.changes.messages.push(StoredMessage { meta, encoded });
-        for (meta, message) in released {
+        for meta in released {
             batch
                 .changes
                 .updates
                 .push((meta.id, meta.height, meta.flags));
-            batch.events.push(shown_event(contact, &meta, message));
+            let stored = match batch.changes.messages.iter().find(|m| m.meta.id == meta.id) {
+                Some(m) => Some(m.encoded.clone()),
+                None => match self.store.message(&meta.id) {
+                    Ok(m) => m.map(|m| m.encoded),
+                    Err(e) => {
+                        // Shown in the history all the same; only the
+                        // event is missed.
+                        tracing::warn!(%e, "released message: store read failed");
+                        None
+                    }
+                },
+            };
+            match stored.as_deref().map(Message::decode) {
+                Some(Ok(message)) => batch.events.push(shown_event(contact, &meta, message)),
+                _ => tracing::warn!(id = %meta.id, "released message missing from the store"),
+            }
         }
     }
 

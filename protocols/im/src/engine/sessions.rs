@@ -219,7 +219,7 @@ impl<S: Store> Engine<S> {
         let Some(c) = self.contacts.get_mut(&contact) else {
             return false;
         };
-        if c.blocked {
+        if c.blocked || c.request.is_some() {
             return false;
         }
         let limit = match sealing {
