@@ -130,6 +130,17 @@ pub enum Event {
         /// The stranger.
         contact: UserId,
     },
+    /// A contact speaks from another device than before. For a verified
+    /// contact, [`Messenger::send`] is refused until
+    /// [`Messenger::acknowledge_device_change`].
+    DeviceChanged {
+        /// The contact.
+        contact: UserId,
+        /// Its new device.
+        device: PeerId,
+        /// The contact was verified: sending waits for the user.
+        verified: bool,
+    },
     /// Something went wrong that the user may want to see (a failed
     /// lookup, a contact's device out of reach, a store that failed); the
     /// messenger keeps running. Refused envelopes are not reported here
@@ -161,6 +172,8 @@ enum Command {
     Requests(Reply<Vec<RequestInfo>>),
     RequestMessages(UserId, Reply<Vec<HistoryItem>>),
     Counters(Reply<Counters>),
+    SetVerified(UserId, bool, Reply<()>),
+    AcknowledgeDeviceChange(UserId, Reply<()>),
     Connect(Multiaddr, Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -430,6 +443,25 @@ impl Messenger {
     /// logged at a bounded rate.
     pub async fn refusals(&self) -> Result<Refusals, MessengerError> {
         self.call(Command::Refusals).await
+    }
+
+    /// Marks `contact` verified (the user compared safety numbers with
+    /// them), or not. A verified contact's device change holds sending
+    /// back until acknowledged.
+    pub async fn set_verified(
+        &self,
+        contact: UserId,
+        verified: bool,
+    ) -> Result<(), MessengerError> {
+        self.call(|r| Command::SetVerified(contact, verified, r))
+            .await
+    }
+
+    /// Accepts a verified contact's device change ([`Event::DeviceChanged`]):
+    /// sending to them is allowed again.
+    pub async fn acknowledge_device_change(&self, contact: UserId) -> Result<(), MessengerError> {
+        self.call(|r| Command::AcknowledgeDeviceChange(contact, r))
+            .await
     }
 
     /// The pending message requests, oldest first.
@@ -880,6 +912,14 @@ impl<S: Store> Driver<S> {
             Command::Counters(reply) => {
                 let _ = reply.send(Ok(self.engine.counters()));
             }
+            Command::SetVerified(user, verified, reply) => {
+                let result = self.engine.set_verified(user, verified);
+                let _ = reply.send(result.map_err(Into::into));
+            }
+            Command::AcknowledgeDeviceChange(user, reply) => {
+                let result = self.engine.acknowledge_device_change(user);
+                let _ = reply.send(result.map_err(Into::into));
+            }
             Command::Connect(addr, reply) => {
                 let Some(peer) = addr.peer_id() else {
                     let _ = reply.send(Err(MessengerError::Unreachable(format!(
@@ -925,6 +965,15 @@ impl<S: Store> Driver<S> {
                 EngineEvent::Delivered { contact, id } => Event::Delivered { contact, id },
                 EngineEvent::Read { contact, id } => Event::Read { contact, id },
                 EngineEvent::MessageRequest { contact } => Event::MessageRequest { contact },
+                EngineEvent::DeviceChanged {
+                    contact,
+                    device,
+                    verified,
+                } => Event::DeviceChanged {
+                    contact,
+                    device,
+                    verified,
+                },
                 EngineEvent::NeedBundle { contact } => {
                     self.lookup(contact, now);
                     continue;

@@ -199,6 +199,7 @@ impl Net {
                 }
                 Event::Read { .. }
                 | Event::SessionReset { .. }
+                | Event::DeviceChanged { .. }
                 | Event::Recovered { .. }
                 | Event::Renumbered { .. } => {}
             }

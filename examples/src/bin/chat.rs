@@ -92,6 +92,8 @@ commands:
   /connect <address>        join the network through a node (…/p2p/<peer id>)
   /id                       this user id and the listen addresses
   /verify <name>            the safety number to compare with a contact
+  /verified <name>          mark a contact verified once the numbers match
+  /accept <name>            accept a verified contact's new device and send again
   /block <name>             drop everything from a contact (/add unblocks)
   /remove <name>            erase a contact's conversation and block them
   /quit                     exit (asks again while messages wait; also Ctrl-C, or the end of input)
@@ -266,6 +268,14 @@ impl Chat {
                 shoal_im::engine::EngineError::UnknownContact(_),
             )) => println!("error: {contact} is not a contact; /add {contact} <name> first"),
             Err(shoal_messenger::MessengerError::Engine(
+                shoal_im::engine::EngineError::DeviceChanged(_),
+            )) => {
+                let name = self.name(contact).await;
+                println!(
+                    "error: not sent: {name}'s device changed; /verify {name}, then /accept {name}"
+                );
+            }
+            Err(shoal_messenger::MessengerError::Engine(
                 shoal_im::engine::EngineError::NotAccepted(_),
             )) => {
                 let tag = tag(&contact);
@@ -337,6 +347,28 @@ impl Chat {
                     Err(e) => println!("{e}"),
                 },
                 _ => println!("usage: /verify <name>"),
+            },
+            "verified" => match args.as_slice() {
+                [name] => match self.resolve(name).await {
+                    Ok(user) => match self.messenger.set_verified(user, true).await {
+                        Ok(()) => println!(
+                            "{name} is verified: if their device changes, sending waits for /accept {name}"
+                        ),
+                        Err(e) => println!("error: {e}"),
+                    },
+                    Err(e) => println!("{e}"),
+                },
+                _ => println!("usage: /verified <name>"),
+            },
+            "accept" => match args.as_slice() {
+                [name] => match self.resolve(name).await {
+                    Ok(user) => match self.messenger.acknowledge_device_change(user).await {
+                        Ok(()) => println!("accepted {name}'s new device: messages go out again"),
+                        Err(e) => println!("error: {e}"),
+                    },
+                    Err(e) => println!("{e}"),
+                },
+                _ => println!("usage: /accept <name>"),
             },
             "block" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
@@ -708,6 +740,19 @@ impl Chat {
             Event::ContactOffline { contact } => {
                 self.online.remove(&contact);
                 println!("offline: {}", self.name(contact).await);
+            }
+            Event::DeviceChanged {
+                contact, verified, ..
+            } => {
+                let name = self.name(contact).await;
+                println!("{name} now writes from another device");
+                if verified {
+                    println!(
+                        "  {name} was verified: nothing goes to them until you compare safety numbers again (/verify {name}) and /accept {name}"
+                    );
+                } else {
+                    println!("  if you did not expect it, compare safety numbers: /verify {name}");
+                }
             }
             Event::MessageRequest { contact } => {
                 let tag = tag(&contact);

@@ -82,6 +82,12 @@ pub(crate) struct ContactBlob {
     /// The request's arrival order (the lowest is dropped first).
     #[prost(uint64, tag = "13")]
     pub(crate) request_seq: u64,
+    /// The user compared safety numbers with the contact.
+    #[prost(bool, tag = "14")]
+    pub(crate) verified: bool,
+    /// Verified, and the device changed since: sending waits.
+    #[prost(bool, tag = "15")]
+    pub(crate) device_changed: bool,
 }
 
 /// One of our messages waiting to be written again (after a restore).

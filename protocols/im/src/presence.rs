@@ -185,6 +185,7 @@ impl PresenceRecord {
         if self.certificate.user() != user.public_key() {
             return Err(Error::WrongUser);
         }
+        self.certificate.check_time(now_unix)?;
         if now_unix >= self.expires.saturating_add(PRESENCE_CLOCK_SKEW) {
             return Err(Error::Expired {
                 expires: self.expires,

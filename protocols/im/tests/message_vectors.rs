@@ -128,11 +128,11 @@ const SECOND: &str = concat!(
 );
 const SECOND_ID: &str = "9a4ffed4fe8254570c2eb9d9967888ce85bd537e9adb15592ec3434e3f6624c4";
 const RESEND: &str = "0400000000000000030000000000000005";
-const SESSION_ID: &str = "a639ed4076bca2a3b2760a3fa6659cd9";
+const SESSION_ID: &str = "20643533f55dab6c6c4fc1a63570102c";
 const ENVELOPE_PREFIX: &str = concat!(
     "0102",
     "a6d2455ea3a5771aba9fcb037924114c92f9f325049f6b4269e739d9048bb869",
-    "a639ed4076bca2a3b2760a3fa6659cd9"
+    "20643533f55dab6c6c4fc1a63570102c"
 );
 
 #[test]
@@ -195,8 +195,8 @@ const RESET_PREFIX: &str = concat!(
     "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b"
 );
 const RESET_SIGNATURE: &str = concat!(
-    "be16c0b7f2065d5be159f38ef18998c882500826f02fd75eb4b19e6e317d7e43",
-    "906d5730994f215bacc3736934022095b6440758c4f006e8bcd6ede5d22b4e08"
+    "172cc79e9a04f0a129fbcd89bfa91fdc03f3d87d64b41e13ee2288de5a21fa01",
+    "fa051d8e3c236fcb2120c23efa9c2726b16ff2d01438683ae884b3518187b504"
 );
 
 #[test]

@@ -97,12 +97,12 @@ fn documented_vectors() {
         [
             "01",
             // device certificate (section 10.2)
-            "0148075a597e721a156e2e0799de5cc0c5324dc6e7eaf1cdd46250868ec53215",
+            "0248075a597e721a156e2e0799de5cc0c5324dc6e7eaf1cdd46250868ec53215",
             "dd5e212c0980e4b39fc09721134aa02109374edfd260c0d3d03cb501c8d65457",
             "a97b0d47d93427f8311160781c7c733fd89f88970aef490d8aa0ee19a4cb8a1b",
-            "14000000006553f100bd8aa4a903c17809bb9c249ce1ba175808d5d329eb8387",
-            "181e0466a1a819828d9ece8d82eeb3bd4c1702ccbf1f2a80db932173cd9ca849",
-            "9c7199ccc4ca351f03",
+            "140000000065ca9800b75faa0bd2c6efaa4b4b162d2c38744f2906f506699d08",
+            "984f22c9bd98b4953d927c692ad0d585a4f1c58b302efec66dd2ce8506f72178",
+            "2004d85ae80f29830f",
             // seq, expires, count
             "0000000000000005",
             "0000000065554280",
@@ -111,8 +111,8 @@ fn documented_vectors() {
             "001a2f6970342f3139382e35312e3130302e372f7463702f34303031",
             "00092f6d656d6f72792f37",
             // signature
-            "039a1a75aba4d352f3987350deeb5154d3aafabae27dd9bcda6ce1a934a62850",
-            "46c5345e3aa4fc5cbcc3e8cfc5be6f08ebdd0814d727d320ef16bc96655e9509",
+            "f6558bc46e7e7e9b6fa2e9e8214eef469df67c39d4f4dff2715d2209b24118c2",
+            "acf39157821b03b333d4f99d8566506ab7640e1fc7a74a638f36f1b6bca37108",
         ]
         .concat()
     );
@@ -244,7 +244,17 @@ fn user_and_expiry() {
     // An expiry near the end of time does not overflow.
     let forever = PresenceRecord::sign::<&str>(&device(), &[], 1, u64::MAX).unwrap();
     let forever = PresenceRecord::decode(&forever).unwrap();
-    assert_eq!(forever.verify_for(&alice, u64::MAX - 1), Ok(()));
+    assert_eq!(forever.verify_for(&alice, CREATED), Ok(()));
+    // The device certificate's expiry bounds it all the same.
+    let cert_expires = forever.certificate().expires();
+    assert!(cert_expires < u64::MAX / 2);
+    assert_eq!(
+        forever.verify_for(&alice, u64::MAX - 1),
+        Err(Error::Expired {
+            expires: cert_expires,
+            now: u64::MAX - 1
+        })
+    );
 }
 
 #[test]

@@ -45,6 +45,13 @@ pub struct ContactInfo {
     pub held: usize,
     /// Our messages waiting to be written again after a restore.
     pub parked: usize,
+    /// The user compared safety numbers with them ([`Engine::set_verified`]).
+    pub verified: bool,
+    /// Verified, and their device changed since: sending waits for
+    /// [`Engine::acknowledge_device_change`].
+    pub device_changed: bool,
+    /// When their device certificate expires (Unix seconds), once known.
+    pub device_expires: Option<u64>,
 }
 
 pub(super) struct Contact {
@@ -103,6 +110,10 @@ pub(super) struct Contact {
     /// A stranger's pending message request: nothing is sent to it and
     /// nothing shown until the user accepts.
     pub(super) request: Option<super::requests::Request>,
+    /// The user compared safety numbers with the contact.
+    pub(super) verified: bool,
+    /// Verified, and the device changed since: sending waits for the user.
+    pub(super) device_changed: bool,
 }
 
 impl<S: Store> Engine<S> {
@@ -232,6 +243,8 @@ impl<S: Store> Engine<S> {
                     next_echo_answer: None,
                     sync_due,
                     blocked: blob.blocked,
+                    verified: blob.verified,
+                    device_changed: blob.device_changed,
                     request: (blob.request_since > 0).then_some(super::requests::Request {
                         since: blob.request_since,
                         seq: blob.request_seq,
@@ -262,6 +275,9 @@ impl<S: Store> Engine<S> {
                 blocked: c.blocked,
                 held: c.conversation.held_len(),
                 parked: c.parked.len(),
+                verified: c.verified,
+                device_changed: c.device_changed,
+                device_expires: c.device.as_ref().map(|d| d.expires()),
             })
             .collect();
         list.sort_by(|a, b| {
@@ -377,6 +393,8 @@ impl<S: Store> Engine<S> {
             next_echo_answer: None,
             sync_due: false,
             request: None,
+            verified: false,
+            device_changed: false,
         }
     }
 
@@ -436,6 +454,8 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
         pending_read: c.pending_read.iter().map(|id| id.0.to_vec()).collect(),
         seen_sessions: c.seen_sessions.iter().map(|id| id.0.to_vec()).collect(),
         blocked: c.blocked,
+        verified: c.verified,
+        device_changed: c.device_changed,
         request_since: c.request.map_or(0, |r| r.since.max(1)),
         request_seq: c.request.map_or(0, |r| r.seq),
         request_messages: c.request.map_or(0, |r| r.messages),

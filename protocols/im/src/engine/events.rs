@@ -146,6 +146,17 @@ pub enum Event {
         /// The stranger.
         contact: UserId,
     },
+    /// The contact speaks from another device than before (its root key
+    /// certified a new one). If `verified`, [`Engine::send`] to it is
+    /// refused until [`Engine::acknowledge_device_change`].
+    DeviceChanged {
+        /// The contact.
+        contact: UserId,
+        /// Its new device.
+        device: PeerId,
+        /// The contact was verified: sending waits for the user.
+        verified: bool,
+    },
     /// Messages wait for `contact` and there is no session: look up its
     /// prekey bundle and call [`Engine::set_bundle`].
     NeedBundle {

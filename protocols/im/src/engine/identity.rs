@@ -89,13 +89,24 @@ impl<S: Store> Engine<S> {
 
     /// Replaces the published signed prekey if it is older than
     /// [`PREKEY_ROTATION_SECS`] at wall time `unix_secs`, keeping the
-    /// [`PREKEYS_KEPT`] previous secrets and erasing older ones. Returns
-    /// whether it rotated: then publish [`Engine::prekey_bundle`] again.
+    /// [`PREKEYS_KEPT`] previous secrets and erasing older ones, and renews
+    /// the device certificate if it expires within
+    /// [`DEVICE_CERT_RENEW_BEFORE`]. Returns whether anything changed: then
+    /// publish [`Engine::prekey_bundle`] (and the presence record) again.
+    ///
+    /// [`DEVICE_CERT_RENEW_BEFORE`]: crate::account::DEVICE_CERT_RENEW_BEFORE
     pub fn rotate_prekey_if_due(&mut self, unix_secs: u64) -> Result<bool, EngineError> {
         self.check()?;
+        let renewed = self.renew_certificate(unix_secs);
         let newest = &self.prekeys[self.prekeys.len() - 1];
         if unix_secs < newest.created.saturating_add(PREKEY_ROTATION_SECS) {
-            return Ok(false);
+            if renewed {
+                let mut batch = Batch::default();
+                batch.changes.identity =
+                    Some(identity_blob(&self.user, &self.device, &self.prekeys));
+                self.finish(batch)?;
+            }
+            return Ok(renewed);
         }
         let id = newest.signed.id().wrapping_add(1);
         let (signed, secret) = x3dh::signed_prekey(&self.device, id, *seed_key(&mut self.rng));

@@ -47,6 +47,7 @@
 //! [`Payload::Resend`]: crate::message::Payload::Resend
 
 mod contacts;
+mod devices;
 mod events;
 mod identity;
 mod outbox;
@@ -136,6 +137,10 @@ pub enum EngineError {
     /// [`MAX_BODY_LEN`]: crate::message::MAX_BODY_LEN
     #[error("message body of {0} bytes is over the limit")]
     TooLarge(usize),
+    /// The verified contact's device changed and the user has not
+    /// acknowledged it yet ([`Engine::acknowledge_device_change`]).
+    #[error("the device of verified contact {0} changed; acknowledge it before sending")]
+    DeviceChanged(UserId),
     /// The user's message request was not accepted yet
     /// ([`Engine::add_contact`] accepts it).
     #[error("message request from {0} not accepted yet")]
@@ -268,6 +273,13 @@ impl<S: Store> Engine<S> {
             requests_dropped: 0,
         };
         engine.load_contacts(now)?;
+        if engine.renew_certificate(unix_secs) {
+            let blob = identity_blob(&engine.user, &engine.device, &engine.prekeys);
+            engine.store.commit(&Changes {
+                identity: Some(blob),
+                ..Changes::default()
+            })?;
+        }
         Ok(engine)
     }
 

@@ -101,6 +101,9 @@ impl<S: Store> Engine<S> {
         if c.request.is_some() {
             return Err(EngineError::NotAccepted(contact));
         }
+        if c.device_changed {
+            return Err(EngineError::DeviceChanged(contact));
+        }
         let (message, meta) =
             c.conversation
                 .compose(sender, contact, text.as_bytes().to_vec(), unix_ms);

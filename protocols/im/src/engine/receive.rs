@@ -117,6 +117,10 @@ impl<S: Store> Engine<S> {
                             }),
                         ));
                     };
+                    header
+                        .sender
+                        .check_time(self.unix_at(now))
+                        .map_err(|e| (Some(user), e.into()))?;
                     let session = x3dh::respond(&self.device, &self.prekeys[prekey].secret, header)
                         .map_err(|e| (Some(user), e.into()))?;
                     (user, Some((session, (**header).clone())))
@@ -204,7 +208,8 @@ impl<S: Store> Engine<S> {
                 c.challenged.clear();
                 let ours_pending = c.sessions.first().is_some_and(|s| s.initial.is_some());
                 let at = usize::from(ours_pending && c.sessions[0].id < session_id);
-                c.device = Some(header.sender.clone());
+                self.note_device(contact, &header.sender, batch);
+                let c = self.contact_entry(contact);
                 if at == 0 {
                     // They lost our session or replaced it at our request:
                     // either side may have lost messages too, and answers

@@ -208,7 +208,7 @@ impl<S: Store> Engine<S> {
         if c.last_reset.is_some_and(|t| now < t + RESET_INTERVAL) {
             return Ok(());
         }
-        self.start_session(now, contact, &request.bundle)
+        self.start_session(now, contact, &request.bundle, batch)
             .map_err(|e| (Some(contact), RejectReason::Crypto(e)))?;
         let c = self.contact_entry(contact);
         c.last_reset = Some(now);

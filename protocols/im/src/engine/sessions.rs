@@ -88,11 +88,21 @@ impl<S: Store> Engine<S> {
                 .is_some_and(|h| h.prekey_id != bundle.prekey.id())
         });
         if !c.sessions.is_empty() && !moved && !stale_prekey {
-            return Ok(());
+            // A renewed certificate of the same device: keep the later one.
+            let renewed = c
+                .device
+                .as_ref()
+                .is_some_and(|d| bundle.certificate.expires() > d.expires());
+            if !renewed {
+                return Ok(());
+            }
+            let mut batch = Batch::default();
+            self.note_device(contact, &bundle.certificate, &mut batch);
+            return self.finish(batch);
         }
-        self.start_session(now, contact, bundle)
-            .map_err(EngineError::Bundle)?;
         let mut batch = Batch::default();
+        self.start_session(now, contact, bundle, &mut batch)
+            .map_err(EngineError::Bundle)?;
         batch.dirty(contact);
         self.flush_outbox(now, contact, &mut batch);
         self.finish(batch)
@@ -100,22 +110,21 @@ impl<S: Store> Engine<S> {
 
     /// Starts a session with the device `bundle` names (X3DH as the
     /// initiator) and makes it the one we send on; every unacknowledged
-    /// message becomes due on it. The caller commits and flushes.
+    /// message becomes due on it. An expired certificate is refused. The
+    /// caller commits and flushes.
     pub(super) fn start_session(
         &mut self,
         now: Instant,
         contact: UserId,
         bundle: &PrekeyBundle,
+        batch: &mut Batch,
     ) -> Result<(), Error> {
+        bundle.certificate.check_time(self.unix_at(now))?;
         let (header, session) =
             x3dh::initiate_with_rng(&mut self.rng, &self.device, &contact.public_key(), bundle)?;
         let id = SessionId::of(&header);
+        let moved = self.note_device(contact, &bundle.certificate, batch);
         let entry = self.contact_entry(contact);
-        let moved = entry
-            .device
-            .as_ref()
-            .is_some_and(|d| d.device() != bundle.certificate.device());
-        entry.device = Some(bundle.certificate.clone());
         // The send budget was about the old session's chains: a new
         // session starts with nothing for the peer to skip.
         entry.unanswered = 0;
