@@ -52,6 +52,17 @@ pub struct MessengerConfig {
     pub envelope_tap: Option<mpsc::Sender<Bytes>>,
     /// Agent string announced by identify.
     pub agent: String,
+    /// Which addresses learned from unauthenticated sources (what a peer
+    /// says about itself in identify, the contacts in a DHT answer) are
+    /// dialled: by default none narrower than the scope the source was
+    /// reached over, so a peer on the internet cannot make the node probe
+    /// its private network. Presence records are signed by a contact's
+    /// device, and only named contacts are looked up (a stranger's request
+    /// makes the node dial nothing). [`ScopePolicy::Any`] is for test
+    /// networks whose "internet" is a private range.
+    ///
+    /// [`ScopePolicy::Any`]: shoal_transport::ScopePolicy::Any
+    pub address_scope: shoal_transport::ScopePolicy,
 }
 
 impl Default for MessengerConfig {
@@ -69,6 +80,7 @@ impl Default for MessengerConfig {
             faults: None,
             envelope_tap: None,
             agent: concat!("shoal-messenger/", env!("CARGO_PKG_VERSION")).to_owned(),
+            address_scope: shoal_transport::ScopePolicy::default(),
         }
     }
 }

@@ -189,9 +189,10 @@ pub struct Messenger {
 /// Kademlia as a messenger node runs it: only records of the messaging
 /// kinds, each checked by its validator, so nobody can squat a user's
 /// presence or prekey key with a record of another kind.
-fn kad_config() -> shoal_kad::Config {
+fn kad_config(config: &MessengerConfig) -> shoal_kad::Config {
     shoal_kad::Config {
         accept_unknown_kinds: false,
+        address_scope: config.address_scope,
         ..shoal_kad::Config::default()
     }
 }
@@ -228,7 +229,7 @@ impl Messenger {
         let key = engine.device().signing_key().clone();
         let user = engine.user_id();
 
-        let (kad_meta, dht, _dht_events) = shoal_kad::new(KAD, key.peer_id(), kad_config());
+        let (kad_meta, dht, _dht_events) = shoal_kad::new(KAD, key.peer_id(), kad_config(&config));
         directory::install_validators(&dht);
         let (identify_meta, _, identified) = shoal_identify::new(
             IDENTIFY,
@@ -673,15 +674,30 @@ impl<S: Store> Driver<S> {
                     None => return,
                 },
                 Some(event) = identified.recv() => {
-                    if let shoal_identify::Event::Identified { peer, info, .. } = event {
-                        self.dht.add_address(peer, info.listen_addrs.clone());
-                        self.addresses.entry(peer).or_insert_with(|| info.listen_addrs.clone());
+                    if let shoal_identify::Event::Identified { peer, session, info } = event {
+                        // What a peer says about its own addresses is a
+                        // claim: none narrower than where we reached it.
+                        let source = self
+                            .control
+                            .sessions()
+                            .into_iter()
+                            .find(|s| s.id == session)
+                            .map(|s| s.remote_addr.clone());
+                        let policy = self.config.address_scope;
+                        let listen_addrs: Vec<Multiaddr> = info
+                            .listen_addrs
+                            .iter()
+                            .filter(|a| policy.allows(a, source.as_ref()))
+                            .cloned()
+                            .collect();
+                        self.dht.add_address(peer, listen_addrs.clone());
+                        self.addresses.entry(peer).or_insert_with(|| listen_addrs.clone());
                         if !joined {
                             // Joined without bootstrap peers: the first peer
                             // that connects to us is our way in.
                             joined = true;
                             let dht = self.dht.clone();
-                            let seeds = vec![(peer, info.listen_addrs.clone())];
+                            let seeds = vec![(peer, listen_addrs)];
                             let records = self.records();
                             tokio::spawn(async move {
                                 let _ = dht.bootstrap(seeds).await;

@@ -49,6 +49,7 @@ mod error;
 mod interfaces;
 mod memory;
 mod multiaddr;
+mod scope;
 mod tcp;
 mod traits;
 
@@ -62,6 +63,7 @@ pub use memory::{
 pub use multiaddr::{
     MAX_MULTIADDR_COMPONENTS, MAX_MULTIADDR_TEXT_LEN, Multiaddr, MultiaddrError, Protocol,
 };
+pub use scope::{AddressScope, ScopePolicy};
 pub use tcp::{
     DEFAULT_TCP_DIAL_TIMEOUT, DEFAULT_TCP_LISTEN_BACKLOG, TcpConfig, TcpListener, TcpTransport,
 };

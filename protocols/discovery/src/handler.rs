@@ -173,6 +173,11 @@ impl DiscoveryHandler {
     ) -> HandlerResult {
         let asked = self.request_size() as usize;
         let session = ctx.session().id;
+        let (policy, source) = (
+            self.shared.config.address_scope,
+            ctx.session().remote_addr.clone(),
+        );
+        let dialable = move |a: &Multiaddr| policy.allows(a, Some(&source));
         let Some(state) = self.sessions.get_mut(&session) else {
             return Ok(());
         };
@@ -194,7 +199,7 @@ impl DiscoveryHandler {
             let peer = record.peer_id();
             let addrs = record.addrs().to_vec();
             let seq = record.seq();
-            match store.insert_record(record, now) {
+            match store.insert_record(record, now, &dialable) {
                 Inserted::New => self.shared.emit(Event::Discovered { peer, addrs }),
                 Inserted::Updated => self.shared.emit(Event::Updated { peer, seq }),
                 Inserted::Evicted(old) => {

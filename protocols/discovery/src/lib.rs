@@ -173,6 +173,11 @@ pub struct Config {
     /// [`DEFAULT_EVENT_QUEUE`]); events that find it full are dropped and
     /// counted by [`Handle::dropped_events`].
     pub event_queue: usize,
+    /// Which addresses of the records a peer relays are dialled: by default
+    /// none narrower than the scope that peer was reached over, so a peer
+    /// on the internet cannot make this node probe its private network
+    /// (see [`ScopePolicy`](shoal_transport::ScopePolicy)).
+    pub address_scope: shoal_transport::ScopePolicy,
 }
 
 impl Default for Config {
@@ -192,6 +197,7 @@ impl Default for Config {
             max_concurrent_dials: DEFAULT_MAX_CONCURRENT_DIALS,
             bootstrap_retry: DEFAULT_BOOTSTRAP_RETRY,
             event_queue: DEFAULT_EVENT_QUEUE,
+            address_scope: shoal_transport::ScopePolicy::default(),
         }
     }
 }

@@ -72,10 +72,13 @@ impl Entry {
 
     /// Takes the addresses of a new record, keeping what we know of each,
     /// and verified addresses the record does not list.
-    fn set_record(&mut self, record: SignedPeerRecord) {
+    /// Takes `record`; of its addresses only those `dialable` allows are
+    /// kept for dialling (the record is relayed whole: it is signed).
+    fn set_record(&mut self, record: SignedPeerRecord, dialable: &dyn Fn(&Multiaddr) -> bool) {
         let mut addrs: Vec<AddrInfo> = record
             .addrs()
             .iter()
+            .filter(|a| dialable(a))
             .map(|a| {
                 self.addrs
                     .iter()
@@ -193,7 +196,14 @@ impl PeerStore {
     }
 
     /// Stores a verified record; never replaces a newer or equal `seq`.
-    pub(crate) fn insert_record(&mut self, record: SignedPeerRecord, now: Instant) -> Inserted {
+    /// Inserts or updates a peer's record; `dialable` says which of its
+    /// addresses may be dialled (see [`crate::Config::address_scope`]).
+    pub(crate) fn insert_record(
+        &mut self,
+        record: SignedPeerRecord,
+        now: Instant,
+        dialable: &dyn Fn(&Multiaddr) -> bool,
+    ) -> Inserted {
         let peer = record.peer_id();
         if peer == self.local {
             return Inserted::Dropped;
@@ -203,11 +213,11 @@ impl PeerStore {
             return match &entry.record {
                 Some(old) if old.seq() >= record.seq() => Inserted::Unchanged,
                 Some(_) => {
-                    entry.set_record(record);
+                    entry.set_record(record, dialable);
                     Inserted::Updated
                 }
                 None => {
-                    entry.set_record(record);
+                    entry.set_record(record, dialable);
                     Inserted::New
                 }
             };
@@ -231,7 +241,7 @@ impl PeerStore {
         }
         let mut entry = Entry::new(now);
         entry.sessions = self.sessions.get(&peer).copied().unwrap_or(0);
-        entry.set_record(record);
+        entry.set_record(record, dialable);
         self.entries.insert(peer, entry);
         evicted.map_or(Inserted::New, Inserted::Evicted)
     }
@@ -485,25 +495,25 @@ mod tests {
         let mut store = PeerStore::new(me.peer_id(), 10);
         let now = Instant::now();
         assert_eq!(
-            store.insert_record(record(&me, 1, &[]), now),
+            store.insert_record(record(&me, 1, &[]), now, &|_| true),
             Inserted::Dropped
         );
         assert_eq!(
-            store.insert_record(record(&p, 5, &["/memory/1"]), now),
+            store.insert_record(record(&p, 5, &["/memory/1"]), now, &|_| true),
             Inserted::New
         );
         assert_eq!(
-            store.insert_record(record(&p, 4, &["/memory/2"]), now),
+            store.insert_record(record(&p, 4, &["/memory/2"]), now, &|_| true),
             Inserted::Unchanged
         );
         assert_eq!(
-            store.insert_record(record(&p, 5, &["/memory/3"]), now),
+            store.insert_record(record(&p, 5, &["/memory/3"]), now, &|_| true),
             Inserted::Unchanged
         );
         let addr1: Multiaddr = "/memory/1".parse().unwrap();
         store.dial_succeeded(p.peer_id(), &addr1, now);
         assert_eq!(
-            store.insert_record(record(&p, 6, &["/memory/4"]), now),
+            store.insert_record(record(&p, 6, &["/memory/4"]), now, &|_| true),
             Inserted::Updated
         );
         let info = store.get(&p.peer_id(), now).unwrap();
@@ -521,12 +531,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn addresses_narrower_than_their_source_are_not_dialled() {
+        let me = Keypair::generate();
+        let p = Keypair::generate();
+        let mut store = PeerStore::new(me.peer_id(), 10);
+        let now = Instant::now();
+        let policy = shoal_transport::ScopePolicy::default();
+        let source: Multiaddr = "/ip4/1.2.3.4/tcp/4001".parse().unwrap();
+        let from_internet = |a: &Multiaddr| policy.allows(a, Some(&source));
+        let addrs = [
+            "/ip4/192.168.1.1/tcp/22",
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/5.6.7.8/tcp/1",
+        ];
+        store.insert_record(record(&p, 1, &addrs), now, &from_internet);
+        let picked = store.dial_candidates(now, 5, &HashSet::new());
+        assert_eq!(
+            picked,
+            vec![(p.peer_id(), "/ip4/5.6.7.8/tcp/1".parse().unwrap())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failures_back_off_then_remove_and_success_verifies() {
         let me = Keypair::generate();
         let p = Keypair::generate();
         let mut store = PeerStore::new(me.peer_id(), 10);
         let now = Instant::now();
-        store.insert_record(record(&p, 1, &["/memory/1", "/memory/2"]), now);
+        store.insert_record(record(&p, 1, &["/memory/1", "/memory/2"]), now, &|_| true);
         let none = HashSet::new();
         let picked = store.dial_candidates(now, 5, &none);
         assert_eq!(picked, vec![(p.peer_id(), "/memory/1".parse().unwrap())]);
@@ -565,8 +597,8 @@ mod tests {
         let mut store = PeerStore::new(me.peer_id(), 2);
         let t0 = Instant::now();
         let ttl = Duration::from_secs(10);
-        store.insert_record(record(&a, 1, &["/memory/1"]), t0);
-        store.insert_record(record(&b, 1, &["/memory/2"]), t0);
+        store.insert_record(record(&a, 1, &["/memory/1"]), t0, &|_| true);
+        store.insert_record(record(&b, 1, &["/memory/2"]), t0, &|_| true);
         // Nothing verified or connected: nothing to relay.
         assert!(store.relayable(t0, ttl, me.peer_id()).is_empty());
         store.session_opened(a.peer_id(), t0);
@@ -576,7 +608,7 @@ mod tests {
         // Full of connected or verified entries: an unverified newcomer is
         // dropped, never evicts them.
         assert_eq!(
-            store.insert_record(record(&c, 1, &["/memory/3"]), t0),
+            store.insert_record(record(&c, 1, &["/memory/3"]), t0, &|_| true),
             Inserted::Dropped
         );
         // B (verified, not connected) stops being relayed and expires after
@@ -587,16 +619,16 @@ mod tests {
         store.session_closed(a.peer_id(), late);
         assert!(store.expire(late, ttl).is_empty());
         assert_eq!(
-            store.insert_record(record(&c, 1, &["/memory/3"]), late),
+            store.insert_record(record(&c, 1, &["/memory/3"]), late, &|_| true),
             Inserted::New
         );
         // Now full with A (verified? no: only connected before) and C, both
         // unverified: a newcomer evicts the one heard of longest ago.
         let d = Keypair::generate();
         let later = late + Duration::from_secs(1);
-        store.insert_record(record(&c, 1, &["/memory/3"]), later);
+        store.insert_record(record(&c, 1, &["/memory/3"]), later, &|_| true);
         assert_eq!(
-            store.insert_record(record(&d, 1, &["/memory/4"]), later),
+            store.insert_record(record(&d, 1, &["/memory/4"]), later, &|_| true),
             Inserted::Evicted(a.peer_id())
         );
     }

@@ -160,6 +160,12 @@ pub struct Config {
     /// Whether records of kinds without a validator are accepted (default
     /// `true`: signature, size and expiry are still checked).
     pub accept_unknown_kinds: bool,
+    /// Which addresses of the contacts in an answer are kept and dialled:
+    /// by default none narrower than the scope the answering peer was
+    /// reached over, so a peer on the internet cannot make this node probe
+    /// its private network or its loopback (see
+    /// [`ScopePolicy`](shoal_transport::ScopePolicy)).
+    pub address_scope: shoal_transport::ScopePolicy,
     /// Messages waiting for [`poll_transmit`](crate::Kademlia::poll_transmit)
     /// (see [`DEFAULT_MAX_QUEUED_TRANSMITS`]); more are dropped and counted.
     pub max_queued_transmits: usize,
@@ -203,6 +209,7 @@ impl Default for Config {
             max_record_ttl: DEFAULT_MAX_RECORD_TTL,
             clock_skew: DEFAULT_CLOCK_SKEW,
             accept_unknown_kinds: true,
+            address_scope: shoal_transport::ScopePolicy::default(),
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
             max_queued_events: DEFAULT_MAX_QUEUED_EVENTS,
             event_queue: DEFAULT_EVENT_QUEUE,

@@ -265,6 +265,25 @@ impl Kademlia {
         from_addrs: &[Multiaddr],
         bytes: &[u8],
     ) -> Result<(), Error> {
+        let source = from_addrs.first().cloned();
+        self.handle_message_via(now, unix_secs, from, from_addrs, source.as_ref(), bytes)
+    }
+
+    /// [`handle_message`](Kademlia::handle_message) with the address of the
+    /// connection the frame came over given apart (an inbound session's
+    /// address is not one to dial, so it is not among `from_addrs`): it
+    /// decides which addresses of the contacts in an answer are kept
+    /// ([`Config::address_scope`](crate::Config::address_scope); `None`
+    /// counts as global).
+    pub fn handle_message_via(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        from: PeerId,
+        from_addrs: &[Multiaddr],
+        source: Option<&Multiaddr>,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         let message = Message::decode(bytes)?;
         self.unix = unix_secs;
         self.start_timers(now);
@@ -290,7 +309,7 @@ impl Kademlia {
                 let status = self.accept_store(from, record);
                 self.respond(from, from_addrs, id, Body::StoreAck(status));
             }
-            answer => self.on_answer(now, from, from_addrs, id, answer)?,
+            answer => self.on_answer(now, from, from_addrs, source, id, answer)?,
         }
         Ok(())
     }
@@ -401,12 +420,29 @@ impl Kademlia {
         status
     }
 
+    /// The contacts of an answer that came over a connection at `source`,
+    /// each with only the addresses [`Config::address_scope`] lets us dial.
+    ///
+    /// [`Config::address_scope`]: crate::Config::address_scope
+    fn in_scope(&self, source: Option<&Multiaddr>, mut closer: Vec<Contact>) -> Vec<Contact> {
+        let policy = self.config.address_scope;
+        for contact in &mut closer {
+            let before = contact.addrs.len();
+            contact.addrs.retain(|a| policy.allows(a, source));
+            if contact.addrs.len() < before {
+                tracing::debug!(peer = %contact.peer, "addresses out of the source's scope dropped");
+            }
+        }
+        closer
+    }
+
     /// An answer: match it to its request, then to whoever waits for it.
     fn on_answer(
         &mut self,
         now: Instant,
         from: PeerId,
         from_addrs: &[Multiaddr],
+        source: Option<&Multiaddr>,
         id: u64,
         answer: Body,
     ) -> Result<(), Error> {
@@ -425,9 +461,11 @@ impl Kademlia {
                 self.apply_change(change);
             }
             (PendingKind::Lookup { query, path }, Body::Nodes(closer)) => {
+                let closer = self.in_scope(source, closer);
                 self.lookup_answer(now, query, path, from, from_addrs, closer, None);
             }
             (PendingKind::Lookup { query, path }, Body::Value { record, closer }) => {
+                let closer = self.in_scope(source, closer);
                 self.lookup_answer(now, query, path, from, from_addrs, closer, record);
             }
             (PendingKind::Store { query }, Body::StoreAck(status)) => {

@@ -298,12 +298,13 @@ impl ServiceProtocol for KadHandler {
     }
 
     fn received(&mut self, ctx: &mut ProtocolContextMut<'_>, data: Bytes) -> HandlerResult {
-        let peer = ctx.session().peer;
+        let (peer, source) = (ctx.session().peer, &ctx.session().remote_addr);
         let mut inner = self.shared.lock();
         let addrs = inner.known.get(&peer).cloned().unwrap_or_default();
-        let result = inner
-            .core
-            .handle_message(now(), unix_now(), peer, &addrs, &data);
+        let result =
+            inner
+                .core
+                .handle_message_via(now(), unix_now(), peer, &addrs, Some(source), &data);
         self.shared.flush(&mut inner);
         result.map_err(Into::into)
     }

@@ -486,3 +486,61 @@ fn record_lookup_returns_the_owners_newest_not_the_first_or_largest_seq() {
     assert!(!stores.is_empty());
     assert!(stores.iter().all(|p| old_holders.contains(p)));
 }
+
+/// A peer on the internet cannot point this node at its own network: the
+/// private and loopback addresses in its answer are not dialled (unless
+/// the node runs on a test network that allows any scope).
+#[test]
+fn answers_cannot_point_at_narrower_scopes_than_their_source() {
+    for (policy, expect_private) in [
+        (shoal_transport::ScopePolicy::default(), false),
+        (shoal_transport::ScopePolicy::Any, true),
+    ] {
+        let mut core = node(Config {
+            address_scope: policy,
+            ..Config::default()
+        });
+        let t0 = Instant::now();
+        let seed = PeerId::from_bytes([1; 32]);
+        let internet: Vec<Multiaddr> = vec!["/ip4/1.2.3.4/tcp/4001".parse().unwrap()];
+        core.add_address(t0, seed, internet.clone());
+        core.find_node(t0, Key::from_bytes([3; 32])).unwrap();
+        let asked = answers(&mut core);
+        let (to, request) = &asked[0];
+        assert_eq!(*to, seed);
+        let lan = PeerId::from_bytes([2; 32]);
+        let mixed = PeerId::from_bytes([4; 32]);
+        let closer = vec![
+            Contact::new(lan, vec!["/ip4/192.168.1.1/tcp/22".parse().unwrap()]),
+            Contact::new(
+                mixed,
+                vec![
+                    "/ip4/127.0.0.1/tcp/22".parse().unwrap(),
+                    "/ip4/5.6.7.8/tcp/4001".parse().unwrap(),
+                ],
+            ),
+        ];
+        let bytes = Message {
+            request_id: request.request_id,
+            body: Body::Nodes(closer),
+        }
+        .encode();
+        core.handle_message(t0, UNIX, seed, &internet, &bytes)
+            .unwrap();
+        let mut dialled: Vec<Multiaddr> = Vec::new();
+        while let Some(t) = core.poll_transmit() {
+            dialled.extend(t.addrs);
+        }
+        let text: Vec<String> = dialled.iter().map(ToString::to_string).collect();
+        assert!(
+            text.contains(&"/ip4/5.6.7.8/tcp/4001".to_owned()),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.iter()
+                .any(|a| a.starts_with("/ip4/192.168.") || a.starts_with("/ip4/127.")),
+            expect_private,
+            "{policy:?}: {text:?}"
+        );
+    }
+}

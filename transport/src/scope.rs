@@ -1,0 +1,167 @@
+//! How far an address reaches, and which addresses a node may dial when it
+//! learned them from someone else.
+//!
+//! Anyone can claim anything about addresses: a peer on the internet that
+//! tells a node "dial 192.168.1.1:22" makes it probe its own network. So an
+//! address learned from a peer is dialled only if its scope is no narrower
+//! than the scope over which that peer was reached: a peer reached over the
+//! internet may point only at global addresses, one reached over a private
+//! network at private or global ones, one on this machine (loopback, or an
+//! in-memory transport) at anything. Test networks that use private or
+//! reserved ranges as their "internet" set [`ScopePolicy::Any`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::{Multiaddr, Protocol};
+
+/// How far an address reaches, from the widest to the narrowest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AddressScope {
+    /// Routable on the internet (and DNS names).
+    Global,
+    /// A private, link-local, shared (carrier NAT) or reserved range.
+    Private,
+    /// This machine: loopback, or an in-memory transport.
+    Loopback,
+}
+
+impl AddressScope {
+    /// The scope of `ip`.
+    pub fn of_ip(ip: IpAddr) -> AddressScope {
+        match ip {
+            IpAddr::V4(v4) => scope_v4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => scope_v4(v4),
+                None => scope_v6(v6),
+            },
+        }
+    }
+
+    /// The scope of `addr`: of its IP component, [`AddressScope::Loopback`]
+    /// for an in-memory address, [`AddressScope::Global`] otherwise (a DNS
+    /// name).
+    pub fn of(addr: &Multiaddr) -> AddressScope {
+        match addr.iter().next() {
+            Some(Protocol::Ip4(ip)) => scope_v4(*ip),
+            Some(Protocol::Ip6(ip)) => AddressScope::of_ip(IpAddr::V6(*ip)),
+            Some(Protocol::Memory(_)) => AddressScope::Loopback,
+            _ => AddressScope::Global,
+        }
+    }
+}
+
+fn scope_v4(ip: Ipv4Addr) -> AddressScope {
+    let o = ip.octets();
+    if ip.is_loopback() {
+        AddressScope::Loopback
+    } else if ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10, carrier NAT
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15, benchmarking
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24
+        || o[0] >= 240
+    {
+        AddressScope::Private
+    } else {
+        AddressScope::Global
+    }
+}
+
+fn scope_v6(ip: Ipv6Addr) -> AddressScope {
+    let s = ip.segments();
+    if ip.is_loopback() {
+        AddressScope::Loopback
+    } else if ip.is_unspecified()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local
+        || (s[0] & 0xffc0) == 0xfe80 // link local
+        || (s[0] == 0x2001 && s[1] == 0x0db8)
+    // documentation
+    {
+        AddressScope::Private
+    } else {
+        AddressScope::Global
+    }
+}
+
+/// Which addresses learned from others a node dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScopePolicy {
+    /// Only those no narrower than the scope the source was reached over
+    /// (see the module docs). The default.
+    #[default]
+    NoNarrowerThanSource,
+    /// Any address: for test networks whose "internet" is a private or
+    /// reserved range.
+    Any,
+}
+
+impl ScopePolicy {
+    /// Whether `addr`, learned from a peer reached over `source` (the
+    /// address of that session, or `None` if unknown: treated as global),
+    /// may be dialled.
+    pub fn allows(self, addr: &Multiaddr, source: Option<&Multiaddr>) -> bool {
+        match self {
+            ScopePolicy::Any => true,
+            ScopePolicy::NoNarrowerThanSource => {
+                AddressScope::of(addr) <= source.map_or(AddressScope::Global, AddressScope::of)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(s: &str) -> AddressScope {
+        AddressScope::of(&s.parse().unwrap())
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(scope("/ip4/127.0.0.1/tcp/1"), AddressScope::Loopback);
+        assert_eq!(scope("/ip6/::1/tcp/1"), AddressScope::Loopback);
+        assert_eq!(scope("/memory/7"), AddressScope::Loopback);
+        for private in [
+            "/ip4/10.1.2.3/tcp/1",
+            "/ip4/172.16.0.1/tcp/1",
+            "/ip4/192.168.1.1/tcp/22",
+            "/ip4/169.254.1.1/tcp/1",
+            "/ip4/100.64.0.1/tcp/1",
+            "/ip4/198.18.7.1/tcp/1",
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip6/fd00::1/tcp/1",
+            "/ip6/fe80::1/tcp/1",
+            "/ip6/::ffff:192.168.0.1/tcp/1",
+        ] {
+            assert_eq!(scope(private), AddressScope::Private, "{private}");
+        }
+        assert_eq!(scope("/ip4/1.1.1.1/tcp/1"), AddressScope::Global);
+        assert_eq!(scope("/ip4/100.128.0.1/tcp/1"), AddressScope::Global);
+        assert_eq!(scope("/ip6/2a00::1/tcp/1"), AddressScope::Global);
+        assert_eq!(scope("/dns/example.org/tcp/1"), AddressScope::Global);
+    }
+
+    #[test]
+    fn policy() {
+        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let policy = ScopePolicy::default();
+        let internet = a("/ip4/1.2.3.4/tcp/1");
+        let lan = a("/ip4/192.168.1.9/tcp/1");
+        let local = a("/ip4/127.0.0.1/tcp/1");
+        assert!(policy.allows(&internet, Some(&internet)));
+        assert!(!policy.allows(&lan, Some(&internet)));
+        assert!(!policy.allows(&local, Some(&internet)));
+        assert!(!policy.allows(&lan, None));
+        assert!(policy.allows(&lan, Some(&lan)));
+        assert!(!policy.allows(&local, Some(&lan)));
+        assert!(policy.allows(&lan, Some(&local)));
+        assert!(ScopePolicy::Any.allows(&local, Some(&internet)));
+    }
+}
