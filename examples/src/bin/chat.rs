@@ -30,10 +30,18 @@
 
 mod common;
 
+/// Prints a line for the user (above the prompt when the line editor runs).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        common::terminal::say(format!($($arg)*))
+    };
+}
+
 use common::{
     clock,
     input::{self, Input},
     peers::PeerBook,
+    terminal,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -123,7 +131,7 @@ fn remember_peers(messenger: &Messenger, book: &mut PeerBook, force: bool) {
         book.seen(peer, &[addr], now);
     }
     if let Err(e) = book.save(now, force) {
-        println!("error: cannot save {}: {e}", book.path().display());
+        say!("error: cannot save {}: {e}", book.path().display());
     }
 }
 
@@ -139,12 +147,12 @@ fn rejoin(messenger: &Messenger, remembered: Vec<(PeerId, Vec<Multiaddr>)>) {
         for (peer, addrs) in remembered.into_iter().take(REJOIN_AT_MOST) {
             for addr in addrs {
                 if messenger.connect(addr.with_peer_id(peer)).await.is_ok() {
-                    println!("rejoined the network through {peer}");
+                    say!("rejoined the network through {peer}");
                     return;
                 }
             }
         }
-        println!(
+        say!(
             "none of the {tried} peers remembered from the last run answered; /connect <address> joins through a node"
         );
     });
@@ -201,7 +209,7 @@ impl Chat {
         match self.messenger.contacts().await {
             Ok(contacts) => contacts,
             Err(e) => {
-                println!("error: {e}");
+                say!("error: {e}");
                 Vec::new()
             }
         }
@@ -266,12 +274,12 @@ impl Chat {
             }
             Err(shoal_messenger::MessengerError::Engine(
                 shoal_im::engine::EngineError::UnknownContact(_),
-            )) => println!("error: {contact} is not a contact; /add {contact} <name> first"),
+            )) => say!("error: {contact} is not a contact; /add {contact} <name> first"),
             Err(shoal_messenger::MessengerError::Engine(
                 shoal_im::engine::EngineError::DeviceChanged(_),
             )) => {
                 let name = self.name(contact).await;
-                println!(
+                say!(
                     "error: not sent: {name}'s device changed; /verify {name}, then /accept {name}"
                 );
             }
@@ -279,11 +287,9 @@ impl Chat {
                 shoal_im::engine::EngineError::NotAccepted(_),
             )) => {
                 let tag = tag(&contact);
-                println!(
-                    "error: {tag} wrote to you first: /add {tag} <name> accepts their request"
-                );
+                say!("error: {tag} wrote to you first: /add {tag} <name> accepts their request");
             }
-            Err(e) => println!("error: not sent: {e}"),
+            Err(e) => say!("error: not sent: {e}"),
         }
     }
 
@@ -297,7 +303,7 @@ impl Chat {
             match self.current {
                 Some(contact) => self.send(contact, line).await,
                 None => {
-                    println!("no conversation selected: /to <name> first, or /msg <name> <text>")
+                    say!("no conversation selected: /to <name> first, or /msg <name> <text>")
                 }
             }
             return Flow::Continue;
@@ -316,18 +322,18 @@ impl Chat {
                 [name] => match self.resolve(name).await {
                     Ok(user) => {
                         self.current = Some(user);
-                        println!("talking to {}", self.name(user).await);
+                        say!("talking to {}", self.name(user).await);
                     }
-                    Err(e) => println!("{e}"),
+                    Err(e) => say!("{e}"),
                 },
-                _ => println!("usage: /to <name>"),
+                _ => say!("usage: /to <name>"),
             },
             "msg" => match rest.split_once(char::is_whitespace) {
                 Some((name, text)) if !text.trim().is_empty() => match self.resolve(name).await {
                     Ok(user) => self.send(user, text.trim()).await,
-                    Err(e) => println!("{e}"),
+                    Err(e) => say!("{e}"),
                 },
-                _ => println!("usage: /msg <name> <text>"),
+                _ => say!("usage: /msg <name> <text>"),
             },
             "history" => self.history(&args).await,
             "read" => self.read(&args).await,
@@ -336,51 +342,51 @@ impl Chat {
             "verify" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
                     Ok(user) => {
-                        println!(
+                        say!(
                             "safety number with {name}: {}",
                             self.messenger.safety_number(&user)
                         );
-                        println!(
+                        say!(
                             "  compare it with what {name} sees (in person, or on a call): the same digits mean you talk to each other's keys"
                         );
                     }
-                    Err(e) => println!("{e}"),
+                    Err(e) => say!("{e}"),
                 },
-                _ => println!("usage: /verify <name>"),
+                _ => say!("usage: /verify <name>"),
             },
             "verified" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
                     Ok(user) => match self.messenger.set_verified(user, true).await {
-                        Ok(()) => println!(
+                        Ok(()) => say!(
                             "{name} is verified: if their device changes, sending waits for /accept {name}"
                         ),
-                        Err(e) => println!("error: {e}"),
+                        Err(e) => say!("error: {e}"),
                     },
-                    Err(e) => println!("{e}"),
+                    Err(e) => say!("{e}"),
                 },
-                _ => println!("usage: /verified <name>"),
+                _ => say!("usage: /verified <name>"),
             },
             "accept" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
                     Ok(user) => match self.messenger.acknowledge_device_change(user).await {
-                        Ok(()) => println!("accepted {name}'s new device: messages go out again"),
-                        Err(e) => println!("error: {e}"),
+                        Ok(()) => say!("accepted {name}'s new device: messages go out again"),
+                        Err(e) => say!("error: {e}"),
                     },
-                    Err(e) => println!("{e}"),
+                    Err(e) => say!("{e}"),
                 },
-                _ => println!("usage: /accept <name>"),
+                _ => say!("usage: /accept <name>"),
             },
             "block" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
                     Ok(user) => match self.messenger.block(user).await {
-                        Ok(()) => println!(
+                        Ok(()) => say!(
                             "blocked {name}: nothing from them is taken, nothing goes to them; /add unblocks"
                         ),
-                        Err(e) => println!("error: {e}"),
+                        Err(e) => say!("error: {e}"),
                     },
-                    Err(e) => println!("{e}"),
+                    Err(e) => say!("{e}"),
                 },
-                _ => println!("usage: /block <name>"),
+                _ => say!("usage: /block <name>"),
             },
             "remove" => match args.as_slice() {
                 [name] => match self.resolve(name).await {
@@ -389,38 +395,38 @@ impl Chat {
                             if self.current == Some(user) {
                                 self.current = None;
                             }
-                            println!(
+                            say!(
                                 "removed {name}: the conversation is erased, and they are blocked"
                             );
                         }
-                        Err(e) => println!("error: {e}"),
+                        Err(e) => say!("error: {e}"),
                     },
-                    Err(e) => println!("{e}"),
+                    Err(e) => say!("{e}"),
                 },
-                _ => println!("usage: /remove <name>"),
+                _ => say!("usage: /remove <name>"),
             },
             "peers" => {
                 let peers = self.messenger.peers();
                 if peers.is_empty() {
-                    println!("no peers connected");
+                    say!("no peers connected");
                 }
                 for peer in peers {
-                    println!("peer: {peer}");
+                    say!("peer: {peer}");
                 }
             }
             "id" => self.print_id(),
             "connect" => match args.as_slice() {
                 [addr] => match addr.parse::<Multiaddr>() {
                     Ok(addr) => {
-                        println!("connecting to {addr} ...");
+                        say!("connecting to {addr} ...");
                         match self.messenger.connect(addr.clone()).await {
-                            Ok(()) => println!("connected: joined the network through {addr}"),
-                            Err(e) => println!("error: {e}"),
+                            Ok(()) => say!("connected: joined the network through {addr}"),
+                            Err(e) => say!("error: {e}"),
                         }
                     }
-                    Err(e) => println!("not an address: {e}"),
+                    Err(e) => say!("not an address: {e}"),
                 },
-                _ => println!("usage: /connect /ip4/<address>/tcp/<port>/p2p/<peer id>"),
+                _ => say!("usage: /connect /ip4/<address>/tcp/<port>/p2p/<peer id>"),
             },
             "quit" | "exit" => {
                 let waiting: usize = self.contacts().await.iter().map(|c| c.outbox).sum();
@@ -428,20 +434,20 @@ impl Chat {
                     return Flow::Quit;
                 }
                 self.quit_warned = true;
-                println!(
+                say!(
                     "{waiting} message(s) not delivered yet: they go out when you come back; /quit again to leave now"
                 );
             }
-            "help" | "?" => println!("{HELP}"),
-            _ => println!("unknown command /{verb}; /help lists the commands"),
+            "help" | "?" => say!("{HELP}"),
+            _ => say!("unknown command /{verb}; /help lists the commands"),
         }
         Flow::Continue
     }
 
     fn print_id(&self) {
-        println!("user id: {}", self.messenger.user_id());
+        say!("user id: {}", self.messenger.user_id());
         for addr in self.messenger.listen_addrs() {
-            println!("listening on: {addr}");
+            say!("listening on: {addr}");
         }
     }
 
@@ -449,11 +455,11 @@ impl Chat {
         let (id, name) = match args {
             [id, name] => (*id, *name),
             [_, _, ..] => {
-                println!("a name is one word: /add <user id> <name>");
+                say!("a name is one word: /add <user id> <name>");
                 return;
             }
             _ => {
-                println!("usage: /add <user id> <name>");
+                say!("usage: /add <user id> <name>");
                 return;
             }
         };
@@ -462,17 +468,17 @@ impl Chat {
             Err(e) => match self.request_by_tag(id).await {
                 Some(user) => user,
                 None => {
-                    println!("{id:?} is not a user id: {e}");
+                    say!("{id:?} is not a user id: {e}");
                     return;
                 }
             },
         };
         if user == self.messenger.user_id() {
-            println!("that is your own user id");
+            say!("that is your own user id");
             return;
         }
         if name.parse::<UserId>().is_ok() {
-            println!("a name cannot be a user id");
+            say!("a name cannot be a user id");
             return;
         }
         let contacts = self.contacts().await;
@@ -480,7 +486,7 @@ impl Chat {
             .iter()
             .find(|c| c.user == user && !c.name.is_empty())
         {
-            println!(
+            say!(
                 "{user} is already a contact, named {}; not renamed",
                 clean(&known.name)
             );
@@ -490,7 +496,7 @@ impl Chat {
             .iter()
             .find(|c| c.user != user && c.name.eq_ignore_ascii_case(name))
         {
-            println!(
+            say!(
                 "the name {name:?} is taken by {}; choose another",
                 other.user
             );
@@ -498,12 +504,12 @@ impl Chat {
         }
         match self.messenger.add_contact(user, name).await {
             Ok(()) => {
-                println!("added {name} ({user})");
+                say!("added {name} ({user})");
                 if self.current.is_none() {
-                    println!("/to {name} to talk to them, or /msg {name} <text>");
+                    say!("/to {name} to talk to them, or /msg {name} <text>");
                 }
             }
-            Err(e) => println!("error: {e}"),
+            Err(e) => say!("error: {e}"),
         }
     }
 
@@ -518,12 +524,12 @@ impl Chat {
             [name, n] => match n.parse::<usize>() {
                 Ok(n) => (Some(*name), Some(n)),
                 Err(_) => {
-                    println!("{n:?} is not a number");
+                    say!("{n:?} is not a number");
                     return None;
                 }
             },
             _ => {
-                println!("usage: /history [<name>] [<n>]");
+                say!("usage: /history [<name>] [<n>]");
                 return None;
             }
         };
@@ -531,14 +537,14 @@ impl Chat {
             Some(name) => match self.resolve(name).await {
                 Ok(user) => user,
                 Err(e) => {
-                    println!("{e}");
+                    say!("{e}");
                     return None;
                 }
             },
             None => match self.current {
                 Some(user) => user,
                 None => {
-                    println!("no conversation selected: give a name or /to <name> first");
+                    say!("no conversation selected: give a name or /to <name> first");
                     return None;
                 }
             },
@@ -554,12 +560,12 @@ impl Chat {
         let mut items = match self.messenger.history(user, None, n).await {
             Ok(items) => items,
             Err(e) => {
-                println!("error: {e}");
+                say!("error: {e}");
                 return;
             }
         };
         items.reverse();
-        println!("history with {who} ({} shown):", items.len());
+        say!("history with {who} ({} shown):", items.len());
         for item in items {
             let text = clean(&item.message.text());
             let time = clock(item.message.timestamp_ms);
@@ -571,9 +577,9 @@ impl Chat {
                 } else {
                     ""
                 };
-                println!("[{time}] me: {text}{mark}");
+                say!("[{time}] me: {text}{mark}");
             } else {
-                println!("[{time}] {who}: {text}");
+                say!("[{time}] {who}: {text}");
             }
         }
     }
@@ -583,19 +589,19 @@ impl Chat {
             [] => match self.current {
                 Some(user) => user,
                 None => {
-                    println!("no conversation selected: /read <name> or /to <name> first");
+                    say!("no conversation selected: /read <name> or /to <name> first");
                     return;
                 }
             },
             [name] => match self.resolve(name).await {
                 Ok(user) => user,
                 Err(e) => {
-                    println!("{e}");
+                    say!("{e}");
                     return;
                 }
             },
             _ => {
-                println!("usage: /read [<name>]");
+                say!("usage: /read [<name>]");
                 return;
             }
         };
@@ -606,7 +612,7 @@ impl Chat {
             let page = match self.messenger.history(user, cursor, 200).await {
                 Ok(page) => page,
                 Err(e) => {
-                    println!("error: {e}");
+                    say!("error: {e}");
                     return;
                 }
             };
@@ -620,8 +626,8 @@ impl Chat {
         }
         let count = unread.len();
         match self.messenger.mark_read(user, unread).await {
-            Ok(()) => println!("marked {count} message(s) read"),
-            Err(e) => println!("error: {e}"),
+            Ok(()) => say!("marked {count} message(s) read"),
+            Err(e) => say!("error: {e}"),
         }
     }
 
@@ -648,30 +654,30 @@ impl Chat {
     async fn list_requests(&self) {
         let requests = match self.messenger.requests().await {
             Ok(r) => r,
-            Err(e) => return println!("error: {e}"),
+            Err(e) => return say!("error: {e}"),
         };
         if requests.is_empty() {
-            println!("no message requests");
+            say!("no message requests");
         }
         for r in requests {
             let tag = tag(&r.user);
-            println!("{tag}  {}  {} message(s)", r.user, r.messages);
+            say!("{tag}  {}  {} message(s)", r.user, r.messages);
             match self.messenger.request_messages(r.user).await {
                 Ok(items) => {
                     for item in items {
-                        println!("  {}", quote(&clean(&item.message.text()), QUOTE));
+                        say!("  {}", quote(&clean(&item.message.text()), QUOTE));
                     }
                 }
-                Err(e) => println!("  error: {e}"),
+                Err(e) => say!("  error: {e}"),
             }
-            println!("  /add {tag} <name> to accept, /block {tag} to refuse");
+            say!("  /add {tag} <name> to accept, /block {tag} to refuse");
         }
     }
 
     async fn list_contacts(&self) {
         let contacts = self.contacts().await;
         if contacts.is_empty() {
-            println!("no contacts yet: /add <user id> <name>");
+            say!("no contacts yet: /add <user id> <name>");
         }
         let peers = self.messenger.peers();
         for c in contacts {
@@ -691,9 +697,10 @@ impl Chat {
             } else {
                 "no session"
             };
-            println!(
+            say!(
                 "{name}  {}  {state}, {session}, {} in flight",
-                c.user, c.outbox
+                c.user,
+                c.outbox
             );
         }
     }
@@ -718,16 +725,16 @@ impl Chat {
         match event {
             Event::Received {
                 contact, message, ..
-            } => println!("{}: {}", self.name(contact).await, clean(&message.text())),
+            } => say!("{}: {}", self.name(contact).await, clean(&message.text())),
             Event::Delivered { contact, id } => {
-                println!(
+                say!(
                     "delivered to {}: {}",
                     self.name(contact).await,
                     self.quoted(contact, &id).await
                 );
             }
             Event::Read { contact, id } => {
-                println!(
+                say!(
                     "read by {}: {}",
                     self.name(contact).await,
                     self.quoted(contact, &id).await
@@ -735,35 +742,35 @@ impl Chat {
             }
             Event::ContactOnline { contact, .. } => {
                 self.online.insert(contact);
-                println!("online: {}", self.name(contact).await);
+                say!("online: {}", self.name(contact).await);
             }
             Event::ContactOffline { contact } => {
                 self.online.remove(&contact);
-                println!("offline: {}", self.name(contact).await);
+                say!("offline: {}", self.name(contact).await);
             }
             Event::DeviceChanged {
                 contact, verified, ..
             } => {
                 let name = self.name(contact).await;
-                println!("{name} now writes from another device");
+                say!("{name} now writes from another device");
                 if verified {
-                    println!(
+                    say!(
                         "  {name} was verified: nothing goes to them until you compare safety numbers again (/verify {name}) and /accept {name}"
                     );
                 } else {
-                    println!("  if you did not expect it, compare safety numbers: /verify {name}");
+                    say!("  if you did not expect it, compare safety numbers: /verify {name}");
                 }
             }
             Event::MessageRequest { contact } => {
                 let tag = tag(&contact);
-                println!("message request from {tag} ({contact})");
-                println!(
+                say!("message request from {tag} ({contact})");
+                say!(
                     "  /requests to read it, /add {tag} <name> to accept, /block {tag} to refuse; they see nothing until you accept"
                 );
             }
             Event::Error { contact, error } => match contact {
-                Some(contact) => println!("error: {}: {error}", self.name(contact).await),
-                None => println!("error: {error}"),
+                Some(contact) => say!("error: {}: {error}", self.name(contact).await),
+                None => say!("error: {error}"),
             },
         }
     }
@@ -825,7 +832,7 @@ async fn run() -> Result<(), Error> {
         quit_warned: false,
     };
     chat.print_id();
-    println!("type /help for commands");
+    say!("type /help for commands");
     let contacts: Vec<ContactInfo> = chat
         .contacts()
         .await
@@ -843,7 +850,7 @@ async fn run() -> Result<(), Error> {
                 }
             })
             .collect();
-        println!("contacts: {}", names.join(", "));
+        say!("contacts: {}", names.join(", "));
     }
 
     let stop = async {
@@ -862,8 +869,15 @@ async fn run() -> Result<(), Error> {
     tokio::pin!(ctrl_c);
     // Standard input, one bounded line at a time (on a thread: tokio's
     // stdin would keep the runtime from shutting down while a read blocks).
+    // In a terminal, a line editor (raw mode: a paste arrives whole, and
+    // what is printed meanwhile goes above the prompt).
     let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<Input>(16);
-    input::spawn_stdin(MAX_LINE, lines_tx);
+    if !terminal::is_terminal() {
+        input::spawn_stdin(MAX_LINE, lines_tx);
+    } else if let Err(e) = terminal::spawn_editor(MAX_LINE, lines_tx.clone()) {
+        tracing::warn!(%e, "no line editor; reading plain lines");
+        input::spawn_stdin(MAX_LINE, lines_tx);
+    }
     let mut input_open = true;
     // The peers this node reached, remembered in the data directory: dialled
     // again now, so a restart finds the network without --bootstrap.
@@ -887,7 +901,7 @@ async fn run() -> Result<(), Error> {
             _ = peer_check.tick() => {
                 let connected = !chat.messenger.peers().is_empty();
                 if had_peers && !connected {
-                    println!("no peers connected: messages wait until one is; /connect <address> joins through a node");
+                    say!("no peers connected: messages wait until one is; /connect <address> joins through a node");
                 }
                 had_peers = connected;
             }
@@ -895,7 +909,7 @@ async fn run() -> Result<(), Error> {
             event = events.recv() => match event {
                 Some(event) => chat.event(event).await,
                 None => {
-                    println!("error: the messenger stopped");
+                    say!("error: the messenger stopped");
                     break;
                 }
             },
@@ -906,10 +920,11 @@ async fn run() -> Result<(), Error> {
                             break;
                         }
                     }
-                    Err(_) => println!("that line is not UTF-8 text; not sent"),
+                    Err(_) => say!("that line is not UTF-8 text; not sent"),
                 },
+                Some(Input::NotText) => say!("that line is not UTF-8 text; not sent"),
                 Some(Input::TooLong(n)) => {
-                    println!("line too long: {n} bytes (limit {MAX_LINE}); not sent");
+                    say!("line too long: {n} bytes (limit {MAX_LINE}); not sent");
                 }
                 None => {
                     input_open = false;

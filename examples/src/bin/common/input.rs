@@ -11,6 +11,9 @@ pub(crate) enum Input {
     Line(Vec<u8>),
     /// A line over the limit, of this many bytes; its text was discarded.
     TooLong(usize),
+    /// A line that is not UTF-8 text (from the line editor, which cannot
+    /// hold it; plain lines come as [`Input::Line`] whatever their bytes).
+    NotText,
 }
 
 /// Reads the next line of at most `limit` bytes (a trailing `\r` is not

@@ -15,6 +15,7 @@ pub(crate) fn create_data_dir(dir: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("--data-dir {}: {e}", dir.display()))
 }
 pub(crate) mod peers;
+pub(crate) mod terminal;
 
 /// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
 pub(crate) fn clock(unix_ms: u64) -> String {

@@ -137,6 +137,7 @@ impl Node {
                     match input {
                         Some(Input::Line(line)) => self.to_say.push_back(line),
                         Some(Input::TooLong(len)) => println!("{}", too_long(len, self.limit)),
+                        Some(Input::NotText) => println!("that line is not UTF-8 text; not sent"),
                         None => input_open = false,
                     }
                 }
