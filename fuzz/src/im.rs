@@ -32,7 +32,8 @@ const ENGINE_SPLICE: u8 = 8;
 const ENGINE_RAW_FRESH: u8 = 9;
 const RESET_REQUEST: u8 = 10;
 const ENGINE_RAW_RESTORED: u8 = 11;
-const SUB_TARGETS: u8 = 12;
+const ENGINE_RAW_STRANGER: u8 = 12;
+const SUB_TARGETS: u8 = 13;
 
 /// Which of bob's stored states an envelope is meant for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub enum Bob {
     /// Restored from a copy made before those three messages, after
     /// writing two others on the same counters.
     Restored,
+    /// Never added alice: her first envelopes are a message request,
+    /// which he then accepts.
+    Stranger,
 }
 
 /// An envelope alice really sent to bob.
@@ -62,6 +66,8 @@ pub struct Genuine {
 pub struct Fixture {
     /// Bob with alice as a contact, before any envelope arrived.
     pub bob_fresh: MemoryStore,
+    /// Bob who never added alice.
+    pub bob_stranger: MemoryStore,
     /// Bob after alice's first contact and three messages of his own.
     pub bob_established: MemoryStore,
     /// Bob restored from before his three messages, after writing two
@@ -99,6 +105,7 @@ fn build() -> Fixture {
     let mut bob = open(MemoryStore::new(), [2; 32], now);
     let (alice_id, bob_id) = (alice.user_id(), bob.user_id());
     alice.add_contact(bob_id, "bob").expect("store");
+    let bob_stranger = bob.store().clone();
     bob.add_contact(alice_id, "alice").expect("store");
     let bob_fresh = bob.store().clone();
 
@@ -121,6 +128,7 @@ fn build() -> Fixture {
     let second = drain(&mut alice);
     keep("initial_chat", first.clone(), Bob::Fresh);
     keep("initial_chat_held", second.clone(), Bob::Fresh);
+    keep("request_chat", first.clone(), Bob::Stranger);
 
     for e in first.iter().chain(&second) {
         bob.handle_envelope(now, e).expect("store");
@@ -206,6 +214,7 @@ fn build() -> Fixture {
     .expect("presence");
     Fixture {
         bob_fresh,
+        bob_stranger,
         bob_established,
         bob_restored,
         alice: alice_id,
@@ -224,15 +233,17 @@ pub fn fixture() -> &'static Fixture {
 
 /// Reopens bob in state `to`, gives him `bytes` as an envelope and lets
 /// time pass; returns the number of effects (messages shown or recovered,
-/// messages renumbered, sessions reset). Panics if the engine fails (its
-/// memory store cannot) or an envelope that is not one alice sent has any
-/// effect.
+/// messages renumbered, sessions reset, message requests). The stranger
+/// bob then accepts alice, which shows her request's messages (more
+/// effects). Panics if the engine fails (its memory store cannot) or an
+/// envelope that is not one alice sent has any effect.
 pub fn deliver(to: Bob, bytes: &[u8]) -> usize {
     let f = fixture();
     let store = match to {
         Bob::Fresh => &f.bob_fresh,
         Bob::Established => &f.bob_established,
         Bob::Restored => &f.bob_restored,
+        Bob::Stranger => &f.bob_stranger,
     };
     let now = Instant::now();
     let mut bob = open(store.clone(), REOPEN_SEED, now);
@@ -240,13 +251,18 @@ pub fn deliver(to: Bob, bytes: &[u8]) -> usize {
         .expect("handle_envelope fails only when the store does");
     bob.handle_timeout(now + Duration::from_secs(2))
         .expect("handle_timeout fails only when the store does");
+    if to == Bob::Stranger {
+        bob.add_contact(f.alice, "alice")
+            .expect("add_contact fails only when the store does");
+    }
     let mut effects = 0;
     while let Some(event) = bob.poll_event() {
         let contact = match event {
             Event::Received { contact, .. }
             | Event::Recovered { contact, .. }
             | Event::Renumbered { contact, .. }
-            | Event::SessionReset { contact } => contact,
+            | Event::SessionReset { contact }
+            | Event::MessageRequest { contact } => contact,
             _ => continue,
         };
         assert_eq!(contact, f.alice, "an effect from someone else");
@@ -267,7 +283,8 @@ pub fn deliver(to: Bob, bytes: &[u8]) -> usize {
 /// (`rest[0]` picks the envelope, bit 7 cuts it after the splice,
 /// `rest[1..3]` is the offset, big-endian, and the rest is written there),
 /// 9 an envelope for bob before first contact, 10 a reset request
-/// (decoder), 11 an envelope for the restored bob.
+/// (decoder), 11 an envelope for the restored bob, 12 an envelope for a
+/// bob who never added alice (a message request, then accepted).
 pub fn im_messages(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
@@ -338,6 +355,9 @@ pub fn im_messages(data: &[u8]) {
         ENGINE_RAW_RESTORED => {
             deliver(Bob::Restored, rest);
         }
+        ENGINE_RAW_STRANGER => {
+            deliver(Bob::Stranger, rest);
+        }
         ENGINE_SPLICE => {
             let f = fixture();
             let Some((&pick, rest)) = rest.split_first() else {
@@ -379,6 +399,7 @@ pub fn im_seeds() -> Vec<(String, Vec<u8>)> {
             Bob::Fresh => ENGINE_RAW_FRESH,
             Bob::Established => ENGINE_RAW,
             Bob::Restored => ENGINE_RAW_RESTORED,
+            Bob::Stranger => ENGINE_RAW_STRANGER,
         };
         if g.name == "reset_request" {
             seed(format!("reset_decode_{name}"), RESET_REQUEST, &g.bytes);

@@ -13,7 +13,12 @@ use shoal_fuzz_targets::im;
 #[test]
 fn genuine_envelopes_are_accepted_and_tampered_ones_are_not() {
     let f = im::fixture();
-    for to in [im::Bob::Fresh, im::Bob::Established, im::Bob::Restored] {
+    for to in [
+        im::Bob::Fresh,
+        im::Bob::Established,
+        im::Bob::Restored,
+        im::Bob::Stranger,
+    ] {
         assert!(
             f.genuine.iter().any(|g| g.to == to),
             "no envelope for {to:?}"
@@ -30,6 +35,8 @@ fn genuine_envelopes_are_accepted_and_tampered_ones_are_not() {
         match g.name {
             "initial_chat" | "known_chat" => assert_eq!(effects, 1, "{}", g.name),
             "reset_request" => assert_eq!(effects, 1, "{}", g.name),
+            // A request, then the message shown once bob accepts it.
+            "request_chat" => assert_eq!(effects, 2, "{}", g.name),
             // Alone, the echo of a message whose predecessor bob lost for
             // good (it never reached alice) is refused; the first one is
             // taken.
