@@ -765,6 +765,11 @@ impl<S: Store> Driver<S> {
         if let Err(e) = self.engine.set_online(Instant::now(), contact, online) {
             self.fatal(e);
         }
+        if self.engine.is_request(&contact) {
+            // A stranger's connection is not news for the user (and
+            // thousands of strangers must not flood the application).
+            return;
+        }
         let changed = if online {
             self.online.insert(contact)
         } else {
