@@ -108,6 +108,7 @@
 mod builder;
 pub mod config;
 mod control;
+mod core_timer;
 mod error;
 mod ids;
 pub mod negotiation;
@@ -118,6 +119,7 @@ mod session;
 
 pub use builder::ServiceBuilder;
 pub use control::{BroadcastResult, DialOptions, ServiceControl, TargetProtocols, TargetSessions};
+pub use core_timer::{CoreTimer, Deadline};
 pub use error::{
     BoxError, BuildError, CloseReason, ControlError, DialError, HandlerError, HandlerResult,
     ListenError, ProtocolError, SendError, ServiceError,

@@ -6,31 +6,23 @@
 //! through the same state. After every call into the core, [`Shared::flush`]
 //! sends its frames with non-blocking sends (a frame that finds a session's
 //! queue full is dropped and counted: gossip recovers it through IHAVE and
-//! IWANT) and hands its events to the bounded event channel.
+//! IWANT) and hands its events to the bounded event channel. The core's
+//! heartbeat and other deadlines run on a [`CoreTimer`], re-armed after
+//! every call: no polling tick.
 
-use std::{
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError,
+    atomic::{AtomicU64, Ordering},
 };
 
 use bytes::Bytes;
 use shoal::{
-    HandlerResult, PeerSessions, ProtocolContext, ProtocolContextMut, ProtocolId, ServiceControl,
-    ServiceProtocol,
+    CoreTimer, Deadline, HandlerResult, PeerSessions, ProtocolContext, ProtocolContextMut,
+    ProtocolId, ServiceControl, ServiceProtocol,
 };
 use tokio::sync::mpsc;
 
 use crate::{Error, Event, Gossip};
-
-/// The heartbeat check timer.
-const TICK: u64 = 1;
-
-/// Longest time between two checks of the core's timeout: the heartbeat
-/// runs at most this late.
-const MAX_TICK: Duration = Duration::from_millis(100);
 
 /// The core and what the driver knows about sessions.
 pub(crate) struct Inner {
@@ -39,6 +31,8 @@ pub(crate) struct Inner {
     sessions: PeerSessions,
     /// Set by the handler's `init`; until then frames wait in the core.
     control: Option<ServiceControl>,
+    /// Runs the core's deadlines; started by the handler's `init`.
+    timer: Option<CoreTimer>,
 }
 
 /// State shared between the handler and the [`Handle`](crate::Handle).
@@ -71,6 +65,7 @@ impl Shared {
                 core,
                 sessions: PeerSessions::default(),
                 control: None,
+                timer: None,
             }),
             protocol,
             events,
@@ -86,6 +81,9 @@ impl Shared {
     /// Sends the core's frames and hands out its events. Call after every
     /// call into the core, with the lock held.
     pub(crate) fn flush(&self, inner: &mut Inner) {
+        if let Some(timer) = &inner.timer {
+            timer.rearm();
+        }
         let Some(control) = inner.control.as_ref() else {
             return;
         };
@@ -119,11 +117,27 @@ pub(crate) struct GossipHandler {
 
 impl ServiceProtocol for GossipHandler {
     fn init(&mut self, ctx: &mut ProtocolContext) -> HandlerResult {
+        let (deadline, fire) = (Arc::downgrade(&self.shared), Arc::downgrade(&self.shared));
+        let timer = CoreTimer::spawn(
+            move || match deadline.upgrade() {
+                Some(shared) => shared
+                    .lock()
+                    .core
+                    .poll_timeout()
+                    .map_or(Deadline::Never, Deadline::At),
+                None => Deadline::Gone,
+            },
+            move |now| {
+                if let Some(shared) = fire.upgrade() {
+                    let mut inner = shared.lock();
+                    inner.core.handle_timeout(now);
+                    shared.flush(&mut inner);
+                }
+            },
+        );
         let mut inner = self.shared.lock();
         inner.control = Some(ctx.control().clone());
-        let tick =
-            (inner.core.config().heartbeat_interval / 4).clamp(Duration::from_millis(1), MAX_TICK);
-        ctx.set_notify(tick, TICK)?;
+        inner.timer = Some(timer);
         // Frames of calls made before the service ran.
         self.shared.flush(&mut inner);
         Ok(())
@@ -160,17 +174,5 @@ impl ServiceProtocol for GossipHandler {
             Err(Error::UnknownPeer(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    fn notify(&mut self, _ctx: &mut ProtocolContext, token: u64) -> HandlerResult {
-        if token == TICK {
-            let mut inner = self.shared.lock();
-            let now = now();
-            if inner.core.poll_timeout().is_some_and(|t| t <= now) {
-                inner.core.handle_timeout(now);
-            }
-            self.shared.flush(&mut inner);
-        }
-        Ok(())
     }
 }

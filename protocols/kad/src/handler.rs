@@ -18,23 +18,17 @@ use std::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
 use shoal::{
-    DialOptions, Direction, HandlerResult, Multiaddr, PeerId, PeerSessions, ProtocolContext,
-    ProtocolContextMut, ProtocolId, ServiceControl, ServiceProtocol,
+    CoreTimer, Deadline, DialOptions, Direction, HandlerResult, Multiaddr, PeerId, PeerSessions,
+    ProtocolContext, ProtocolContextMut, ProtocolId, ServiceControl, ServiceProtocol,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Event, Kademlia, QueryId, QueryResult, QueryStats};
-
-/// The timeout check timer.
-const TICK: u64 = 1;
-
-/// Time between two checks of the core's timeout.
-const TICK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Messages waiting per peer while it is dialled; more are dropped (their
 /// requests time out).
@@ -58,6 +52,8 @@ pub(crate) struct Inner {
     control: Option<ServiceControl>,
     /// Commands waiting for their query's result.
     pub(crate) waiters: BTreeMap<QueryId, oneshot::Sender<(QueryResult, QueryStats)>>,
+    /// Runs the core's deadlines; started by the handler's `init`.
+    timer: Option<CoreTimer>,
 }
 
 /// State shared between the handler, the dial tasks and the
@@ -107,6 +103,7 @@ impl Shared {
                 outbox: BTreeMap::new(),
                 control: None,
                 waiters: BTreeMap::new(),
+                timer: None,
             }),
             protocol,
             max_dials: max_dials.max(1),
@@ -140,6 +137,9 @@ impl Shared {
     /// Sends the core's messages and hands out its events. Call after
     /// every call into the core, with the lock held.
     pub(crate) fn flush(self: &Arc<Self>, inner: &mut Inner) {
+        if let Some(timer) = &inner.timer {
+            timer.rearm();
+        }
         let Some(control) = inner.control.clone() else {
             return;
         };
@@ -250,9 +250,27 @@ pub(crate) struct KadHandler {
 
 impl ServiceProtocol for KadHandler {
     fn init(&mut self, ctx: &mut ProtocolContext) -> HandlerResult {
+        let (deadline, fire) = (Arc::downgrade(&self.shared), Arc::downgrade(&self.shared));
+        let timer = CoreTimer::spawn(
+            move || match deadline.upgrade() {
+                Some(shared) => shared
+                    .lock()
+                    .core
+                    .poll_timeout()
+                    .map_or(Deadline::Never, Deadline::At),
+                None => Deadline::Gone,
+            },
+            move |now| {
+                if let Some(shared) = fire.upgrade() {
+                    let mut inner = shared.lock();
+                    inner.core.handle_timeout(now, unix_now());
+                    shared.flush(&mut inner);
+                }
+            },
+        );
         let mut inner = self.shared.lock();
         inner.control = Some(ctx.control().clone());
-        ctx.set_notify(TICK_INTERVAL, TICK)?;
+        inner.timer = Some(timer);
         self.shared.flush(&mut inner);
         Ok(())
     }
@@ -307,17 +325,5 @@ impl ServiceProtocol for KadHandler {
                 .handle_message_via(now(), unix_now(), peer, &addrs, Some(source), &data);
         self.shared.flush(&mut inner);
         result.map_err(Into::into)
-    }
-
-    fn notify(&mut self, _ctx: &mut ProtocolContext, token: u64) -> HandlerResult {
-        if token == TICK {
-            let mut inner = self.shared.lock();
-            let now = now();
-            if inner.core.poll_timeout().is_some_and(|t| t <= now) {
-                inner.core.handle_timeout(now, unix_now());
-            }
-            self.shared.flush(&mut inner);
-        }
-        Ok(())
     }
 }
