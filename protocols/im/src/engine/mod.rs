@@ -56,7 +56,9 @@ mod recovery;
 mod refusals;
 mod repair;
 mod requests;
+mod resend;
 mod sessions;
+mod stored;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -71,8 +73,9 @@ use crate::store::{Changes, HistoryCursor, MessageMeta, Store, StoreError};
 use crate::x3dh;
 use crate::{Device, Error, UserId};
 
-use self::contacts::{Contact, contact_blob};
+use self::contacts::Contact;
 use self::identity::{Prekey, identity_blob, seed_key};
+use self::stored::contact_blob;
 
 pub use self::contacts::ContactInfo;
 pub use self::events::{Event, RejectReason, Transmit};
