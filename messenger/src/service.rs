@@ -40,6 +40,7 @@ pub const IM_PROTOCOL_NAME: &str = "/shoal/im";
 
 /// Why a messenger call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MessengerError {
     /// The engine refused (unknown contact, store failure...).
     #[error(transparent)]
@@ -85,6 +86,7 @@ fn short(error: &shoal::DialError) -> String {
 
 /// What the messenger reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A message is shown, in causal order.
     Received {
@@ -1013,6 +1015,10 @@ impl<S: Store> Driver<S> {
                 }
                 EngineEvent::SessionReset { contact } => {
                     tracing::info!(%contact, "session replaced at the contact's request");
+                    continue;
+                }
+                other => {
+                    tracing::debug!(?other, "engine event not forwarded");
                     continue;
                 }
             };

@@ -202,6 +202,7 @@ impl Net {
                 | Event::DeviceChanged { .. }
                 | Event::Recovered { .. }
                 | Event::Renumbered { .. } => {}
+                _ => {}
             }
         }
         panic!("{} never ran out of events", NAMES[i]);

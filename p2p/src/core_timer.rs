@@ -49,7 +49,8 @@ pub enum Deadline {
 /// deadline in the past cannot make the task spin.
 const MIN_SPACING: Duration = Duration::from_millis(1);
 
-/// The timer task of one core (see the [module docs](self)). Dropping it
+/// The timer task of one core: it sleeps until the core's deadline and
+/// wakes early only when re-armed. Dropping it
 /// stops the task.
 #[derive(Debug)]
 pub struct CoreTimer {

@@ -772,6 +772,7 @@ impl Chat {
                 Some(contact) => say!("error: {}: {error}", self.name(contact).await),
                 None => say!("error: {error}"),
             },
+            other => tracing::debug!(?other, "event not shown"),
         }
     }
 }

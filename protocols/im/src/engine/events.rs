@@ -11,6 +11,7 @@ use crate::{Error, UserId};
 
 /// Why a received envelope was refused (counted in [`Engine::refusals`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RejectReason {
     /// Parsing, decryption or a key check failed.
     #[error(transparent)]
@@ -87,6 +88,7 @@ impl RejectReason {
 
 /// What the engine tells its user.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A message is shown (in causal order: everything it follows was
     /// reported first).

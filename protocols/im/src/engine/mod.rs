@@ -122,6 +122,7 @@ impl Default for EngineConfig {
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The store failed (a full disk, an I/O error). Nothing of the
     /// operation took effect or left: the engine reloads its state from the
