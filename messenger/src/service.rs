@@ -238,6 +238,7 @@ impl Messenger {
             LocalRecord::new(key.clone()),
             shoal_identify::Config {
                 agent_version: config.agent.clone(),
+                address_scope: config.address_scope,
                 protocols: vec![
                     shoal_identify::PROTOCOL_NAME.to_owned(),
                     shoal_kad::PROTOCOL_NAME.to_owned(),

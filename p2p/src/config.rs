@@ -203,6 +203,16 @@ pub struct Config {
     /// [`ServiceControl::dial`](crate::ServiceControl::dial)). For benchmarks
     /// and tests that measure many sessions between two nodes.
     pub allow_duplicate_sessions: bool,
+    /// Bounds of the service's address book (see
+    /// [`crate::address_book`]).
+    pub address_book: crate::address_book::AddressBookConfig,
+    /// How long [`ServiceControl::dial_peer`](crate::ServiceControl::dial_peer)
+    /// waits after a peer's addresses all failed before it dials that peer
+    /// again; the wait doubles with each further failure up to
+    /// `dial_backoff_max` and ends with a success. Default 1 s.
+    pub dial_backoff: Duration,
+    /// Longest such wait. Default 60 s.
+    pub dial_backoff_max: Duration,
 }
 
 impl Default for Config {
@@ -227,6 +237,9 @@ impl Default for Config {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             allow_duplicate_sessions: false,
+            address_book: crate::address_book::AddressBookConfig::default(),
+            dial_backoff: Duration::from_secs(1),
+            dial_backoff_max: Duration::from_secs(60),
         }
     }
 }

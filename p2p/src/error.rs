@@ -97,6 +97,18 @@ pub enum DialError {
     /// pair of peers); `dial` returns the session instead.
     #[error("already connected (session {0})")]
     AlreadyConnected(SessionId),
+    /// `dial_peer` to a peer the address book has no address for.
+    #[error("no known address of {0}")]
+    NoAddress(PeerId),
+    /// `dial_peer` to a peer whose last dials all failed, before its
+    /// backoff ended; nothing was sent.
+    #[error("{peer} failed recently; next dial allowed in {wait:?}")]
+    Backoff {
+        /// The peer.
+        peer: PeerId,
+        /// How long until the next dial is allowed.
+        wait: std::time::Duration,
+    },
 }
 
 impl DialError {
@@ -108,6 +120,7 @@ impl DialError {
             self,
             DialError::TooManySessions(_)
                 | DialError::RateLimited(_)
+                | DialError::Backoff { .. }
                 | DialError::AlreadyConnected(_)
                 | DialError::ShuttingDown
                 | DialError::ServiceStopped

@@ -105,6 +105,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address_book;
 mod builder;
 pub mod config;
 mod control;

@@ -103,6 +103,11 @@ pub(crate) struct Shared {
     pub(crate) listeners: Mutex<HashMap<ListenerId, Multiaddr>>,
     /// Addresses announced besides the listen addresses.
     pub(crate) external_addrs: Mutex<Vec<Multiaddr>>,
+    /// Where peers may be reached (see [`crate::address_book`]).
+    pub(crate) address_book: Mutex<crate::address_book::AddressBook>,
+    /// `dial_peer` backoff per peer: when the next dial is allowed, and the
+    /// wait after the next failure.
+    pub(crate) peer_backoff: Mutex<HashMap<PeerId, (tokio::time::Instant, std::time::Duration)>>,
     next_id: AtomicU64,
     /// Established inbound sessions.
     pub(crate) inbound: Arc<Semaphore>,
@@ -132,6 +137,7 @@ impl Shared {
         protocols: Vec<ProtocolEntry>,
         reports: mpsc::Sender<Report>,
     ) -> Shared {
+        let book = config.address_book;
         Shared {
             inbound: Arc::new(Semaphore::new(config.max_inbound_sessions)),
             admission: Arc::new(Admission::new(config.clone())),
@@ -145,6 +151,8 @@ impl Shared {
             sessions: RwLock::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             external_addrs: Mutex::new(Vec::new()),
+            address_book: Mutex::new(crate::address_book::AddressBook::new(book)),
+            peer_backoff: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),

@@ -3,6 +3,7 @@
 
 use std::{collections::HashSet, sync::Arc};
 
+use shoal::address_book::AddressSource;
 use shoal::{HandlerResult, ProtocolContextMut, ServiceProtocol, SessionId};
 
 use crate::{Event, IdentifyError, IdentifyInfo, Shared, observed::Observed, record::LocalRecord};
@@ -107,6 +108,17 @@ impl ServiceProtocol for IdentifyHandler {
         match self.check(ctx, &data) {
             Ok(info) => {
                 self.note_observed(ctx, &session, &info);
+                // Where the peer says it listens, as far as its scope
+                // allows, goes into the service's address book.
+                let policy = self.shared.config.address_scope;
+                let addrs: Vec<_> = info
+                    .listen_addrs
+                    .iter()
+                    .filter(|a| policy.allows(a, Some(&session.remote_addr)))
+                    .cloned()
+                    .collect();
+                ctx.control()
+                    .add_addresses(session.peer, &addrs, AddressSource::Peer);
                 let info = Arc::new(info);
                 self.shared.remember(session.id, info.clone());
                 self.shared.emit(Event::Identified {

@@ -97,6 +97,11 @@ pub struct Config {
     /// unspecified listen address (see [`DEFAULT_CONFIRM_OBSERVED`]; 0
     /// never announces observed addresses).
     pub confirm_observed: usize,
+    /// Which of a peer's listen addresses go into the service's address
+    /// book (as the peer's own word): by default none narrower than the
+    /// scope of the session it identified on (see
+    /// [`ScopePolicy`](shoal_transport::ScopePolicy)).
+    pub address_scope: shoal_transport::ScopePolicy,
 }
 
 /// Default for [`Config::confirm_observed`]: 2 networks.
@@ -109,6 +114,7 @@ impl Default for Config {
             protocols: Vec::new(),
             event_queue: DEFAULT_EVENT_QUEUE,
             confirm_observed: DEFAULT_CONFIRM_OBSERVED,
+            address_scope: shoal_transport::ScopePolicy::default(),
         }
     }
 }

@@ -125,6 +125,12 @@ async fn both_sides_learn_each_other_with_verified_records_and_observed_addresse
         about_a
     );
     assert_eq!(a.handle.all().len(), 1);
+    // B, which never dialled A, can dial it by id now: A's listen address
+    // went into B's service address book.
+    assert_eq!(
+        b.control.addresses(&a.control.local_peer_id()),
+        vec![a.addr.without_peer_id()]
+    );
 
     // Relayed to a third party as bytes, B's record still verifies there and
     // names B; a flipped byte anywhere breaks it.
