@@ -17,7 +17,7 @@ use crate::{Multiaddr, Protocol};
 /// How far an address reaches, from the widest to the narrowest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AddressScope {
-    /// Routable on the internet (and DNS names).
+    /// Routable on the internet.
     Global,
     /// A private, link-local, shared (carrier NAT) or reserved range.
     Private,
@@ -38,14 +38,16 @@ impl AddressScope {
     }
 
     /// The scope of `addr`: of its IP component, [`AddressScope::Loopback`]
-    /// for an in-memory address, [`AddressScope::Global`] otherwise (a DNS
-    /// name).
+    /// for an in-memory address. A DNS name may resolve anywhere (a name a
+    /// peer controls can point at `192.168.1.1`, `localhost` at loopback),
+    /// so it counts as [`AddressScope::Private`]: taken only from sources
+    /// reached over a private network or this machine.
     pub fn of(addr: &Multiaddr) -> AddressScope {
         match addr.iter().next() {
             Some(Protocol::Ip4(ip)) => scope_v4(*ip),
             Some(Protocol::Ip6(ip)) => AddressScope::of_ip(IpAddr::V6(*ip)),
             Some(Protocol::Memory(_)) => AddressScope::Loopback,
-            _ => AddressScope::Global,
+            _ => AddressScope::Private,
         }
     }
 }
@@ -145,7 +147,7 @@ mod tests {
         assert_eq!(scope("/ip4/1.1.1.1/tcp/1"), AddressScope::Global);
         assert_eq!(scope("/ip4/100.128.0.1/tcp/1"), AddressScope::Global);
         assert_eq!(scope("/ip6/2a00::1/tcp/1"), AddressScope::Global);
-        assert_eq!(scope("/dns/example.org/tcp/1"), AddressScope::Global);
+        assert_eq!(scope("/dns/example.org/tcp/1"), AddressScope::Private);
     }
 
     #[test]

@@ -197,7 +197,13 @@ impl DiscoveryHandler {
         let mut store = self.shared.store();
         for record in records {
             let peer = record.peer_id();
-            let addrs = record.addrs().to_vec();
+            // Reported as the store keeps them for dialling.
+            let addrs: Vec<Multiaddr> = record
+                .addrs()
+                .iter()
+                .filter(|a| dialable(a))
+                .cloned()
+                .collect();
             let seq = record.seq();
             match store.insert_record(record, now, &dialable) {
                 Inserted::New => self.shared.emit(Event::Discovered { peer, addrs }),

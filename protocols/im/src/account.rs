@@ -152,11 +152,18 @@ impl DeviceCertificate {
     }
 
     /// Whether the certificate is still valid at `now` (Unix seconds),
-    /// allowing [`DEVICE_CERT_CLOCK_SKEW`].
+    /// allowing [`DEVICE_CERT_CLOCK_SKEW`]. One valid for more than four
+    /// times [`DEVICE_CERT_LIFETIME`] from `now` was issued by a clock far
+    /// ahead (or this clock is far behind) and is refused too.
     pub fn check_time(&self, now: u64) -> Result<(), Error> {
         let expires = self.expires();
         if now > expires.saturating_add(DEVICE_CERT_CLOCK_SKEW) {
             return Err(Error::Expired { expires, now });
+        }
+        if expires > now.saturating_add(4 * DEVICE_CERT_LIFETIME) {
+            return Err(Error::Malformed {
+                what: "certificate expiry too far ahead",
+            });
         }
         Ok(())
     }

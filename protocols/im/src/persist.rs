@@ -22,6 +22,10 @@ pub(crate) struct IdentityBlob {
     /// Signed prekeys, newest last.
     #[prost(message, repeated, tag = "5")]
     pub(crate) prekeys: Vec<PrekeyBlob>,
+    /// Certificates of this device before its latest renewal, newest last:
+    /// senders that fetched our bundle before it derived keys with them.
+    #[prost(bytes = "vec", repeated, tag = "6")]
+    pub(crate) earlier_certificates: Vec<Vec<u8>>,
 }
 
 /// One signed prekey and its secret.

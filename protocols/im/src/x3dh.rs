@@ -340,6 +340,19 @@ pub fn respond(
     prekey: &PrekeySecret,
     header: &InitialHeader,
 ) -> Result<Session, Error> {
+    respond_as(device, device.certificate(), prekey, header)
+}
+
+/// [`respond`] for a sender that saw `certificate`, an earlier certificate
+/// of this device (the same keys, an earlier expiry: the sender fetched our
+/// bundle before we renewed it). The certificate is bound into the key
+/// derivation, so the one the sender used must be the one given here.
+pub fn respond_as(
+    device: &Device,
+    certificate: &DeviceCertificate,
+    prekey: &PrekeySecret,
+    header: &InitialHeader,
+) -> Result<Session, Error> {
     if header.prekey_id != prekey.id {
         return Err(Error::PrekeyMismatch {
             found: header.prekey_id,
@@ -354,7 +367,7 @@ pub fn respond(
     let (sk, ad) = derive(
         [&dh1, &dh2, &dh3],
         &header.sender,
-        device.certificate(),
+        certificate,
         &header.ephemeral,
         &spk_b,
     );

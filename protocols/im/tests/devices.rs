@@ -182,3 +182,76 @@ fn our_certificate_is_renewed_before_it_expires() {
     .unwrap();
     assert_eq!(reopened.device().certificate(), &renewed);
 }
+
+/// A sender that fetched our bundle before we renewed our certificate
+/// still starts a session with us (the certificate is bound into X3DH).
+#[test]
+fn a_bundle_from_before_our_renewal_still_starts_a_session() {
+    let now = Instant::now();
+    let mut bob = Engine::open(
+        MemoryStore::new(),
+        EngineConfig::default(),
+        [5; 32],
+        now,
+        OPENED,
+    )
+    .unwrap();
+    let mut alice = open(MemoryStore::new(), 3, now);
+    let (a, b) = (alice.user_id(), bob.user_id());
+    bob.add_contact(a, "alice").unwrap();
+    let old_bundle = bob.prekey_bundle();
+    // Bob renews (and rotates his prekey; the old one is kept a while).
+    let due = OPENED + DEVICE_CERT_LIFETIME - DEVICE_CERT_RENEW_BEFORE + 10;
+    assert!(bob.rotate_prekey_if_due(due).unwrap());
+    assert_ne!(bob.prekey_bundle().certificate, old_bundle.certificate);
+    // Reopened, so the earlier certificate must come from the store.
+    let store = bob.store().clone();
+    drop(bob);
+    let mut bob = Engine::open(store, EngineConfig::default(), [6; 32], now, OPENED).unwrap();
+
+    alice.add_contact(b, "bob").unwrap();
+    alice.set_online(now, b, true).unwrap();
+    alice.set_bundle(now, b, &old_bundle).unwrap();
+    alice.send(now, 1, b, "from the old bundle").unwrap();
+    let envelope = alice.poll_transmit().unwrap().envelope;
+    bob.handle_envelope(now, &envelope).unwrap();
+    let got: Vec<String> = events(&mut bob)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Received { message, .. } => Some(message.text()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec!["from the old bundle".to_owned()],
+        "{:?}",
+        bob.refusals()
+    );
+}
+
+/// Until the user acknowledges a verified contact's new device, nothing of
+/// ours is sealed to it: not the waiting outbox either.
+#[test]
+fn a_verified_contacts_new_device_gets_no_retries_until_acknowledged() {
+    let now = Instant::now();
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let root = Keypair::from_secret_bytes(&[0x31; 32]);
+    let alice = UserId::new(root.public());
+    bob.add_contact(alice, "alice").unwrap();
+    bob.set_bundle(now, alice, &bundle(&device(&root, 0x50, OPENED)))
+        .unwrap();
+    bob.set_verified(alice, true).unwrap();
+    bob.send(now, 1, alice, "written before the change")
+        .unwrap();
+    bob.set_bundle(now, alice, &bundle(&device(&root, 0x60, OPENED)))
+        .unwrap();
+    bob.set_online(now, alice, true).unwrap();
+    bob.handle_timeout(now + Duration::from_secs(5)).unwrap();
+    assert!(
+        bob.poll_transmit().is_none(),
+        "sealed to an unacknowledged device"
+    );
+    bob.acknowledge_device_change(alice).unwrap();
+    assert!(bob.poll_transmit().is_some(), "sent once acknowledged");
+}

@@ -297,3 +297,27 @@ fn a_request_is_bounded_in_bytes_and_blocking_erases_it() {
         Some((Some(stranger.user), RejectReason::Blocked))
     );
 }
+
+/// A stranger with a pending request cannot make the node send anything,
+/// not even a reset request: not by starting a second session, not by
+/// sending garbage on its session over its own connection.
+#[test]
+fn a_pending_stranger_draws_no_reset_requests() {
+    let now = Instant::now();
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let b = bob.user_id();
+    let mut stranger = Raw::new(30, &bob);
+    let hi = stranger.message(b, 0, None, vec![]);
+    bob.handle_envelope(now, &stranger.envelope(&Payload::Chat(hi.encode())))
+        .unwrap();
+    drain(&mut bob);
+    // The same user from a second session (another Raw with its keys).
+    let mut again = Raw::new(30, &bob);
+    again.session = Raw::new(31, &bob).session;
+    let m = again.message(b, 1, Some(hi.id()), vec![]);
+    let device = shoal_identity::Keypair::from_secret_bytes(&[130; 32]).peer_id();
+    bob.handle_envelope_from(now, device, &again.envelope(&Payload::Chat(m.encode())))
+        .unwrap();
+    assert_eq!(drain(&mut bob).1, 0, "nothing sent to a pending stranger");
+    assert!(bob.is_request(&stranger.user));
+}

@@ -12,6 +12,12 @@
 //! hands. A renewed certificate for the same keys is not a change.
 
 use super::{Batch, Engine, EngineError, Event};
+
+/// Certificates of our own device kept after renewals: a session started
+/// from a bundle fetched before a renewal derives its keys with the
+/// certificate that bundle carried (renewals are 60 days apart, and a
+/// bundle older than two of them is past its signed prekey anyway).
+pub(super) const EARLIER_CERTIFICATES_KEPT: usize = 2;
 use crate::store::Store;
 use crate::{DeviceCertificate, UserId};
 
@@ -43,6 +49,8 @@ impl<S: Store> Engine<S> {
         c.device_changed = false;
         let mut batch = Batch::default();
         batch.dirty(contact);
+        // What waited goes out now (to the new device).
+        self.flush_outbox(self.last_now, contact, &mut batch);
         self.finish(batch)
     }
 
@@ -89,6 +97,13 @@ impl<S: Store> Engine<S> {
         if !self.device.renewal_due(unix_secs) {
             return false;
         }
+        self.earlier_certificates
+            .push(self.device.certificate().clone());
+        let excess = self
+            .earlier_certificates
+            .len()
+            .saturating_sub(EARLIER_CERTIFICATES_KEPT);
+        self.earlier_certificates.drain(..excess);
         self.device.renew(&self.user, unix_secs);
         tracing::info!(
             expires = self.device.certificate().expires(),

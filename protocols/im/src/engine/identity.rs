@@ -63,6 +63,22 @@ impl<S: Store> Engine<S> {
         Ok((user, device, prekeys))
     }
 
+    /// The earlier certificates stored with the identity (any that do not
+    /// parse, or certify other keys, are skipped).
+    pub(super) fn load_earlier_certificates(
+        blob: &[u8],
+        device: &Device,
+    ) -> Vec<DeviceCertificate> {
+        let Ok(blob) = persist::decode::<IdentityBlob>(blob, "identity blob") else {
+            return Vec::new();
+        };
+        blob.earlier_certificates
+            .iter()
+            .filter_map(|c| DeviceCertificate::decode(c).ok())
+            .filter(|c| c.same_device(device.certificate()))
+            .collect()
+    }
+
     /// This user's id.
     pub fn user_id(&self) -> UserId {
         UserId::new(self.user.public())
@@ -102,8 +118,12 @@ impl<S: Store> Engine<S> {
         if unix_secs < newest.created.saturating_add(PREKEY_ROTATION_SECS) {
             if renewed {
                 let mut batch = Batch::default();
-                batch.changes.identity =
-                    Some(identity_blob(&self.user, &self.device, &self.prekeys));
+                batch.changes.identity = Some(identity_blob(
+                    &self.user,
+                    &self.device,
+                    &self.prekeys,
+                    &self.earlier_certificates,
+                ));
                 self.finish(batch)?;
             }
             return Ok(renewed);
@@ -118,14 +138,25 @@ impl<S: Store> Engine<S> {
         let excess = self.prekeys.len().saturating_sub(PREKEYS_KEPT + 1);
         self.prekeys.drain(..excess);
         let mut batch = Batch::default();
-        batch.changes.identity = Some(identity_blob(&self.user, &self.device, &self.prekeys));
+        batch.changes.identity = Some(identity_blob(
+            &self.user,
+            &self.device,
+            &self.prekeys,
+            &self.earlier_certificates,
+        ));
         self.finish(batch)?;
         Ok(true)
     }
 }
 
-pub(super) fn identity_blob(user: &Keypair, device: &Device, prekeys: &[Prekey]) -> Vec<u8> {
+pub(super) fn identity_blob(
+    user: &Keypair,
+    device: &Device,
+    prekeys: &[Prekey],
+    earlier: &[DeviceCertificate],
+) -> Vec<u8> {
     persist::encode(&IdentityBlob {
+        earlier_certificates: earlier.iter().map(|c| c.encode().to_vec()).collect(),
         user_secret: user.secret_bytes().to_vec(),
         device_secret: device.signing_key().secret_bytes().to_vec(),
         identity_secret: device.identity_secret().to_vec(),

@@ -189,6 +189,10 @@ pub struct Engine<S: Store> {
     user: Keypair,
     device: Device,
     prekeys: Vec<Prekey>,
+    /// Our certificates before the latest renewals (same keys), newest
+    /// last: a sender that fetched an older bundle derived its first
+    /// session's keys with one of them.
+    earlier_certificates: Vec<crate::DeviceCertificate>,
     contacts: HashMap<UserId, Contact>,
     sessions: HashMap<SessionId, UserId>,
     transmits: VecDeque<Transmit>,
@@ -236,8 +240,13 @@ impl<S: Store> Engine<S> {
         unix_secs: u64,
     ) -> Result<Engine<S>, EngineError> {
         let mut rng = ChaCha20Rng::from_seed(seed);
-        let (user, device, prekeys) = match store.load_identity()? {
-            Some(blob) => Self::load_identity(&blob).map_err(EngineError::Corrupt)?,
+        let (user, device, prekeys, earlier_certificates) = match store.load_identity()? {
+            Some(blob) => {
+                let (user, device, prekeys) =
+                    Self::load_identity(&blob).map_err(EngineError::Corrupt)?;
+                let earlier = Self::load_earlier_certificates(&blob, &device);
+                (user, device, prekeys, earlier)
+            }
             None => {
                 let user = Keypair::from_secret_bytes(&seed_key(&mut rng));
                 let signing = Keypair::from_secret_bytes(&seed_key(&mut rng));
@@ -248,12 +257,12 @@ impl<S: Store> Engine<S> {
                     secret,
                     created: unix_secs,
                 };
-                let blob = identity_blob(&user, &device, std::slice::from_ref(&prekey));
+                let blob = identity_blob(&user, &device, std::slice::from_ref(&prekey), &[]);
                 store.commit(&Changes {
                     identity: Some(blob),
                     ..Changes::default()
                 })?;
-                (user, device, vec![prekey])
+                (user, device, vec![prekey], Vec::new())
             }
         };
         let mut engine = Engine {
@@ -263,6 +272,7 @@ impl<S: Store> Engine<S> {
             user,
             device,
             prekeys,
+            earlier_certificates,
             contacts: HashMap::new(),
             sessions: HashMap::new(),
             transmits: VecDeque::new(),
@@ -278,7 +288,12 @@ impl<S: Store> Engine<S> {
         };
         engine.load_contacts(now)?;
         if engine.renew_certificate(unix_secs) {
-            let blob = identity_blob(&engine.user, &engine.device, &engine.prekeys);
+            let blob = identity_blob(
+                &engine.user,
+                &engine.device,
+                &engine.prekeys,
+                &engine.earlier_certificates,
+            );
             engine.store.commit(&Changes {
                 identity: Some(blob),
                 ..Changes::default()
@@ -356,6 +371,7 @@ impl<S: Store> Engine<S> {
                 what: "identity missing after a failed commit",
             }))?;
         let (user, device, prekeys) = Self::load_identity(&blob).map_err(EngineError::Corrupt)?;
+        self.earlier_certificates = Self::load_earlier_certificates(&blob, &device);
         self.user = user;
         self.device = device;
         self.prekeys = prekeys;

@@ -121,9 +121,19 @@ impl<S: Store> Engine<S> {
                         .sender
                         .check_time(self.unix_at(now))
                         .map_err(|e| (Some(user), e.into()))?;
-                    let session = x3dh::respond(&self.device, &self.prekeys[prekey].secret, header)
-                        .map_err(|e| (Some(user), e.into()))?;
-                    (user, Some((session, (**header).clone())))
+                    // Our current certificate, then earlier ones: the
+                    // sender may have fetched our bundle before a renewal.
+                    let secret = &self.prekeys[prekey].secret;
+                    let mut candidates = vec![
+                        x3dh::respond(&self.device, secret, header)
+                            .map_err(|e| (Some(user), e.into()))?,
+                    ];
+                    for cert in self.earlier_certificates.iter().rev() {
+                        if let Ok(s) = x3dh::respond_as(&self.device, cert, secret, header) {
+                            candidates.push(s);
+                        }
+                    }
+                    (user, Some((candidates, (**header).clone())))
                 }
             },
         };
@@ -131,26 +141,40 @@ impl<S: Store> Engine<S> {
             return Err((Some(contact), RejectReason::Blocked));
         }
         // Decrypt on a copy: nothing changes unless the whole envelope is good.
-        let mut session = match &new_session {
-            Some((session, _)) => session.clone(),
-            None => self
-                .contacts
-                .get(&contact)
-                .and_then(|c| c.sessions.iter().find(|s| s.id == session_id))
-                .map(|s| s.session.clone())
-                .ok_or((Some(contact), RejectReason::UnknownSession))?,
-        };
-        let padded = match session.decrypt(&envelope.ratchet) {
-            Ok(padded) => padded,
-            Err(Error::AlreadyUsedOrEvicted { .. }) if new_session.is_none() => {
-                // A replay or duplicate of a message already taken: drop.
-                return Ok(());
-            }
-            Err(e) => {
-                if new_session.is_none() {
-                    self.after_decrypt_failure(now, from, contact, session_id, &e, batch);
+        let (session, padded) = match &new_session {
+            Some((candidates, _)) => {
+                let mut last = Error::Decrypt;
+                let mut found = None;
+                for candidate in candidates {
+                    let mut session = candidate.clone();
+                    match session.decrypt(&envelope.ratchet) {
+                        Ok(padded) => {
+                            found = Some((session, padded));
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
                 }
-                return Err((Some(contact), e.into()));
+                found.ok_or((Some(contact), last.into()))?
+            }
+            None => {
+                let mut session = self
+                    .contacts
+                    .get(&contact)
+                    .and_then(|c| c.sessions.iter().find(|s| s.id == session_id))
+                    .map(|s| s.session.clone())
+                    .ok_or((Some(contact), RejectReason::UnknownSession))?;
+                match session.decrypt(&envelope.ratchet) {
+                    Ok(padded) => (session, padded),
+                    Err(Error::AlreadyUsedOrEvicted { .. }) => {
+                        // A replay or duplicate of a message already taken: drop.
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.after_decrypt_failure(now, from, contact, session_id, &e, batch);
+                        return Err((Some(contact), e.into()));
+                    }
+                }
             }
         };
         let payload = unpad(&padded)

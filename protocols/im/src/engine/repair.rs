@@ -131,6 +131,10 @@ impl<S: Store> Engine<S> {
         cause: ResetCause,
         batch: &mut Batch,
     ) {
+        // A stranger whose request is pending hears nothing from us.
+        if contact.is_some_and(|u| self.is_request(&u)) {
+            return;
+        }
         let known = contact.is_some_and(|u| self.contacts.contains_key(&u));
         if !self.reset_limiter.allow(now, device, known) {
             return;
@@ -189,6 +193,10 @@ impl<S: Store> Engine<S> {
         };
         if c.blocked {
             return Err((Some(contact), RejectReason::Blocked));
+        }
+        if c.request.is_some() {
+            // Not a conversation yet: nothing to repair, nothing to send.
+            return Err((Some(contact), RejectReason::UnknownSession));
         }
         // Only the device we know may ask (a device the user certified
         // earlier, or a stolen one, must not take the conversation over);

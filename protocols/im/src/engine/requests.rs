@@ -252,15 +252,16 @@ impl<S: Store> Engine<S> {
         user: UserId,
         batch: &mut Batch,
     ) -> Result<(), EngineError> {
-        let Some(c) = self.contacts.get_mut(&user) else {
-            return Ok(());
-        };
-        if c.request.take().is_none() {
+        if !self.is_request(&user) {
             return Ok(());
         }
-        batch.dirty(user);
+        // Read first: if the store fails, nothing has changed.
         let mut shown = self.stored_history(&user, REQUEST_MESSAGES_PER_STRANGER as usize)?;
         shown.reverse();
+        if let Some(c) = self.contacts.get_mut(&user) {
+            c.request = None;
+        }
+        batch.dirty(user);
         let mut ids: Vec<MessageId> = Vec::new();
         for item in shown {
             ids.push(item.meta.id);

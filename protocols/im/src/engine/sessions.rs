@@ -231,6 +231,11 @@ impl<S: Store> Engine<S> {
         if c.blocked || c.request.is_some() {
             return false;
         }
+        // A verified contact's new device gets nothing of ours until the
+        // user acknowledges it (answers to what it sent aside).
+        if c.device_changed && sealing != Sealing::Reply {
+            return false;
+        }
         let limit = match sealing {
             Sealing::Probe => MAX_UNANSWERED,
             Sealing::Reply | Sealing::Own => SEND_BUDGET,
