@@ -100,6 +100,29 @@ impl CoreTimer {
         }
     }
 
+    /// [`CoreTimer::spawn`] for a core that lives in `shared` (behind
+    /// whatever lock `T` holds), as a protocol driver's core does: the task
+    /// holds only a weak reference, so dropping the last `Arc` ends it.
+    /// `deadline` reads the core's deadline, `fire` handles it.
+    pub fn spawn_for<T: Send + Sync + 'static>(
+        shared: &Arc<T>,
+        deadline: impl Fn(&T) -> Option<Instant> + Send + 'static,
+        fire: impl Fn(&Arc<T>, Instant) + Send + 'static,
+    ) -> CoreTimer {
+        let (read, run) = (Arc::downgrade(shared), Arc::downgrade(shared));
+        CoreTimer::spawn(
+            move || match read.upgrade() {
+                Some(shared) => deadline(&shared).map_or(Deadline::Never, Deadline::At),
+                None => Deadline::Gone,
+            },
+            move |now| {
+                if let Some(shared) = run.upgrade() {
+                    fire(&shared, now);
+                }
+            },
+        )
+    }
+
     /// Tells the timer that the core's deadline may have moved (call after
     /// every call into the core from outside the timer).
     pub fn rearm(&self) {

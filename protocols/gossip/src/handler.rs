@@ -17,8 +17,8 @@ use std::sync::{
 
 use bytes::Bytes;
 use shoal::{
-    CoreTimer, Deadline, HandlerResult, PeerSessions, ProtocolContext, ProtocolContextMut,
-    ProtocolId, ServiceControl, ServiceProtocol,
+    CoreTimer, HandlerResult, PeerSessions, ProtocolContext, ProtocolContextMut, ProtocolId,
+    ServiceControl, ServiceProtocol,
 };
 use tokio::sync::mpsc;
 
@@ -117,22 +117,13 @@ pub(crate) struct GossipHandler {
 
 impl ServiceProtocol for GossipHandler {
     fn init(&mut self, ctx: &mut ProtocolContext) -> HandlerResult {
-        let (deadline, fire) = (Arc::downgrade(&self.shared), Arc::downgrade(&self.shared));
-        let timer = CoreTimer::spawn(
-            move || match deadline.upgrade() {
-                Some(shared) => shared
-                    .lock()
-                    .core
-                    .poll_timeout()
-                    .map_or(Deadline::Never, Deadline::At),
-                None => Deadline::Gone,
-            },
-            move |now| {
-                if let Some(shared) = fire.upgrade() {
-                    let mut inner = shared.lock();
-                    inner.core.handle_timeout(now);
-                    shared.flush(&mut inner);
-                }
+        let timer = CoreTimer::spawn_for(
+            &self.shared,
+            |shared| shared.lock().core.poll_timeout(),
+            |shared, now| {
+                let mut inner = shared.lock();
+                inner.core.handle_timeout(now);
+                shared.flush(&mut inner);
             },
         );
         let mut inner = self.shared.lock();

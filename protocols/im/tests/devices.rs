@@ -34,6 +34,15 @@ fn bundle(device: &Device) -> PrekeyBundle {
     }
 }
 
+/// Bob, with alice (whose root key is returned) as a contact.
+fn bob_with_alice(now: Instant) -> (Engine<MemoryStore>, Keypair, UserId) {
+    let mut bob = open(MemoryStore::new(), 2, now);
+    let root = Keypair::from_secret_bytes(&[0x31; 32]);
+    let alice = UserId::new(root.public());
+    bob.add_contact(alice, "alice").unwrap();
+    (bob, root, alice)
+}
+
 fn events(engine: &mut Engine<MemoryStore>) -> Vec<Event> {
     std::iter::from_fn(|| engine.poll_event()).collect()
 }
@@ -41,10 +50,7 @@ fn events(engine: &mut Engine<MemoryStore>) -> Vec<Event> {
 #[test]
 fn a_verified_contacts_new_device_holds_sending_until_acknowledged() {
     let now = Instant::now();
-    let mut bob = open(MemoryStore::new(), 2, now);
-    let root = Keypair::from_secret_bytes(&[0x31; 32]);
-    let alice = UserId::new(root.public());
-    bob.add_contact(alice, "alice").unwrap();
+    let (mut bob, root, alice) = bob_with_alice(now);
     let first = device(&root, 0x50, OPENED);
     bob.set_bundle(now, alice, &bundle(&first)).unwrap();
     assert!(
@@ -100,10 +106,7 @@ fn a_verified_contacts_new_device_holds_sending_until_acknowledged() {
 #[test]
 fn an_unverified_contacts_new_device_is_reported_and_sending_goes_on() {
     let now = Instant::now();
-    let mut bob = open(MemoryStore::new(), 2, now);
-    let root = Keypair::from_secret_bytes(&[0x31; 32]);
-    let alice = UserId::new(root.public());
-    bob.add_contact(alice, "alice").unwrap();
+    let (mut bob, root, alice) = bob_with_alice(now);
     bob.set_bundle(now, alice, &bundle(&device(&root, 0x50, OPENED)))
         .unwrap();
     let second = device(&root, 0x60, OPENED);
@@ -119,10 +122,7 @@ fn an_unverified_contacts_new_device_is_reported_and_sending_goes_on() {
 #[test]
 fn expired_certificates_start_no_session() {
     let now = Instant::now();
-    let mut bob = open(MemoryStore::new(), 2, now);
-    let root = Keypair::from_secret_bytes(&[0x31; 32]);
-    let alice = UserId::new(root.public());
-    bob.add_contact(alice, "alice").unwrap();
+    let (mut bob, root, alice) = bob_with_alice(now);
     // Issued so long ago that it expired before bob's clock (plus skew).
     let old = device(&root, 0x50, OPENED - DEVICE_CERT_LIFETIME - 301);
     assert!(matches!(
@@ -235,10 +235,7 @@ fn a_bundle_from_before_our_renewal_still_starts_a_session() {
 #[test]
 fn a_verified_contacts_new_device_gets_no_retries_until_acknowledged() {
     let now = Instant::now();
-    let mut bob = open(MemoryStore::new(), 2, now);
-    let root = Keypair::from_secret_bytes(&[0x31; 32]);
-    let alice = UserId::new(root.public());
-    bob.add_contact(alice, "alice").unwrap();
+    let (mut bob, root, alice) = bob_with_alice(now);
     bob.set_bundle(now, alice, &bundle(&device(&root, 0x50, OPENED)))
         .unwrap();
     bob.set_verified(alice, true).unwrap();

@@ -23,7 +23,7 @@ use std::{
 
 use bytes::Bytes;
 use shoal::{
-    CoreTimer, Deadline, DialOptions, Direction, HandlerResult, Multiaddr, PeerId, PeerSessions,
+    CoreTimer, DialOptions, Direction, HandlerResult, Multiaddr, PeerId, PeerSessions,
     ProtocolContext, ProtocolContextMut, ProtocolId, ServiceControl, ServiceProtocol,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -250,22 +250,13 @@ pub(crate) struct KadHandler {
 
 impl ServiceProtocol for KadHandler {
     fn init(&mut self, ctx: &mut ProtocolContext) -> HandlerResult {
-        let (deadline, fire) = (Arc::downgrade(&self.shared), Arc::downgrade(&self.shared));
-        let timer = CoreTimer::spawn(
-            move || match deadline.upgrade() {
-                Some(shared) => shared
-                    .lock()
-                    .core
-                    .poll_timeout()
-                    .map_or(Deadline::Never, Deadline::At),
-                None => Deadline::Gone,
-            },
-            move |now| {
-                if let Some(shared) = fire.upgrade() {
-                    let mut inner = shared.lock();
-                    inner.core.handle_timeout(now, unix_now());
-                    shared.flush(&mut inner);
-                }
+        let timer = CoreTimer::spawn_for(
+            &self.shared,
+            |shared| shared.lock().core.poll_timeout(),
+            |shared, now| {
+                let mut inner = shared.lock();
+                inner.core.handle_timeout(now, unix_now());
+                shared.flush(&mut inner);
             },
         );
         let mut inner = self.shared.lock();

@@ -117,14 +117,7 @@ impl<S: Store> Engine<S> {
         let newest = &self.prekeys[self.prekeys.len() - 1];
         if unix_secs < newest.created.saturating_add(PREKEY_ROTATION_SECS) {
             if renewed {
-                let mut batch = Batch::default();
-                batch.changes.identity = Some(identity_blob(
-                    &self.user,
-                    &self.device,
-                    &self.prekeys,
-                    &self.earlier_certificates,
-                ));
-                self.finish(batch)?;
+                self.store_identity()?;
             }
             return Ok(renewed);
         }
@@ -137,6 +130,13 @@ impl<S: Store> Engine<S> {
         });
         let excess = self.prekeys.len().saturating_sub(PREKEYS_KEPT + 1);
         self.prekeys.drain(..excess);
+        self.store_identity()?;
+        Ok(true)
+    }
+
+    /// Commits the identity blob (keys, prekeys, certificates) as memory
+    /// holds it.
+    pub(super) fn store_identity(&mut self) -> Result<(), EngineError> {
         let mut batch = Batch::default();
         batch.changes.identity = Some(identity_blob(
             &self.user,
@@ -144,8 +144,7 @@ impl<S: Store> Engine<S> {
             &self.prekeys,
             &self.earlier_certificates,
         ));
-        self.finish(batch)?;
-        Ok(true)
+        self.finish(batch)
     }
 }
 

@@ -69,7 +69,7 @@ use shoal_identity::Keypair;
 
 use crate::envelope::SessionId;
 use crate::message::Message;
-use crate::store::{Changes, HistoryCursor, MessageMeta, Store, StoreError};
+use crate::store::{Changes, HistoryCursor, MessageMeta, Store, StoreError, StoredMessage};
 use crate::x3dh;
 use crate::{Device, Error, UserId};
 
@@ -174,6 +174,13 @@ struct Batch {
 }
 
 impl Batch {
+    /// Stores a known message's new height and flags.
+    fn update(&mut self, meta: &MessageMeta) {
+        self.changes
+            .updates
+            .push((meta.id, meta.height, meta.flags));
+    }
+
     fn dirty(&mut self, user: UserId) {
         if !self.dirty.contains(&user) {
             self.dirty.push(user);
@@ -288,16 +295,7 @@ impl<S: Store> Engine<S> {
         };
         engine.load_contacts(now)?;
         if engine.renew_certificate(unix_secs) {
-            let blob = identity_blob(
-                &engine.user,
-                &engine.device,
-                &engine.prekeys,
-                &engine.earlier_certificates,
-            );
-            engine.store.commit(&Changes {
-                identity: Some(blob),
-                ..Changes::default()
-            })?;
+            engine.store_identity()?;
         }
         Ok(engine)
     }
@@ -321,15 +319,7 @@ impl<S: Store> Engine<S> {
             return Ok(Vec::new());
         }
         let stored = self.store.history(&contact.to_bytes(), before, limit)?;
-        stored
-            .into_iter()
-            .map(|s| {
-                Ok(HistoryItem {
-                    message: Message::decode(&s.encoded).map_err(EngineError::Corrupt)?,
-                    meta: s.meta,
-                })
-            })
-            .collect()
+        history_items(stored)
     }
 
     /// Reloads the state from the store if a commit failed since the last
@@ -419,4 +409,17 @@ impl<S: Store> Engine<S> {
         self.events.extend(batch.events);
         Ok(())
     }
+}
+
+/// Stored messages as history items (their bodies decoded).
+fn history_items(stored: Vec<StoredMessage>) -> Result<Vec<HistoryItem>, EngineError> {
+    stored
+        .into_iter()
+        .map(|s| {
+            Ok(HistoryItem {
+                message: Message::decode(&s.encoded).map_err(EngineError::Corrupt)?,
+                meta: s.meta,
+            })
+        })
+        .collect()
 }

@@ -160,10 +160,7 @@ impl<S: Store> Engine<S> {
         batch.events.push(shown_event(contact, &meta, message));
         batch.changes.messages.push(StoredMessage { meta, encoded });
         for meta in released {
-            batch
-                .changes
-                .updates
-                .push((meta.id, meta.height, meta.flags));
+            batch.update(&meta);
             let stored = match batch.changes.messages.iter().find(|m| m.meta.id == meta.id) {
                 Some(m) => Some(m.encoded.clone()),
                 None => match self.store.message(&meta.id) {

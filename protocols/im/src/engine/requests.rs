@@ -221,11 +221,8 @@ impl<S: Store> Engine<S> {
             }
             Ok(Received::Shown { meta, released }) => {
                 batch.changes.messages.push(StoredMessage { meta, encoded });
-                for meta in released {
-                    batch
-                        .changes
-                        .updates
-                        .push((meta.id, meta.height, meta.flags));
+                for meta in &released {
+                    batch.update(meta);
                 }
             }
         }
@@ -321,14 +318,6 @@ impl<S: Store> Engine<S> {
         limit: usize,
     ) -> Result<Vec<HistoryItem>, EngineError> {
         let stored = self.store.history(&user.to_bytes(), None, limit)?;
-        stored
-            .into_iter()
-            .map(|s| {
-                Ok(HistoryItem {
-                    message: Message::decode(&s.encoded).map_err(EngineError::Corrupt)?,
-                    meta: s.meta,
-                })
-            })
-            .collect()
+        super::history_items(stored)
     }
 }
