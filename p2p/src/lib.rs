@@ -136,3 +136,8 @@ pub use service::{Service, ServiceContext, ServiceEvent, ServiceHandle};
 pub use bytes::Bytes;
 pub use shoal_identity::{Keypair, PeerId};
 pub use shoal_transport::Multiaddr;
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
