@@ -674,6 +674,7 @@ impl<S: Store> Driver<S> {
                             self.set_online(session.peer, false);
                         }
                     }
+                    Some(_) => {}
                     None => return,
                 },
                 Some(event) = identified.recv() => {

@@ -8,7 +8,7 @@ use shoal_transport::{BoxedTransport, Multiaddr, TcpTransport, Transport};
 use tokio::sync::mpsc;
 
 use crate::{
-    BuildError, ProtocolMeta, Service, ServiceHandle,
+    BuildError, ProtocolMeta, Service, ServiceEvents, ServiceHandle,
     config::{Config, REPORT_QUEUE},
     negotiation::{MAX_PROTOCOL_NAME_LEN, MAX_VERSIONS},
     protocol::{Kind, task::TaskHandler},
@@ -32,6 +32,7 @@ pub struct ServiceBuilder {
     listen: Vec<Multiaddr>,
     transports: Vec<BoxedTransport>,
     handle: Box<dyn ServiceHandle>,
+    cipher_suites: Option<Vec<shoal_secio::CipherSuite>>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -66,6 +67,7 @@ impl ServiceBuilder {
             listen: Vec::new(),
             transports: Vec::new(),
             handle: Box::new(()),
+            cipher_suites: None,
         }
     }
 
@@ -91,6 +93,29 @@ impl ServiceBuilder {
     /// Receives service events and errors.
     pub fn handle(mut self, handle: impl ServiceHandle) -> Self {
         self.handle = Box::new(handle);
+        self
+    }
+
+    /// Receives service events and errors as a [`ServiceEvents`] stream
+    /// (instead of a [`ServiceHandle`]): see its documentation for what
+    /// happens when it is not read.
+    pub fn event_stream(mut self) -> (Self, ServiceEvents) {
+        let (handle, events) = ServiceEvents::channel(REPORT_QUEUE);
+        self.handle = Box::new(handle);
+        (self, events)
+    }
+
+    /// The cipher suites this service's handshakes offer and accept, most
+    /// preferred first (default: every suite, in
+    /// [`CipherSuite::default_preference`](shoal_secio::CipherSuite::default_preference)
+    /// order). Each session says which one it got
+    /// ([`SessionInfo::cipher_suite`](crate::SessionInfo::cipher_suite)); a
+    /// peer that shares none fails the handshake.
+    pub fn cipher_suites(
+        mut self,
+        suites: impl IntoIterator<Item = shoal_secio::CipherSuite>,
+    ) -> Self {
+        self.cipher_suites = Some(suites.into_iter().collect());
         self
     }
 
@@ -228,9 +253,15 @@ impl ServiceBuilder {
     pub fn build(mut self) -> Result<Service, BuildError> {
         self.validate()?;
         let config = self.config;
-        let secio = shoal_secio::Config::try_new(self.key)
+        let mut secio = shoal_secio::Config::try_new(self.key)
             .map_err(|e| BuildError::Secio(e.to_string()))?
             .with_handshake_timeout(config.handshake_timeout);
+        if let Some(suites) = self.cipher_suites {
+            if suites.is_empty() {
+                return Err(BuildError::Secio("no cipher suite".to_owned()));
+            }
+            secio = secio.with_suites(suites);
+        }
         let yamux = self
             .yamux
             .with_max_concurrent_streams(config.max_streams_per_session);

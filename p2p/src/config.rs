@@ -144,6 +144,10 @@ pub const MAX_ANNOUNCED_ADDRS: usize = 16;
 /// [`Config::send_queue_bytes`]. Protects memory from floods of empty frames.
 pub const MAX_QUEUED_FRAMES_PER_STREAM: usize = 256;
 
+/// Frames that may wait for one peer while it is dialled (see
+/// [`ServiceControl::try_send_to_peer`](crate::ServiceControl::try_send_to_peer)).
+pub const MAX_QUEUED_FRAMES_PER_PEER: usize = 64;
+
 /// Timers (from `set_notify`) one protocol handler may have registered at a
 /// time, across all its sessions. Protects memory from runaway handlers.
 pub const MAX_TIMERS_PER_HANDLER: usize = 65_536;

@@ -73,6 +73,28 @@ impl DialOptions {
     }
 }
 
+/// A session a dial reached, with the outcome of opening the protocols the
+/// dial asked for: [`ServiceControl::dial`] returns once each is open or
+/// refused. Dereferences to the [`SessionInfo`].
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The session.
+    pub session: Arc<SessionInfo>,
+    /// The protocols open on it, with their negotiated version.
+    pub opened: Vec<(ProtocolId, u32)>,
+    /// The protocols asked for that could not be opened, and why (the
+    /// peer does not speak them, refused them, or the session closed).
+    pub refused: Vec<(ProtocolId, ControlError)>,
+}
+
+impl std::ops::Deref for Connected {
+    type Target = SessionInfo;
+
+    fn deref(&self) -> &SessionInfo {
+        &self.session
+    }
+}
+
 /// The sessions a broadcast goes to.
 pub enum TargetSessions {
     /// Every session where the protocol is open.
@@ -198,6 +220,16 @@ impl ServiceControl {
         Ok(())
     }
 
+    /// The protocols registered on this service: id and name, in
+    /// registration order.
+    pub fn protocol_names(&self) -> Vec<(ProtocolId, String)> {
+        self.shared
+            .protocols
+            .iter()
+            .map(|p| (p.id, p.name.clone()))
+            .collect()
+    }
+
     /// Open sessions.
     pub fn sessions(&self) -> Vec<Arc<SessionInfo>> {
         self.shared
@@ -304,118 +336,55 @@ impl ServiceControl {
     /// apply alike (the one dialled by the smaller peer id; for repeated
     /// dials, the first). A dial whose connection lost returns the
     /// survivor. See [`Config::allow_duplicate_sessions`](crate::config::Config::allow_duplicate_sessions).
-    pub async fn dial(
-        &self,
-        addr: Multiaddr,
-        opts: DialOptions,
-    ) -> Result<Arc<SessionInfo>, DialError> {
+    pub async fn dial(&self, addr: Multiaddr, opts: DialOptions) -> Result<Connected, DialError> {
+        let targets = opts.protocols.clone();
         let (tx, rx) = oneshot::channel();
-        self.start_dial(addr.clone(), opts, Some(tx))?;
-        let result = rx.await.unwrap_or(Err(DialError::ServiceStopped));
-        if let Ok(session) = &result
-            && session.direction == crate::Direction::Outbound
+        self.start_dial(
+            addr.clone(),
+            opts.protocols(TargetProtocols::None),
+            Some(tx),
+        )?;
+        let session = rx.await.unwrap_or(Err(DialError::ServiceStopped))?;
+        if session.direction == crate::Direction::Outbound
             && session.remote_addr.without_peer_id() == addr.without_peer_id()
         {
             // Reached there: the best kind of address the book can hold.
             lock(&self.shared.address_book).reached(session.peer, &addr, unix_now());
         }
-        result
+        Ok(self.open_targets(session, &targets).await)
     }
 
-    /// Dials `peer` by id: returns its session if one is open, else tries
-    /// the addresses the [address book](crate::address_book) holds for it,
-    /// best first, until one answers. A failed address counts against it in
-    /// the book (a local limit does not); when every address failed, the
-    /// peer is not dialled again before a backoff
-    /// ([`Config::dial_backoff`](crate::config::Config::dial_backoff),
-    /// doubling up to `dial_backoff_max`): meanwhile
-    /// [`DialError::Backoff`] says how long is left. `opts`' expected peer
-    /// is set to `peer`.
-    pub async fn dial_peer(
+    /// Opens `targets` on `session` and waits for each to open or fail.
+    pub(crate) async fn open_targets(
         &self,
-        peer: PeerId,
-        opts: DialOptions,
-    ) -> Result<Arc<SessionInfo>, DialError> {
-        let shared = &self.shared;
-        if let Some(existing) = shared.session_with(&peer) {
-            crate::session::open_protocols(shared, &existing, &opts.protocols);
-            return Ok(existing.info.clone());
-        }
-        let now = tokio::time::Instant::now();
-        if let Some((next, _)) = lock(&shared.peer_backoff).get(&peer)
-            && *next > now
-        {
-            return Err(DialError::Backoff {
-                peer,
-                wait: *next - now,
-            });
-        }
-        let addrs = lock(&shared.address_book).addresses(&peer);
-        if addrs.is_empty() {
-            return Err(DialError::NoAddress(peer));
-        }
-        let mut last = DialError::NoAddress(peer);
-        let mut peer_failed = false;
-        for addr in addrs {
-            match self.dial(addr.clone(), opts.clone().expect(peer)).await {
-                Ok(session) => {
-                    lock(&shared.peer_backoff).remove(&peer);
-                    return Ok(session);
-                }
-                Err(e) => {
-                    if !e.is_local() {
-                        peer_failed = true;
-                        lock(&shared.address_book).failed(peer, &addr);
-                    }
-                    last = e;
-                }
+        session: Arc<SessionInfo>,
+        targets: &TargetProtocols,
+    ) -> Connected {
+        let mut connected = Connected {
+            session,
+            opened: Vec::new(),
+            refused: Vec::new(),
+        };
+        let Some(s) = self.shared.session(connected.session.id) else {
+            return connected;
+        };
+        let ids: Vec<ProtocolId> = self
+            .shared
+            .protocols
+            .iter()
+            .filter(|p| !p.is_raw() && targets.includes(p.id))
+            .map(|p| p.id)
+            .collect();
+        let opens = ids
+            .iter()
+            .map(|&id| crate::session::open_and_wait(&self.shared, &s, id));
+        for (id, result) in ids.iter().zip(futures::future::join_all(opens).await) {
+            match result {
+                Ok(version) => connected.opened.push((*id, version)),
+                Err(error) => connected.refused.push((*id, error)),
             }
         }
-        if peer_failed {
-            let config = &shared.config;
-            let mut backoff = lock(&shared.peer_backoff);
-            let wait = backoff
-                .get(&peer)
-                .map_or(config.dial_backoff, |(_, wait)| *wait);
-            backoff.insert(
-                peer,
-                (
-                    tokio::time::Instant::now() + wait,
-                    wait.saturating_mul(2).min(config.dial_backoff_max),
-                ),
-            );
-        }
-        Err(last)
-    }
-
-    /// Learns addresses of `peer` from `source` (see
-    /// [`crate::address_book`]); `dial_peer` tries them.
-    pub fn add_addresses(
-        &self,
-        peer: PeerId,
-        addrs: &[Multiaddr],
-        source: crate::address_book::AddressSource,
-    ) {
-        lock(&self.shared.address_book).add(peer, addrs, source, unix_now());
-    }
-
-    /// The addresses the book holds for `peer`, best first.
-    pub fn addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        lock(&self.shared.address_book).addresses(peer)
-    }
-
-    /// The whole address book, to save it (see
-    /// [`AddressStore`](crate::address_book::AddressStore)).
-    pub fn address_book(&self) -> Vec<(PeerId, Vec<crate::address_book::AddressEntry>)> {
-        lock(&self.shared.address_book).snapshot()
-    }
-
-    /// Takes back a saved address book (within its bounds).
-    pub fn restore_address_book(
-        &self,
-        peers: Vec<(PeerId, Vec<crate::address_book::AddressEntry>)>,
-    ) {
-        lock(&self.shared.address_book).restore(peers);
+        connected
     }
 
     /// Starts a dial; the outcome is reported as
@@ -744,7 +713,7 @@ fn collect(ids: Vec<SessionId>, results: Vec<Result<(), SendError>>) -> Broadcas
 }
 
 /// The wall clock in Unix seconds (the address book's clock).
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -181,9 +181,19 @@ pub enum SendError {
         /// The protocol's `max_frame_size`.
         max: usize,
     },
-    /// No protocol with this id is registered.
+    /// No protocol with this id is registered (or it is a raw protocol,
+    /// which has no frames).
     #[error("unknown protocol {0}")]
     UnknownProtocol(ProtocolId),
+    /// Too much already waits for this peer while it is dialled (or too
+    /// many peers are being dialled): see
+    /// [`ServiceControl::try_send_to_peer`](crate::ServiceControl::try_send_to_peer).
+    #[error("too many frames wait for peer {0}")]
+    PeerQueueFull(PeerId),
+    /// The peer could not be reached (no address, every address failed, or
+    /// it is backing off).
+    #[error("peer {0} could not be reached")]
+    Unreachable(PeerId),
 }
 
 /// Why a control command could not be carried out.

@@ -80,4 +80,7 @@ pub struct SessionInfo {
     pub remote_addr: Multiaddr,
     /// Who dialled.
     pub direction: Direction,
+    /// The cipher suite the handshake agreed on (see
+    /// [`ServiceBuilder::cipher_suites`](crate::ServiceBuilder::cipher_suites)).
+    pub cipher_suite: shoal_secio::CipherSuite,
 }

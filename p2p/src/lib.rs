@@ -9,7 +9,13 @@
 //!   listen, dial ([`DialOptions`]: expected peer, protocols to open),
 //!   disconnect, open/close protocol, send, broadcast ([`TargetSessions`]),
 //!   shutdown; plus [`ServiceControl::open_raw_stream`].
-//! - [`ServiceHandle`]: receives [`ServiceEvent`]s and [`ServiceError`]s.
+//! - [`ServiceHandle`]: receives [`ServiceEvent`]s and [`ServiceError`]s
+//!   (or take them as a stream: [`ServiceBuilder::event_stream`]).
+//! - Peer routing: the [`address_book`] and `*_peer` methods reach a peer
+//!   by id ([`ServiceControl::dial_peer`], [`ServiceControl::try_send_to_peer`],
+//!   which queues while dialling and reports failures to the protocol).
+//! - [`Core`]: the trait of a sans-IO protocol core, and [`CoreDriver`],
+//!   the one tokio driver that runs any of them as a protocol.
 //! - Protocols, declared by [`ProtocolMeta::builder`], are consumed in one of
 //!   four ways: a service-wide [`ServiceProtocol`], a per-session
 //!   [`SessionProtocol`] (one instance per session), a [`ProtocolEvents`]
@@ -82,18 +88,15 @@
 //! let control = client.control();
 //! tokio::spawn(client);
 //!
+//! // `dial` returns once the protocols it opens are open (or refused).
 //! let session = control.dial(addr, DialOptions::default()).await?;
 //! assert_eq!(session.peer, server_control.local_peer_id());
+//! assert!(session.refused.is_empty());
+//! control.send(session.id, ECHO, "hello").await?;
 //! while let Some(event) = events.recv().await {
-//!     match event {
-//!         ProtocolEvent::Connected { session, .. } => {
-//!             control.send(session.id, ECHO, "hello").await?;
-//!         }
-//!         ProtocolEvent::Received { data, .. } => {
-//!             assert_eq!(data, "hello");
-//!             break;
-//!         }
-//!         ProtocolEvent::Disconnected { .. } => {}
+//!     if let ProtocolEvent::Received { data, .. } = event {
+//!         assert_eq!(data, "hello");
+//!         break;
 //!     }
 //! }
 //! control.shutdown().await;
@@ -109,17 +112,23 @@ pub mod address_book;
 mod builder;
 pub mod config;
 mod control;
+mod core_driver;
 mod core_timer;
 mod error;
 mod ids;
 pub mod negotiation;
 mod peer_sessions;
 mod protocol;
+mod routing;
+mod sans_io;
 mod service;
 mod session;
 
 pub use builder::ServiceBuilder;
-pub use control::{BroadcastResult, DialOptions, ServiceControl, TargetProtocols, TargetSessions};
+pub use control::{
+    BroadcastResult, Connected, DialOptions, ServiceControl, TargetProtocols, TargetSessions,
+};
+pub use core_driver::{CoreDriver, CoreHandle};
 pub use core_timer::{CoreTimer, Deadline};
 pub use error::{
     BoxError, BuildError, CloseReason, ControlError, DialError, HandlerError, HandlerResult,
@@ -131,10 +140,14 @@ pub use protocol::{
     ProtocolContext, ProtocolContextMut, ProtocolEvent, ProtocolEvents, ProtocolMeta,
     ProtocolMetaBuilder, RawStream, RawStreams, ServiceProtocol, SessionProtocol, TooManyTimers,
 };
-pub use service::{Service, ServiceContext, ServiceEvent, ServiceHandle};
+pub use sans_io::{Core, Now, Remote, Transmit};
+pub use service::{
+    Service, ServiceContext, ServiceEvent, ServiceEvents, ServiceHandle, ServiceReport,
+};
 
 pub use bytes::Bytes;
 pub use shoal_identity::{Keypair, PeerId};
+pub use shoal_secio::CipherSuite;
 pub use shoal_transport::Multiaddr;
 
 /// The README's code blocks, compiled and run as doc tests.

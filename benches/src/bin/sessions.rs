@@ -122,14 +122,12 @@ fn spawn_events(mut events: ProtocolEvents) -> (watch::Receiver<usize>, mpsc::Re
     let (data_tx, data_rx) = mpsc::channel(4096);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            match event {
-                ProtocolEvent::Connected { .. } => count_tx.send_modify(|c| *c += 1),
-                ProtocolEvent::Received { data, .. } => {
-                    if data_tx.send(data).await.is_err() {
-                        return;
-                    }
-                }
-                ProtocolEvent::Disconnected { .. } => {}
+            if let ProtocolEvent::Connected { .. } = event {
+                count_tx.send_modify(|c| *c += 1);
+            } else if let ProtocolEvent::Received { data, .. } = event
+                && data_tx.send(data).await.is_err()
+            {
+                return;
             }
         }
     });
@@ -181,6 +179,7 @@ async fn open_many(
     let sessions: Vec<Arc<SessionInfo>> = futures::stream::iter(0..n)
         .map(|_| control.dial(addr.clone(), DialOptions::default()))
         .buffer_unordered(concurrency)
+        .map_ok(|connected| connected.session)
         .try_collect()
         .await
         .unwrap();

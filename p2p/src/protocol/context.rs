@@ -99,6 +99,20 @@ impl ProtocolContext {
         self.timers.set(self.scope, token, interval)
     }
 
+    /// Calls `notify(token)` once at `at` (at once if it has passed), then
+    /// forgets the timer: a core's next deadline, for instance. Setting an
+    /// existing token again moves it. Scoped like
+    /// [`set_notify`](Self::set_notify).
+    pub fn wake_at(&mut self, at: tokio::time::Instant, token: u64) -> Result<(), TooManyTimers> {
+        self.timers.wake_at(self.scope, token, at)
+    }
+
+    /// The protocols registered on this service: id and name, in
+    /// registration order.
+    pub fn protocol_names(&self) -> Vec<(ProtocolId, String)> {
+        self.control.protocol_names()
+    }
+
     /// Stops the timer `token` (of this scope).
     pub fn remove_notify(&mut self, token: u64) {
         self.timers.remove(self.scope, token);

@@ -15,11 +15,12 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::{ProtocolId, SessionInfo, session::ActiveGuard};
+use crate::{DialError, PeerId, ProtocolId, SessionInfo, session::ActiveGuard};
 
 /// What happens on a protocol, in order per session: `Connected`, any number
-/// of `Received`, `Disconnected`.
+/// of `Received`, `Disconnected`; and, outside any session, `DialFailed`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum ProtocolEvent {
     /// The protocol opened on a session.
     Connected {
@@ -39,6 +40,15 @@ pub enum ProtocolEvent {
     Disconnected {
         /// The session.
         session: Arc<SessionInfo>,
+    },
+    /// Frames of this protocol waited for `peer`
+    /// ([`ServiceControl::try_send_to_peer`](crate::ServiceControl::try_send_to_peer))
+    /// and the peer could not be reached: they were dropped.
+    DialFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why (the last address's failure, or the backoff).
+        error: DialError,
     },
 }
 

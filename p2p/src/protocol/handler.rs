@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 
-use crate::{HandlerResult, ProtocolContext, ProtocolContextMut};
+use crate::{DialError, HandlerResult, PeerId, ProtocolContext, ProtocolContextMut};
 
 /// A service-wide protocol handler: one instance serves the protocol on
 /// every session. Its callbacks run one at a time on the handler's own task.
@@ -45,9 +45,23 @@ pub trait ServiceProtocol: Send + 'static {
         Ok(())
     }
 
-    /// A timer set with [`ProtocolContext::set_notify`] fired.
+    /// A timer set with [`ProtocolContext::set_notify`] or
+    /// [`ProtocolContext::wake_at`] fired.
     fn notify(&mut self, ctx: &mut ProtocolContext, token: u64) -> HandlerResult {
         let _ = (ctx, token);
+        Ok(())
+    }
+
+    /// Frames of this protocol waited for `peer`
+    /// ([`ServiceControl::try_send_to_peer`](crate::ServiceControl::try_send_to_peer))
+    /// and it could not be reached: they were dropped.
+    fn dial_failed(
+        &mut self,
+        ctx: &mut ProtocolContext,
+        peer: PeerId,
+        error: &DialError,
+    ) -> HandlerResult {
+        let _ = (ctx, peer, error);
         Ok(())
     }
 }

@@ -141,6 +141,17 @@ impl Runner {
         if let Some(h) = self.service.as_mut() {
             self.ctx.scope = None;
             let (session, result) = match event {
+                ProtocolEvent::DialFailed { peer, error } => {
+                    let ctx = &mut self.ctx;
+                    return match call(|| h.dial_failed(ctx, peer, &error)) {
+                        Ok(()) => Vec::new(),
+                        Err(error) => vec![Failure {
+                            session: None,
+                            error,
+                            fatal: true,
+                        }],
+                    };
+                }
                 ProtocolEvent::Connected { session, version } => {
                     let r = call(|| {
                         h.connected(
@@ -217,6 +228,8 @@ impl Runner {
                         fatal: false,
                     });
             }
+            // Per-session instances have no session to tell.
+            ProtocolEvent::DialFailed { .. } => return None,
         };
         result.err().map(|error| self.drop_instance(session, error))
     }

@@ -1,4 +1,4 @@
-//! Repeating timers of one handler task, keyed by (scope, token); a scope is
+//! Timers of one handler task (repeating, or one-shot wake-ups), keyed by (scope, token); a scope is
 //! the whole service (`None`) or one session. Removing a scope is O(1), so
 //! closing a session never leaves its timers behind.
 
@@ -19,7 +19,8 @@ pub(crate) struct Timers {
     /// Deadlines; entries whose sequence number no longer matches `live`
     /// are stale and skipped.
     heap: BinaryHeap<Reverse<(Instant, u64, Scope, u64)>>,
-    live: HashMap<Scope, HashMap<u64, (Duration, u64)>>,
+    /// Per scope and token: the interval (`None`: one-shot) and sequence.
+    live: HashMap<Scope, HashMap<u64, (Option<Duration>, u64)>>,
     count: usize,
     next_seq: u64,
 }
@@ -39,6 +40,27 @@ impl Timers {
         interval: Duration,
     ) -> Result<(), TooManyTimers> {
         let interval = interval.max(Duration::from_millis(1));
+        self.insert(scope, token, Some(interval), Instant::now() + interval)
+    }
+
+    /// Fires `token` once at `at` (at once if it has passed), replacing a
+    /// timer with the same scope and token.
+    pub(crate) fn wake_at(
+        &mut self,
+        scope: Scope,
+        token: u64,
+        at: Instant,
+    ) -> Result<(), TooManyTimers> {
+        self.insert(scope, token, None, at)
+    }
+
+    fn insert(
+        &mut self,
+        scope: Scope,
+        token: u64,
+        interval: Option<Duration>,
+        at: Instant,
+    ) -> Result<(), TooManyTimers> {
         let entries = self.live.entry(scope).or_default();
         if !entries.contains_key(&token) {
             if self.count >= MAX_TIMERS_PER_HANDLER {
@@ -48,12 +70,7 @@ impl Timers {
         }
         self.next_seq += 1;
         entries.insert(token, (interval, self.next_seq));
-        self.heap.push(Reverse((
-            Instant::now() + interval,
-            self.next_seq,
-            scope,
-            token,
-        )));
+        self.heap.push(Reverse((at, self.next_seq, scope, token)));
         self.compact();
         Ok(())
     }
@@ -106,23 +123,27 @@ impl Timers {
         None
     }
 
-    /// Pops one timer due at `now`, rescheduling it.
+    /// Pops one timer due at `now`, rescheduling a repeating one and
+    /// forgetting a one-shot one.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Scope, u64)> {
         while let Some(Reverse((at, seq, scope, token))) = self.heap.peek().copied() {
             if at > now {
                 return None;
             }
             self.heap.pop();
+            if !self.is_live(seq, scope, token) {
+                continue;
+            }
             let interval = self
                 .live
                 .get(&scope)
                 .and_then(|e| e.get(&token))
-                .filter(|(_, s)| *s == seq)
-                .map(|(interval, _)| *interval);
-            if let Some(interval) = interval {
-                self.heap.push(Reverse((now + interval, seq, scope, token)));
-                return Some((scope, token));
+                .and_then(|(i, _)| *i);
+            match interval {
+                Some(interval) => self.heap.push(Reverse((now + interval, seq, scope, token))),
+                None => self.remove(scope, token),
             }
+            return Some((scope, token));
         }
         None
     }
@@ -151,6 +172,22 @@ mod tests {
         t.remove_scope(s);
         t.remove(None, 1);
         assert_eq!(t.count, 0);
+        assert_eq!(t.next_deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_shot_fires_once() {
+        let mut t = Timers::default();
+        t.wake_at(None, 7, Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(t.count, 1);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(t.pop_due(Instant::now()), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(t.pop_due(Instant::now()), Some((None, 7)));
+        assert_eq!(t.count, 0);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(t.pop_due(Instant::now()), None);
         assert_eq!(t.next_deadline(), None);
     }
 }

@@ -1,10 +1,14 @@
 //! The service-level event sink: [`ServiceHandle`], [`ServiceEvent`] and
 //! [`ServiceContext`].
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use shoal_identity::PeerId;
 use shoal_transport::Multiaddr;
+use tokio::sync::mpsc;
 
 use crate::{
     CloseReason, DialId, ListenerId, ProtocolId, ServiceControl, ServiceError, SessionInfo,
@@ -98,3 +102,83 @@ pub trait ServiceHandle: Send + 'static {
 
 /// Ignores everything (errors are logged at debug level).
 impl ServiceHandle for () {}
+
+/// One report of a [`ServiceEvents`] stream.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServiceReport {
+    /// A service event.
+    Event(ServiceEvent),
+    /// A failure; see [`ServiceError`] for what was closed.
+    Error(ServiceError),
+}
+
+/// Service events and errors as a stream, from
+/// [`ServiceBuilder::event_stream`](crate::ServiceBuilder::event_stream).
+///
+/// It never slows the service down: when its buffer
+/// ([`REPORT_QUEUE`](crate::config::REPORT_QUEUE) reports) is full, further
+/// reports are dropped and counted ([`ServiceEvents::dropped`]) until it is
+/// read again. Ends when the service has stopped.
+#[derive(Debug)]
+pub struct ServiceEvents {
+    rx: mpsc::Receiver<ServiceReport>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The [`ServiceHandle`] feeding a [`ServiceEvents`].
+struct Forward {
+    tx: mpsc::Sender<ServiceReport>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Forward {
+    fn forward(&self, report: ServiceReport) {
+        if self.tx.try_send(report).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ServiceHandle for Forward {
+    fn handle_event(&mut self, _: &mut ServiceContext<'_>, event: ServiceEvent) {
+        self.forward(ServiceReport::Event(event));
+    }
+
+    fn handle_error(&mut self, _: &mut ServiceContext<'_>, error: ServiceError) {
+        self.forward(ServiceReport::Error(error));
+    }
+}
+
+impl ServiceEvents {
+    pub(crate) fn channel(capacity: usize) -> (impl ServiceHandle, ServiceEvents) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let forward = Forward {
+            tx,
+            dropped: dropped.clone(),
+        };
+        (forward, ServiceEvents { rx, dropped })
+    }
+
+    /// The next report; `None` once the service has stopped.
+    pub async fn recv(&mut self) -> Option<ServiceReport> {
+        self.rx.recv().await
+    }
+
+    /// Reports dropped because the stream was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl futures::Stream for ServiceEvents {
+    type Item = ServiceReport;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ServiceReport>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -16,7 +16,7 @@ use std::{
     task::{Context, Poll},
 };
 
-pub use handle::{ServiceContext, ServiceEvent, ServiceHandle};
+pub use handle::{ServiceContext, ServiceEvent, ServiceEvents, ServiceHandle, ServiceReport};
 use shoal_transport::Multiaddr;
 use tokio::sync::mpsc;
 

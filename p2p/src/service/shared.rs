@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     /// `dial_peer` backoff per peer: when the next dial is allowed, and the
     /// wait after the next failure.
     pub(crate) peer_backoff: Mutex<HashMap<PeerId, (tokio::time::Instant, std::time::Duration)>>,
+    /// Frames waiting for peers being dialled by `try_send_to_peer`.
+    pub(crate) peer_queues: Mutex<crate::routing::PeerQueues>,
     next_id: AtomicU64,
     /// Established inbound sessions.
     pub(crate) inbound: Arc<Semaphore>,
@@ -153,6 +155,7 @@ impl Shared {
             external_addrs: Mutex::new(Vec::new()),
             address_book: Mutex::new(crate::address_book::AddressBook::new(book)),
             peer_backoff: Mutex::new(HashMap::new()),
+            peer_queues: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),

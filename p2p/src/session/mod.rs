@@ -70,6 +70,8 @@ pub(crate) struct SessionShared {
     pub(crate) replaced: AtomicBool,
     /// Signalled when `active` drops to zero.
     idle: Notify,
+    /// Signalled (to every waiter) whenever a protocol slot changes.
+    slots_changed: Notify,
 }
 
 impl SessionShared {
@@ -117,6 +119,7 @@ impl SessionShared {
         {
             Some(slot) => {
                 slot.open = Some((version, tx));
+                self.slots_changed.notify_waiters();
                 true
             }
             None => false,
@@ -144,12 +147,14 @@ impl SessionShared {
             Some(s) if s.open.is_none() && self.info.direction == Direction::Inbound => *s = slot,
             Some(_) => return Err(RefuseReason::AlreadyOpen),
         }
+        self.slots_changed.notify_waiters();
         Ok(())
     }
 
     /// Frees the slot if `owner` still holds it.
     pub(crate) fn release(&self, protocol: ProtocolId, owner: u64) {
         lock(&self.slots).retain(|s| !(s.protocol == protocol && s.owner == owner));
+        self.slots_changed.notify_waiters();
     }
 
     /// Closes the protocol's substream (after its queued frames) by dropping
@@ -158,7 +163,44 @@ impl SessionShared {
         let mut slots = lock(&self.slots);
         let before = slots.len();
         slots.retain(|s| s.protocol != protocol);
-        slots.len() != before
+        let closed = slots.len() != before;
+        drop(slots);
+        self.slots_changed.notify_waiters();
+        closed
+    }
+
+    /// Waits while `protocol` is being opened (by either side): its version
+    /// once open, `None` if the open failed, nobody is opening it, or the
+    /// session closes. With `expected`, a missing slot is waited for too
+    /// (the peer said it is opening the protocol), up to `expected`. A
+    /// stalled open is bounded by the negotiation timeout of its own task.
+    pub(crate) async fn wait_open(
+        &self,
+        protocol: ProtocolId,
+        expected: Option<Duration>,
+    ) -> Option<u32> {
+        let give_up = tokio::time::sleep(expected.unwrap_or_default());
+        tokio::pin!(give_up);
+        loop {
+            let changed = self.slots_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let slots = lock(&self.slots);
+                match slots.iter().find(|s| s.protocol == protocol) {
+                    None if expected.is_none() => return None,
+                    Some(Slot {
+                        open: Some((v, _)), ..
+                    }) => return Some(*v),
+                    _ => {}
+                }
+            }
+            tokio::select! {
+                () = changed => {}
+                () = self.cancel.cancelled() => return None,
+                () = &mut give_up, if expected.is_some() => return None,
+            }
+        }
     }
 
     /// The send queue of an open protocol.
@@ -221,6 +263,7 @@ pub(crate) async fn run(
     permit: OwnedSemaphorePermit,
 ) {
     let peer = secure.remote_peer();
+    let cipher_suite = secure.cipher_suite();
     let (io, closer) = io::Closable::new(secure);
     let mode = match opened.direction {
         Direction::Outbound => Mode::Client,
@@ -233,6 +276,7 @@ pub(crate) async fn run(
         peer,
         remote_addr: opened.remote_addr,
         direction: opened.direction,
+        cipher_suite,
     });
     let session = Arc::new(SessionShared {
         info: info.clone(),
@@ -245,6 +289,7 @@ pub(crate) async fn run(
         active: AtomicUsize::new(0),
         replaced: AtomicBool::new(false),
         idle: Notify::new(),
+        slots_changed: Notify::new(),
     });
     match shared.admit_session(&session) {
         SessionAdmission::Duplicate(kept) => {
@@ -336,6 +381,53 @@ pub(crate) fn open_protocols(
             let _ = substream::spawn_open(shared, session, entry.id, None);
         }
     }
+}
+
+/// Opens `protocol` on `session` (or waits for an open already under way,
+/// by either side) and returns its version once open.
+pub(crate) async fn open_and_wait(
+    shared: &Arc<Shared>,
+    session: &Arc<SessionShared>,
+    protocol: ProtocolId,
+) -> Result<u32, crate::ControlError> {
+    // An open can lose to the peer's, or a wait can see a failed open of
+    // someone else's: a few rounds settle it.
+    let mut last = crate::ControlError::NoSession(session.info.id);
+    for _ in 0..3 {
+        if let Some(version) = session.version(protocol) {
+            return Ok(version);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Whether the peer said it opens the protocol itself.
+        let mut peer_opens = false;
+        match substream::spawn_open(shared, session, protocol, Some(tx)) {
+            Ok(()) => match rx.await {
+                Ok(Ok(version)) => return Ok(version),
+                Ok(Err(e @ crate::ControlError::AlreadyOpen(..))) => last = e,
+                // Both sides opened it at once and the peer's won.
+                Ok(Err(
+                    e @ crate::ControlError::Negotiation(
+                        crate::negotiation::NegotiationError::Refused(RefuseReason::AlreadyOpen),
+                    ),
+                )) => {
+                    peer_opens = true;
+                    last = e;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(crate::ControlError::ShuttingDown),
+            },
+            Err(e @ crate::ControlError::AlreadyOpen(..)) => last = e,
+            Err(e) => return Err(e),
+        }
+        let expected = peer_opens.then_some(shared.config.negotiation_timeout);
+        if let Some(version) = session.wait_open(protocol, expected).await {
+            return Ok(version);
+        }
+        if session.is_closing() {
+            return Err(crate::ControlError::NoSession(session.info.id));
+        }
+    }
+    Err(last)
 }
 
 /// Accepts substreams until the session must close; returns why.

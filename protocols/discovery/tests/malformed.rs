@@ -48,8 +48,8 @@ async fn raw_peer(
                     Ok(DiscoveryMessage::GetPeers { .. })
                 );
             }
-            ProtocolEvent::Connected { .. } => {}
             ProtocolEvent::Disconnected { .. } => panic!("closed before any request"),
+            _ => {}
         }
     }
     (control, events, session)
@@ -73,7 +73,7 @@ async fn answers_until_closed(events: &mut ProtocolEvents) -> usize {
                 }
             }
             ProtocolEvent::Disconnected { .. } => return answers,
-            ProtocolEvent::Connected { .. } => {}
+            _ => {}
         }
     }
 }
