@@ -199,6 +199,8 @@ pub struct Gossip {
     pub(crate) now: Option<Instant>,
     pub(crate) outbox: Outbox,
     pub(crate) events: VecDeque<Event>,
+    /// Peers dropped for misbehaviour whose streams the driver must close.
+    to_close: VecDeque<PeerId>,
     pub(crate) stats: Stats,
 }
 
@@ -228,6 +230,7 @@ impl Gossip {
             now: None,
             outbox: Outbox::default(),
             events: VecDeque::new(),
+            to_close: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -404,6 +407,12 @@ impl Gossip {
         self.outbox.pop()
     }
 
+    /// The next peer dropped for misbehaviour (also reported as
+    /// [`Event::Disconnect`]): the driver closes its stream.
+    pub fn poll_close(&mut self) -> Option<PeerId> {
+        self.to_close.pop_front()
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -539,6 +548,7 @@ impl Gossip {
             self.forget_peer(&peer);
             self.stats.disconnects += 1;
             self.events.push_back(Event::Disconnect { peer, reason });
+            self.to_close.push_back(peer);
             return true;
         }
         if !state.in_good_standing() {

@@ -103,11 +103,14 @@ pub mod send;
 use std::{
     collections::hash_map::RandomState,
     hash::{BuildHasher, Hasher},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use bytes::Bytes;
-use shoal::{ProtocolId, ProtocolMeta};
+use shoal::{CoreDriver, CoreHandle, ProtocolId, ProtocolMeta};
 use shoal_identity::{Keypair, PeerId};
 use tokio::sync::mpsc;
 
@@ -141,24 +144,19 @@ pub enum HandleError {
 /// Calls made before the service runs are kept and sent once it starts.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    shared: Arc<handler::Shared>,
+    core: CoreHandle<Gossip>,
+    dropped_events: Arc<AtomicU64>,
 }
 
 impl Handle {
     /// Joins `topic` (see [`Gossip::subscribe`]).
     pub fn subscribe(&self, topic: Topic) -> Result<bool, HandleError> {
-        let mut inner = self.shared.lock();
-        let joined = inner.core.subscribe(topic)?;
-        self.shared.flush(&mut inner);
-        Ok(joined)
+        Ok(self.core.with(|core, _| core.subscribe(topic))?)
     }
 
     /// Leaves `topic` (see [`Gossip::unsubscribe`]).
     pub fn unsubscribe(&self, topic: &Topic) -> bool {
-        let mut inner = self.shared.lock();
-        let left = inner.core.unsubscribe(topic);
-        self.shared.flush(&mut inner);
-        left
+        self.core.with(|core, _| core.unsubscribe(topic))
     }
 
     /// Signs and sends a message (see [`Gossip::publish`]); the result
@@ -168,40 +166,42 @@ impl Handle {
         topic: Topic,
         payload: impl Into<Bytes>,
     ) -> Result<Published, HandleError> {
-        let mut inner = self.shared.lock();
-        let published = inner.core.publish(handler::now(), topic, payload)?;
-        self.shared.flush(&mut inner);
-        Ok(published)
+        let payload = payload.into();
+        Ok(self
+            .core
+            .with(|core, now| core.publish(now.instant, topic, payload))?)
     }
 
     /// Our mesh peers of `topic`.
     pub fn mesh_peers(&self, topic: &Topic) -> Vec<PeerId> {
-        self.shared.lock().core.mesh_peers(topic).copied().collect()
+        self.core
+            .read(|core| core.mesh_peers(topic).copied().collect())
     }
 
     /// Connected peers subscribed to `topic`.
     pub fn topic_peers(&self, topic: &Topic) -> Vec<PeerId> {
-        self.shared
-            .lock()
-            .core
-            .topic_peers(topic)
-            .copied()
-            .collect()
+        self.core
+            .read(|core| core.topic_peers(topic).copied().collect())
     }
 
     /// The core's counters.
     pub fn stats(&self) -> Stats {
-        self.shared.lock().core.stats().clone()
+        self.core.read(|core| core.stats().clone())
     }
 
     /// Events dropped because the event channel was full.
     pub fn dropped_events(&self) -> u64 {
-        self.shared.dropped_events.load(Ordering::Relaxed)
+        self.dropped_events.load(Ordering::Relaxed)
     }
 
     /// Frames dropped because a session's send queue was full or closed.
     pub fn dropped_frames(&self) -> u64 {
-        self.shared.dropped_frames.load(Ordering::Relaxed)
+        self.core.dropped_transmits()
+    }
+
+    /// How often the core's timer woke up.
+    pub fn timer_wakeups(&self) -> u64 {
+        self.core.timer_wakeups()
     }
 }
 
@@ -218,15 +218,24 @@ pub fn new(
     // Only simulations need reproducible runs; a live node takes a seed
     // from the standard library's per-process random keys.
     let seed = RandomState::new().build_hasher().finish();
-    let core = Gossip::new(keypair, config, seed);
-    let shared = Arc::new(handler::Shared::new(core, id, tx));
+    let dropped_events = Arc::new(AtomicU64::new(0));
+    let dropped = dropped_events.clone();
+    let on_event = move |event: Event| {
+        if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event) {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?event, "gossip event queue full; event dropped");
+        }
+    };
+    let (driver, core) = CoreDriver::new(Gossip::new(keypair, config, seed), on_event);
     let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
         .versions(VERSIONS)
         .max_frame_size(MAX_FRAME_SIZE)
-        .service_handle(handler::GossipHandler {
-            shared: shared.clone(),
-        });
-    (meta, Handle { shared }, rx)
+        .service_handle(driver.connected_only());
+    let handle = Handle {
+        core,
+        dropped_events,
+    };
+    (meta, handle, rx)
 }
 
 #[cfg(test)]

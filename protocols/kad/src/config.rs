@@ -90,9 +90,6 @@ pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 1024;
 /// Default for [`Config::event_queue`]: 256 events.
 pub const DEFAULT_EVENT_QUEUE: usize = 256;
 
-/// Default for [`Config::max_concurrent_dials`]: 16 dials at once.
-pub const DEFAULT_MAX_CONCURRENT_DIALS: usize = 16;
-
 /// Settings of a [`Kademlia`](crate::Kademlia) core (and, for the last two
 /// fields, of its tokio driver).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,10 +175,6 @@ pub struct Config {
     /// [`new`](crate::new) (see [`DEFAULT_EVENT_QUEUE`]); events that find
     /// it full are dropped and counted.
     pub event_queue: usize,
-    /// Driver only: dials in flight at once to reach peers we have no
-    /// session with (see [`DEFAULT_MAX_CONCURRENT_DIALS`]); messages to
-    /// further peers are dropped and their requests time out.
-    pub max_concurrent_dials: usize,
 }
 
 impl Default for Config {
@@ -213,7 +206,6 @@ impl Default for Config {
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
             max_queued_events: DEFAULT_MAX_QUEUED_EVENTS,
             event_queue: DEFAULT_EVENT_QUEUE,
-            max_concurrent_dials: DEFAULT_MAX_CONCURRENT_DIALS,
         }
     }
 }

@@ -231,6 +231,15 @@ impl Kademlia {
         self.transmits.pop_front()
     }
 
+    /// The addresses of the next queued message that carries some, taken
+    /// out of it (the driver gives them to its address book before sending).
+    pub fn take_transmit_addrs(&mut self) -> Option<(PeerId, Vec<Multiaddr>)> {
+        self.transmits
+            .iter_mut()
+            .find(|t| !t.addrs.is_empty())
+            .map(|t| (t.to, std::mem::take(&mut t.addrs)))
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

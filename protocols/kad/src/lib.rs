@@ -17,9 +17,9 @@
 //!   bounded [`RecordStore`].
 //! - [`protocol`]: the wire messages (also in `docs/PROTOCOL.md`,
 //!   section 8).
-//! - [`new`]: the protocol on a Shoal service (`handler.rs` drives the core
-//!   with tokio), with a [`Handle`] whose async commands wait for their
-//!   query's result.
+//! - [`new`]: the protocol on a Shoal service (the core runs under the
+//!   service's [`CoreDriver`](shoal::CoreDriver); `handler.rs` adapts it),
+//!   with a [`Handle`] whose async commands wait for their query's result.
 //!
 //! # Data flow
 //! ```text
@@ -86,14 +86,19 @@ pub mod record;
 pub mod store;
 pub mod table;
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
-use shoal::{Multiaddr, PeerId, ProtocolId, ProtocolMeta};
+use shoal::{CoreDriver, CoreHandle, Multiaddr, Now, PeerId, ProtocolId, ProtocolMeta};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::core::{Error, Kademlia, Transmit};
 pub use config::Config;
-pub use handler::{MAX_KNOWN_ADDRS, MAX_OUTBOX_PER_PEER};
 pub use key::{Distance, Key};
 pub use lookup::Lookup;
 pub use protocol::{DecodeError, MAX_MESSAGE_SIZE};
@@ -120,28 +125,37 @@ pub enum HandleError {
     Stopped,
 }
 
+/// Commands waiting for their query's result.
+type Waiters = Arc<Mutex<BTreeMap<QueryId, oneshot::Sender<(QueryResult, QueryStats)>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Application access to a running Kademlia protocol. Cheap to clone.
 ///
 /// Commands wait for their query's result; the query runs in the service
 /// whether or not the future is polled to the end.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    shared: Arc<handler::Shared>,
+    core: CoreHandle<Kademlia>,
+    waiters: Waiters,
+    dropped_events: Arc<AtomicU64>,
 }
 
 impl Handle {
     async fn run(
         &self,
-        start: impl FnOnce(&mut Kademlia) -> Result<QueryId, Error>,
+        start: impl FnOnce(&mut Kademlia, Now) -> Result<QueryId, Error>,
     ) -> Result<(QueryResult, QueryStats), HandleError> {
-        let rx = {
-            let mut inner = self.shared.lock();
-            let id = start(&mut inner.core)?;
+        // The waiter is registered before the call returns, so a query
+        // that ends within the call finds it.
+        let rx = self.core.with(|core, now| {
+            let id = start(core, now)?;
             let (tx, rx) = oneshot::channel();
-            inner.waiters.insert(id, tx);
-            self.shared.flush(&mut inner);
-            rx
-        };
+            lock(&self.waiters).insert(id, tx);
+            Ok::<_, Error>(rx)
+        })?;
         rx.await.map_err(|_| HandleError::Stopped)
     }
 
@@ -150,19 +164,15 @@ impl Handle {
         &self,
         seeds: Vec<(PeerId, Vec<Multiaddr>)>,
     ) -> Result<(QueryResult, QueryStats), HandleError> {
-        {
-            let mut inner = self.shared.lock();
-            for (peer, addrs) in &seeds {
-                handler::Shared::remember(&mut inner, *peer, addrs);
-            }
-        }
-        self.run(|core| core.bootstrap(handler::now(), &seeds))
+        self.run(|core, now| core.bootstrap(now.instant, &seeds))
             .await
     }
 
     /// The `k` nodes closest to `key` (see [`Kademlia::find_node`]).
     pub async fn find_node(&self, key: Key) -> Result<(Vec<Contact>, QueryStats), HandleError> {
-        let (result, stats) = self.run(|core| core.find_node(handler::now(), key)).await?;
+        let (result, stats) = self
+            .run(|core, now| core.find_node(now.instant, key))
+            .await?;
         match result {
             QueryResult::FindNode { closest } => Ok((closest, stats)),
             _ => Ok((Vec::new(), stats)),
@@ -174,9 +184,9 @@ impl Handle {
         &self,
         key: Key,
     ) -> Result<(Option<SignedRecord>, QueryStats), HandleError> {
-        let now = handler::now();
-        let unix = handler::unix_now();
-        let (result, stats) = self.run(|core| core.get_record(now, unix, key)).await?;
+        let (result, stats) = self
+            .run(|core, now| core.get_record(now.instant, now.unix_secs(), key))
+            .await?;
         match result {
             QueryResult::GetRecord { record, .. } => Ok((record, stats)),
             _ => Ok((None, stats)),
@@ -189,9 +199,9 @@ impl Handle {
         &self,
         record: SignedRecord,
     ) -> Result<(usize, QueryStats), HandleError> {
-        let now = handler::now();
-        let unix = handler::unix_now();
-        let (result, stats) = self.run(|core| core.put_record(now, unix, record)).await?;
+        let (result, stats) = self
+            .run(|core, now| core.put_record(now.instant, now.unix_secs(), record))
+            .await?;
         match result {
             QueryResult::PutRecord { stored, .. } => Ok((stored, stats)),
             _ => Ok((0, stats)),
@@ -201,37 +211,40 @@ impl Handle {
     /// Tells the core where `peer` listens (from identify or discovery);
     /// see [`Kademlia::add_address`].
     pub fn add_address(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        let mut inner = self.shared.lock();
         let addrs: Vec<Multiaddr> = addrs.iter().map(Multiaddr::without_peer_id).collect();
-        handler::Shared::remember(&mut inner, peer, &addrs);
-        inner.core.add_address(handler::now(), peer, addrs);
-        self.shared.flush(&mut inner);
+        self.core
+            .with(|core, now| core.add_address(now.instant, peer, addrs));
     }
 
     /// Sets the validator for records of `kind` (see [`Validator`]).
     pub fn set_validator(&self, kind: &str, validator: Box<dyn Validator>) {
-        self.shared.lock().core.set_validator(kind, validator);
+        self.core
+            .with(|core, _| core.set_validator(kind, validator));
     }
 
     /// Contacts in the routing table.
     pub fn routing_table_len(&self) -> usize {
-        self.shared.lock().core.routing_table().len()
+        self.core.read(|core| core.routing_table().len())
     }
 
     /// Records held.
     pub fn record_count(&self) -> usize {
-        self.shared.lock().core.record_store().len()
+        self.core.read(|core| core.record_store().len())
     }
 
     /// Events dropped because the event channel was full.
     pub fn dropped_events(&self) -> u64 {
-        self.shared.dropped_events.load(Ordering::Relaxed)
+        self.dropped_events.load(Ordering::Relaxed)
     }
 
-    /// Messages dropped (full session queue, full outbox, too many dials,
-    /// no address to dial).
+    /// Messages dropped (the core's queue, or the service's queues, full).
     pub fn dropped_messages(&self) -> u64 {
-        self.shared.dropped_messages.load(Ordering::Relaxed)
+        self.core.read(Kademlia::dropped_transmits) + self.core.dropped_transmits()
+    }
+
+    /// How often the core's timer woke up.
+    pub fn timer_wakeups(&self) -> u64 {
+        self.core.timer_wakeups()
     }
 }
 
@@ -247,19 +260,39 @@ pub fn new(
 ) -> (ProtocolMeta, Handle, mpsc::Receiver<Event>) {
     use std::hash::{BuildHasher, Hasher};
     let (tx, rx) = mpsc::channel(config.event_queue.max(1));
-    let max_dials = config.max_concurrent_dials;
     // Only simulations need reproducible runs; a live node takes a seed
     // from the standard library's per-process random keys.
     let seed = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    let core = Kademlia::new(local, config, seed);
-    let shared = Arc::new(handler::Shared::new(core, id, max_dials, tx));
+    let waiters: Waiters = Arc::default();
+    let dropped_events = Arc::new(AtomicU64::new(0));
+    let (w, dropped) = (waiters.clone(), dropped_events.clone());
+    let on_event = move |event: Event| {
+        let event = match event {
+            Event::QueryFinished { id, result, stats } => match lock(&w).remove(&id) {
+                Some(waiter) => {
+                    let _ = waiter.send((result, stats));
+                    return;
+                }
+                None => Event::QueryFinished { id, result, stats },
+            },
+            other => other,
+        };
+        if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event) {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?event, "kad event queue full; event dropped");
+        }
+    };
+    let (driver, core) = CoreDriver::new(Kademlia::new(local, config, seed), on_event);
     let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
         .versions(VERSIONS)
         .max_frame_size(MAX_MESSAGE_SIZE)
-        .service_handle(handler::KadHandler {
-            shared: shared.clone(),
-        });
-    (meta, Handle { shared }, rx)
+        .service_handle(driver);
+    let handle = Handle {
+        core,
+        waiters,
+        dropped_events,
+    };
+    (meta, handle, rx)
 }
