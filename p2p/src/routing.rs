@@ -198,6 +198,36 @@ impl ServiceControl {
         self.send(connected.id, protocol, data).await
     }
 
+    /// Starts [`dial_peer`](Self::dial_peer) on a task of the service's
+    /// and returns at once: the session shows up as
+    /// [`ServiceEvent::SessionOpened`](crate::ServiceEvent::SessionOpened)
+    /// (and `connected` on each protocol that opens); a failure is
+    /// reported as [`ProtocolEvent::DialFailed`] to `report_to`'s handler,
+    /// if given. For handlers, [`ProtocolContext::dial_peer`](crate::ProtocolContext::dial_peer)
+    /// reports to their own protocol.
+    pub fn try_dial_peer(
+        &self,
+        peer: PeerId,
+        opts: DialOptions,
+        report_to: Option<ProtocolId>,
+    ) -> Result<(), DialError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(DialError::ShuttingDown);
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(DialError::NoRuntime);
+        }
+        let control = self.clone();
+        self.shared.tasks.spawn(async move {
+            if let Err(error) = control.dial_peer(peer, opts).await
+                && let Some(protocol) = report_to
+            {
+                control.tell_dial_failed(protocol, peer, error).await;
+            }
+        });
+        Ok(())
+    }
+
     /// What a send to `peer` opens: on a new session every protocol (as a
     /// dial does, so identify and the like run), on an open one only
     /// `protocols`.
@@ -302,14 +332,15 @@ impl ServiceControl {
         protocols.dedup();
         tracing::debug!(%peer, %error, frames = queue.frames.len(), "peer unreachable; queued frames dropped");
         for protocol in protocols {
-            let Some(events) = self.shared.protocol(protocol).and_then(|p| p.events()) else {
-                continue;
-            };
-            let event = ProtocolEvent::DialFailed {
-                peer,
-                error: error.clone(),
-            };
-            let _ = events.send(event).await;
+            self.tell_dial_failed(protocol, peer, error.clone()).await;
+        }
+    }
+
+    /// Tells `protocol`'s handler (or event stream) that `peer` could not
+    /// be reached.
+    async fn tell_dial_failed(&self, protocol: ProtocolId, peer: PeerId, error: DialError) {
+        if let Some(events) = self.shared.protocol(protocol).and_then(|p| p.events()) {
+            let _ = events.send(ProtocolEvent::DialFailed { peer, error }).await;
         }
     }
 }

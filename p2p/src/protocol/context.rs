@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use super::timers::{Timers, TooManyTimers};
 use crate::{
-    BroadcastResult, ControlError, ProtocolId, SendError, ServiceControl, SessionId, SessionInfo,
-    TargetSessions,
+    BroadcastResult, ControlError, DialError, DialOptions, PeerId, ProtocolId, SendError,
+    ServiceControl, SessionId, SessionInfo, TargetSessions,
 };
 
 /// What a handler can do from a callback. Every operation is non-blocking:
@@ -84,6 +84,20 @@ impl ProtocolContext {
         protocol: ProtocolId,
     ) -> Result<(), ControlError> {
         self.control.close_protocol(session, protocol)
+    }
+
+    /// Starts dialling `peer` from the service's address book (see
+    /// [`ServiceControl::try_dial_peer`]): the session comes as `connected`
+    /// once this protocol opens on it, a failure as `dial_failed`.
+    pub fn dial_peer(&self, peer: PeerId) -> Result<(), DialError> {
+        self.control
+            .try_dial_peer(peer, DialOptions::default(), Some(self.protocol))
+    }
+
+    /// Queues `data` as one frame of this protocol to `peer`, by id (see
+    /// [`ServiceControl::try_send_to_peer`]).
+    pub fn send_to_peer(&self, peer: PeerId, data: impl Into<Bytes>) -> Result<(), SendError> {
+        self.control.try_send_to_peer(peer, self.protocol, data)
     }
 
     /// Starts closing `session`.

@@ -1,11 +1,13 @@
 //! The service-wide discovery handler: answers and sends `GetPeers`, feeds
-//! the store, and on every tick dials peers to hold the target.
+//! the store and the service's address book, and on every tick asks the
+//! service to dial peers to hold the target.
 //!
-//! Handler callbacks cannot wait, and the service reports dial outcomes
-//! only to the application's `ServiceHandle`; so each dial runs in a small
-//! task awaiting `ServiceControl::dial`, and hands its outcome back through
-//! a bounded channel (capacity = `max_concurrent_dials`, so it never fills)
-//! drained on the next tick.
+//! The service does the dialling ([`ProtocolContext::dial_peer`]: the
+//! address book, its backoff) and reports back to this handler: a session
+//! we dialled opens the protocol (`connected`, which verifies the address
+//! reached), a peer that cannot be reached comes as `dial_failed`. A dial
+//! that ends neither way (the peer does not speak discovery) stops counting
+//! against `max_concurrent_dials` after [`DIAL_WAIT`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,10 +17,10 @@ use std::{
 
 use shoal::{
     DialError, DialOptions, Direction, HandlerResult, Multiaddr, PeerId, ProtocolContext,
-    ProtocolContextMut, ServiceControl, ServiceProtocol, SessionId,
+    ProtocolContextMut, ServiceProtocol, SessionId, address_book::AddressSource,
 };
 use shoal_identify::LocalRecord;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 
 use crate::{
     DiscoveryMessage, Event, MAX_IGNORED_MESSAGES, MAX_MESSAGE_SIZE, MAX_PEERS_PER_MESSAGE,
@@ -28,6 +30,9 @@ use crate::{
 
 /// The upkeep timer.
 const TICK: u64 = 1;
+
+/// How long a dial counts as in flight without news of it.
+const DIAL_WAIT: Duration = Duration::from_secs(60);
 
 /// Why a session's discovery substream is closed by us.
 #[derive(Debug, thiserror::Error)]
@@ -52,22 +57,12 @@ struct SessionState {
     cursor: usize,
 }
 
-/// How a dial ended.
-struct DialOutcome {
-    /// The peer expected (or, for a bootstrap address without `/p2p/`,
-    /// `None`).
-    expected: Option<PeerId>,
-    addr: Multiaddr,
-    result: Result<PeerId, DialError>,
-}
-
 pub(crate) struct DiscoveryHandler {
     shared: Arc<Shared>,
     local: LocalRecord,
     sessions: HashMap<SessionId, SessionState>,
-    dials_tx: mpsc::Sender<DialOutcome>,
-    dials_rx: mpsc::Receiver<DialOutcome>,
-    in_flight: usize,
+    /// Our dials in flight: the address the store chose, and since when.
+    dialing: HashMap<PeerId, (Multiaddr, Instant)>,
     next_bootstrap: Instant,
     /// Bootstrap rounds since the node last had a session.
     bootstrap_rounds: u32,
@@ -75,14 +70,11 @@ pub(crate) struct DiscoveryHandler {
 
 impl DiscoveryHandler {
     pub(crate) fn new(shared: Arc<Shared>, local: LocalRecord) -> DiscoveryHandler {
-        let (dials_tx, dials_rx) = mpsc::channel(shared.config.max_concurrent_dials.max(1));
         DiscoveryHandler {
             shared,
             local,
             sessions: HashMap::new(),
-            dials_tx,
-            dials_rx,
-            in_flight: 0,
+            dialing: HashMap::new(),
             next_bootstrap: Instant::now(),
             bootstrap_rounds: 0,
         }
@@ -102,25 +94,19 @@ impl DiscoveryHandler {
         ctx.send(session, message.encode()).is_ok()
     }
 
-    /// Starts a dial task; its outcome comes back through `dials_rx`.
-    fn spawn_dial(&mut self, control: &ServiceControl, expected: Option<PeerId>, addr: Multiaddr) {
-        self.in_flight += 1;
-        let control = control.clone();
-        let tx = self.dials_tx.clone();
-        let opts = DialOptions {
-            expected_peer: expected,
-            ..DialOptions::default()
-        };
-        tokio::spawn(async move {
-            let result = control.dial(addr.clone(), opts).await.map(|s| s.peer);
-            let _ = tx
-                .send(DialOutcome {
-                    expected,
-                    addr,
-                    result,
-                })
-                .await;
-        });
+    /// Asks the service to dial `peer`, which the store says is at `addr`.
+    fn dial(&mut self, ctx: &ProtocolContext, peer: PeerId, addr: Multiaddr) {
+        ctx.control()
+            .add_addresses(peer, std::slice::from_ref(&addr), AddressSource::Peer);
+        match ctx.dial_peer(peer) {
+            Ok(()) => {
+                self.dialing.insert(peer, (addr, Instant::now()));
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "dial not attempted");
+                self.shared.store().dial_cancelled(peer);
+            }
+        }
     }
 
     fn answer(&mut self, ctx: &ProtocolContextMut<'_>, max: u32) -> HandlerResult {
@@ -205,6 +191,9 @@ impl DiscoveryHandler {
                 .cloned()
                 .collect();
             let seq = record.seq();
+            // Signed by the peer itself: its own word on where it listens.
+            ctx.control()
+                .add_addresses(peer, &addrs, AddressSource::Peer);
             match store.insert_record(record, now, &dialable) {
                 Inserted::New => self.shared.emit(Event::Discovered { peer, addrs }),
                 Inserted::Updated => self.shared.emit(Event::Updated { peer, seq }),
@@ -221,46 +210,54 @@ impl DiscoveryHandler {
         Ok(())
     }
 
-    fn drain_dials(&mut self) {
-        let now = Instant::now();
+    /// The service reached `peer` (a session we dialled opened the
+    /// protocol at `addr`).
+    fn dial_succeeded(&mut self, peer: PeerId, addr: &Multiaddr) {
+        let bootstrap = self
+            .shared
+            .config
+            .bootstrap
+            .iter()
+            .any(|b| b.without_peer_id() == addr.without_peer_id());
+        if self.dialing.remove(&peer).is_none() && !bootstrap {
+            return;
+        }
+        self.shared
+            .store()
+            .dial_succeeded(peer, addr, Instant::now());
+        self.shared.emit(Event::Verified {
+            peer,
+            addr: addr.without_peer_id(),
+        });
+    }
+
+    /// The service could not reach `peer`.
+    fn dial_failed(&mut self, peer: PeerId, error: &DialError) {
+        let Some((addr, _)) = self.dialing.remove(&peer) else {
+            return;
+        };
+        let mut store = self.shared.store();
+        if error.is_local() {
+            tracing::debug!(%peer, %error, "dial not attempted");
+            store.dial_cancelled(peer);
+            return;
+        }
         let policy = Backoff {
             base: self.shared.config.dial_backoff,
             max: self.shared.config.max_dial_backoff,
             max_failures: self.shared.config.max_failures.max(1),
         };
-        while let Ok(outcome) = self.dials_rx.try_recv() {
-            self.in_flight = self.in_flight.saturating_sub(1);
-            let mut store = self.shared.store();
-            match (outcome.result, outcome.expected) {
-                (Ok(peer), _) => {
-                    store.dial_succeeded(peer, &outcome.addr, now);
-                    self.shared.emit(Event::Verified {
-                        peer,
-                        addr: outcome.addr.without_peer_id(),
-                    });
-                }
-                (Err(e), Some(peer)) if is_local(&e) => {
-                    tracing::debug!(%peer, error = %e, "dial not attempted");
-                    store.dial_cancelled(peer);
-                }
-                (Err(e), Some(peer)) => {
-                    let failure = store.dial_failed(peer, &outcome.addr, now, &policy);
-                    self.shared.emit(Event::DialFailed {
-                        peer,
-                        addr: outcome.addr,
-                        error: e.to_string(),
-                    });
-                    if failure == DialFailure::Removed {
-                        self.shared.emit(Event::Removed {
-                            peer,
-                            reason: RemoveReason::Unreachable,
-                        });
-                    }
-                }
-                (Err(e), None) => {
-                    tracing::debug!(addr = %outcome.addr, error = %e, "bootstrap dial failed");
-                }
-            }
+        let failure = store.dial_failed(peer, &addr, Instant::now(), &policy);
+        self.shared.emit(Event::DialFailed {
+            peer,
+            addr,
+            error: error.to_string(),
+        });
+        if failure == DialFailure::Removed {
+            self.shared.emit(Event::Removed {
+                peer,
+                reason: RemoveReason::Unreachable,
+            });
         }
     }
 
@@ -268,6 +265,17 @@ impl DiscoveryHandler {
         let now = Instant::now();
         let config = self.shared.config.clone();
         let control = ctx.control().clone();
+        // Dials that never reported back (the peer does not speak
+        // discovery, so no `connected`) stop counting.
+        let mut store = self.shared.store();
+        self.dialing.retain(|peer, (_, since)| {
+            let waiting = now.duration_since(*since) < DIAL_WAIT;
+            if !waiting {
+                store.dial_cancelled(*peer);
+            }
+            waiting
+        });
+        drop(store);
 
         for peer in self.shared.store().expire(now, config.peer_ttl) {
             self.shared.emit(Event::Removed {
@@ -302,7 +310,7 @@ impl DiscoveryHandler {
         if !sessions.is_empty() {
             self.bootstrap_rounds = 0;
         }
-        if sessions.is_empty() && self.in_flight == 0 && now >= self.next_bootstrap {
+        if sessions.is_empty() && self.dialing.is_empty() && now >= self.next_bootstrap {
             self.next_bootstrap = now
                 + bootstrap_delay(
                     config.bootstrap_retry,
@@ -312,17 +320,26 @@ impl DiscoveryHandler {
             self.bootstrap_rounds = self.bootstrap_rounds.saturating_add(1);
             let room = config.max_concurrent_dials;
             for addr in config.bootstrap.iter().take(room) {
-                self.spawn_dial(&control, addr.peer_id(), addr.clone());
+                match addr.peer_id() {
+                    Some(peer) => self.dial(ctx, peer, addr.without_peer_id()),
+                    // Whoever answers there: no peer to report about.
+                    None => {
+                        if let Err(e) = control.try_dial(addr.clone(), DialOptions::default()) {
+                            tracing::debug!(%addr, error = %e, "bootstrap dial not attempted");
+                        }
+                    }
+                }
             }
         }
-        let room = config.max_concurrent_dials.saturating_sub(self.in_flight);
+        let in_flight = self.dialing.len();
+        let room = config.max_concurrent_dials.saturating_sub(in_flight);
         let wanted = config
             .target_connections
-            .saturating_sub(outbound + self.in_flight)
+            .saturating_sub(outbound + in_flight)
             .min(room);
         let picks = self.shared.store().dial_candidates(now, wanted, &connected);
         for (peer, addr) in picks {
-            self.spawn_dial(&control, Some(peer), addr);
+            self.dial(ctx, peer, addr);
         }
     }
 }
@@ -344,11 +361,6 @@ fn bootstrap_delay(base: Duration, max: Duration, rounds: u32) -> Duration {
         .min(max.max(base))
 }
 
-/// Dial errors that say nothing about the peer.
-fn is_local(e: &DialError) -> bool {
-    e.is_local()
-}
-
 impl ServiceProtocol for DiscoveryHandler {
     fn init(&mut self, ctx: &mut ProtocolContext) -> HandlerResult {
         ctx.set_notify(self.shared.config.tick_interval, TICK)?;
@@ -361,6 +373,9 @@ impl ServiceProtocol for DiscoveryHandler {
         let now = Instant::now();
         let session = ctx.session().clone();
         self.shared.store().session_opened(session.peer, now);
+        if session.direction == Direction::Outbound {
+            self.dial_succeeded(session.peer, &session.remote_addr);
+        }
         let sent = self.send_request(ctx, session.id);
         self.sessions.insert(
             session.id,
@@ -395,9 +410,18 @@ impl ServiceProtocol for DiscoveryHandler {
 
     fn notify(&mut self, ctx: &mut ProtocolContext, token: u64) -> HandlerResult {
         if token == TICK {
-            self.drain_dials();
             self.upkeep(ctx);
         }
+        Ok(())
+    }
+
+    fn dial_failed(
+        &mut self,
+        _ctx: &mut ProtocolContext,
+        peer: PeerId,
+        error: &DialError,
+    ) -> HandlerResult {
+        DiscoveryHandler::dial_failed(self, peer, error);
         Ok(())
     }
 }
