@@ -14,12 +14,6 @@ pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(crate::directory::D
 /// Default interval between republications.
 pub const DEFAULT_REPUBLISH: Duration =
     Duration::from_secs(crate::directory::REPUBLISH_INTERVAL_SECS);
-/// Default first wait before looking a contact up again after a miss.
-pub const DEFAULT_LOOKUP_RETRY: Duration = Duration::from_millis(100);
-/// Default longest wait between lookups of an unreachable contact.
-pub const DEFAULT_LOOKUP_RETRY_MAX: Duration = Duration::from_secs(60);
-/// Default most envelopes waiting per device for a session.
-pub const DEFAULT_MAX_WAITING: usize = 1_024;
 
 /// Configuration of a [`Messenger`](crate::Messenger).
 #[derive(Debug, Clone)]
@@ -31,19 +25,14 @@ pub struct MessengerConfig {
     /// Addresses this node is reachable at besides its listen addresses (a
     /// port forwarded by a router), announced in the presence record.
     pub external_addresses: Vec<Multiaddr>,
-    /// The engine's retry and window settings.
+    /// The engine's retry and window settings (how often a contact out of
+    /// reach is looked up again is `engine.route_retry`, doubling up to
+    /// `engine.route_retry_max`).
     pub engine: EngineConfig,
     /// Lifetime of the presence and prekey records.
     pub record_ttl: Duration,
     /// Interval between republications of those records.
     pub republish: Duration,
-    /// First wait before looking a contact up again after a miss (doubles
-    /// up to `lookup_retry_max`).
-    pub lookup_retry: Duration,
-    /// Longest wait between lookups.
-    pub lookup_retry_max: Duration,
-    /// Envelopes kept per device while a session is being opened.
-    pub max_waiting: usize,
     /// Faults to inject into outgoing envelopes (tests and demos only).
     pub faults: Option<FaultConfig>,
     /// A copy of every envelope as it arrives from the service layer,
@@ -74,9 +63,6 @@ impl Default for MessengerConfig {
             engine: EngineConfig::default(),
             record_ttl: DEFAULT_RECORD_TTL,
             republish: DEFAULT_REPUBLISH,
-            lookup_retry: DEFAULT_LOOKUP_RETRY,
-            lookup_retry_max: DEFAULT_LOOKUP_RETRY_MAX,
-            max_waiting: DEFAULT_MAX_WAITING,
             faults: None,
             envelope_tap: None,
             agent: concat!("shoal-messenger/", env!("CARGO_PKG_VERSION")).to_owned(),

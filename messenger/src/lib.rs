@@ -2,9 +2,14 @@
 //!
 //! # Tour
 //! - [`Messenger`]: start a node for a store ([`SqliteStore`] or
-//!   [`shoal_im::MemoryStore`]) on a transport, then `add_contact`, `send`,
+//!   [`shoal_im::MemoryStore`]) on a transport ([`Messenger::start`]), or
+//!   plug the envelope protocol into a node of your own beside other
+//!   protocols ([`Messenger::protocol`]); then `add_contact`, `send`,
 //!   `mark_read`, `history`, `contacts`, `peers`; [`Event`]s arrive on the
 //!   returned channel.
+//! - `im_core.rs`: the engine as a [`shoal::Core`] (run by the service's
+//!   [`CoreDriver`](shoal::CoreDriver) like kad and gossip); `driver.rs`:
+//!   the one task moving commands, events, lookups and publications.
 //! - [`directory`]: presence and prekey records in the Kademlia DHT, and
 //!   their validators.
 //! - [`SqliteStore`]: the durable store (WAL, one transaction per engine step).
@@ -18,7 +23,8 @@
 //!  send ─▶ Engine (compose, commit, encrypt) ─▶ Transmit ─▶ /shoal/im frame ─▶ peer
 //!  peer ─▶ /shoal/im frame ─▶ Engine (decrypt, order, commit) ─▶ Event + Ack ─▶ peer
 //!  stranger ─▶ … ─▶ Engine (request: stored within quotas) ─▶ MessageRequest; Ack once accepted
-//!  no session to the device ─▶ directory lookup (DHT) ─▶ dial ─▶ waiting envelopes
+//!  no session to the device ─▶ engine asks for a route (rate-limited) ─▶ directory
+//!      lookup (DHT) ─▶ address book ─▶ the service dials ─▶ engine retries
 //! ```
 
 //!
@@ -73,11 +79,16 @@
 
 pub mod config;
 pub mod directory;
+mod driver;
 mod faults;
-mod service;
+mod im_core;
+mod messenger;
 pub mod sqlite;
 
 pub use config::MessengerConfig;
 pub use faults::FaultConfig;
-pub use service::{Event, IDENTIFY, IM, IM_PROTOCOL_NAME, KAD, Messenger, MessengerError};
+pub use im_core::MAX_BACKLOG;
+pub use messenger::{
+    Event, IDENTIFY, IM, IM_PROTOCOL_NAME, KAD, Messenger, MessengerError, kad_config, open_engine,
+};
 pub use sqlite::SqliteStore;

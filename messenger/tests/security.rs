@@ -55,8 +55,11 @@ fn config(bootstrap: Option<&Multiaddr>, tap: mpsc::Sender<Bytes>) -> MessengerC
         listen: vec!["/memory/0".parse().unwrap()],
         bootstrap: bootstrap.into_iter().cloned().collect(),
         envelope_tap: Some(tap),
-        lookup_retry: Duration::from_millis(200),
-        lookup_retry_max: Duration::from_secs(1),
+        engine: EngineConfig {
+            route_retry: Duration::from_millis(200),
+            route_retry_max: Duration::from_secs(1),
+            ..EngineConfig::default()
+        },
         ..MessengerConfig::default()
     }
 }

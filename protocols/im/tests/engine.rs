@@ -172,7 +172,11 @@ fn offline_recipient_does_not_exhaust_the_window() {
         }
     }
     assert!(received(&peers[1].events).is_empty());
+    // Route requests backed off while bob was away (up to a minute apart);
+    // his return is news a driver passes on at once.
+    assert!(peers[0].engine.poll_timeout().is_some());
     net.link_up = true;
+    peers[0].engine.retry_now(net.now, bob).unwrap();
     net.pump(&mut peers, 500);
     let mut got = received(&peers[1].events);
     got.sort();
@@ -399,4 +403,32 @@ fn a_black_hole_while_online_does_not_exhaust_the_window() {
         0,
         "no envelope fell outside the window"
     );
+}
+
+#[test]
+fn route_requests_back_off_while_no_route_is_found() {
+    // Bob is unreachable for ten simulated minutes: alice's engine asks for
+    // a route (one directory lookup or dial each) at 0.1, 0.2, 0.4 ... s,
+    // then once a minute; a found route starts the waits over.
+    let now = Instant::now();
+    let mut peers = pair(now);
+    let mut net = net(5, now, 0.0);
+    let bob = peers[1].engine.user_id();
+    net.link_up = false;
+    peers[0].engine.send(net.now, 0, bob, "hello").unwrap();
+    net.pump(&mut peers, 60_000); // 600 s in 10 ms rounds
+    let asked = |p: &common::Peer| {
+        p.events
+            .iter()
+            .filter(|e| matches!(e, Event::NeedRoute { .. } | Event::NeedBundle { .. }))
+            .count()
+    };
+    let requests = asked(&peers[0]);
+    // 0.1 s doubling to 60 s: 11 requests in the first 2 minutes, then one
+    // a minute (a fixed one-second limit would have made 600).
+    assert!((15..=25).contains(&requests), "{requests} route requests");
+    net.link_up = true;
+    peers[0].engine.retry_now(net.now, bob).unwrap();
+    net.pump(&mut peers, 500);
+    assert_eq!(received(&peers[1].events).len(), 1);
 }

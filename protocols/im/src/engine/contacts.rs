@@ -64,6 +64,9 @@ pub(super) struct Contact {
     /// When we may answer the contact's next resend request.
     pub(super) next_resend_answer: Option<Instant>,
     pub(super) next_route_request: Option<Instant>,
+    /// The wait after the next route request (doubles until a route is
+    /// found; zero: the configured first wait).
+    pub(super) route_wait: std::time::Duration,
     /// A session to the contact's device is open (told by the driver).
     pub(super) online: bool,
     /// Envelopes sealed since the last envelope received from the contact.
@@ -238,6 +241,7 @@ impl<S: Store> Engine<S> {
             next_resend_request: None,
             next_resend_answer: None,
             next_route_request: None,
+            route_wait: std::time::Duration::ZERO,
             online: false,
             unanswered: 0,
             pending_read: Vec::new(),

@@ -106,6 +106,12 @@ pub struct EngineConfig {
     /// late or out of order) are kept; then all of a session's are erased,
     /// and a message that arrives after that comes with its sender's retry.
     pub skipped_key_lifetime: Duration,
+    /// First wait before asking again for a route to a contact whose
+    /// messages wait ([`Event::NeedBundle`], [`Event::NeedRoute`]: each is
+    /// one directory lookup or dial); doubles while no route is found.
+    pub route_retry: Duration,
+    /// Longest wait between two route requests for one contact.
+    pub route_retry_max: Duration,
 }
 
 impl Default for EngineConfig {
@@ -116,6 +122,8 @@ impl Default for EngineConfig {
             resend_interval: Duration::from_secs(1),
             max_sessions: 4,
             skipped_key_lifetime: SKIPPED_KEY_LIFETIME,
+            route_retry: Duration::from_millis(100),
+            route_retry_max: Duration::from_secs(60),
         }
     }
 }

@@ -57,6 +57,10 @@ impl<S: Store> Engine<S> {
             return Ok(());
         };
         let was = std::mem::replace(&mut c.online, online);
+        if online {
+            // A route: the next search starts from the first wait again.
+            c.route_wait = std::time::Duration::ZERO;
+        }
         if online && !was {
             self.retry_now(now, contact)?;
         }
@@ -177,6 +181,7 @@ impl<S: Store> Engine<S> {
     /// Sends every outbox entry of `contact` that is due.
     pub(super) fn flush_outbox(&mut self, now: Instant, contact: UserId, batch: &mut Batch) {
         let (initial, max) = (self.config.retry_initial, self.config.retry_max);
+        let (route_first, route_max) = (self.config.route_retry, self.config.route_retry_max);
         let Some(c) = self.contacts.get_mut(&contact) else {
             return;
         };
@@ -187,8 +192,12 @@ impl<S: Store> Engine<S> {
         if !ready {
             // Encrypting now would only use up chain keys the recipient
             // may have to skip: ask for a route instead.
+            // One rate limit for every route request, doubling while none
+            // is found: each request is a lookup or a dial.
             if !c.outbox.is_empty() && c.next_route_request.is_none_or(|t| t <= now) {
-                c.next_route_request = Some(now + initial);
+                let wait = c.route_wait.max(route_first);
+                c.next_route_request = Some(now + wait);
+                c.route_wait = wait.saturating_mul(2).min(route_max.max(route_first));
                 match (&c.device, c.sessions.is_empty()) {
                     (Some(device), false) => batch.events.push(Event::NeedRoute {
                         contact,

@@ -118,6 +118,7 @@ impl<S: Store> Engine<S> {
                     next_resend_request,
                     next_resend_answer: None,
                     next_route_request: None,
+                    route_wait: std::time::Duration::ZERO,
                     online: false,
                     unanswered: blob.unanswered,
                     pending_read: message_ids(&blob.pending_read).collect(),
