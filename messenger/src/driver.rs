@@ -20,11 +20,10 @@ use tokio::sync::mpsc;
 
 use crate::directory::{self, DirectoryEntry};
 use crate::im_core::{ImCore, Output, OutputQueue};
+use crate::join;
 use crate::messenger::{Command, unix_ms};
 use crate::{Event, MessengerConfig, MessengerError};
 
-/// How long one dial to a bootstrap node may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one directory lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -145,7 +144,7 @@ impl<S: Store> Driver<S> {
                             tokio::spawn(async move {
                                 let _ = dht.bootstrap(vec![(peer, addrs)]).await;
                                 // Our first publication found an empty DHT.
-                                put_records(&dht, records).await;
+                                join::put_records(&dht, records).await;
                             });
                         }
                     }
@@ -153,7 +152,7 @@ impl<S: Store> Driver<S> {
                 _ = republish.tick() => {
                     self.rotate_prekey();
                     let (dht, records) = (self.dht.clone(), self.records(&control));
-                    tokio::spawn(async move { put_records(&dht, records).await });
+                    tokio::spawn(async move { join::put_records(&dht, records).await });
                 }
             }
         }
@@ -182,18 +181,8 @@ impl<S: Store> Driver<S> {
         // Larger is newer, also across restarts (milliseconds, so a quick
         // restart still publishes a newer record).
         self.published_seq = unix_ms().max(self.published_seq + 1);
-        let (seq, addrs) = (self.published_seq, control.announce_addrs());
-        let expires = (unix_ms() / 1000).saturating_add(self.config.record_ttl.as_secs());
-        let records = self.core.with(|c, _| {
-            let device = c.engine.device();
-            directory::presence_record(device, &addrs, seq, expires).and_then(|p| {
-                directory::prekeys_record(device, &c.engine.prekey_bundle(), seq, expires)
-                    .map(|b| (p, b))
-            })
-        });
-        records
-            .map_err(|e| tracing::warn!(%e, "presence records not built"))
-            .ok()
+        let (seq, ttl) = (self.published_seq, self.config.record_ttl);
+        join::records(&self.core, &control.announce_addrs(), seq, ttl)
     }
 
     /// Dials `addrs` (which name their peer), joins the DHT through those
@@ -211,10 +200,10 @@ impl<S: Store> Driver<S> {
             let result = if addrs.is_empty() {
                 Ok(())
             } else {
-                join_through(&control, &dht, addrs).await
+                join::join_through(&control, &dht, addrs).await
             };
             if result.is_ok() || reply.is_none() {
-                put_records(&dht, records).await;
+                join::put_records(&dht, records).await;
             }
             match (reply, result) {
                 (Some(reply), result) => {
@@ -285,62 +274,5 @@ impl<S: Store> Driver<S> {
         if session && !entry.addresses.is_empty() {
             let _ = control.try_dial_peer(device, DialOptions::default(), Some(self.im));
         }
-    }
-}
-
-/// Dials each of `addrs` (which name their peer), then joins the DHT
-/// through those that answered. `Err` is one readable line per address
-/// that could not be reached (or the DHT's refusal).
-async fn join_through(
-    control: &ServiceControl,
-    dht: &shoal_kad::Handle,
-    addrs: Vec<Multiaddr>,
-) -> Result<(), String> {
-    let mut seeds = Vec::new();
-    let mut problems = Vec::new();
-    for addr in addrs {
-        let Some(peer) = addr.peer_id() else {
-            problems.push(format!("{addr}: the address needs /p2p/<peer id>"));
-            continue;
-        };
-        let dial = control.dial(addr.clone(), DialOptions::default().expect(peer));
-        match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
-            Ok(Ok(_)) => seeds.push((peer, vec![addr.without_peer_id()])),
-            Ok(Err(e)) => problems.push(format!("bootstrap {addr} unreachable: {}", short(&e))),
-            Err(_) => problems.push(format!("bootstrap {addr} unreachable: no answer")),
-        }
-    }
-    if !seeds.is_empty() {
-        match tokio::time::timeout(Duration::from_secs(60), dht.bootstrap(seeds)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => problems.push(format!("joining the network failed: {e}")),
-            Err(_) => problems.push("joining the network timed out".to_owned()),
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("; "))
-    }
-}
-
-/// A dial error as a short phrase: the innermost cause ("connection
-/// refused", "no answer"), not the whole chain.
-fn short(error: &shoal::DialError) -> String {
-    let mut source: &dyn std::error::Error = error;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
-}
-
-async fn put_records(dht: &shoal_kad::Handle, records: Option<(SignedRecord, SignedRecord)>) {
-    let Some((presence, prekeys)) = records else {
-        return;
-    };
-    let (p, b) = tokio::join!(dht.put_record(presence), dht.put_record(prekeys));
-    match (p, b) {
-        (Ok((p, _)), Ok((b, _))) => tracing::debug!(p, b, "presence published"),
-        (p, b) => tracing::warn!(?p, ?b, "presence not published"),
     }
 }

@@ -82,6 +82,7 @@ pub mod directory;
 mod driver;
 mod faults;
 mod im_core;
+mod join;
 mod messenger;
 pub mod sqlite;
 

@@ -85,6 +85,9 @@ struct Shared<C: Core> {
     /// Whether a frame to a peer without a session makes the service dial
     /// it (see [`CoreDriver::connected_only`]).
     dial: AtomicBool,
+    /// Whether a frame that finds the queues full waits for room (see
+    /// [`CoreDriver::wait_for_room`]).
+    wait: AtomicBool,
 }
 
 impl<C: Core> Shared<C> {
@@ -99,14 +102,25 @@ impl<C: Core> Shared<C> {
                 control.add_addresses(peer, &addrs, AddressSource::Hearsay);
             }
             let dial = self.dial.load(Ordering::Relaxed);
+            let wait = self.wait.load(Ordering::Relaxed);
             while let Some(t) = inner.core.poll_transmit() {
                 // The service picks the peer's session that stays (not one
                 // a crossed dial is replacing).
                 let sent = if dial || inner.sessions.contains(&t.peer) {
-                    control.try_send_to_peer(t.peer, *protocol, t.bytes)
+                    control.try_send_to_peer(t.peer, *protocol, t.bytes.clone())
                 } else {
                     Err(crate::SendError::Unreachable(t.peer))
                 };
+                if wait
+                    && let Err(crate::SendError::QueueFull(_) | crate::SendError::PeerQueueFull(_)) =
+                        sent
+                {
+                    let (control, protocol) = (control.clone(), *protocol);
+                    tokio::spawn(async move {
+                        let _ = control.send_to_peer(t.peer, protocol, t.bytes).await;
+                    });
+                    continue;
+                }
                 if let Err(error) = sent {
                     self.dropped_transmits.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(peer = %t.peer, %protocol, %error, "frame dropped");
@@ -193,6 +207,7 @@ impl<C: Core> CoreDriver<C> {
             }),
             dropped_transmits: AtomicU64::new(0),
             dial: AtomicBool::new(true),
+            wait: AtomicBool::new(false),
         });
         (
             CoreDriver {
@@ -209,6 +224,17 @@ impl<C: Core> CoreDriver<C> {
     /// gossip mesh, which talks only to its connected peers).
     pub fn connected_only(self) -> Self {
         self.shared.dial.store(false, Ordering::Relaxed);
+        self
+    }
+}
+
+impl<C: Core> CoreDriver<C> {
+    /// A frame that finds the queues full waits for room (on a task of its
+    /// own) instead of being dropped: for a core whose every frame costs
+    /// something it cannot take back, such as a message key, and that
+    /// bounds how many frames it has in flight itself.
+    pub fn wait_for_room(self) -> Self {
+        self.shared.wait.store(true, Ordering::Relaxed);
         self
     }
 }

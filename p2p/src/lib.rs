@@ -135,7 +135,6 @@ pub use error::{
     ListenError, ProtocolError, SendError, ServiceError,
 };
 pub use ids::{DialId, Direction, ListenerId, ProtocolId, SessionId, SessionInfo};
-pub use peer_sessions::PeerSessions;
 pub use protocol::{
     ProtocolContext, ProtocolContextMut, ProtocolEvent, ProtocolEvents, ProtocolMeta,
     ProtocolMetaBuilder, RawStream, RawStreams, ServiceProtocol, SessionProtocol, TooManyTimers,

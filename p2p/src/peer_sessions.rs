@@ -1,4 +1,5 @@
-//! [`PeerSessions`]: which sessions each peer has open on a protocol.
+//! `PeerSessions`: which sessions each peer has open on a protocol (for
+//! the core driver, which addresses peers rather than sessions).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,30 +12,16 @@ use crate::SessionId;
 /// sessions for a moment when the service replaces one by a newer (one
 /// session per pair of peers: the older drains for a short grace, then
 /// closes) or when duplicates are allowed; the peer counts as connected from
-/// its first session opening to its last closing, and messages go to its
-/// newest open session.
-///
-/// ```
-/// use shoal::{PeerId, PeerSessions, SessionId};
-///
-/// let mut open = PeerSessions::default();
-/// let peer = PeerId::from_bytes([1; 32]);
-/// assert!(open.insert(peer, SessionId::new(7)), "first session: peer connected");
-/// assert!(!open.insert(peer, SessionId::new(9)));
-/// assert_eq!(open.first(&peer), Some(SessionId::new(9)));
-/// assert!(!open.remove(&peer, SessionId::new(7)));
-/// assert!(open.remove(&peer, SessionId::new(9)), "last session: peer disconnected");
-/// assert!(!open.contains(&peer));
-/// ```
+/// its first session opening to its last closing.
 #[derive(Debug, Clone, Default)]
-pub struct PeerSessions {
+pub(crate) struct PeerSessions {
     by_peer: BTreeMap<PeerId, BTreeSet<SessionId>>,
 }
 
 impl PeerSessions {
     /// Records that `session` with `peer` is open; `true` if it is the
     /// peer's first.
-    pub fn insert(&mut self, peer: PeerId, session: SessionId) -> bool {
+    pub(crate) fn insert(&mut self, peer: PeerId, session: SessionId) -> bool {
         let sessions = self.by_peer.entry(peer).or_default();
         let first = sessions.is_empty();
         sessions.insert(session);
@@ -43,7 +30,7 @@ impl PeerSessions {
 
     /// Records that `session` with `peer` closed; `true` if it was the
     /// peer's last.
-    pub fn remove(&mut self, peer: &PeerId, session: SessionId) -> bool {
+    pub(crate) fn remove(&mut self, peer: &PeerId, session: SessionId) -> bool {
         let Some(sessions) = self.by_peer.get_mut(peer) else {
             return false;
         };
@@ -58,18 +45,34 @@ impl PeerSessions {
     }
 
     /// Forgets every session of `peer` and returns them (to close them).
-    pub fn remove_peer(&mut self, peer: &PeerId) -> BTreeSet<SessionId> {
+    pub(crate) fn remove_peer(&mut self, peer: &PeerId) -> BTreeSet<SessionId> {
         self.by_peer.remove(peer).unwrap_or_default()
     }
 
-    /// The session to send to `peer` on (the first choice): its newest
-    /// open one, so traffic moves to a replacing session at once.
-    pub fn first(&self, peer: &PeerId) -> Option<SessionId> {
-        self.by_peer.get(peer).and_then(|s| s.last().copied())
-    }
-
     /// Whether `peer` has an open session.
-    pub fn contains(&self, peer: &PeerId) -> bool {
+    pub(crate) fn contains(&self, peer: &PeerId) -> bool {
         self.by_peer.contains_key(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_and_last_session_of_a_peer() {
+        let mut open = PeerSessions::default();
+        let peer = PeerId::from_bytes([1; 32]);
+        assert!(
+            open.insert(peer, SessionId::new(7)),
+            "first session: peer connected"
+        );
+        assert!(!open.insert(peer, SessionId::new(9)));
+        assert!(!open.remove(&peer, SessionId::new(7)));
+        assert!(
+            open.remove(&peer, SessionId::new(9)),
+            "last session: peer disconnected"
+        );
+        assert!(!open.contains(&peer));
     }
 }

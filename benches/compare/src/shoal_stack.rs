@@ -187,7 +187,8 @@ impl ShoalStack {
             "shoal dial",
             self.client.dial(self.addr.clone(), options),
         )
-        .await??)
+        .await??
+        .session)
     }
 
     /// Opens a raw substream of `protocol` on `session`.

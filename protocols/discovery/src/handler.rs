@@ -303,6 +303,17 @@ impl DiscoveryHandler {
         // Connection upkeep.
         let sessions = control.sessions();
         let connected: HashSet<PeerId> = sessions.iter().map(|s| s.peer).collect();
+        // A dial that found the peer connected already (a crossed dial
+        // whose survivor is the peer's) brings no `connected`: it reached.
+        let reached: Vec<(PeerId, Multiaddr)> = self
+            .dialing
+            .iter()
+            .filter(|(p, _)| connected.contains(p))
+            .map(|(p, (a, _))| (*p, a.clone()))
+            .collect();
+        for (peer, addr) in reached {
+            self.dial_succeeded(peer, &addr);
+        }
         let outbound = sessions
             .iter()
             .filter(|s| s.direction == Direction::Outbound)
