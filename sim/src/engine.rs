@@ -3,11 +3,12 @@
 use std::{
     cmp::Ordering,
     collections::{BinaryHeap, HashMap},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use shoal::{Core, Multiaddr, Now, Remote};
 use shoal_identity::PeerId;
 
 use crate::{Clock, clock::Origin, network::NetworkModel};
@@ -20,30 +21,27 @@ pub const DEFAULT_UNIX_START: u64 = 1_800_000_000;
 /// is called again.
 const TIMER_RETRY: Duration = Duration::from_millis(1);
 
-/// A message a node wants sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The receiving node.
-    pub to: PeerId,
-    /// The encoded message, exactly as the real handler would put it on
-    /// the wire.
-    pub bytes: Vec<u8>,
+/// The simulator drives the same [`Core`] trait as the tokio driver
+/// ([`shoal::CoreDriver`]): after every call it drains
+/// [`Core::poll_transmit`] and reads [`Core::poll_timeout`], exactly as the
+/// driver does. Every delivery comes from a peer "dialled" at its
+/// [`sim_addr`], and [`Core::poll_event`] is left to the node (the
+/// simulator has no application to hand events to).
+///
+/// The time a core gets is the simulation's [`Clock`] as a [`Now`].
+pub fn now_of(clock: Clock) -> Now {
+    Now::at(clock.instant, clock.unix_secs.saturating_mul(1000))
 }
 
-/// A sans-IO core as the simulator drives it.
-///
-/// After every call the simulator drains [`poll_transmit`](Self::poll_transmit)
-/// and reads [`poll_timeout`](Self::poll_timeout), exactly as a tokio
-/// driver would.
-pub trait SimNode {
-    /// A message from `from` arrived.
-    fn deliver(&mut self, now: Clock, from: PeerId, bytes: &[u8]);
-    /// The deadline from `poll_timeout` has passed.
-    fn handle_timeout(&mut self, now: Clock);
-    /// The next instant the node wants `handle_timeout`, if any.
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// The next message to send, if any.
-    fn poll_transmit(&mut self) -> Option<Transmit>;
+/// The address a simulated node is "reached" at: a memory address derived
+/// from its peer id (what cores record as the peer's dialled address).
+pub fn sim_addr(peer: &PeerId) -> Multiaddr {
+    let bytes = peer.as_bytes();
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&bytes[..8]);
+    let text = format!("/memory/{}", u64::from_be_bytes(n) >> 1);
+    text.parse()
+        .unwrap_or_else(|_| unreachable!("a memory address is valid"))
 }
 
 /// A node's position in its simulation.
@@ -63,6 +61,8 @@ pub struct SimStats {
     pub to_crashed: u64,
     /// Messages addressed to a peer id no node has.
     pub unroutable: u64,
+    /// Messages a node's core refused (`handle_message` failed).
+    pub rejected: u64,
 }
 
 /// One simulated node.
@@ -80,7 +80,7 @@ enum Event {
     Deliver {
         to: usize,
         from: usize,
-        bytes: Vec<u8>,
+        bytes: shoal::Bytes,
     },
     Timer {
         node: usize,
@@ -133,7 +133,7 @@ pub struct Simulation<N> {
     stats: SimStats,
 }
 
-impl<N: SimNode> Simulation<N> {
+impl<N: Core> Simulation<N> {
     /// An empty simulation over `model`, starting at
     /// [`DEFAULT_UNIX_START`] on the wall clock.
     pub fn new(seed: u64, model: NetworkModel) -> Simulation<N> {
@@ -308,7 +308,14 @@ impl<N: SimNode> Simulation<N> {
         let from_peer = self.slots[from].peer;
         let slot = &mut self.slots[to];
         slot.received += 1;
-        slot.node.deliver(now, from_peer, bytes);
+        let remote = Remote::dialled(from_peer, sim_addr(&from_peer));
+        if slot
+            .node
+            .handle_message(now_of(now), &remote, bytes)
+            .is_err()
+        {
+            self.stats.rejected += 1;
+        }
         self.flush(to, Duration::ZERO);
     }
 
@@ -324,7 +331,7 @@ impl<N: SimNode> Simulation<N> {
             .is_some_and(|t| self.origin.elapsed(t) <= self.now);
         if due {
             let now = self.origin.at(self.now);
-            self.slots[index].node.handle_timeout(now);
+            self.slots[index].node.handle_timeout(now_of(now));
         }
         // A core still due right after handling its timeout would otherwise
         // spin at one instant; it gets called again a millisecond later.
@@ -337,7 +344,7 @@ impl<N: SimNode> Simulation<N> {
         while let Some(t) = self.slots[index].node.poll_transmit() {
             self.stats.sent += 1;
             self.slots[index].sent += 1;
-            let Some(&to) = self.by_peer.get(&t.to) else {
+            let Some(&to) = self.by_peer.get(&t.peer) else {
                 self.stats.unroutable += 1;
                 continue;
             };

@@ -21,10 +21,9 @@ use shoal_gossip::{Event, Gossip, MessageId};
 use shoal_identity::{Keypair, PeerId};
 use shoal_kad::Kademlia;
 
-use crate::{
-    Clock, SimNode, Transmit,
-    kad::{KadHost, sim_addr},
-};
+use shoal::{BoxError, Core, Now, Remote, Transmit};
+
+use crate::{Clock, kad::KadHost};
 
 /// How often a node tops up its connections.
 pub const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -110,7 +109,10 @@ impl GossipNode {
         let mut bytes = Vec::with_capacity(1 + frame.len());
         bytes.push(TAG_GOSSIP);
         bytes.extend_from_slice(frame);
-        Transmit { to, bytes }
+        Transmit {
+            peer: to,
+            bytes: bytes.into(),
+        }
     }
 
     /// The gossip frame inside `bytes`, a message between two nodes of
@@ -153,7 +155,10 @@ impl GossipNode {
         let mut bytes = Vec::with_capacity(1 + frame.len());
         bytes.push(tag);
         bytes.extend_from_slice(frame);
-        self.out.push_back(Transmit { to, bytes });
+        self.out.push_back(Transmit {
+            peer: to,
+            bytes: bytes.into(),
+        });
     }
 
     /// Moves what the cores produced to the outbox; keeps deliveries.
@@ -209,17 +214,22 @@ impl KadHost for GossipNode {
     }
 }
 
-impl SimNode for GossipNode {
-    fn deliver(&mut self, now: Clock, from: PeerId, bytes: &[u8]) {
+impl Core for GossipNode {
+    type Event = ();
+
+    fn handle_message(&mut self, now: Now, from: &Remote, bytes: &[u8]) -> Result<(), BoxError> {
+        let from_addr = &from.addr;
+        let from = from.peer;
         let Some((&tag, frame)) = bytes.split_first() else {
-            return;
+            self.rejected += 1;
+            return Ok(());
         };
         match tag {
             TAG_KAD => {
-                let addrs = [sim_addr(&from)];
+                let addrs = [from_addr.clone()];
                 if self
                     .kad
-                    .handle_message(now.instant, now.unix_secs, from, &addrs, frame)
+                    .handle_message(now.instant, now.unix_secs(), from, &addrs, frame)
                     .is_err()
                 {
                     self.rejected += 1;
@@ -248,11 +258,12 @@ impl SimNode for GossipNode {
             _ => self.rejected += 1,
         }
         self.collect(now.instant);
+        Ok(())
     }
 
-    fn handle_timeout(&mut self, now: Clock) {
+    fn handle_timeout(&mut self, now: Now) {
         if self.kad.poll_timeout().is_some_and(|t| t <= now.instant) {
-            self.kad.handle_timeout(now.instant, now.unix_secs);
+            self.kad.handle_timeout(now.instant, now.unix_secs());
         }
         if self.gossip.poll_timeout().is_some_and(|t| t <= now.instant) {
             self.gossip.handle_timeout(now.instant);
@@ -277,6 +288,10 @@ impl SimNode for GossipNode {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 

@@ -9,20 +9,10 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use shoal_identity::{Keypair, PeerId};
 use shoal_kad::{Config, Event, Kademlia, QueryId, QueryResult, QueryStats};
-use shoal_transport::Multiaddr;
 
-use crate::{Clock, NetworkModel, NodeIndex, SimNode, Simulation, Transmit};
+use shoal::{BoxError, Core, Now, Remote, Transmit};
 
-/// The address a simulated node is reached at. Only a label: the simulator
-/// routes by peer id, but the cores keep addresses with their contacts.
-pub fn sim_addr(peer: &PeerId) -> Multiaddr {
-    let bytes = peer.as_bytes();
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&bytes[..8]);
-    let text = format!("/memory/{}", u64::from_be_bytes(n) >> 1);
-    text.parse()
-        .unwrap_or_else(|_| unreachable!("a memory address is valid"))
-}
+use crate::{Clock, NetworkModel, NodeIndex, Simulation, sim_addr};
 
 /// A [`Kademlia`] core, fed every frame as its own handler would be. Of
 /// its events it keeps the finished queries (for the test to take) and
@@ -71,7 +61,7 @@ impl KadNode {
 
 /// A simulated node with a Kademlia core, as [`KadNetworkPlan::build`]
 /// makes them.
-pub trait KadHost: SimNode + Sized {
+pub trait KadHost: Core + Sized {
     /// A node for `keypair` whose Kademlia core uses `config` and `seed`.
     fn create(keypair: Keypair, config: &Config, seed: u64) -> Self;
     /// Its Kademlia core.
@@ -90,21 +80,20 @@ impl KadHost for KadNode {
     }
 }
 
-impl SimNode for KadNode {
-    fn deliver(&mut self, now: Clock, from: PeerId, bytes: &[u8]) {
-        let addrs = [sim_addr(&from)];
-        if self
-            .core
-            .handle_message(now.instant, now.unix_secs, from, &addrs, bytes)
-            .is_err()
-        {
+impl Core for KadNode {
+    type Event = ();
+
+    fn handle_message(&mut self, now: Now, from: &Remote, bytes: &[u8]) -> Result<(), BoxError> {
+        let result = Core::handle_message(&mut self.core, now, from, bytes);
+        if result.is_err() {
             self.rejected += 1;
         }
         self.drain_events();
+        result
     }
 
-    fn handle_timeout(&mut self, now: Clock) {
-        self.core.handle_timeout(now.instant, now.unix_secs);
+    fn handle_timeout(&mut self, now: Now) {
+        Core::handle_timeout(&mut self.core, now);
         self.drain_events();
     }
 
@@ -113,10 +102,11 @@ impl SimNode for KadNode {
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.core.poll_transmit().map(|t| Transmit {
-            to: t.to,
-            bytes: t.bytes.to_vec(),
-        })
+        Core::poll_transmit(&mut self.core)
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 

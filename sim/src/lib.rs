@@ -7,11 +7,13 @@
 //! and the same seed always gives the same run.
 //!
 //! # Tour
-//! - [`SimNode`]: what the simulator needs from a core: deliver a message,
-//!   run its timers, hand over what it wants to send. Each protocol crate's
-//!   core is wrapped in a small adapter implementing it (the
-//!   [`kad`] and [`gossip`] modules), so the simulator drives the very same
-//!   cores and encoded messages as the real handlers.
+//! - [`shoal::Core`]: the trait the simulator drives, the same one the
+//!   service's tokio driver ([`shoal::CoreDriver`]) runs: deliver a
+//!   message, run its timers, hand over what it wants to send. Kademlia
+//!   and gossip implement it in their own crates; the [`kad`] and
+//!   [`gossip`] modules wrap them with what a test measures, so the
+//!   simulator drives the very same cores and encoded messages as the real
+//!   nodes.
 //! - [`NetworkModel`]: per-link latency (stable per pair of nodes, plus
 //!   jitter, so messages can overtake each other) and loss.
 //! - [`Simulation`]: the event loop. Add nodes, crash them, act on one
@@ -26,30 +28,35 @@
 //! # Example
 //! ```
 //! use std::time::{Duration, Instant};
-//! use shoal_identity::{Keypair, PeerId};
-//! use shoal_sim::{Clock, NetworkModel, SimNode, Simulation, Transmit};
+//! use shoal::{BoxError, Bytes, Core, Now, Remote, Transmit};
+//! use shoal_identity::Keypair;
+//! use shoal_sim::{NetworkModel, Simulation};
 //!
 //! /// Answers every message with the same bytes, once.
 //! #[derive(Default)]
 //! struct Echo { out: Vec<Transmit>, heard: usize }
 //!
-//! impl SimNode for Echo {
-//!     fn deliver(&mut self, _now: Clock, from: PeerId, bytes: &[u8]) {
+//! impl Core for Echo {
+//!     type Event = ();
+//!     fn handle_message(&mut self, _: Now, from: &Remote, bytes: &[u8]) -> Result<(), BoxError> {
 //!         self.heard += 1;
 //!         if bytes == b"ping" {
-//!             self.out.push(Transmit { to: from, bytes: b"pong".to_vec() });
+//!             self.out.push(Transmit { peer: from.peer, bytes: Bytes::from_static(b"pong") });
 //!         }
+//!         Ok(())
 //!     }
-//!     fn handle_timeout(&mut self, _now: Clock) {}
+//!     fn handle_timeout(&mut self, _: Now) {}
 //!     fn poll_timeout(&self) -> Option<Instant> { None }
 //!     fn poll_transmit(&mut self) -> Option<Transmit> { self.out.pop() }
+//!     fn poll_event(&mut self) -> Option<()> { None }
 //! }
 //!
 //! let mut sim = Simulation::new(7, NetworkModel::default());
 //! let a = sim.add_node(Keypair::generate().public().peer_id(), Echo::default());
 //! let b = sim.add_node(Keypair::generate().public().peer_id(), Echo::default());
 //! let b_id = sim.peer_id(b);
-//! sim.with_node(a, |node, _now| node.out.push(Transmit { to: b_id, bytes: b"ping".to_vec() }));
+//! let ping = Transmit { peer: b_id, bytes: Bytes::from_static(b"ping") };
+//! sim.with_node(a, |node, _now| node.out.push(ping));
 //! sim.run_for(Duration::from_secs(1));
 //! assert_eq!(sim.node(a).heard, 1); // the pong
 //! assert_eq!(sim.stats().delivered, 2);
@@ -64,5 +71,5 @@ pub mod kad;
 mod network;
 
 pub use clock::Clock;
-pub use engine::{DEFAULT_UNIX_START, NodeIndex, SimNode, SimStats, Simulation, Transmit};
+pub use engine::{DEFAULT_UNIX_START, NodeIndex, SimStats, Simulation, now_of, sim_addr};
 pub use network::NetworkModel;

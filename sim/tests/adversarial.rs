@@ -26,6 +26,7 @@ use std::{
 use bytes::Bytes;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
+use shoal::{BoxError, Core, Now, Remote, Transmit};
 use shoal_gossip::{
     MessageId, Topic,
     protocol::{IHave, Rpc, SignedMessage, decode_frame, encode_frame},
@@ -36,9 +37,10 @@ use shoal_kad::{
     protocol::{Body, Message},
 };
 use shoal_sim::{
-    Clock, NodeIndex, SimNode, Simulation, Transmit,
+    Clock, NodeIndex, Simulation,
     gossip::GossipNode,
-    kad::{KadHost, KadNetworkPlan, KadNode, SIM_RECORD_PURPOSE, sim_addr},
+    kad::{KadHost, KadNetworkPlan, KadNode, SIM_RECORD_PURPOSE},
+    sim_addr,
 };
 
 // ---------------------------------------------------------------------------
@@ -152,21 +154,24 @@ impl KadHost for KadPeer {
     }
 }
 
-impl SimNode for KadPeer {
-    fn deliver(&mut self, now: Clock, from: PeerId, bytes: &[u8]) {
-        match self.answer(from, bytes) {
+impl Core for KadPeer {
+    type Event = ();
+
+    fn handle_message(&mut self, now: Now, from: &Remote, bytes: &[u8]) -> Result<(), BoxError> {
+        match self.answer(from.peer, bytes) {
             Some(answer) => {
                 self.lies += 1;
                 self.out.push_back(Transmit {
-                    to: from,
-                    bytes: answer.to_vec(),
+                    peer: from.peer,
+                    bytes: answer.to_vec().into(),
                 });
+                Ok(())
             }
-            None => self.kad.deliver(now, from, bytes),
+            None => self.kad.handle_message(now, from, bytes),
         }
     }
 
-    fn handle_timeout(&mut self, now: Clock) {
+    fn handle_timeout(&mut self, now: Now) {
         self.kad.handle_timeout(now);
     }
 
@@ -176,6 +181,10 @@ impl SimNode for KadPeer {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front().or_else(|| self.kad.poll_transmit())
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 
@@ -443,8 +452,8 @@ fn forged_records_are_never_returned_or_stored() {
                     let to = holders[(i + j) % plan.config.k];
                     let bytes = Message::encode_store_bytes(j as u64, record);
                     n.out.push_back(Transmit {
-                        to,
-                        bytes: bytes.to_vec(),
+                        peer: to,
+                        bytes: bytes.to_vec().into(),
                     });
                 }
             });
@@ -652,8 +661,10 @@ impl KadHost for GossipPeer {
     }
 }
 
-impl SimNode for GossipPeer {
-    fn deliver(&mut self, now: Clock, from: PeerId, bytes: &[u8]) {
+impl Core for GossipPeer {
+    type Event = ();
+
+    fn handle_message(&mut self, now: Now, from: &Remote, bytes: &[u8]) -> Result<(), BoxError> {
         if self.attack == Some(Attack::InvalidMessages) {
             let frame = GossipNode::gossip_frame(bytes).map(Bytes::copy_from_slice);
             if let Some(Ok(rpc)) = frame.map(decode_frame) {
@@ -670,10 +681,10 @@ impl SimNode for GossipPeer {
                 }
             }
         }
-        self.node.deliver(now, from, bytes);
+        self.node.handle_message(now, from, bytes)
     }
 
-    fn handle_timeout(&mut self, now: Clock) {
+    fn handle_timeout(&mut self, now: Now) {
         if self.next_tick.is_some_and(|t| t <= now.instant) {
             self.next_tick = Some(now.instant + ATTACK_TICK);
             self.tick();
@@ -692,6 +703,10 @@ impl SimNode for GossipPeer {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front().or_else(|| self.node.poll_transmit())
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 

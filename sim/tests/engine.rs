@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use shoal::{BoxError, Core, Now, Remote, Transmit};
 use shoal_identity::{Keypair, PeerId};
-use shoal_sim::{Clock, NetworkModel, NodeIndex, SimNode, Simulation, Transmit};
+use shoal_sim::{Clock, NetworkModel, NodeIndex, Simulation};
 
 /// Floods the first copy of each 8-byte message to its neighbours and
 /// records when it arrived; ticks every `tick` if set.
@@ -25,29 +26,32 @@ impl Flood {
         self.seen.push((id, now.instant));
         for n in &self.neighbours {
             self.out.push(Transmit {
-                to: *n,
-                bytes: id.to_be_bytes().to_vec(),
+                peer: *n,
+                bytes: id.to_be_bytes().to_vec().into(),
             });
         }
     }
 }
 
-impl SimNode for Flood {
-    fn deliver(&mut self, now: Clock, _from: PeerId, bytes: &[u8]) {
-        let id = u64::from_be_bytes(bytes.try_into().unwrap());
+impl Core for Flood {
+    type Event = ();
+
+    fn handle_message(&mut self, now: Now, _from: &Remote, bytes: &[u8]) -> Result<(), BoxError> {
+        let id = u64::from_be_bytes(bytes.try_into()?);
         if self.seen.iter().any(|(s, _)| *s == id) {
-            return;
+            return Ok(());
         }
         self.seen.push((id, now.instant));
         for n in &self.neighbours {
             self.out.push(Transmit {
-                to: *n,
-                bytes: bytes.to_vec(),
+                peer: *n,
+                bytes: bytes.to_vec().into(),
             });
         }
+        Ok(())
     }
 
-    fn handle_timeout(&mut self, now: Clock) {
+    fn handle_timeout(&mut self, now: Now) {
         if let Some(tick) = self.tick {
             self.ticks += 1;
             self.next_tick = Some(now.instant + tick);
@@ -60,6 +64,10 @@ impl SimNode for Flood {
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop()
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
     }
 }
 
@@ -190,8 +198,8 @@ fn messages_to_unknown_peers_are_counted() {
     let stranger = Keypair::generate().public().peer_id();
     sim.with_node(NodeIndex(0), |n, _| {
         n.out.push(Transmit {
-            to: stranger,
-            bytes: vec![0; 8],
+            peer: stranger,
+            bytes: vec![0; 8].into(),
         })
     });
     sim.run_for(Duration::from_secs(1));
