@@ -1,6 +1,7 @@
 //! The node core: one [`Kademlia`] per node, fed bytes and time, drained of
 //! messages, timeouts and events. Commands and query driving are in
-//! `commands.rs`, periodic upkeep in `maintenance.rs`.
+//! `commands.rs`, periodic upkeep in `maintenance.rs`, what the core sends
+//! and reports in `core/outgoing.rs`.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -12,6 +13,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_identity::PeerId;
 use shoal_transport::Multiaddr;
+
+mod outgoing;
 
 use crate::{
     config::Config,
@@ -560,84 +563,5 @@ impl Kademlia {
             }
             self.replicate_to_new(&contact);
         }
-    }
-
-    /// Sends a request and waits for its answer until the request timeout.
-    pub(crate) fn send_request(
-        &mut self,
-        now: Instant,
-        to: &PeerId,
-        addrs: Vec<Multiaddr>,
-        body: Body,
-        kind: PendingKind,
-    ) {
-        let id = self.next_request_id;
-        self.next_request_id = self.next_request_id.wrapping_add(1);
-        let deadline = now + self.config.request_timeout;
-        let bytes = Message {
-            request_id: id,
-            body,
-        }
-        .encode();
-        let transmit = Transmit {
-            to: *to,
-            addrs,
-            bytes,
-        };
-        self.pending.insert(
-            id,
-            Pending {
-                peer: *to,
-                deadline,
-                kind,
-                attempts: 1,
-                retry: transmit.clone(),
-            },
-        );
-        self.deadlines.insert((deadline, id));
-        self.push_transmit(transmit);
-    }
-
-    /// Sends a request whose answer nobody waits for (replication).
-    pub(crate) fn send_unsolicited(&mut self, to: PeerId, addrs: Vec<Multiaddr>, body: Body) {
-        let id = self.next_request_id;
-        self.next_request_id = self.next_request_id.wrapping_add(1);
-        let bytes = Message {
-            request_id: id,
-            body,
-        }
-        .encode();
-        self.push_transmit(Transmit { to, addrs, bytes });
-    }
-
-    fn respond(&mut self, to: PeerId, addrs: &[Multiaddr], request_id: u64, body: Body) {
-        let bytes = Message { request_id, body }.encode();
-        self.push_response(to, addrs, bytes);
-    }
-
-    fn push_response(&mut self, to: PeerId, addrs: &[Multiaddr], bytes: Bytes) {
-        self.push_transmit(Transmit {
-            to,
-            addrs: addrs.to_vec(),
-            bytes,
-        });
-    }
-
-    fn push_transmit(&mut self, transmit: Transmit) {
-        if self.transmits.len() >= self.config.max_queued_transmits {
-            self.dropped_transmits += 1;
-            tracing::debug!(to = %transmit.to, "kad transmit queue full; message dropped");
-            return;
-        }
-        self.transmits.push_back(transmit);
-    }
-
-    /// Queues a routing or record event (dropped and counted when full).
-    pub(crate) fn emit(&mut self, event: Event) {
-        if self.events.len() >= self.config.max_queued_events {
-            self.dropped_events += 1;
-            return;
-        }
-        self.events.push_back(event);
     }
 }
