@@ -127,8 +127,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a session replaced by a newer one with the same peer (one
 /// session per pair of peers) stays open before its graceful close. Protects
-/// requests in flight on it: they are answered, while handlers using
-/// [`PeerSessions`](crate::PeerSessions) already send on the newer one.
+/// requests in flight on it: they are answered, while sends by peer id
+/// ([`ServiceControl::try_send_to_peer`](crate::ServiceControl::try_send_to_peer))
+/// already go to the newer one.
 pub const REPLACED_SESSION_GRACE: Duration = Duration::from_secs(2);
 
 /// External addresses ([`ServiceControl::add_external_address`](crate::ServiceControl::add_external_address))

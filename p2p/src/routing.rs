@@ -107,7 +107,7 @@ impl ServiceControl {
     }
 
     /// The whole address book, to save it (see
-    /// [`AddressStore`](AddressStore)).
+    /// [`AddressStore`](crate::address_book::AddressStore)).
     pub fn address_book(&self) -> Vec<(PeerId, Vec<AddressEntry>)> {
         lock(&self.shared.address_book).snapshot()
     }

@@ -18,7 +18,7 @@
 //! - [`protocol`]: the wire messages (also in `docs/PROTOCOL.md`,
 //!   section 8).
 //! - [`new`]: the protocol on a Shoal service (the core runs under the
-//!   service's [`CoreDriver`](shoal::CoreDriver); `handler.rs` adapts it),
+//!   service's [`shoal::CoreDriver`]; `handler.rs` adapts it),
 //!   with a [`Handle`] whose async commands wait for their query's result.
 //!
 //! # Data flow
