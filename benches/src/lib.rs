@@ -9,7 +9,9 @@
 
 pub mod aead;
 pub mod cpu;
+pub mod latency;
 pub mod pump;
+pub mod timed_store;
 
 /// Mebibyte.
 pub const MIB: usize = 1024 * 1024;

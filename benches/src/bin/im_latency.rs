@@ -39,17 +39,15 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use shoal_im::store::{ContactRecord, HistoryCursor};
-use shoal_im::{Changes, MemoryStore, MessageId, MessageMeta, Store, StoreError, StoredMessage};
+use shoal_benches::latency::{Stats, stats};
+use shoal_benches::timed_store::{CommitLog, Timed};
+use shoal_im::{MemoryStore, MessageId, Store};
 use shoal_messenger::{Event, Messenger, MessengerConfig, SqliteStore};
 use shoal_transport::{Multiaddr, TcpTransport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -108,55 +106,6 @@ impl Variant {
     }
 }
 
-/// Start time and duration of every commit of one store.
-type CommitLog = Arc<Mutex<Vec<(Instant, Duration)>>>;
-
-/// A store that times its commits; with `wal`, it also `fdatasync`s the
-/// WAL file after each (what `synchronous=FULL` does in WAL mode).
-struct Timed {
-    inner: Box<dyn Store>,
-    log: CommitLog,
-    wal: Option<File>,
-}
-
-impl Store for Timed {
-    fn load_identity(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.load_identity()
-    }
-
-    fn load_contacts(&mut self) -> Result<Vec<ContactRecord>, StoreError> {
-        self.inner.load_contacts()
-    }
-
-    fn load_index(&mut self) -> Result<Vec<MessageMeta>, StoreError> {
-        self.inner.load_index()
-    }
-
-    fn message(&mut self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
-        self.inner.message(id)
-    }
-
-    fn history(
-        &mut self,
-        contact: &[u8; 32],
-        before: Option<HistoryCursor>,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.inner.history(contact, before, limit)
-    }
-
-    fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
-        let t0 = Instant::now();
-        self.inner.commit(changes)?;
-        if let Some(wal) = &self.wal {
-            wal.sync_data()
-                .map_err(|e| StoreError(format!("fdatasync of the WAL: {e}")))?;
-        }
-        self.log.lock().unwrap().push((t0, t0.elapsed()));
-        Ok(())
-    }
-}
-
 fn open_store(variant: Variant, dir: &Path, name: &str) -> Result<(Timed, CommitLog), BoxError> {
     let log = CommitLog::default();
     let (inner, wal): (Box<dyn Store>, Option<File>) = match variant {
@@ -169,14 +118,7 @@ fn open_store(variant: Variant, dir: &Path, name: &str) -> Result<(Timed, Commit
             (Box::new(store), Some(wal))
         }
     };
-    Ok((
-        Timed {
-            inner,
-            log: log.clone(),
-            wal,
-        },
-        log,
-    ))
+    Ok((Timed::new(inner, log.clone(), wal), log))
 }
 
 /// A messenger, its events and its store's commit log.
@@ -330,11 +272,7 @@ async fn run_variant(variant: Variant, args: &Args) -> Result<Report, BoxError> 
         None => tempfile::Builder::new().prefix("im_latency").tempdir()?,
     };
     let seed_log = CommitLog::default();
-    let seed_store = Timed {
-        inner: Box::new(MemoryStore::new()),
-        log: seed_log.clone(),
-        wal: None,
-    };
+    let seed_store = Timed::new(Box::new(MemoryStore::new()), seed_log.clone(), None);
     let seed = start_node(seed_store, seed_log, None, None).await?;
     let seed_addr = seed
         .messenger
@@ -378,49 +316,6 @@ async fn run_variant(variant: Variant, args: &Args) -> Result<Report, BoxError> 
         samples,
         envelope_sizes,
     })
-}
-
-/// Round trips of `size`-byte buffers through a TCP loopback echo with
-/// `TCP_NODELAY` on both ends, one at a time.
-async fn tcp_baseline(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>, BoxError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await?;
-        socket.set_nodelay(true)?;
-        let mut buf = vec![0u8; size];
-        loop {
-            match socket.read_exact(&mut buf).await {
-                Ok(_) => socket.write_all(&buf).await?,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Ok::<_, std::io::Error>(());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    let mut socket = TcpStream::connect(addr).await?;
-    socket.set_nodelay(true)?;
-    let out = vec![0x5au8; size];
-    let mut back = vec![0u8; size];
-    let mut rtts = Vec::with_capacity(n);
-    for i in 0..warmup + n {
-        let t0 = Instant::now();
-        tokio::time::timeout(STEP_TIMEOUT, async {
-            socket.write_all(&out).await?;
-            socket.read_exact(&mut back).await
-        })
-        .await
-        .map_err(|_| "TCP echo timed out")??;
-        if i >= warmup {
-            rtts.push(t0.elapsed());
-        }
-    }
-    drop(socket);
-    tokio::time::timeout(STEP_TIMEOUT, server)
-        .await
-        .map_err(|_| "TCP echo server did not stop")???;
-    Ok(rtts)
 }
 
 /// The engine alone, both ends in this thread on memory stores, no
@@ -484,37 +379,6 @@ fn engine_only(warmup: usize, n: usize, text: &str) -> Result<Vec<[Duration; 3]>
     Ok(out)
 }
 
-/// Median, p90, p99, max and mean of a set of durations.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-    mean: Duration,
-}
-
-/// `sorted[q]` for a fraction `q`.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn stats(values: impl IntoIterator<Item = Duration>) -> Option<Stats> {
-    let mut v: Vec<Duration> = values.into_iter().collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort();
-    Some(Stats {
-        median: quantile(&v, 0.5),
-        p90: quantile(&v, 0.9),
-        p99: quantile(&v, 0.99),
-        max: v[v.len() - 1],
-        mean: v.iter().sum::<Duration>() / v.len() as u32,
-    })
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
@@ -573,7 +437,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let text: String = "x".repeat(args.text_bytes);
     let engine = engine_only(args.warmup, args.messages, &text)?;
     eprintln!("running raw TCP ...");
-    let rtts = tcp_baseline(baseline_bytes, args.warmup, args.messages).await?;
+    let rtts = shoal_benches::latency::tcp_echo_round_trips(
+        baseline_bytes,
+        args.warmup,
+        args.messages,
+        STEP_TIMEOUT,
+    )
+    .await?;
     let rtt = stats(rtts.iter().copied()).ok_or("no round trips")?;
     let half = stats(rtts.iter().map(|d| *d / 2)).ok_or("no round trips")?;
 

@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use shoal_benches::latency::quantile;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -147,12 +148,6 @@ fn vm_rss_kib() -> u64 {
 /// limit allows) and returns the limit now in force.
 fn raise_open_files_limit(need: u64) -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(need)
-}
-
-/// `sorted[q]` for a fraction `q`.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
