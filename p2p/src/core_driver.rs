@@ -64,6 +64,9 @@ use crate::{
     peer_sessions::PeerSessions,
 };
 
+/// Rounds of one flush (see [`Shared::flush`]).
+const MAX_FLUSH_ROUNDS: usize = 8;
+
 /// The closure receiving a core's events.
 type Sink<E> = Box<dyn FnMut(E) + Send>;
 
@@ -96,7 +99,29 @@ impl<C: Core> Shared<C> {
     }
 
     /// Hands out what the core produced; call after every call into it.
+    /// Handing out an event may make the core produce more (a core that
+    /// acts on its own events as they are polled): the rounds repeat until
+    /// a round finds nothing, a few times at most.
     fn flush(&self, inner: &mut Inner<C>) {
+        for _ in 0..MAX_FLUSH_ROUNDS {
+            if !self.flush_round(inner) {
+                break;
+            }
+        }
+        // Wake the timer only if the deadline moved earlier: a later one
+        // is found when the timer fires at the old one.
+        if let Some(timer) = &inner.timer
+            && let Some(next) = inner.core.poll_timeout()
+            && inner.armed.is_none_or(|armed| next < armed)
+        {
+            inner.armed = Some(next);
+            timer.rearm();
+        }
+    }
+
+    /// One round of [`Shared::flush`]; `true` if it handed anything out.
+    fn flush_round(&self, inner: &mut Inner<C>) -> bool {
+        let mut any = false;
         if let Some((control, protocol)) = &inner.control {
             while let Some((peer, addrs)) = inner.core.poll_addresses() {
                 control.add_addresses(peer, &addrs, AddressSource::Hearsay);
@@ -104,6 +129,7 @@ impl<C: Core> Shared<C> {
             let dial = self.dial.load(Ordering::Relaxed);
             let wait = self.wait.load(Ordering::Relaxed);
             while let Some(t) = inner.core.poll_transmit() {
+                any = true;
                 // The service picks the peer's session that stays (not one
                 // a crossed dial is replacing).
                 let sent = if dial || inner.sessions.contains(&t.peer) {
@@ -135,17 +161,10 @@ impl<C: Core> Shared<C> {
             }
         }
         while let Some(event) = inner.core.poll_event() {
+            any = true;
             (inner.on_event)(event);
         }
-        // Wake the timer only if the deadline moved earlier: a later one
-        // is found when the timer fires at the old one.
-        if let Some(timer) = &inner.timer
-            && let Some(next) = inner.core.poll_timeout()
-            && inner.armed.is_none_or(|armed| next < armed)
-        {
-            inner.armed = Some(next);
-            timer.rearm();
-        }
+        any
     }
 
     /// Calls `f` on the core at the current time, then flushes.

@@ -19,10 +19,13 @@ use shoal_transport::{MemoryNetwork, MemoryTransport};
 const ECHO: ProtocolId = ProtocolId(1);
 const TICKS: ProtocolId = ProtocolId(2);
 
-/// Echoes frames that start with 0 (as 1 + rest); counts the 1s; may
-/// want a tick every `period`.
+/// Echoes frames that start with 0 (as 1 + rest); counts the 1s; answers
+/// a 2 only when the event it raised is polled (a core acting on its own
+/// events); may want a tick every `period`.
 struct Echo {
     out: Vec<Transmit>,
+    /// Raised by a 2: answered as it is polled.
+    raised: Option<PeerId>,
     echoes: u32,
     period: Option<Duration>,
     next_tick: Option<Instant>,
@@ -33,6 +36,7 @@ impl Echo {
     fn new(period: Option<Duration>) -> Echo {
         Echo {
             out: Vec::new(),
+            raised: None,
             echoes: 0,
             period,
             next_tick: None,
@@ -59,6 +63,7 @@ impl Core for Echo {
                 self.send(now, from.peer, reply.into());
             }
             Some(1) => self.echoes += 1,
+            Some(2) => self.raised = Some(from.peer),
             _ => return Err("unknown frame".into()),
         }
         Ok(())
@@ -82,7 +87,12 @@ impl Core for Echo {
     }
 
     fn poll_event(&mut self) -> Option<()> {
-        None
+        let peer = self.raised.take()?;
+        self.out.push(Transmit {
+            peer,
+            bytes: vec![1].into(),
+        });
+        Some(())
     }
 }
 
@@ -135,12 +145,15 @@ async fn a_core_without_a_deadline_is_never_woken() {
     let (b, b_core, _) = node(&network, None).await;
     let b_id = b.local_peer_id();
     a.add_addresses(b_id, &b.listen_addrs(), AddressSource::Application);
-    // Ten requests to b by peer id: the driver has it dialled.
+    // Ten requests to b by peer id: the driver has it dialled. One more
+    // that b answers only as it polls the event it raised: the answer goes
+    // out in the same flush, not at some later call.
     for i in 0..10u8 {
         a_core.with(|core, now| core.send(now, b_id, vec![0, i].into()));
     }
+    a_core.with(|core, now| core.send(now, b_id, vec![2].into()));
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(a_core.read(|c| c.echoes), 10);
+    assert_eq!(a_core.read(|c| c.echoes), 11);
     assert!(a_core.is_connected(&b_id));
     assert_eq!(a_core.dropped_transmits(), 0);
     assert_eq!(a_core.timer_wakeups(), 0, "no deadline, no wake-up");
