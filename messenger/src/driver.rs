@@ -30,42 +30,21 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 type Lookup = (UserId, Result<Option<DirectoryEntry>, String>);
 
 pub(crate) struct Driver<S: Store> {
-    core: CoreHandle<ImCore<S>>,
-    dht: shoal_kad::Handle,
-    config: MessengerConfig,
-    events: mpsc::Sender<Event>,
+    pub(crate) core: CoreHandle<ImCore<S>>,
+    pub(crate) dht: shoal_kad::Handle,
+    pub(crate) config: MessengerConfig,
+    pub(crate) events: mpsc::Sender<Event>,
     /// Application events handed out by the core and not yet delivered.
-    backlog: Arc<AtomicUsize>,
+    pub(crate) backlog: Arc<AtomicUsize>,
     /// The driver made the node: it stops it when the messenger stops.
-    owns_node: bool,
-    im: ProtocolId,
-    in_flight: HashSet<UserId>,
-    published_seq: u64,
+    pub(crate) owns_node: bool,
+    /// The envelope protocol's id, to hear of dials that fail.
+    pub(crate) im: ProtocolId,
+    pub(crate) in_flight: HashSet<UserId>,
+    pub(crate) published_seq: u64,
 }
 
 impl<S: Store> Driver<S> {
-    pub(crate) fn new(
-        core: CoreHandle<ImCore<S>>,
-        dht: shoal_kad::Handle,
-        config: MessengerConfig,
-        events: mpsc::Sender<Event>,
-        backlog: Arc<AtomicUsize>,
-        owns_node: bool,
-        im: ProtocolId,
-    ) -> Self {
-        Driver {
-            core,
-            dht,
-            config,
-            events,
-            backlog,
-            owns_node,
-            im,
-            in_flight: HashSet::new(),
-            published_seq: 0,
-        }
-    }
-
     /// Runs until the messenger is shut down or its engine fails.
     pub(crate) async fn run(
         mut self,

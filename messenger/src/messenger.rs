@@ -284,7 +284,17 @@ impl Messenger {
         let (commands, command_rx) = mpsc::channel(64);
         let (events, event_rx) = mpsc::channel(1024);
         let control = Arc::new(OnceLock::new());
-        let driver = Driver::new(core, dht, config, events, backlog, owned.is_some(), id);
+        let driver = Driver {
+            core,
+            dht,
+            config,
+            events,
+            backlog,
+            owns_node: owned.is_some(),
+            im: id,
+            in_flight: Default::default(),
+            published_seq: 0,
+        };
         let cell = control.clone();
         tokio::spawn(async move {
             let Ok(control) = ready_rx.await else {
