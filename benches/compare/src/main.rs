@@ -1,7 +1,8 @@
 //! Shoal against tentacle and rust-libp2p, on 127.0.0.1, in one run:
 //!
 //! 1. bulk throughput of one protocol stream: `--mib` MiB from client to
-//!    server in `--chunk-kib` writes (or messages), best of `--runs`;
+//!    server in `--chunk-kib` writes (or messages), the median of `--runs`
+//!    interleaved runs;
 //! 2. session setup: `--setups` sequential sessions, each timed from the
 //!    dial to the first echo on a freshly negotiated protocol (plus the
 //!    phases each stack lets an application observe on the way).
@@ -39,8 +40,9 @@ struct Args {
     /// MiB sent in each bulk run.
     #[arg(long, default_value_t = 1024)]
     mib: u64,
-    /// Bulk runs per stack; the best counts.
-    #[arg(long, default_value_t = 3)]
+    /// Bulk runs per stack, interleaved (run 1 of each stack, then run 2
+    /// of each, ...); the median counts, the minimum and maximum are shown.
+    #[arg(long, default_value_t = 8)]
     runs: usize,
     /// Size of each write (or message) in the bulk runs, KiB.
     #[arg(long, default_value_t = 64)]
@@ -65,27 +67,47 @@ struct Measured {
 }
 
 impl Measured {
-    /// MiB/s of the fastest bulk run.
-    fn best_mib_per_sec(&self, bytes: u64) -> f64 {
-        self.bulk
+    /// MiB/s of every bulk run, sorted.
+    fn rates(&self, bytes: u64) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .bulk
             .iter()
             .map(|t| mib_per_sec(bytes, t.elapsed))
-            .fold(0.0, f64::max)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
     }
 
-    /// Process CPU seconds per GiB moved, lowest over the bulk runs.
-    fn best_cpu_per_gib(&self, bytes: u64) -> Option<f64> {
-        self.bulk
+    /// MiB/s of the median bulk run.
+    fn median_mib_per_sec(&self, bytes: u64) -> f64 {
+        median(&self.rates(bytes))
+    }
+
+    /// Process CPU seconds per GiB moved, median over the bulk runs.
+    fn median_cpu_per_gib(&self, bytes: u64) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .bulk
             .iter()
             .filter_map(|t| t.cpu)
             .map(|cpu| cpu.as_secs_f64() / (bytes as f64 / GIB))
-            .reduce(f64::min)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| median(&v))
     }
 
     /// Median and p99 of one setup phase.
     fn phase(&self, pick: impl Fn(&SetupSample) -> Duration) -> (Duration, Duration) {
         let samples: Vec<Duration> = self.setups.iter().map(pick).collect();
         median_p99(&samples)
+    }
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 
@@ -182,7 +204,7 @@ fn report(args: &Args, bytes: u64, chunk: usize, measured: &[Measured]) {
     let reference = measured
         .iter()
         .find(|m| m.description.name == "Shoal (raw stream)");
-    let shoal_mib = reference.map(|m| m.best_mib_per_sec(bytes));
+    let shoal_mib = reference.map(|m| m.median_mib_per_sec(bytes));
     let shoal_echo = reference
         .filter(|m| !m.setups.is_empty())
         .map(|m| m.phase(|s| s.first_echo).0);
@@ -194,7 +216,7 @@ fn report(args: &Args, bytes: u64, chunk: usize, measured: &[Measured]) {
         cpu_model()
     );
     println!(
-        "Bulk: {} MiB one way through one protocol stream in {} KiB writes/messages, best of {}. Setup: {} sequential sessions (after {} warm-up ones).\n",
+        "Bulk: {} MiB one way through one protocol stream in {} KiB writes/messages, median of {} interleaved runs. Setup: {} sequential sessions (after {} warm-up ones).\n",
         bytes / (1024 * 1024),
         chunk / 1024,
         args.runs.max(1),
@@ -211,7 +233,7 @@ fn report(args: &Args, bytes: u64, chunk: usize, measured: &[Measured]) {
     );
     println!("|---|---|---|---:|---:|---:|---:|---:|");
     for m in measured {
-        let mib = m.best_mib_per_sec(bytes);
+        let mib = m.median_mib_per_sec(bytes);
         let (median, p99) = m.phase(|s| s.first_echo);
         let speed_ratio = shoal_mib.map_or("–".to_owned(), |s| format!("{:.2}", s / mib));
         let setup_ratio = shoal_echo.map_or("–".to_owned(), |s| {
@@ -249,22 +271,28 @@ fn report(args: &Args, bytes: u64, chunk: usize, measured: &[Measured]) {
 
     println!("\n## Bulk runs\n");
     println!(
-        "CPU s/GiB = user + system CPU time of the whole process (both nodes) per GiB moved, lowest of the runs.\n"
+        "CPU s/GiB = user + system CPU time of the whole process (both nodes) per GiB moved, median of the runs.\n"
     );
-    println!("| stack | bulk API | MiB/s per run | CPU s/GiB |");
-    println!("|---|---|---|---:|");
+    println!(
+        "| stack | bulk API | MiB/s median | min | max | MiB/s per run, in order | CPU s/GiB |"
+    );
+    println!("|---|---|---:|---:|---:|---|---:|");
     for m in measured {
         let runs: Vec<String> = m
             .bulk
             .iter()
             .map(|t| format!("{:.0}", mib_per_sec(bytes, t.elapsed)))
             .collect();
+        let rates = m.rates(bytes);
         println!(
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
             m.description.name,
             m.description.bulk_api,
+            m.median_mib_per_sec(bytes),
+            rates.first().copied().unwrap_or_default(),
+            rates.last().copied().unwrap_or_default(),
             runs.join(", "),
-            m.best_cpu_per_gib(bytes)
+            m.median_cpu_per_gib(bytes)
                 .map_or("–".to_owned(), |c| format!("{c:.2}"))
         );
     }
@@ -278,7 +306,7 @@ fn report(args: &Args, bytes: u64, chunk: usize, measured: &[Measured]) {
         .iter()
         .filter(|m| !m.description.name.starts_with("Shoal"))
     {
-        let ratio = shoal_mib / m.best_mib_per_sec(bytes);
+        let ratio = shoal_mib / m.median_mib_per_sec(bytes);
         print!(
             "- vs {}: throughput {ratio:.2}× (target ≥ 1.25×: {})",
             m.description.name,

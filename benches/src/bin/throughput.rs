@@ -1,4 +1,5 @@
-//! Whole-process throughput on loopback, all figures from one run:
+//! Whole-process throughput on loopback, all figures from one run (the
+//! transfers as the median, minimum and maximum of interleaved rounds):
 //! raw TCP, TCP+secio, TCP+secio+yamux with 1 and N streams, the one-core
 //! throughput of the AEAD in use, the resulting bound
 //! `B = 1 / (1/T + 1/C)`, CPU seconds per GiB, and the time to set up a
@@ -42,8 +43,10 @@ struct Args {
     /// Connections set up for the setup-latency figure.
     #[arg(long, default_value_t = 200)]
     setups: usize,
-    /// Repetitions of each transfer; the best is reported.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds of the transfers: each round runs every scenario once, so
+    /// the scenarios' runs are interleaved; the median, minimum and
+    /// maximum over the rounds are reported.
+    #[arg(long, default_value_t = 8)]
     runs: usize,
     /// Run only this transfer scenario (for profiling): tcp, secio, yamux1
     /// or yamuxN. Skips the AEAD, bound and setup sections.
@@ -54,14 +57,29 @@ struct Args {
 /// Runs a single scenario and prints its row.
 async fn run_only(args: &Args, suite: CipherSuite, which: &str) -> std::io::Result<()> {
     let (total, io_size) = (args.mib * MIB, args.write_kib * 1024);
-    let t = match which {
-        "tcp" => best_of(args.runs, || raw_tcp(total, io_size)).await?,
-        "secio" => best_of(args.runs, || secio(total, io_size, suite)).await?,
-        "yamux1" => best_of(args.runs, || yamux(total, io_size, 1, suite)).await?,
-        "yamuxN" => best_of(args.runs, || yamux(total, io_size, args.streams, suite)).await?,
-        other => return Err(std::io::Error::other(format!("unknown scenario {other}"))),
-    };
-    row(which, &t);
+    let mut runs = Runs::default();
+    for _ in 0..args.runs.max(1) {
+        runs.0.push(match which {
+            "tcp" => raw_tcp(total, io_size).await?,
+            "secio" => secio(total, io_size, suite).await?,
+            "yamux1" => yamux(total, io_size, 1, suite).await?,
+            "yamuxN" => yamux(total, io_size, args.streams, suite).await?,
+            other => return Err(std::io::Error::other(format!("unknown scenario {other}"))),
+        });
+    }
+    // Per run: the rate, and how many cores the process kept busy (CPU
+    // time over wall time), which tells a run whose two ends shared one
+    // core from one where they ran side by side.
+    for (i, t) in runs.0.iter().enumerate() {
+        println!(
+            "run {:>2}: {:>6.0} MiB/s, {:.2} cores busy",
+            i + 1,
+            t.mib_per_sec(),
+            t.cpu.as_secs_f64() / t.elapsed.as_secs_f64()
+        );
+    }
+    header();
+    row(which, &runs);
     Ok(())
 }
 
@@ -277,26 +295,50 @@ async fn setup_latency(count: usize, suite: CipherSuite) -> std::io::Result<Setu
     })
 }
 
-async fn best_of<F, Fut>(runs: usize, mut f: F) -> std::io::Result<Transfer>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<Transfer>>,
-{
-    let mut best: Option<Transfer> = None;
-    for _ in 0..runs.max(1) {
-        let t = f().await?;
-        if best.is_none_or(|b| t.elapsed < b.elapsed) {
-            best = Some(t);
-        }
+/// The runs of one scenario.
+#[derive(Default)]
+struct Runs(Vec<Transfer>);
+
+impl Runs {
+    /// MiB/s of every run, sorted.
+    fn rates(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.0.iter().map(Transfer::mib_per_sec).collect();
+        v.sort_by(f64::total_cmp);
+        v
     }
-    best.ok_or_else(|| std::io::Error::other("no run"))
+
+    fn median(&self) -> f64 {
+        median(&self.rates())
+    }
+
+    fn cpu_median(&self) -> f64 {
+        let mut v: Vec<f64> = self.0.iter().map(Transfer::cpu_secs_per_gib).collect();
+        v.sort_by(f64::total_cmp);
+        median(&v)
+    }
 }
 
-fn row(name: &str, t: &Transfer) {
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn header() {
+    println!("| scenario                           | MiB/s median |    min |    max | CPU s/GiB |");
+    println!("|------------------------------------|-------------:|-------:|-------:|----------:|");
+}
+
+fn row(name: &str, runs: &Runs) {
+    let rates = runs.rates();
     println!(
-        "| {name:<34} | {:>9.0} | {:>8.2} |",
-        t.mib_per_sec(),
-        t.cpu_secs_per_gib()
+        "| {name:<34} | {:>12.0} | {:>6.0} | {:>6.0} | {:>9.2} |",
+        runs.median(),
+        rates.first().copied().unwrap_or_default(),
+        rates.last().copied().unwrap_or_default(),
+        runs.cpu_median()
     );
 }
 
@@ -317,7 +359,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("# Shoal loopback throughput");
     println!(
-        "{} MiB per scenario, {} KiB writes, best of {}, suite {}",
+        "{} MiB per scenario, {} KiB writes, {} interleaved rounds, suite {}",
         args.mib,
         args.write_kib,
         args.runs,
@@ -356,18 +398,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async move {
         println!();
         println!("## Bulk transfer, one direction");
-        println!("| scenario                           |     MiB/s | CPU s/GiB |");
-        println!("|------------------------------------|----------:|---------:|");
-        let tcp = best_of(args.runs, || raw_tcp(total, io_size)).await?;
+        let (mut tcp, mut sec, mut one, mut many) = (
+            Runs::default(),
+            Runs::default(),
+            Runs::default(),
+            Runs::default(),
+        );
+        // Round by round, so a change of machine load hits every scenario.
+        for _ in 0..args.runs.max(1) {
+            tcp.0.push(raw_tcp(total, io_size).await?);
+            sec.0.push(secio(total, io_size, suite).await?);
+            one.0.push(yamux(total, io_size, 1, suite).await?);
+            many.0
+                .push(yamux(total, io_size, args.streams, suite).await?);
+        }
+        header();
         row("raw TCP", &tcp);
-        let sec = best_of(args.runs, || secio(total, io_size, suite)).await?;
         row("TCP+secio", &sec);
-        let one = best_of(args.runs, || yamux(total, io_size, 1, suite)).await?;
         row("TCP+secio+yamux, 1 stream", &one);
-        let many = best_of(args.runs, || yamux(total, io_size, args.streams, suite)).await?;
         row(&format!("TCP+secio+yamux, {} streams", args.streams), &many);
 
-        let t = tcp.mib_per_sec();
+        let t = tcp.median();
         let c = aead_in_use.bound() / MIB as f64;
         let bound = 1.0 / (1.0 / t + 1.0 / c);
         println!();
@@ -379,20 +430,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pct = |x: f64, of: f64| 100.0 * x / of;
         println!(
             "TCP+secio+yamux (1 stream) / B           = {:5.1}%  (target >= 80%)",
-            pct(one.mib_per_sec(), bound)
+            pct(one.median(), bound)
         );
         println!(
             "yamux cost over TCP+secio (1 stream)     = {:5.1}%  (target <= 10%)",
-            100.0 - pct(one.mib_per_sec(), sec.mib_per_sec())
+            100.0 - pct(one.median(), sec.median())
         );
         println!(
             "{} streams / 1 stream                     = {:5.1}%  (target >= 90%)",
             args.streams,
-            pct(many.mib_per_sec(), one.mib_per_sec())
+            pct(many.median(), one.median())
         );
         println!(
             "TCP+secio / B                            = {:5.1}%",
-            pct(sec.mib_per_sec(), bound)
+            pct(sec.median(), bound)
         );
 
         let setup = setup_latency(args.setups, suite).await?;
