@@ -27,6 +27,12 @@
 //! ```
 //!
 //! Type `/help` for the commands. Times are shown in UTC.
+//!
+//! This file is long on purpose (about 1,000 lines): it is the whole of a
+//! chat client, meant to be read top to bottom as an example of the
+//! messenger's API (start, the event loop, each command beside its output).
+//! What the example binaries share (the line editor, input, output) lives
+//! in `common/`.
 
 mod common;
 

@@ -1,4 +1,11 @@
 //! The sans-IO yamux connection core.
+//!
+//! This file is long on purpose (about 800 lines): it is the connection's
+//! one state machine (frames in and out, windows, the close handshake,
+//! resets and the drop rule), and its transitions are read and reviewed
+//! together. What stands alone lives in the child modules: inbound frame
+//! handling (`inbound.rs`), the limits (`limits.rs`) and one stream's state
+//! (`stream_state.rs`).
 
 mod inbound;
 mod limits;

@@ -46,6 +46,7 @@
 //! [`Payload::Ack`]: crate::message::Payload::Ack
 //! [`Payload::Resend`]: crate::message::Payload::Resend
 
+mod config;
 mod contacts;
 mod devices;
 mod events;
@@ -77,6 +78,7 @@ use self::contacts::Contact;
 use self::identity::{Prekey, identity_blob, seed_key};
 use self::stored::contact_blob;
 
+pub use self::config::{EngineConfig, SKIPPED_KEY_LIFETIME};
 pub use self::contacts::ContactInfo;
 pub use self::events::{Event, RejectReason, Transmit};
 pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
@@ -87,46 +89,6 @@ pub use self::requests::{
     Counters, MAX_REQUESTS, REQUEST_BYTES_PER_STRANGER, REQUEST_BYTES_TOTAL,
     REQUEST_MESSAGES_PER_STRANGER, REQUEST_MESSAGES_TOTAL, RequestInfo,
 };
-
-/// Default of [`EngineConfig::skipped_key_lifetime`]: a week.
-pub const SKIPPED_KEY_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Tunables of an [`Engine`].
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// First retry of an unacknowledged message.
-    pub retry_initial: Duration,
-    /// Longest wait between retries.
-    pub retry_max: Duration,
-    /// Shortest interval between two resend requests to one contact.
-    pub resend_interval: Duration,
-    /// Sessions kept per contact for decrypting late messages.
-    pub max_sessions: usize,
-    /// How long skipped message keys (kept to decrypt envelopes that arrive
-    /// late or out of order) are kept; then all of a session's are erased,
-    /// and a message that arrives after that comes with its sender's retry.
-    pub skipped_key_lifetime: Duration,
-    /// First wait before asking again for a route to a contact whose
-    /// messages wait ([`Event::NeedBundle`], [`Event::NeedRoute`]: each is
-    /// one directory lookup or dial); doubles while no route is found.
-    pub route_retry: Duration,
-    /// Longest wait between two route requests for one contact.
-    pub route_retry_max: Duration,
-}
-
-impl Default for EngineConfig {
-    fn default() -> EngineConfig {
-        EngineConfig {
-            retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(30),
-            resend_interval: Duration::from_secs(1),
-            max_sessions: 4,
-            skipped_key_lifetime: SKIPPED_KEY_LIFETIME,
-            route_retry: Duration::from_millis(100),
-            route_retry_max: Duration::from_secs(60),
-        }
-    }
-}
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
