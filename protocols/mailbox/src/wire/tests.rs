@@ -1,0 +1,213 @@
+//! Round trips, bounds and the test vectors of docs/PROTOCOL.md 12.
+
+use shoal_identity::Keypair;
+
+use super::*;
+use crate::id::{Retention, WritePolicy};
+
+fn descriptor() -> Descriptor {
+    Descriptor {
+        key: Keypair::from_secret_bytes(&[1; 32]).public(),
+        write: WritePolicy::Owner,
+        retention: Retention::UntilAck,
+    }
+}
+
+fn body(op: Op) -> RequestBody {
+    RequestBody {
+        descriptor: descriptor(),
+        unix_ms: 1_700_000_000_000,
+        nonce: [2; NONCE_LEN],
+        op,
+    }
+}
+
+#[test]
+fn frames_round_trip() {
+    let key = Keypair::from_secret_bytes(&[1; 32]);
+    let ops = [
+        Op::Store {
+            envelope: Bytes::from_static(b"sealed"),
+            expiry: 1_700_086_400,
+            class: Class::Control,
+        },
+        Op::Fetch {
+            after: 7,
+            limit: 10,
+            subscribe: true,
+        },
+        Op::Ack {
+            hashes: vec![EnvelopeHash::of(b"a"), EnvelopeHash::of(b"b")],
+        },
+    ];
+    for op in ops {
+        let request = Request::signed(body(op), &key);
+        assert!(request.verify());
+        let frame = Frame::Request { id: 9, request };
+        assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+    }
+    let answers = [
+        Answer::Stored {
+            signature: [3; 64],
+            expiry: 5,
+        },
+        Answer::Quota { retry_after_ms: 60 },
+        Answer::Busy { retry_after_ms: 1 },
+        Answer::Refused {
+            reason: Refusal::ClockSkew,
+            replica_unix_ms: 77,
+        },
+        Answer::Items {
+            items: vec![Item {
+                seq: 4,
+                envelope: Bytes::from_static(b"x"),
+                expiry: 9,
+            }],
+            more: true,
+        },
+        Answer::Acked { removed: 2 },
+    ];
+    for answer in answers {
+        let frame = Frame::Answer { id: 1, answer };
+        assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+    }
+}
+
+#[test]
+fn a_signature_covers_the_exact_body() {
+    let key = Keypair::from_secret_bytes(&[1; 32]);
+    let mut request = Request::signed(
+        body(Op::Fetch {
+            after: 0,
+            limit: 1,
+            subscribe: false,
+        }),
+        &key,
+    );
+    let mut tampered = request.body_bytes.to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    request.body_bytes = Bytes::from(tampered);
+    assert!(!request.verify());
+    let stranger = Keypair::from_secret_bytes(&[5; 32]);
+    let forged = Request::signed(
+        body(Op::Ack {
+            hashes: vec![EnvelopeHash::of(b"a")],
+        }),
+        &stranger,
+    );
+    assert!(
+        !forged.verify(),
+        "signed by a key other than the descriptor's"
+    );
+}
+
+#[test]
+fn bounds_are_checked() {
+    let big = Request::unsigned(body(Op::Store {
+        envelope: Bytes::from(vec![0; MAX_ENVELOPE_LEN + 1]),
+        expiry: 1,
+        class: Class::Normal,
+    }));
+    let frame = Frame::Request {
+        id: 1,
+        request: big,
+    };
+    assert_eq!(
+        Frame::decode(&frame.encode()),
+        Err(DecodeError::Invalid("envelope length"))
+    );
+    let many = Request::unsigned(body(Op::Ack {
+        hashes: vec![EnvelopeHash::of(b"a"); MAX_ACK_HASHES + 1],
+    }));
+    assert!(
+        Frame::decode(
+            &Frame::Request {
+                id: 1,
+                request: many
+            }
+            .encode()
+        )
+        .is_err()
+    );
+    assert!(Frame::decode(&[0xff; 8]).is_err());
+    assert!(matches!(
+        Frame::decode(&vec![0; MAX_MESSAGE_SIZE + 1]),
+        Err(DecodeError::TooLarge(_))
+    ));
+    // A frame without a body, and a request without an op.
+    assert!(Frame::decode(&[0x09, 1, 0, 0, 0, 0, 0, 0, 0]).is_err());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The vectors printed in docs/PROTOCOL.md, section 12.
+#[test]
+fn documented_vectors() {
+    let owner = Keypair::from_secret_bytes(&[0x11; 32]);
+    let d = Descriptor {
+        key: owner.public(),
+        write: WritePolicy::Owner,
+        retention: Retention::UntilAck,
+    };
+    let body = RequestBody {
+        descriptor: d,
+        unix_ms: 1_800_000_000_000,
+        nonce: [0x22; NONCE_LEN],
+        op: Op::Store {
+            envelope: Bytes::from_static(b"sealed"),
+            expiry: 1_800_086_400,
+            class: Class::Normal,
+        },
+    };
+    let frame = Frame::Request {
+        id: 0x0102030405060708,
+        request: Request::signed(body, &owner),
+    };
+    let replica = Keypair::from_secret_bytes(&[0x33; 32]);
+    let receipt = crate::Receipt::sign(
+        &replica,
+        d.id(),
+        crate::EnvelopeHash::of(b"sealed"),
+        1_800_086_400,
+    );
+    assert_eq!(
+        hex(&d.encode()),
+        "01d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c97787370101"
+    );
+    assert_eq!(
+        hex(d.id().as_bytes()),
+        "401f6638328ed8b588ac2ec06a64c32eb241ace0ff1905f7fc86623dd66c258a"
+    );
+    assert_eq!(
+        hex(crate::EnvelopeHash::of(b"sealed").as_bytes()),
+        "aa3e3407552b44a7a9d0c2cfa2a14efe235f3aee7dc9ae1f7e8f1c3e59fc0807"
+    );
+    assert_eq!(
+        hex(&frame.encode()),
+        concat!(
+            "090807060504030201",
+            "129701",
+            "0a53",
+            "0a23",
+            "01d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c97787370101",
+            "1100505c18a3010000",
+            "1a1022222222222222222222222222222222",
+            "2211",
+            "0a067365616c6564",
+            "1180234b6b00000000",
+            "1240",
+            "f26cb54c24591ac18ac9a48e576159c9aea3476793fb109ee9af20708d43310d",
+            "4e6ac7a2c177066767501e71ecce913c957d143f008974bf5450360e6894110d",
+        )
+    );
+    assert_eq!(
+        hex(&receipt.signature),
+        concat!(
+            "ab3ce2b754df98456f99edb8f02582920d8a2f12bac31b079c777bb2201dbb52",
+            "22d55a66da8f8a0e51518c872d4019fab9544c7dbba5e4bba3df17e76235af07",
+        )
+    );
+}
