@@ -29,6 +29,8 @@
 //!   commits every step to its [`Store`] before anything leaves.
 //! - [`store`]: the [`Store`] trait and [`MemoryStore`].
 //! - [`kdf`]: the keyed-BLAKE2b KDF and its domain constants.
+//! - [`mailbox_keys`]: the [`mailbox_keys::PairSecret`] two devices share,
+//!   and the per-day key pairs of the 1:1 mailboxes derived from it.
 //! - [`Error`]: one error type; `OutsideWindow` and `AlreadyUsedOrEvicted`
 //!   mean "ask for a resend".
 //!
@@ -86,6 +88,7 @@ pub mod engine;
 pub mod envelope;
 mod error;
 pub mod kdf;
+pub mod mailbox_keys;
 pub mod message;
 mod persist;
 pub mod presence;
