@@ -15,12 +15,14 @@
 //! | [`protocol_messages`] | the service layer's negotiation frames and the ping, identify and discovery messages and signed peer records |
 //! | [`routing_messages`] | Kademlia and gossip frames, into their decoders and into live sans-IO cores, and signed DHT records |
 //! | [`im_messages`] | the messenger's envelopes, padding, messages, payloads, presence records, initial headers and user ids, and envelopes (arbitrary or genuine with bytes spliced in) fed to a live engine |
+//! | [`mailbox_messages`] | mailbox frames into the decoder and into a live core that keeps mailboxes (genuine signed requests, answers and pushes as seeds), and descriptors |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod im;
 mod io;
+pub mod mailbox;
 
 use std::time::{Duration, Instant};
 
@@ -34,9 +36,10 @@ use shoal_secio::{
 use shoal_yamux::{Connection, Event, Mode, frame::Header};
 
 pub use im::im_messages;
+pub use mailbox::mailbox_messages;
 
 /// The names of all targets, as used for corpus directories.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "yamux_frame",
     "yamux_session",
     "secio_handshake",
@@ -44,6 +47,7 @@ pub const TARGETS: [&str; 7] = [
     "protocol_messages",
     "routing_messages",
     "im_messages",
+    "mailbox_messages",
 ];
 
 /// Runs the target called `name` on `data`; `false` for an unknown name.
@@ -56,6 +60,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "protocol_messages" => protocol_messages(data),
         "routing_messages" => routing_messages(data),
         "im_messages" => im_messages(data),
+        "mailbox_messages" => mailbox_messages(data),
         _ => return false,
     }
     true
@@ -271,7 +276,7 @@ pub fn routing_messages(data: &[u8]) {
 
 /// Splits `data` into frames, each preceded by its length in two bytes
 /// (big-endian); a short last frame is cut off.
-fn length_prefixed(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn length_prefixed(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         let (len, rest) = data.split_first_chunk::<2>()?;
         let len = usize::from(u16::from_be_bytes(*len)).min(rest.len());
