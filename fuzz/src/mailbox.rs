@@ -32,6 +32,7 @@ fn request(n: u8, op: Op) -> Bytes {
         unix_ms: UNIX_MS,
         nonce: [n; 16],
         op,
+        replica: Keypair::from_secret_bytes(&[1; 32]).peer_id(),
     };
     Frame::Request {
         id: u64::from(n),

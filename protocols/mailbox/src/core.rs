@@ -14,9 +14,12 @@ use shoal::{BoxError, Core, Multiaddr, Now, PeerId, Remote, Transmit};
 use shoal_identity::Keypair;
 
 use crate::id::{Descriptor, EnvelopeHash, MailboxId};
-use crate::replica::Replica;
+use crate::replica::{Incoming, Replica};
 use crate::store::ReplicaStore;
 use crate::wire::{Answer, Class, Frame, Item, NONCE_LEN, Op, Refusal, Request, RequestBody};
+
+/// Most requests a replica answers in one batch (one store transaction).
+pub const MAX_BATCH: usize = 64;
 
 /// A replica whose store is chosen at run time.
 pub type DynReplica = Replica<Box<dyn ReplicaStore>>;
@@ -134,6 +137,10 @@ pub struct Mailbox {
     events: VecDeque<Event>,
     next_expire: Option<Instant>,
     dropped_events: u64,
+    /// Requests for the replica, answered together at the next timeout
+    /// (due at once): what arrives in one burst shares one commit.
+    inbox: Vec<(Remote, u64, Request)>,
+    inbox_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -160,6 +167,8 @@ impl Mailbox {
             events: VecDeque::new(),
             next_expire: None,
             dropped_events: 0,
+            inbox: Vec::new(),
+            inbox_since: None,
         }
     }
 
@@ -191,7 +200,7 @@ impl Mailbox {
         self.events.push_back(event);
     }
 
-    fn body(&mut self, now: Now, descriptor: Descriptor, op: Op) -> RequestBody {
+    fn body(&mut self, now: Now, replica: PeerId, descriptor: Descriptor, op: Op) -> RequestBody {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         RequestBody {
@@ -199,6 +208,7 @@ impl Mailbox {
             unix_ms: now.unix_ms,
             nonce,
             op,
+            replica,
         }
     }
 
@@ -263,7 +273,7 @@ impl Mailbox {
             expiry,
             class,
         };
-        let body = self.body(now, descriptor, op);
+        let body = self.body(now, replica, descriptor, op);
         self.send(now, replica, body, signer)
     }
 
@@ -287,7 +297,7 @@ impl Mailbox {
             limit,
             subscribe,
         };
-        let body = self.body(now, descriptor, op);
+        let body = self.body(now, replica, descriptor, op);
         let id = self.send(now, replica, body, Some(key));
         if subscribe {
             self.subscriptions
@@ -306,7 +316,7 @@ impl Mailbox {
         key: &Keypair,
         hashes: Vec<EnvelopeHash>,
     ) -> RequestId {
-        let body = self.body(now, descriptor, Op::Ack { hashes });
+        let body = self.body(now, replica, descriptor, Op::Ack { hashes });
         self.send(now, replica, body, Some(key))
     }
 
@@ -391,6 +401,38 @@ impl Mailbox {
 }
 
 impl Mailbox {
+    /// Answers the requests waiting for the replica, as one batch.
+    fn answer_inbox(&mut self, now: Now) {
+        self.inbox_since = None;
+        let inbox = std::mem::take(&mut self.inbox);
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        let batch: Vec<Incoming<'_>> = inbox
+            .iter()
+            .map(|(from, id, request)| Incoming {
+                peer: from.peer,
+                addr: &from.addr,
+                id: *id,
+                request,
+            })
+            .collect();
+        let handled = replica.handle_batch(now.unix_ms, &batch);
+        for ((from, id, _), handled) in inbox.iter().zip(handled) {
+            self.transmits.push_back(Transmit {
+                peer: from.peer,
+                bytes: Frame::Answer {
+                    id: *id,
+                    answer: handled.answer,
+                }
+                .encode(),
+            });
+            for (peer, bytes) in handled.pushes {
+                self.transmits.push_back(Transmit { peer, bytes });
+            }
+        }
+    }
+
     /// Arms the replica's expiry timer at the first input (a core reads no
     /// clock of its own).
     fn arm(&mut self, now: Now) {
@@ -407,7 +449,12 @@ impl Core for Mailbox {
         self.arm(now);
     }
 
-    fn peer_disconnected(&mut self, _now: Now, peer: PeerId) {
+    fn peer_disconnected(&mut self, now: Now, peer: PeerId) {
+        // What the peer asked before it left is answered (and committed)
+        // before its proven keys are forgotten.
+        if self.inbox.iter().any(|(from, _, _)| from.peer == peer) {
+            self.answer_inbox(now);
+        }
         if let Some(replica) = self.replica.as_mut() {
             replica.peer_gone(&peer);
         }
@@ -456,6 +503,9 @@ impl Core for Mailbox {
     }
 
     fn handle_timeout(&mut self, now: Now) {
+        if !self.inbox.is_empty() {
+            self.answer_inbox(now);
+        }
         let mut expired: Vec<(u64, PeerId)> = self
             .pending
             .iter()
@@ -486,10 +536,10 @@ impl Core for Mailbox {
     fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.pending.values().map(|p| p.deadline).min();
         let expire = self.replica.as_ref().and(self.next_expire);
-        match (pending, expire) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [pending, expire, self.inbox_since]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

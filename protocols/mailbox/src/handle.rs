@@ -201,12 +201,14 @@ impl Handle {
             outstanding.retain(|_, p| *p != peer);
             match reply {
                 Ok((addr, answer)) => match answer {
-                    Answer::Stored { signature, expiry } => {
-                        match quorum.add(peer, &addr, signature, expiry) {
-                            Ok(receipt) => outcome.receipts.push(receipt.clone()),
-                            Err(e) => outcome.rejected.push((peer, e)),
-                        }
-                    }
+                    Answer::Stored {
+                        signature,
+                        expiry,
+                        proof,
+                    } => match quorum.add(peer, &addr, signature, proof, expiry) {
+                        Ok(receipt) => outcome.receipts.push(receipt.clone()),
+                        Err(e) => outcome.rejected.push((peer, e)),
+                    },
                     Answer::Quota { .. } => outcome.quota.push(peer),
                     other => outcome.refused.push((peer, other)),
                 },

@@ -8,12 +8,14 @@
 //!   hash and its DHT key. Envelopes are named by their [`EnvelopeHash`].
 //! - [`wire`]: the protocol's frames: signed requests (store, fetch, ack)
 //!   and answers (a receipt, "quota", "busy", a refusal, envelopes).
-//! - [`receipt`]: the [`Receipt`] a replica signs after its commit, and the
-//!   [`Quorum`] that counts receipts only from distinct candidate replicas
-//!   on distinct networks.
+//! - [`receipt`]: the [`Receipt`] a replica signs after its commit (one
+//!   signature over a hash tree of a batch's envelopes), and the [`Quorum`]
+//!   that counts receipts only from distinct candidate replicas on distinct
+//!   networks.
 //! - [`replica`]: the [`Replica`]: checks, quotas, rates, disk budget,
-//!   live subscriptions, expiry, over a [`ReplicaStore`] ([`store`]:
-//!   [`MemoryStore`]; `SqliteStore` with the `sqlite` feature).
+//!   batches (one commit and one signature for the requests that arrive
+//!   together), live subscriptions, expiry, over a [`ReplicaStore`]
+//!   ([`store`]: [`MemoryStore`]; `SqliteStore` with the `sqlite` feature).
 //! - [`core`]: the sans-IO [`Mailbox`] core of one node (client and,
 //!   optionally, replica), a [`shoal::Core`].
 //! - [`new`]: the protocol on a Shoal service, with a [`Handle`] whose
@@ -45,22 +47,22 @@
 //!     unix_ms: now_ms,
 //!     nonce: [7; 16],
 //!     op: Op::Store { envelope: envelope.clone(), expiry, class: Class::Normal },
+//!     replica: replica.peer_id(),
 //! };
 //! let addr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
 //! let sender = Keypair::from_secret_bytes(&[3; 32]).peer_id();
 //!
 //! // Signed by the mailbox key: stored, with a receipt that counts.
 //! let handled = replica.handle(now_ms, sender, &addr, 1, &Request::signed(body.clone(), &owner));
-//! let Answer::Stored { signature, expiry: kept } = handled.answer else { panic!() };
+//! let Answer::Stored { signature, expiry: kept, proof } = handled.answer else { panic!() };
 //! let mut quorum = Quorum::new(descriptor.id(), EnvelopeHash::of(&envelope), expiry, vec![replica.peer_id()], 1);
-//! quorum.add(replica.peer_id(), &addr, signature, kept).expect("a valid receipt");
+//! quorum.add(replica.peer_id(), &addr, signature, proof, kept).expect("a valid receipt");
 //! assert!(quorum.is_met());
 //!
 //! // Signed by anyone else: refused.
 //! let stranger = Keypair::from_secret_bytes(&[4; 32]);
-//! let mut forged = Request::signed(RequestBody { nonce: [8; 16], ..body }, &stranger);
-//! forged.body.descriptor = descriptor;
-//! let handled = replica.handle(now_ms, sender, &addr, 2, &forged);
+//! let forged = Request::signed(RequestBody { nonce: [8; 16], ..body }, &stranger);
+//! let handled = replica.handle(now_ms, stranger.peer_id(), &addr, 2, &forged);
 //! assert!(matches!(handled.answer, Answer::Refused { .. }));
 //! # Ok::<(), shoal_mailbox::StoreError>(())
 //! ```
@@ -82,8 +84,8 @@ pub mod wire;
 pub use crate::core::{Config, DynReplica, Event, Mailbox, RequestError, RequestId};
 pub use handle::{Handle, HandleError, QuorumOutcome, new};
 pub use id::{Descriptor, EnvelopeHash, MailboxId, Retention, WritePolicy};
-pub use receipt::{NetGroup, Quorum, Receipt, ReceiptError};
-pub use replica::{Handled, MAX_TTL, Replica, ReplicaConfig, ReplicaStats};
+pub use receipt::{NetGroup, Proof, Quorum, Receipt, ReceiptError};
+pub use replica::{Handled, Incoming, MAX_TTL, Replica, ReplicaConfig, ReplicaStats};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{MemoryStore, ReplicaStore, StoreError};

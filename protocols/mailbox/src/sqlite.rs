@@ -18,7 +18,7 @@
 //! operating system's cache); with [`Durability::Power`] (`synchronous=FULL`)
 //! every commit is also synced to the disk, so it survives a power loss, at
 //! the cost of one sync per envelope. Each insert and each ack is one
-//! transaction.
+//! transaction (an insert of several envelopes too).
 //!
 //! # Migrations
 //! `PRAGMA user_version` is the schema version; [`MIGRATIONS`] step `i`
@@ -227,14 +227,21 @@ impl ReplicaStore for SqliteStore {
         }))
     }
 
-    fn insert(&mut self, e: &StoredEnvelope) -> Result<u64, StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO envelopes (mailbox, hash, envelope, expiry, class, grp)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
+    fn insert(&mut self, envelopes: &[StoredEnvelope]) -> Result<Vec<u64>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx("insert"))?;
+        let mut seqs = Vec::with_capacity(envelopes.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO envelopes (mailbox, hash, envelope, expiry, class, grp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(ctx("insert"))?;
+            for e in envelopes {
+                stmt.execute(params![
                     &e.mailbox.as_bytes()[..],
                     &e.hash.as_bytes()[..],
                     &e.envelope[..],
@@ -242,9 +249,12 @@ impl ReplicaStore for SqliteStore {
                     class_code(e.class),
                     e.group,
                 ])
-            })
-            .map_err(ctx("insert"))?;
-        Ok(u64::try_from(self.conn.last_insert_rowid()).unwrap_or(0))
+                .map_err(ctx("insert"))?;
+                seqs.push(u64::try_from(tx.last_insert_rowid()).unwrap_or(0));
+            }
+        }
+        tx.commit().map_err(ctx("insert commit"))?;
+        Ok(seqs)
     }
 
     fn fetch(

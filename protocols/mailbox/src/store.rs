@@ -111,9 +111,11 @@ pub trait ReplicaStore: Send + 'static {
         hash: &EnvelopeHash,
     ) -> Result<Option<Existing>, StoreError>;
 
-    /// Stores a new envelope (the caller checked [`find`](Self::find));
-    /// returns its sequence number, above every earlier one.
-    fn insert(&mut self, envelope: &StoredEnvelope) -> Result<u64, StoreError>;
+    /// Stores new envelopes (the caller checked [`find`](Self::find)), all
+    /// or none (one transaction: a replica commits the stores that arrive
+    /// together at once); returns their sequence numbers, in order, each
+    /// above every earlier one.
+    fn insert(&mut self, envelopes: &[StoredEnvelope]) -> Result<Vec<u64>, StoreError>;
 
     /// Up to `limit` envelopes of `mailbox` with a sequence number above
     /// `after`, oldest first, stopping after the one that brings the total
@@ -199,12 +201,16 @@ impl ReplicaStore for MemoryStore {
         }))
     }
 
-    fn insert(&mut self, envelope: &StoredEnvelope) -> Result<u64, StoreError> {
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        self.by_hash.insert((envelope.mailbox, envelope.hash), seq);
-        self.rows.insert((envelope.mailbox, seq), envelope.clone());
-        Ok(seq)
+    fn insert(&mut self, envelopes: &[StoredEnvelope]) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            self.by_hash.insert((envelope.mailbox, envelope.hash), seq);
+            self.rows.insert((envelope.mailbox, seq), envelope.clone());
+            seqs.push(seq);
+        }
+        Ok(seqs)
     }
 
     fn fetch(
@@ -283,8 +289,8 @@ impl ReplicaStore for Box<dyn ReplicaStore> {
         (**self).find(mailbox, hash)
     }
 
-    fn insert(&mut self, envelope: &StoredEnvelope) -> Result<u64, StoreError> {
-        (**self).insert(envelope)
+    fn insert(&mut self, envelopes: &[StoredEnvelope]) -> Result<Vec<u64>, StoreError> {
+        (**self).insert(envelopes)
     }
 
     fn fetch(

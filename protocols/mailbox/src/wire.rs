@@ -20,13 +20,15 @@
 //!   fixed64 unix_ms = 2;            // the requester's clock
 //!   bytes nonce = 3;                // 16 random bytes
 //!   oneof op { Store store = 4; Fetch fetch = 5; Ack ack = 6; }
+//!   bytes replica = 7;              // 32 bytes: the peer id of the replica asked
 //! }
 //! message Store { bytes envelope = 1; fixed64 expiry = 2; uint32 class = 3; }
 //! message Fetch { fixed64 after = 1; uint32 limit = 2; bool subscribe = 3; }
 //! message Ack { repeated bytes hashes = 1; }          // 32 bytes each
 //! message Answer {
 //!   oneof result {
-//!     Stored stored = 1;            // { bytes signature = 1; fixed64 expiry = 2; }
+//!     Stored stored = 1;            // { bytes signature = 1; fixed64 expiry = 2;
+//!                                   //   repeated bytes path = 3; uint32 sides = 4; }
 //!     Wait quota = 2;               // the mailbox is full: { uint64 retry_after_ms = 1; }
 //!     Wait busy = 3;                // rate or disk limit: same shape
 //!     Refused refused = 4;          // { uint32 reason = 1; fixed64 replica_unix_ms = 2; }
@@ -43,9 +45,10 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use shoal_identity::{Keypair, PublicKey, Purpose, SIGNATURE_LEN};
+use shoal_identity::{Keypair, PeerId, PublicKey, Purpose, SIGNATURE_LEN};
 
 use crate::id::{Descriptor, EnvelopeHash};
+use crate::receipt::{MAX_PROOF_LEN, Proof};
 
 /// Largest envelope a mailbox holds, in bytes (a messenger envelope of the
 /// largest size bucket fits with room to spare).
@@ -109,6 +112,8 @@ mod pb {
         pub(super) nonce: Vec<u8>,
         #[prost(oneof = "Op", tags = "4, 5, 6")]
         pub(super) op: Option<Op>,
+        #[prost(bytes = "vec", tag = "7")]
+        pub(super) replica: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, prost::Oneof)]
@@ -175,6 +180,10 @@ mod pb {
         pub(super) signature: Vec<u8>,
         #[prost(fixed64, tag = "2")]
         pub(super) expiry: u64,
+        #[prost(bytes = "vec", repeated, tag = "3")]
+        pub(super) path: Vec<Vec<u8>>,
+        #[prost(uint32, tag = "4")]
+        pub(super) sides: u32,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -308,6 +317,10 @@ pub struct RequestBody {
     pub nonce: [u8; NONCE_LEN],
     /// What is asked.
     pub op: Op,
+    /// The replica asked (its peer id): a replica refuses a request signed
+    /// for another, so one replica cannot replay at a second what the owner
+    /// sent it.
+    pub replica: PeerId,
 }
 
 /// A request as it travels: the exact body bytes, their signature, and the
@@ -371,6 +384,8 @@ pub enum Refusal {
     NotServing,
     /// 7: the replica's store failed; try another replica or later.
     StoreFailed,
+    /// 8: the request was signed for another replica.
+    WrongReplica,
     /// Any other code (from a newer replica).
     Other(u32),
 }
@@ -386,6 +401,7 @@ impl Refusal {
             Refusal::NotAckable => 5,
             Refusal::NotServing => 6,
             Refusal::StoreFailed => 7,
+            Refusal::WrongReplica => 8,
             Refusal::Other(c) => c,
         }
     }
@@ -400,6 +416,7 @@ impl Refusal {
             5 => Refusal::NotAckable,
             6 => Refusal::NotServing,
             7 => Refusal::StoreFailed,
+            8 => Refusal::WrongReplica,
             c => Refusal::Other(c),
         }
     }
@@ -420,14 +437,16 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Answer {
-    /// The envelope is on the replica's disk: its receipt signature (by
-    /// the replica's peer id, see [`crate::Receipt`]) and the expiry it
-    /// will keep it to.
+    /// The envelope is on the replica's disk: its receipt (see
+    /// [`crate::Receipt`]): the replica's signature over its batch's root,
+    /// the envelope's proof, and the expiry it will keep it to.
     Stored {
-        /// The receipt's signature.
+        /// The signature over the root.
         signature: [u8; SIGNATURE_LEN],
         /// Unix seconds (the request's expiry, perhaps shortened).
         expiry: u64,
+        /// From the envelope's leaf to the root.
+        proof: Proof,
     },
     /// The mailbox is full: wait for its owner to drain it.
     Quota {
@@ -519,6 +538,7 @@ fn encode_body(body: &RequestBody) -> Vec<u8> {
         unix_ms: body.unix_ms,
         nonce: body.nonce.to_vec(),
         op: Some(op),
+        replica: body.replica.as_bytes().to_vec(),
     }
     .encode_to_vec()
 }
@@ -559,11 +579,14 @@ fn decode_body(bytes: &[u8]) -> Result<RequestBody, DecodeError> {
             Op::Ack { hashes }
         }
     };
+    let replica =
+        PeerId::try_from_slice(&b.replica).map_err(|_| DecodeError::Invalid("replica"))?;
     Ok(RequestBody {
         descriptor,
         unix_ms: b.unix_ms,
         nonce,
         op,
+        replica,
     })
 }
 
@@ -653,9 +676,15 @@ impl Frame {
 
 fn answer_to_pb(answer: &Answer) -> pb::Answer {
     let result = match answer {
-        Answer::Stored { signature, expiry } => pb::Result::Stored(pb::Stored {
+        Answer::Stored {
+            signature,
+            expiry,
+            proof,
+        } => pb::Result::Stored(pb::Stored {
             signature: signature.to_vec(),
             expiry: *expiry,
+            path: proof.siblings.iter().map(|h| h.to_vec()).collect(),
+            sides: proof.sides,
         }),
         Answer::Quota { retry_after_ms } => pb::Result::Quota(pb::Wait {
             retry_after_ms: *retry_after_ms,
@@ -687,14 +716,31 @@ fn answer_from_pb(answer: pb::Answer) -> Result<Answer, DecodeError> {
             .result
             .ok_or(DecodeError::Invalid("missing result"))?
         {
-            pb::Result::Stored(s) => Answer::Stored {
-                signature: s
-                    .signature
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| DecodeError::Invalid("receipt signature length"))?,
-                expiry: s.expiry,
-            },
+            pb::Result::Stored(s) => {
+                if s.path.len() > MAX_PROOF_LEN {
+                    return Err(DecodeError::Invalid("receipt proof length"));
+                }
+                let siblings = s
+                    .path
+                    .iter()
+                    .map(|h| {
+                        <[u8; 32]>::try_from(h.as_slice())
+                            .map_err(|_| DecodeError::Invalid("receipt proof hash"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Answer::Stored {
+                    signature: s
+                        .signature
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| DecodeError::Invalid("receipt signature length"))?,
+                    expiry: s.expiry,
+                    proof: Proof {
+                        siblings,
+                        sides: s.sides,
+                    },
+                }
+            }
             pb::Result::Quota(w) => Answer::Quota {
                 retry_after_ms: w.retry_after_ms,
             },

@@ -32,6 +32,7 @@ fn only_the_mailbox_key_fetches_acks_or_writes_an_owner_mailbox() {
     assert!(is_stored(&stored.answer));
 
     // A stranger's key over the owner's descriptor: every operation refused.
+    let peer = key(21).peer_id();
     let ops = [
         store_op(b"spam", T0 / 1000 + 60),
         fetch_op(0),
@@ -52,7 +53,7 @@ fn only_the_mailbox_key_fetches_acks_or_writes_an_owner_mailbox() {
     let fetched = ask(
         &mut r,
         T0,
-        peer,
+        key(20).peer_id(),
         &from,
         &Request::signed(body(mailbox, T0, 2, fetch_op(0)), &owner),
     );
@@ -168,6 +169,7 @@ fn a_replica_cannot_forge_receipts() {
                 honest[0].peer_id(),
                 &addr("/ip4/10.0.1.1/tcp/1"),
                 theirs.signature,
+                theirs.proof.clone(),
                 expiry
             )
             .unwrap_err(),
@@ -180,6 +182,7 @@ fn a_replica_cannot_forge_receipts() {
                 honest[0].peer_id(),
                 &addr("/ip4/10.0.1.1/tcp/1"),
                 other.signature,
+                other.proof.clone(),
                 expiry
             )
             .unwrap_err(),
@@ -192,6 +195,7 @@ fn a_replica_cannot_forge_receipts() {
                 liar.peer_id(),
                 &addr("/ip4/10.0.9.1/tcp/1"),
                 theirs.signature,
+                theirs.proof.clone(),
                 expiry
             )
             .unwrap_err(),
@@ -201,7 +205,9 @@ fn a_replica_cannot_forge_receipts() {
     for (i, k) in honest.iter().enumerate() {
         let r = Receipt::sign(k, mailbox.id(), hash, expiry);
         let a = addr(&format!("/ip4/10.0.{}.1/tcp/1", i + 1));
-        quorum.add(k.peer_id(), &a, r.signature, expiry).unwrap();
+        quorum
+            .add(k.peer_id(), &a, r.signature, r.proof.clone(), expiry)
+            .unwrap();
     }
     assert!(quorum.is_met());
 }
@@ -277,4 +283,64 @@ fn a_full_mailbox_answers_quota_keeps_a_control_reserve_and_never_evicts() {
     );
     let req = Request::signed(body(mailbox, T0, 9, store_op(&[3; 10], expiry)), &owner);
     assert!(is_stored(&ask(&mut r, T0, peer, &from, &req).answer));
+}
+
+#[test]
+fn a_session_that_proved_the_key_is_trusted_until_it_closes() {
+    let mut r = replica(1);
+    let owner = key(10);
+    let mailbox = owned(&owner);
+    let from = addr("/ip4/10.0.0.1/tcp/1");
+    let (alice, mallory) = (key(20).peer_id(), key(21).peer_id());
+    let signed = Request::signed(body(mailbox, T0, 1, fetch_op(0)), &owner);
+    assert!(refusal(&ask(&mut r, T0, alice, &from, &signed).answer).is_none());
+    // Alice's session proved the key: her next requests are not checked
+    // again (her channel is authenticated); anyone else's still are.
+    let unsigned = Request::unsigned(body(mailbox, T0, 2, fetch_op(0)));
+    assert!(refusal(&ask(&mut r, T0, alice, &from, &unsigned).answer).is_none());
+    let unsigned = Request::unsigned(body(mailbox, T0, 3, fetch_op(0)));
+    assert_eq!(
+        refusal(&ask(&mut r, T0, mallory, &from, &unsigned).answer),
+        Some(Refusal::BadSignature)
+    );
+    assert_eq!(r.stats().preauthorized, 1);
+    // Once her session closed, she proves it again.
+    r.peer_gone(&alice);
+    let unsigned = Request::unsigned(body(mailbox, T0, 4, fetch_op(0)));
+    assert_eq!(
+        refusal(&ask(&mut r, T0, alice, &from, &unsigned).answer),
+        Some(Refusal::BadSignature)
+    );
+}
+
+#[test]
+fn a_request_signed_for_one_replica_is_refused_by_another() {
+    // What the owner sent replica 2, replica 2 cannot replay at replica 1.
+    let mut r = replica(1);
+    let owner = key(10);
+    let mailbox = owned(&owner);
+    let for_two = Request::signed(
+        body_for(key(2).peer_id(), mailbox, T0, 1, fetch_op(0)),
+        &owner,
+    );
+    let answer = ask(
+        &mut r,
+        T0,
+        key(2).peer_id(),
+        &addr("/ip4/10.0.2.1/tcp/1"),
+        &for_two,
+    )
+    .answer;
+    assert_eq!(refusal(&answer), Some(Refusal::WrongReplica));
+    // And it proved nothing for replica 2's session.
+    let unsigned = Request::unsigned(body(mailbox, T0, 2, fetch_op(0)));
+    let answer = ask(
+        &mut r,
+        T0,
+        key(2).peer_id(),
+        &addr("/ip4/10.0.2.1/tcp/1"),
+        &unsigned,
+    )
+    .answer;
+    assert_eq!(refusal(&answer), Some(Refusal::BadSignature));
 }

@@ -34,9 +34,9 @@ fn contract(store: &mut dyn ReplicaStore) {
     let e2 = envelope(a, b"two", 200);
     let e3 = envelope(b, b"three", 300);
     assert_eq!(store.find(&a, &e1.hash).unwrap(), None);
-    let s1 = store.insert(&e1).unwrap();
-    let s2 = store.insert(&e2).unwrap();
-    let s3 = store.insert(&e3).unwrap();
+    let s1 = store.insert(std::slice::from_ref(&e1)).unwrap()[0];
+    let seqs = store.insert(&[e2.clone(), e3.clone()]).unwrap();
+    let (s2, s3) = (seqs[0], seqs[1]);
     assert!(s1 < s2 && s2 < s3, "sequence numbers grow");
     assert_eq!(
         store.find(&a, &e1.hash).unwrap(),
@@ -79,7 +79,7 @@ fn contract(store: &mut dyn ReplicaStore) {
     assert_eq!(store.find(&a, &e2.hash).unwrap(), None);
     assert!(store.find(&b, &e3.hash).unwrap().is_some());
     // A number is never given twice.
-    let s4 = store.insert(&envelope(a, b"four", 400)).unwrap();
+    let s4 = store.insert(&[envelope(a, b"four", 400)]).unwrap()[0];
     assert!(s4 > s3);
 }
 

@@ -40,7 +40,7 @@ fn a_sybil_flood_neither_evicts_nor_blocks_a_contact() {
     for (n, e) in earlier.iter().enumerate() {
         for r in &mut replicas {
             let req = Request::signed(
-                body(mailbox, T0, n as u64, store_op(e, expiry)),
+                body_for(r.peer_id(), mailbox, T0, n as u64, store_op(e, expiry)),
                 &contact_key,
             );
             assert!(is_stored(
@@ -104,14 +104,26 @@ fn a_sybil_flood_neither_evicts_nor_blocks_a_contact() {
             }
             nonce += 1;
             let req = Request::signed(
-                body(mailbox, now, nonce, store_op(&new_message, expiry)),
+                body_for(
+                    r.peer_id(),
+                    mailbox,
+                    now,
+                    nonce,
+                    store_op(&new_message, expiry),
+                ),
                 &contact_key,
             );
             match ask(r, now, contact_peer, &contact_addr, &req).answer {
-                Answer::Stored { signature, expiry } => {
+                Answer::Stored {
+                    signature,
+                    expiry,
+                    proof,
+                } => {
                     // Each replica answers from its own network.
                     let a = addr(&format!("/ip4/203.0.{i}.1/tcp/1"));
-                    quorum.add(r.peer_id(), &a, signature, expiry).unwrap();
+                    quorum
+                        .add(r.peer_id(), &a, signature, proof, expiry)
+                        .unwrap();
                     retry_at[i] = u64::MAX;
                 }
                 Answer::Busy { retry_after_ms } | Answer::Quota { retry_after_ms } => {
@@ -134,7 +146,10 @@ fn a_sybil_flood_neither_evicts_nor_blocks_a_contact() {
     );
     // Nothing of the contact's was evicted.
     for r in &mut replicas {
-        let fetch = Request::signed(body(mailbox, T0 + 10_000, 99, fetch_op(0)), &contact_key);
+        let fetch = Request::signed(
+            body_for(r.peer_id(), mailbox, T0 + 10_000, 99, fetch_op(0)),
+            &contact_key,
+        );
         let got = items(&ask(r, T0 + 10_000, contact_peer, &contact_addr, &fetch).answer);
         assert_eq!(&got[..20], &earlier[..]);
         assert!(r.total_bytes() <= 8 * 1024 * 1024);

@@ -19,6 +19,7 @@ fn body(op: Op) -> RequestBody {
         unix_ms: 1_700_000_000_000,
         nonce: [2; NONCE_LEN],
         op,
+        replica: Keypair::from_secret_bytes(&[3; 32]).peer_id(),
     }
 }
 
@@ -50,6 +51,10 @@ fn frames_round_trip() {
         Answer::Stored {
             signature: [3; 64],
             expiry: 5,
+            proof: Proof {
+                siblings: vec![[4; 32], [5; 32]],
+                sides: 2,
+            },
         },
         Answer::Quota { retry_after_ms: 60 },
         Answer::Busy { retry_after_ms: 1 },
@@ -161,6 +166,7 @@ fn documented_vectors() {
             expiry: 1_800_086_400,
             class: Class::Normal,
         },
+        replica: Keypair::from_secret_bytes(&[0x33; 32]).peer_id(),
     };
     let frame = Frame::Request {
         id: 0x0102030405060708,
@@ -189,8 +195,8 @@ fn documented_vectors() {
         hex(&frame.encode()),
         concat!(
             "090807060504030201",
-            "129701",
-            "0a53",
+            "12b901",
+            "0a75",
             "0a23",
             "01d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c97787370101",
             "1100505c18a3010000",
@@ -198,16 +204,50 @@ fn documented_vectors() {
             "2211",
             "0a067365616c6564",
             "1180234b6b00000000",
+            "3a20",
+            "17cb79fb2b4120f2b1ec65e4198d6e08b28e813feb01e4a400839b85e18080ce",
             "1240",
-            "f26cb54c24591ac18ac9a48e576159c9aea3476793fb109ee9af20708d43310d",
-            "4e6ac7a2c177066767501e71ecce913c957d143f008974bf5450360e6894110d",
+            "1aab5242fd4cb6e48f274c90470a8dc186ee06d5d94ed78b77480adc74e06c67",
+            "7ea96a0e1df072226b59b6b7a61be31513705d782e0930769688bf630a10e601",
         )
+    );
+    let hash = crate::EnvelopeHash::of(b"sealed");
+    let leaf = crate::receipt::leaf(&d.id(), &hash, 1_800_086_400);
+    let second = crate::receipt::leaf(&d.id(), &crate::EnvelopeHash::of(b"other"), 1_800_086_400);
+    let (root, proofs) = crate::receipt::tree(&[leaf, second]);
+    let pair = crate::Receipt::sign_batch(
+        &replica,
+        &[
+            (d.id(), hash, 1_800_086_400),
+            (d.id(), crate::EnvelopeHash::of(b"other"), 1_800_086_400),
+        ],
+    );
+    assert_eq!(
+        hex(&leaf),
+        "b24ed09db05119e0940ed9ad6b8fb6f04648a52a003e53c41eaca97952ca99e7"
     );
     assert_eq!(
         hex(&receipt.signature),
         concat!(
-            "ab3ce2b754df98456f99edb8f02582920d8a2f12bac31b079c777bb2201dbb52",
-            "22d55a66da8f8a0e51518c872d4019fab9544c7dbba5e4bba3df17e76235af07",
+            "203bc8e669b986cc8b920298039c43e46a7f938dbed422b2bcf94b2f717d27ef",
+            "90ae1122bbbba14ebe81fbcb1ffb3f98db9b145ca1afa0745187459bfa180a0e",
+        )
+    );
+    assert_eq!(
+        hex(&second),
+        "15726a2c5a392b3ff18a66d75ff29fd020e2497eb29b2121f332f2a3287f6f58"
+    );
+    assert_eq!(
+        hex(&root),
+        "8ed559098b067887340692e4e12e7ffdb96187fc47757865e976d42c32b85833"
+    );
+    assert_eq!(proofs[0].siblings, vec![second]);
+    assert_eq!((proofs[0].sides, proofs[1].sides), (0, 1));
+    assert_eq!(
+        hex(&pair[0].signature),
+        concat!(
+            "d1686afc11a2530d543dd676a045173a35e2dcb317cf6c0fd6170c3df8631827",
+            "e6e8e4fbc097bf98792f1a51336bf85ac8f7defd089948e69e594e6b12eeee0c",
         )
     );
 }

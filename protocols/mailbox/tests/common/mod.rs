@@ -44,8 +44,20 @@ pub fn replica_on<S: ReplicaStore>(n: u8, store: S, config: ReplicaConfig) -> Re
     Replica::open(key(n), store, config, T0).unwrap()
 }
 
-/// A request body at `unix_ms` with a nonce made from `nonce`.
+/// A request body for replica 1 at `unix_ms` with a nonce made from
+/// `nonce`.
 pub fn body(descriptor: Descriptor, unix_ms: u64, nonce: u64, op: Op) -> RequestBody {
+    body_for(key(1).peer_id(), descriptor, unix_ms, nonce, op)
+}
+
+/// A request body for `replica`.
+pub fn body_for(
+    replica: PeerId,
+    descriptor: Descriptor,
+    unix_ms: u64,
+    nonce: u64,
+    op: Op,
+) -> RequestBody {
     let mut n = [0u8; 16];
     n[..8].copy_from_slice(&nonce.to_be_bytes());
     RequestBody {
@@ -53,6 +65,7 @@ pub fn body(descriptor: Descriptor, unix_ms: u64, nonce: u64, op: Op) -> Request
         unix_ms,
         nonce: n,
         op,
+        replica,
     }
 }
 

@@ -1,28 +1,19 @@
-//! Receipts, and the quorum that makes an envelope "stored".
+//! The write quorum: which receipts count.
 //!
-//! A replica signs a receipt only after the envelope's commit is on its
-//! disk. The signed bytes are
-//!
-//! ```text
-//! mailbox id (32) | envelope hash (32) | expiry (u64, big-endian)
-//! ```
-//!
-//! under [`RECEIPT_PURPOSE`], by the replica's identity key (its peer id).
-//! The sender checks each receipt against the peer it came from and counts
-//! it toward the write quorum only if the replica was among the candidates
-//! its lookup found (the R closest mailbox nodes), and no receipt already
-//! counted came from the same peer or the same network ([`NetGroup`]: an
-//! IPv4 /24 or an IPv6 /48), so W receipts mean W machines on W networks.
+//! A receipt counts toward W only if it verifies for the peer whose
+//! session carried it, that peer was among the candidates of the sender's
+//! lookup (the R closest mailbox nodes), its expiry is at least the one
+//! asked for, and no counted receipt came from the same peer or the same
+//! network ([`NetGroup`]: an IPv4 /24 or an IPv6 /48), so W receipts mean
+//! W machines on W networks.
 
 use std::net::IpAddr;
 
-use shoal_identity::{Keypair, PeerId, Purpose, SIGNATURE_LEN};
+use shoal_identity::{PeerId, SIGNATURE_LEN};
 use shoal_transport::{Multiaddr, Protocol};
 
-use crate::id::{EnvelopeHash, ID_LEN, MailboxId};
-
-/// Domain of a receipt's signature.
-pub const RECEIPT_PURPOSE: Purpose = Purpose::new("shoal/mailbox/receipt/1");
+use super::{Proof, Receipt};
+use crate::id::{EnvelopeHash, MailboxId};
 
 /// The network a replica answered from: replicas of one quorum must be in
 /// distinct groups.
@@ -63,61 +54,6 @@ impl NetGroup {
             },
             None => NetGroup::Other(addr.without_peer_id().to_string()),
         }
-    }
-}
-
-/// The bytes a receipt signs (after the purpose prefix).
-pub fn receipt_input(mailbox: &MailboxId, envelope: &EnvelopeHash, expiry: u64) -> [u8; 72] {
-    let mut out = [0u8; 2 * ID_LEN + 8];
-    out[..ID_LEN].copy_from_slice(mailbox.as_bytes());
-    out[ID_LEN..2 * ID_LEN].copy_from_slice(envelope.as_bytes());
-    out[2 * ID_LEN..].copy_from_slice(&expiry.to_be_bytes());
-    out
-}
-
-/// A replica's signed statement that it holds an envelope until `expiry`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// The replica (its peer id is its verification key).
-    pub replica: PeerId,
-    /// The mailbox.
-    pub mailbox: MailboxId,
-    /// The envelope.
-    pub envelope: EnvelopeHash,
-    /// Unix seconds until which the replica keeps it (unless acked).
-    pub expiry: u64,
-    /// The replica's signature over [`receipt_input`].
-    pub signature: [u8; SIGNATURE_LEN],
-}
-
-impl Receipt {
-    /// The receipt `replica` gives.
-    pub fn sign(
-        replica: &Keypair,
-        mailbox: MailboxId,
-        envelope: EnvelopeHash,
-        expiry: u64,
-    ) -> Receipt {
-        let signature = replica.sign(RECEIPT_PURPOSE, &receipt_input(&mailbox, &envelope, expiry));
-        Receipt {
-            replica: replica.peer_id(),
-            mailbox,
-            envelope,
-            expiry,
-            signature,
-        }
-    }
-
-    /// Whether the signature is the replica's over exactly these fields.
-    pub fn verify(&self) -> bool {
-        self.replica.public_key().is_ok_and(|key| {
-            key.verify(
-                RECEIPT_PURPOSE,
-                &receipt_input(&self.mailbox, &self.envelope, self.expiry),
-                &self.signature,
-            )
-            .is_ok()
-        })
     }
 }
 
@@ -179,13 +115,14 @@ impl Quorum {
         }
     }
 
-    /// Counts the receipt signature `signature` (for `expiry`) that
+    /// Counts the receipt (`signature`, `proof`, for `expiry`) that
     /// `replica` sent over a connection to `addr`, or says why not.
     pub fn add(
         &mut self,
         replica: PeerId,
         addr: &Multiaddr,
         signature: [u8; SIGNATURE_LEN],
+        proof: Proof,
         expiry: u64,
     ) -> Result<&Receipt, ReceiptError> {
         let receipt = Receipt {
@@ -193,6 +130,7 @@ impl Quorum {
             mailbox: self.mailbox,
             envelope: self.envelope,
             expiry,
+            proof,
             signature,
         };
         if !receipt.verify() {
@@ -241,6 +179,8 @@ impl Quorum {
 
 #[cfg(test)]
 mod tests {
+    use shoal_identity::Keypair;
+
     use super::*;
 
     fn addr(s: &str) -> Multiaddr {
@@ -277,6 +217,7 @@ mod tests {
         let candidates = replicas[..3].iter().map(Keypair::peer_id).collect();
         let mut q = Quorum::new(mailbox, envelope, 100, candidates, 2);
         let sig = |k: &Keypair, expiry| Receipt::sign(k, mailbox, envelope, expiry).signature;
+        let none = Proof::default;
         let a = addr("/ip4/10.0.1.1/tcp/1");
         let b = addr("/ip4/10.0.1.2/tcp/1");
         let c = addr("/ip4/10.0.2.1/tcp/1");
@@ -284,38 +225,75 @@ mod tests {
         // Someone else's signature, or over another expiry, is not a receipt.
         let forged = sig(&replicas[1], 100);
         assert_eq!(
-            q.add(replicas[0].peer_id(), &a, forged, 100).unwrap_err(),
-            ReceiptError::BadSignature
-        );
-        assert_eq!(
-            q.add(replicas[0].peer_id(), &a, sig(&replicas[0], 100), 101)
+            q.add(replicas[0].peer_id(), &a, forged, none(), 100)
                 .unwrap_err(),
             ReceiptError::BadSignature
         );
         assert_eq!(
-            q.add(replicas[3].peer_id(), &c, sig(&replicas[3], 100), 100)
-                .unwrap_err(),
+            q.add(
+                replicas[0].peer_id(),
+                &a,
+                sig(&replicas[0], 100),
+                none(),
+                101
+            )
+            .unwrap_err(),
+            ReceiptError::BadSignature
+        );
+        assert_eq!(
+            q.add(
+                replicas[3].peer_id(),
+                &c,
+                sig(&replicas[3], 100),
+                none(),
+                100
+            )
+            .unwrap_err(),
             ReceiptError::NotCandidate
         );
         assert!(matches!(
-            q.add(replicas[0].peer_id(), &a, sig(&replicas[0], 99), 99),
+            q.add(replicas[0].peer_id(), &a, sig(&replicas[0], 99), none(), 99),
             Err(ReceiptError::ShortExpiry { .. })
         ));
-        q.add(replicas[0].peer_id(), &a, sig(&replicas[0], 100), 100)
-            .unwrap();
+        q.add(
+            replicas[0].peer_id(),
+            &a,
+            sig(&replicas[0], 100),
+            none(),
+            100,
+        )
+        .unwrap();
         assert_eq!(
-            q.add(replicas[0].peer_id(), &c, sig(&replicas[0], 100), 100)
-                .unwrap_err(),
+            q.add(
+                replicas[0].peer_id(),
+                &c,
+                sig(&replicas[0], 100),
+                none(),
+                100
+            )
+            .unwrap_err(),
             ReceiptError::SamePeer
         );
         assert_eq!(
-            q.add(replicas[1].peer_id(), &b, sig(&replicas[1], 100), 100)
-                .unwrap_err(),
+            q.add(
+                replicas[1].peer_id(),
+                &b,
+                sig(&replicas[1], 100),
+                none(),
+                100
+            )
+            .unwrap_err(),
             ReceiptError::SameNetwork
         );
         assert!(!q.is_met());
-        q.add(replicas[2].peer_id(), &c, sig(&replicas[2], 200), 200)
-            .unwrap();
+        q.add(
+            replicas[2].peer_id(),
+            &c,
+            sig(&replicas[2], 200),
+            none(),
+            200,
+        )
+        .unwrap();
         assert!(q.is_met());
         assert_eq!(q.receipts().count(), 2);
         assert!(q.receipts().all(Receipt::verify));
