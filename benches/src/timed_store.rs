@@ -37,6 +37,14 @@ impl Store for Timed {
         self.inner.message(id)
     }
 
+    fn load_sealed(&mut self) -> Result<Vec<shoal_im::SealedRecord>, StoreError> {
+        self.inner.load_sealed()
+    }
+
+    fn received(&mut self, key: &[u8; 32]) -> Result<Option<MessageId>, StoreError> {
+        self.inner.received(key)
+    }
+
     fn history(
         &mut self,
         contact: &[u8; 32],

@@ -100,7 +100,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use shoal_im::store::HistoryCursor;
-use shoal_im::{Changes, MessageFlags, MessageId, MessageMeta, Store, StoreError, StoredMessage};
+use shoal_im::{
+    Changes, MessageFlags, MessageId, MessageMeta, SealedRecord, Store, StoreError, StoredMessage,
+};
 
 /// How long a statement waits for a lock held by another connection before
 /// failing with "database is locked".
@@ -143,6 +145,22 @@ pub const MIGRATIONS: &[&str] = &[
         encoded BLOB NOT NULL
     ) STRICT;
     CREATE INDEX messages_history ON messages (contact, held, height, id);",
+    // 2: envelopes sealed once, resent as they are (shoal-im SealedRecord),
+    // and the envelopes received, to acknowledge a resent copy again.
+    "CREATE TABLE sealed (
+        id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 32),
+        contact BLOB NOT NULL CHECK (length(contact) = 32),
+        session BLOB NOT NULL CHECK (length(session) = 16),
+        envelope BLOB NOT NULL,
+        stored INTEGER NOT NULL CHECK (stored IN (0, 1)),
+        sealed_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE received (
+        key BLOB PRIMARY KEY NOT NULL CHECK (length(key) = 32),
+        id BLOB NOT NULL CHECK (length(id) = 32),
+        contact BLOB NOT NULL CHECK (length(contact) = 32)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX received_contact ON received (contact);",
 ];
 
 /// The schema version this code writes: the number of [`MIGRATIONS`].
@@ -167,6 +185,18 @@ mod files;
 
 pub use files::lock_path;
 use files::{lock_database, restrict_permissions, spawn_checkpointer};
+
+/// Column `i` of `row`, a blob of exactly `N` bytes.
+fn fixed_blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
+    let v: Vec<u8> = row.get(i)?;
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            "wrong length".into(),
+        )
+    })
+}
 
 /// Wraps a rusqlite error with what was being done.
 fn ctx(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -353,6 +383,37 @@ impl Store for SqliteStore {
             .map_err(ctx("loading message index"))
     }
 
+    fn load_sealed(&mut self) -> Result<Vec<SealedRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, contact, session, envelope, stored, sealed_at FROM sealed ORDER BY id",
+            )
+            .map_err(ctx("loading sealed envelopes"))?;
+        stmt.query_map([], |row| {
+            Ok(SealedRecord {
+                id: MessageId(fixed_blob(row, 0)?),
+                contact: fixed_blob(row, 1)?,
+                session: fixed_blob(row, 2)?,
+                envelope: row.get(3)?,
+                stored: row.get(4)?,
+                sealed_at: row.get::<_, i64>(5)? as u64,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(ctx("loading sealed envelopes"))
+    }
+
+    fn received(&mut self, key: &[u8; 32]) -> Result<Option<MessageId>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT id FROM received WHERE key = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([&key[..]], |row| fixed_blob(row, 0).map(MessageId))
+                    .optional()
+            })
+            .map_err(ctx("looking up a received envelope"))
+    }
+
     fn message(&mut self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
         self.conn
             .prepare_cached(&format!(
@@ -430,11 +491,23 @@ impl Store for SqliteStore {
             let mut messages = tx
                 .prepare_cached("DELETE FROM messages WHERE contact = ?1")
                 .map_err(ctx("removing a contact's messages"))?;
+            let mut sealed = tx
+                .prepare_cached("DELETE FROM sealed WHERE contact = ?1")
+                .map_err(ctx("removing a contact's envelopes"))?;
+            let mut received = tx
+                .prepare_cached("DELETE FROM received WHERE contact = ?1")
+                .map_err(ctx("removing a contact's envelopes"))?;
             for key in &changes.removed_contacts {
+                received
+                    .execute([key])
+                    .map_err(ctx("removing a contact's envelopes"))?;
                 contact.execute([key]).map_err(ctx("removing a contact"))?;
                 messages
                     .execute([key])
                     .map_err(ctx("removing a contact's messages"))?;
+                sealed
+                    .execute([key])
+                    .map_err(ctx("removing a contact's envelopes"))?;
             }
         }
         if !changes.contacts.is_empty() {
@@ -453,8 +526,12 @@ impl Store for SqliteStore {
             let mut stmt = tx
                 .prepare_cached("DELETE FROM messages WHERE id = ?1")
                 .map_err(ctx("removing messages"))?;
+            let mut sealed = tx
+                .prepare_cached("DELETE FROM sealed WHERE id = ?1")
+                .map_err(ctx("removing messages"))?;
             for id in &changes.removed {
                 stmt.execute([id.0]).map_err(ctx("removing a message"))?;
+                sealed.execute([id.0]).map_err(ctx("removing a message"))?;
             }
         }
         if !changes.messages.is_empty() {
@@ -502,6 +579,49 @@ impl Store for SqliteStore {
                     flags.read,
                 ])
                 .map_err(ctx("updating a message"))?;
+            }
+        }
+        if !changes.unsealed.is_empty() {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM sealed WHERE id = ?1")
+                .map_err(ctx("removing sealed envelopes"))?;
+            for id in &changes.unsealed {
+                stmt.execute([id.0])
+                    .map_err(ctx("removing a sealed envelope"))?;
+            }
+        }
+        if !changes.sealed.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO sealed (id, contact, session, envelope, stored, sealed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET contact = excluded.contact,
+                         session = excluded.session, envelope = excluded.envelope,
+                         stored = excluded.stored, sealed_at = excluded.sealed_at",
+                )
+                .map_err(ctx("saving sealed envelopes"))?;
+            for r in &changes.sealed {
+                stmt.execute(params![
+                    r.id.0,
+                    r.contact,
+                    r.session,
+                    r.envelope,
+                    r.stored,
+                    i64::try_from(r.sealed_at).unwrap_or(i64::MAX),
+                ])
+                .map_err(ctx("saving a sealed envelope"))?;
+            }
+        }
+        if !changes.received.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO received (key, id, contact) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .map_err(ctx("saving received envelopes"))?;
+            for r in &changes.received {
+                stmt.execute(params![r.key, r.id.0, r.contact])
+                    .map_err(ctx("saving a received envelope"))?;
             }
         }
         tx.commit().map_err(ctx("committing"))

@@ -158,6 +158,12 @@ impl Store for SharedStore {
     fn message(&mut self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
         self.0.lock().unwrap().message(id)
     }
+    fn load_sealed(&mut self) -> Result<Vec<shoal_im::SealedRecord>, StoreError> {
+        self.0.lock().unwrap().load_sealed()
+    }
+    fn received(&mut self, key: &[u8; 32]) -> Result<Option<MessageId>, StoreError> {
+        self.0.lock().unwrap().received(key)
+    }
     fn history(
         &mut self,
         contact: &[u8; 32],

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use shoal_im::{Changes, MemoryStore, MessageFlags, MessageId, MessageMeta, Store, StoredMessage};
+use shoal_im::{
+    Changes, MemoryStore, MessageFlags, MessageId, MessageMeta, ReceivedEnvelope, SealedRecord,
+    Store, StoredMessage,
+};
 use shoal_messenger::SqliteStore;
 use shoal_messenger::sqlite::SCHEMA_VERSION;
 
@@ -411,6 +414,89 @@ fn contract<S: Store>(mut store: S) {
     for m in &all {
         assert_eq!(store.message(&m.meta.id).unwrap().as_ref(), Some(m));
     }
+    sealed_contract(&mut store, &all);
+}
+
+fn sealed(id: MessageId, contact: [u8; 32], stored: bool) -> SealedRecord {
+    SealedRecord {
+        id,
+        contact,
+        session: [7; 16],
+        envelope: id.0.to_vec(),
+        stored,
+        sealed_at: 1_700_000_000,
+    }
+}
+
+/// Sealed envelopes: insert, replace, unseal, and deletion with their
+/// message or contact.
+fn sealed_contract<S: Store>(store: &mut S, all: &[StoredMessage]) {
+    let alice: Vec<&StoredMessage> = all.iter().filter(|m| m.meta.contact == ALICE).collect();
+    let (a0, a1, a2) = (alice[0].meta.id, alice[1].meta.id, alice[2].meta.id);
+    let bob_extra = msg(BOB, 900, 0, false);
+    commit_messages(store, std::slice::from_ref(&bob_extra));
+    let records = vec![
+        sealed(a0, ALICE, false),
+        sealed(a1, ALICE, false),
+        sealed(a2, ALICE, false),
+        sealed(bob_extra.meta.id, BOB, false),
+    ];
+    store
+        .commit(&Changes {
+            sealed: records.clone(),
+            ..Changes::default()
+        })
+        .unwrap();
+    let mut loaded = store.load_sealed().unwrap();
+    loaded.sort_by_key(|r| r.id);
+    let mut expected = records.clone();
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(loaded, expected);
+    // Replaced (now stored), unsealed, and gone with its message.
+    store
+        .commit(&Changes {
+            sealed: vec![sealed(a0, ALICE, true)],
+            unsealed: vec![a1],
+            removed: vec![a2],
+            ..Changes::default()
+        })
+        .unwrap();
+    let mut loaded = store.load_sealed().unwrap();
+    loaded.sort_by_key(|r| r.id);
+    let mut expected = vec![
+        sealed(a0, ALICE, true),
+        sealed(bob_extra.meta.id, BOB, false),
+    ];
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(loaded, expected);
+    // Received envelopes: found by key, first entry kept.
+    let received = |key: u8, id: MessageId, contact| ReceivedEnvelope {
+        key: [key; 32],
+        id,
+        contact,
+    };
+    store
+        .commit(&Changes {
+            received: vec![
+                received(1, a0, ALICE),
+                received(2, bob_extra.meta.id, BOB),
+                received(1, a1, ALICE),
+            ],
+            ..Changes::default()
+        })
+        .unwrap();
+    assert_eq!(store.received(&[1; 32]).unwrap(), Some(a0));
+    assert_eq!(store.received(&[3; 32]).unwrap(), None);
+    // Gone with its contact.
+    store
+        .commit(&Changes {
+            removed_contacts: vec![BOB],
+            ..Changes::default()
+        })
+        .unwrap();
+    assert_eq!(store.load_sealed().unwrap(), vec![sealed(a0, ALICE, true)]);
+    assert_eq!(store.received(&[2; 32]).unwrap(), None);
+    assert_eq!(store.received(&[1; 32]).unwrap(), Some(a0));
 }
 
 #[test]
@@ -442,6 +528,13 @@ fn sample() -> (Changes, Vec<StoredMessage>) {
         removed: Vec::new(),
         messages: messages.clone(),
         updates: vec![(messages[0].meta.id, 0, flags(false, true, true))],
+        sealed: vec![sealed(messages[1].meta.id, ALICE, true)],
+        unsealed: Vec::new(),
+        received: vec![ReceivedEnvelope {
+            key: [9; 32],
+            id: messages[2].meta.id,
+            contact: ALICE,
+        }],
     };
     let mut stored = messages;
     stored[0].meta.flags = flags(false, true, true);
@@ -449,6 +542,11 @@ fn sample() -> (Changes, Vec<StoredMessage>) {
 }
 
 fn assert_holds_sample<S: Store>(store: &mut S, stored: &[StoredMessage]) {
+    assert_eq!(store.received(&[9; 32]).unwrap(), Some(stored[2].meta.id));
+    assert_eq!(
+        store.load_sealed().unwrap(),
+        vec![sealed(stored[1].meta.id, ALICE, true)]
+    );
     assert_eq!(
         store.load_identity().unwrap(),
         Some(b"my identity".to_vec())
@@ -470,6 +568,7 @@ fn assert_empty<S: Store>(store: &mut S) {
     assert_eq!(store.load_identity().unwrap(), None);
     assert!(store.load_contacts().unwrap().is_empty());
     assert!(store.load_index().unwrap().is_empty());
+    assert!(store.load_sealed().unwrap().is_empty());
 }
 
 #[test]

@@ -978,6 +978,15 @@ impl shoal_im::Store for AbortAfterCommits {
     ) -> Result<Option<shoal_im::StoredMessage>, shoal_im::StoreError> {
         self.inner.message(id)
     }
+    fn load_sealed(&mut self) -> Result<Vec<shoal_im::SealedRecord>, shoal_im::StoreError> {
+        self.inner.load_sealed()
+    }
+    fn received(
+        &mut self,
+        key: &[u8; 32],
+    ) -> Result<Option<shoal_im::MessageId>, shoal_im::StoreError> {
+        self.inner.received(key)
+    }
     fn history(
         &mut self,
         contact: &[u8; 32],

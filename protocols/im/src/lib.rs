@@ -106,6 +106,7 @@ pub use ratchet::{Header, Session};
 pub use reset::ResetRequest;
 pub use safety::SafetyNumber;
 pub use store::{
-    Changes, MemoryStore, MessageFlags, MessageMeta, Store, StoreError, StoredMessage,
+    Changes, MemoryStore, MessageFlags, MessageMeta, ReceivedEnvelope, SealedRecord, Store,
+    StoreError, StoredMessage,
 };
 pub use x3dh::{InitialHeader, PrekeyBundle, PrekeySecret, SignedPrekey};

@@ -60,6 +60,25 @@ pub struct StoredMessage {
     pub encoded: Vec<u8>,
 }
 
+/// An outgoing message's envelope, sealed once: every retry, direct or
+/// through a mailbox, sends these bytes again (a retry that sealed anew
+/// would spend a message key the recipient may have to skip).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRecord {
+    /// The message it carries.
+    pub id: MessageId,
+    /// The conversation (the contact's 32-byte root key).
+    pub contact: [u8; 32],
+    /// The session it was sealed on (a session reset seals anew).
+    pub session: [u8; 16],
+    /// The exact envelope.
+    pub envelope: Vec<u8>,
+    /// W mailbox replicas signed for it.
+    pub stored: bool,
+    /// When it was sealed (Unix seconds): mailboxes keep it 14 days.
+    pub sealed_at: u64,
+}
+
 /// A set of changes committed in one transaction.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
@@ -78,6 +97,43 @@ pub struct Changes {
     pub messages: Vec<StoredMessage>,
     /// Set the flags (and height) of stored messages.
     pub updates: Vec<(MessageId, u64, MessageFlags)>,
+    /// Insert or replace sealed envelopes (applied after `unsealed`).
+    pub sealed: Vec<SealedRecord>,
+    /// Delete sealed envelopes (their messages were delivered, or are
+    /// written again under new ids). Removing a contact or a message also
+    /// deletes its sealed envelopes.
+    pub unsealed: Vec<MessageId>,
+    /// Envelopes received (by [`envelope_key`]) and the message each
+    /// carried: a sender resends the very same envelope until it has our
+    /// acknowledgement, and a copy cannot be decrypted twice, so a copy is
+    /// recognised by its key and acknowledged again. Removing a contact
+    /// deletes its entries.
+    pub received: Vec<ReceivedEnvelope>,
+}
+
+/// An envelope received, by key, and the message it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedEnvelope {
+    /// [`envelope_key`] of the envelope.
+    pub key: [u8; 32],
+    /// The message it carried.
+    pub id: MessageId,
+    /// The sender (the contact's 32-byte root key).
+    pub contact: [u8; 32],
+}
+
+/// Domain of [`envelope_key`].
+pub const ENVELOPE_KEY_DOMAIN: &[u8] = b"shoal/im/envelope-key/1";
+
+/// The key under which a received envelope is remembered: BLAKE2b-256
+/// over `len(d) | d | envelope`, `d` = [`ENVELOPE_KEY_DOMAIN`].
+pub fn envelope_key(envelope: &[u8]) -> [u8; 32] {
+    use blake2::{Blake2b, Digest, digest::consts::U32};
+    let mut h = Blake2b::<U32>::new();
+    h.update([ENVELOPE_KEY_DOMAIN.len() as u8]);
+    h.update(ENVELOPE_KEY_DOMAIN);
+    h.update(envelope);
+    h.finalize().into()
 }
 
 impl Changes {
@@ -89,6 +145,9 @@ impl Changes {
             && self.removed.is_empty()
             && self.messages.is_empty()
             && self.updates.is_empty()
+            && self.sealed.is_empty()
+            && self.unsealed.is_empty()
+            && self.received.is_empty()
     }
 }
 
@@ -117,6 +176,11 @@ pub trait Store: Send + 'static {
         before: Option<HistoryCursor>,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Every sealed envelope.
+    fn load_sealed(&mut self) -> Result<Vec<SealedRecord>, StoreError>;
+    /// The message the envelope with [`envelope_key`] `key` carried, if it
+    /// was received.
+    fn received(&mut self, key: &[u8; 32]) -> Result<Option<MessageId>, StoreError>;
     /// Applies `changes` atomically and durably (against a process crash).
     fn commit(&mut self, changes: &Changes) -> Result<(), StoreError>;
 }
@@ -127,6 +191,8 @@ pub struct MemoryStore {
     identity: Option<Vec<u8>>,
     contacts: BTreeMap<[u8; 32], Vec<u8>>,
     messages: BTreeMap<MessageId, StoredMessage>,
+    sealed: BTreeMap<MessageId, SealedRecord>,
+    received: BTreeMap<[u8; 32], ReceivedEnvelope>,
 }
 
 impl MemoryStore {
@@ -169,6 +235,14 @@ impl Store for MemoryStore {
         Ok(shown.into_iter().take(limit).cloned().collect())
     }
 
+    fn load_sealed(&mut self) -> Result<Vec<SealedRecord>, StoreError> {
+        Ok(self.sealed.values().cloned().collect())
+    }
+
+    fn received(&mut self, key: &[u8; 32]) -> Result<Option<MessageId>, StoreError> {
+        Ok(self.received.get(key).map(|r| r.id))
+    }
+
     fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
         if let Some(identity) = &changes.identity {
             self.identity = Some(identity.clone());
@@ -176,12 +250,24 @@ impl Store for MemoryStore {
         for key in &changes.removed_contacts {
             self.contacts.remove(key);
             self.messages.retain(|_, m| &m.meta.contact != key);
+            self.sealed.retain(|_, s| &s.contact != key);
+            self.received.retain(|_, r| &r.contact != key);
         }
         for (key, blob) in &changes.contacts {
             self.contacts.insert(*key, blob.clone());
         }
         for id in &changes.removed {
             self.messages.remove(id);
+            self.sealed.remove(id);
+        }
+        for id in &changes.unsealed {
+            self.sealed.remove(id);
+        }
+        for record in &changes.sealed {
+            self.sealed.insert(record.id, record.clone());
+        }
+        for r in &changes.received {
+            self.received.entry(r.key).or_insert(*r);
         }
         for message in &changes.messages {
             self.messages

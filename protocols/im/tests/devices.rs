@@ -241,6 +241,9 @@ fn a_verified_contacts_new_device_gets_no_retries_until_acknowledged() {
     bob.set_verified(alice, true).unwrap();
     bob.send(now, 1, alice, "written before the change")
         .unwrap();
+    // Sealed at once, for the old device (a mailbox would hold it).
+    let old = device(&root, 0x50, OPENED).certificate().device().peer_id();
+    assert_eq!(bob.poll_transmit().unwrap().device, old);
     bob.set_bundle(now, alice, &bundle(&device(&root, 0x60, OPENED)))
         .unwrap();
     bob.set_online(now, alice, true).unwrap();

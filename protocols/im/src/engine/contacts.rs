@@ -61,6 +61,9 @@ pub(super) struct Contact {
     pub(super) conversation: Conversation,
     pub(super) outbox: BTreeMap<u64, Pending>,
     pub(super) next_resend_request: Option<Instant>,
+    /// When we may next ask for missing messages in answer to an envelope
+    /// (a gap it revealed, or one we could not decrypt).
+    pub(super) next_reply_request: Option<Instant>,
     /// When we may answer the contact's next resend request.
     pub(super) next_resend_answer: Option<Instant>,
     pub(super) next_route_request: Option<Instant>,
@@ -77,12 +80,13 @@ pub(super) struct Contact {
     /// Timed resend requests sent since the contact last answered (their
     /// interval doubles with each).
     pub(super) resend_requests: u32,
-    /// When the next probe may go out while over [`SEND_BUDGET`].
-    ///
-    /// [`SEND_BUDGET`]: super::SEND_BUDGET
-    pub(super) next_probe: Option<Instant>,
     /// When we last replaced the session at the contact's request.
     pub(super) last_reset: Option<Instant>,
+    /// Acknowledgements sealed for copies of taken envelopes: since when,
+    /// and how many (at most [`MAX_COPY_ACKS_PER_SEC`] a second).
+    ///
+    /// [`MAX_COPY_ACKS_PER_SEC`]: super::receive::MAX_COPY_ACKS_PER_SEC
+    pub(super) copy_acks: Option<(Instant, u32)>,
     /// Our messages waiting to be written again under new counters (see
     /// the recovery module), oldest first.
     pub(super) parked: Vec<Parked>,
@@ -239,14 +243,15 @@ impl<S: Store> Engine<S> {
             conversation: Conversation::new(user.to_bytes()),
             outbox: BTreeMap::new(),
             next_resend_request: None,
+            next_reply_request: None,
             next_resend_answer: None,
             next_route_request: None,
             route_wait: std::time::Duration::ZERO,
             online: false,
             unanswered: 0,
             pending_read: Vec::new(),
+            copy_acks: None,
             resend_requests: 0,
-            next_probe: None,
             last_reset: None,
             reset_requested: None,
             challenged: Vec::new(),

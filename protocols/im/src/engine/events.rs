@@ -127,6 +127,25 @@ pub enum Event {
         /// The id it has now.
         new: MessageId,
     },
+    /// W mailbox replicas signed for the envelope of one of our messages
+    /// ([`Engine::mark_stored`]): it waits for the contact even if we go.
+    Stored {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
+    },
+    /// One of our messages was sealed [`MAILBOX_TTL`] ago and is still not
+    /// delivered: mailboxes dropped it. It goes out again directly once
+    /// the contact is online.
+    ///
+    /// [`MAILBOX_TTL`]: super::MAILBOX_TTL
+    Expired {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
+    },
     /// The recipient acknowledged one of our messages.
     Delivered {
         /// The conversation.
@@ -194,6 +213,12 @@ pub struct Transmit {
     pub device: PeerId,
     /// The encoded envelope.
     pub envelope: Vec<u8>,
+    /// The message it carries, for a message's envelope: sealed once, it
+    /// is the same bytes every time it goes out. A driver that cannot reach
+    /// the device stores it in a mailbox and reports it with
+    /// [`Engine::mark_stored`]. `None` for acknowledgements, receipts and
+    /// requests.
+    pub message: Option<MessageId>,
 }
 
 impl<S: Store> Engine<S> {

@@ -20,12 +20,17 @@
 //!
 //! # Delivery
 //! Each sent message stays in the outbox (stored, outgoing, not delivered)
-//! until the recipient's [`Payload::Ack`] arrives; until then it is
-//! re-encrypted and sent again after 1, 2, 4, ... seconds (capped at
-//! [`EngineConfig::retry_max`]). The recipient acknowledges a message only
-//! after committing it (shown or held), acknowledges duplicates again, and
-//! drops them otherwise. A message whose predecessors are missing is held
-//! and the missing counters are requested with [`Payload::Resend`].
+//! until the recipient's [`Payload::Ack`] arrives. It is sealed once, as
+//! soon as a session exists (online or not), and that envelope is stored
+//! with it: while the contact is online the same envelope goes out again
+//! after 1, 2, 4, ... seconds (capped at [`EngineConfig::retry_max`]);
+//! while it is not, a driver stores it in a mailbox
+//! ([`Engine::mailbox_outbox`], [`Engine::mark_stored`]). The recipient
+//! acknowledges a message only after committing it (shown or held), and
+//! acknowledges a copy of an envelope it took again (it remembers the
+//! envelopes' hashes). A message whose predecessors are missing is held
+//! and the missing counters are requested with [`Payload::Resend`]; states:
+//! [`Engine::delivery_state`].
 //!
 //!
 //! # Strangers
@@ -82,7 +87,8 @@ pub use self::config::{EngineConfig, SKIPPED_KEY_LIFETIME};
 pub use self::contacts::ContactInfo;
 pub use self::events::{Event, RejectReason, Transmit};
 pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
-pub use self::outbox::{MAX_UNANSWERED, SEND_BUDGET};
+pub use self::outbox::{DeliveryState, MAILBOX_TTL, SEND_BUDGET};
+pub use self::receive::MAX_COPY_ACKS_PER_SEC;
 pub use self::refusals::{REFUSAL_LOG_INTERVAL, Refusals};
 pub use self::repair::{RESET_ANSWER_WINDOW, RESET_INTERVAL};
 pub use self::requests::{

@@ -1,38 +1,103 @@
 //! The outbox: sending messages and read receipts, retries with backoff, the
 //! send budget, and the timers that drive them.
+//!
+//! A message is sealed once, on the session it first goes out on, and that
+//! envelope is stored with it: every retry, direct or through a mailbox,
+//! sends the same bytes, so no message key is spent twice and an offline
+//! recipient never has keys to skip for copies it will not see. Only a new
+//! session (a reset, a new device) seals it again.
 
 use std::time::{Duration, Instant};
 
 use super::sessions::Sealing;
-use super::{Batch, Engine, EngineError, Event};
+use super::{Batch, Engine, EngineError, Event, Transmit};
 use crate::UserId;
+use crate::envelope::SessionId;
 use crate::message::{MAX_BODY_LEN, MAX_IDS_PER_RECEIPT, MessageId, Payload};
-use crate::store::{Store, StoredMessage};
+use crate::store::{SealedRecord, Store, StoredMessage};
 
-/// Most envelopes of any kind (messages, retries, acknowledgements, read
-/// receipts, resend requests) sealed to a contact since the last one
-/// received from it. Beyond it, everything waits (one probe per
-/// [`EngineConfig::retry_max`] goes out, up to [`MAX_UNANSWERED`]) until
-/// the contact answers: keys spent on envelopes that may all be lost are
-/// keys the recipient has to skip, and more than [`crate::ratchet::MAX_SKIP`]
-/// of them in one chain would make everything after unreadable. Nothing
-/// of our own initiative is sealed while the contact is offline.
-///
-/// [`EngineConfig::retry_max`]: super::EngineConfig::retry_max
+/// How long mailboxes keep an envelope: a message sealed longer ago and
+/// still not delivered is reported [`Event::Expired`] (it stays in the
+/// outbox and goes out directly once the contact is online).
+pub const MAILBOX_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Most envelopes of any kind (messages, acknowledgements, read receipts,
+/// resend requests) sealed to a contact since the last one received from
+/// it. Beyond it, new messages wait, unsealed, until the contact answers
+/// (what is sealed already still goes out again, unchanged): a recipient
+/// that gets a later envelope before earlier ones must skip their keys,
+/// and it can skip at most [`crate::ratchet::MAX_SKIP`] in one chain.
 pub const SEND_BUDGET: u32 = crate::ratchet::MAX_SKIP / 2;
-
-/// Hard limit on envelopes sealed to a contact since the last one received
-/// from it, probes included: a little under the recipient's skip window.
-pub const MAX_UNANSWERED: u32 = crate::ratchet::MAX_SKIP - 10;
 
 /// Most read receipts kept waiting for a contact; beyond it the oldest are
 /// dropped (receipts are advisory, messages are not).
 const MAX_PENDING_READ: usize = 4 * MAX_IDS_PER_RECEIPT;
 
 pub(super) struct Pending {
+    pub(super) id: MessageId,
     pub(super) encoded: Vec<u8>,
     pub(super) attempts: u32,
     pub(super) next: Instant,
+    /// The envelope it was sealed into, once it was.
+    pub(super) sealed: Option<Sealed>,
+}
+
+impl Pending {
+    /// A message to send, due at `now`.
+    pub(super) fn new(encoded: Vec<u8>, now: Instant) -> Pending {
+        Pending {
+            id: MessageId::of(&encoded),
+            encoded,
+            attempts: 0,
+            next: now,
+            sealed: None,
+        }
+    }
+}
+
+/// A message's envelope, sealed once.
+pub(super) struct Sealed {
+    pub(super) envelope: Vec<u8>,
+    pub(super) session: SessionId,
+    /// W mailbox replicas signed for it.
+    pub(super) stored: bool,
+    /// Unix seconds.
+    pub(super) sealed_at: u64,
+    /// [`Event::Expired`] was reported (not stored: reported again after a
+    /// restart).
+    pub(super) expired: bool,
+}
+
+impl Sealed {
+    pub(super) fn record(&self, id: MessageId, contact: UserId) -> SealedRecord {
+        SealedRecord {
+            id,
+            contact: contact.to_bytes(),
+            session: self.session.0,
+            envelope: self.envelope.clone(),
+            stored: self.stored,
+            sealed_at: self.sealed_at,
+        }
+    }
+}
+
+/// Where one of our messages is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryState {
+    /// Waiting: not sealed yet (no session, or over the send budget), or
+    /// sealed and sent but neither stored nor acknowledged.
+    Queued,
+    /// W mailbox replicas signed for its envelope ([`Engine::mark_stored`]).
+    Stored,
+    /// Sealed more than [`MAILBOX_TTL`] ago and still not delivered:
+    /// mailboxes dropped it; it goes out again directly once the contact
+    /// is online.
+    Expired,
+    /// The contact acknowledged it.
+    Delivered,
+    /// The contact read it.
+    Read,
 }
 
 impl<S: Store> Engine<S> {
@@ -113,14 +178,8 @@ impl<S: Store> Engine<S> {
                 .compose(sender, contact, text.as_bytes().to_vec(), unix_ms);
         let encoded = message.encode();
         let id = meta.id;
-        c.outbox.insert(
-            meta.counter,
-            Pending {
-                encoded: encoded.clone(),
-                attempts: 0,
-                next: now,
-            },
-        );
+        c.outbox
+            .insert(meta.counter, Pending::new(encoded.clone(), now));
         let mut batch = Batch::default();
         batch.changes.messages.push(StoredMessage { meta, encoded });
         batch.dirty(contact);
@@ -178,9 +237,10 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Sends every outbox entry of `contact` that is due.
+    /// Seals what can be sealed of `contact`'s outbox (online or not: a
+    /// mailbox takes it), and sends again, while the contact is online, the
+    /// sealed envelopes that are due.
     pub(super) fn flush_outbox(&mut self, now: Instant, contact: UserId, batch: &mut Batch) {
-        let (initial, max) = (self.config.retry_initial, self.config.retry_max);
         let (route_first, route_max) = (self.config.route_retry, self.config.route_retry_max);
         let Some(c) = self.contacts.get_mut(&contact) else {
             return;
@@ -188,69 +248,211 @@ impl<S: Store> Engine<S> {
         if c.blocked {
             return;
         }
-        let ready = !c.sessions.is_empty() && c.online;
-        if !ready {
-            // Encrypting now would only use up chain keys the recipient
-            // may have to skip: ask for a route instead.
-            // One rate limit for every route request, doubling while none
-            // is found: each request is a lookup or a dial.
-            if !c.outbox.is_empty() && c.next_route_request.is_none_or(|t| t <= now) {
-                let wait = c.route_wait.max(route_first);
-                c.next_route_request = Some(now + wait);
-                c.route_wait = wait.saturating_mul(2).min(route_max.max(route_first));
-                match (&c.device, c.sessions.is_empty()) {
-                    (Some(device), false) => batch.events.push(Event::NeedRoute {
-                        contact,
-                        device: device.device().peer_id(),
-                    }),
-                    _ => batch.events.push(Event::NeedBundle { contact }),
-                }
+        if (c.sessions.is_empty() || !c.online)
+            && !c.outbox.is_empty()
+            && c.next_route_request.is_none_or(|t| t <= now)
+        {
+            // Direct delivery needs a route: one rate limit for every route
+            // request, doubling while none is found (each is a lookup or a
+            // dial). Without a session, nothing can be sealed before it.
+            let wait = c.route_wait.max(route_first);
+            c.next_route_request = Some(now + wait);
+            c.route_wait = wait.saturating_mul(2).min(route_max.max(route_first));
+            match (&c.device, c.sessions.is_empty()) {
+                (Some(device), false) => batch.events.push(Event::NeedRoute {
+                    contact,
+                    device: device.device().peer_id(),
+                }),
+                _ => batch.events.push(Event::NeedBundle { contact }),
             }
-            return;
         }
-        if c.sync_due
+        let Some(active) = c.sessions.first().map(|s| s.id) else {
+            return;
+        };
+        if c.online
+            && c.sync_due
             && self.sync_after_open(contact, batch)
             && let Some(c) = self.contacts.get_mut(&contact)
         {
             c.sync_due = false;
         }
-        let Some(c) = self.contacts.get_mut(&contact) else {
+        self.seal_outbox(now, contact, active, batch);
+        self.resend_sealed(now, contact, active, batch);
+        self.flush_reads(contact, batch);
+    }
+
+    /// Seals, in counter order and within the send budget, the outbox
+    /// entries with no envelope on the active session.
+    fn seal_outbox(&mut self, now: Instant, contact: UserId, active: SessionId, batch: &mut Batch) {
+        let initial = self.config.retry_initial;
+        let unix = self.unix_at(now);
+        let Some(c) = self.contacts.get(&contact) else {
             return;
         };
-        let mut due: Vec<(u64, Vec<u8>)> = c
+        let unsealed: Vec<(u64, MessageId, Vec<u8>)> = c
             .outbox
             .iter()
-            .filter(|(_, p)| p.next <= now)
-            .map(|(n, p)| (*n, p.encoded.clone()))
+            .filter(|(_, p)| p.sealed.as_ref().is_none_or(|s| s.session != active))
+            .map(|(n, p)| (*n, p.id, p.encoded.clone()))
             .collect();
-        let sealing = if c.unanswered >= SEND_BUDGET {
-            // Over budget: one probe (the oldest message) per retry_max,
-            // and never so many that the recipient could not skip them.
-            let probe_due = c.next_probe.is_none_or(|t| t <= now);
-            if !probe_due || c.unanswered >= MAX_UNANSWERED {
-                return;
-            }
-            c.next_probe = Some(now + max);
-            due.truncate(1);
-            Sealing::Probe
-        } else {
-            Sealing::Own
-        };
-        for (counter, encoded) in due {
-            if !self.seal(contact, &Payload::Chat(encoded), sealing, batch) {
+        for (counter, id, encoded) in unsealed {
+            let Some(envelope) = self.seal_message(contact, id, &Payload::Chat(encoded), batch)
+            else {
+                // Over the budget: the rest waits for the contact's answer.
                 break;
-            }
-            if let Some(p) = self
+            };
+            let Some(p) = self
                 .contacts
                 .get_mut(&contact)
                 .and_then(|c| c.outbox.get_mut(&counter))
-            {
-                let backoff = initial.saturating_mul(1u32 << p.attempts.min(16)).min(max);
-                p.attempts = p.attempts.saturating_add(1);
-                p.next = now + backoff;
+            else {
+                continue;
+            };
+            let sealed = Sealed {
+                envelope,
+                session: active,
+                stored: false,
+                sealed_at: unix,
+                expired: false,
+            };
+            batch.changes.sealed.push(sealed.record(id, contact));
+            p.sealed = Some(sealed);
+            p.attempts = 1;
+            p.next = now + initial;
+        }
+    }
+
+    /// Sends again, unchanged, the sealed envelopes that are due, with
+    /// backoff; only while the contact is online (offline, a mailbox holds
+    /// them).
+    fn resend_sealed(
+        &mut self,
+        now: Instant,
+        contact: UserId,
+        active: SessionId,
+        batch: &mut Batch,
+    ) {
+        let (initial, max) = (self.config.retry_initial, self.config.retry_max);
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return;
+        };
+        if !c.online || c.device_changed {
+            return;
+        }
+        let Some(device) = c.device.as_ref().map(|d| d.device().peer_id()) else {
+            return;
+        };
+        for p in c.outbox.values_mut() {
+            let Some(sealed) = p.sealed.as_ref().filter(|s| s.session == active) else {
+                continue;
+            };
+            if p.next > now {
+                continue;
+            }
+            batch.transmits.push(Transmit {
+                contact: Some(contact),
+                device,
+                envelope: sealed.envelope.clone(),
+                message: Some(p.id),
+            });
+            let backoff = initial.saturating_mul(1u32 << p.attempts.min(16)).min(max);
+            p.attempts = p.attempts.saturating_add(1);
+            p.next = now + backoff;
+        }
+    }
+
+    /// Our messages to `contact` whose envelopes are sealed but not yet
+    /// stored in a mailbox, oldest first: what a driver stores while the
+    /// contact is offline (then [`Engine::mark_stored`]).
+    pub fn mailbox_outbox(&self, contact: &UserId) -> Vec<(MessageId, Vec<u8>)> {
+        let Some(c) = self.contacts.get(contact) else {
+            return Vec::new();
+        };
+        let active = c.sessions.first().map(|s| s.id);
+        c.outbox
+            .values()
+            .filter_map(|p| {
+                let s = p.sealed.as_ref()?;
+                (!s.stored && Some(s.session) == active).then(|| (p.id, s.envelope.clone()))
+            })
+            .collect()
+    }
+
+    /// Notes that W mailbox replicas signed for the envelope of our message
+    /// `id` to `contact` ([`Event::Stored`]). Unknown or delivered
+    /// messages are ignored.
+    pub fn mark_stored(&mut self, contact: UserId, id: MessageId) -> Result<(), EngineError> {
+        self.check()?;
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return Ok(());
+        };
+        let Some(p) = c.outbox.values_mut().find(|p| p.id == id) else {
+            return Ok(());
+        };
+        let Some(sealed) = p.sealed.as_mut().filter(|s| !s.stored) else {
+            return Ok(());
+        };
+        sealed.stored = true;
+        let mut batch = Batch::default();
+        batch.changes.sealed.push(sealed.record(id, contact));
+        batch.events.push(Event::Stored { contact, id });
+        self.finish(batch)
+    }
+
+    /// Where our message `id` to `contact` is (`None` for a message that is
+    /// not ours or not known).
+    pub fn delivery_state(&self, contact: &UserId, id: &MessageId) -> Option<DeliveryState> {
+        let c = self.contacts.get(contact)?;
+        let meta = c.conversation.get(id)?;
+        if !meta.outgoing {
+            return None;
+        }
+        if meta.flags.read {
+            return Some(DeliveryState::Read);
+        }
+        if meta.flags.delivered {
+            return Some(DeliveryState::Delivered);
+        }
+        let sealed = c.outbox.get(&meta.counter).and_then(|p| p.sealed.as_ref());
+        let unix = self.unix_at(self.last_now);
+        Some(match sealed {
+            Some(s) if s.sealed_at.saturating_add(MAILBOX_TTL.as_secs()) <= unix => {
+                DeliveryState::Expired
+            }
+            Some(s) if s.stored => DeliveryState::Stored,
+            _ => DeliveryState::Queued,
+        })
+    }
+
+    /// Reports the envelopes that have been in mailboxes for
+    /// [`MAILBOX_TTL`] without a delivery.
+    fn report_expired(&mut self, now: Instant, batch: &mut Batch) {
+        let unix = self.unix_at(now);
+        for c in self.contacts.values_mut() {
+            for p in c.outbox.values_mut() {
+                if let Some(s) = p.sealed.as_mut()
+                    && !s.expired
+                    && s.sealed_at.saturating_add(MAILBOX_TTL.as_secs()) <= unix
+                {
+                    s.expired = true;
+                    batch.events.push(Event::Expired {
+                        contact: c.user,
+                        id: p.id,
+                    });
+                }
             }
         }
-        self.flush_reads(contact, batch);
+    }
+
+    /// When the next sealed envelope expires in the mailboxes.
+    fn next_mailbox_expiry(&self) -> Option<Instant> {
+        self.contacts
+            .values()
+            .flat_map(|c| c.outbox.values())
+            .filter_map(|p| p.sealed.as_ref().filter(|s| !s.expired))
+            .map(|s| s.sealed_at.saturating_add(MAILBOX_TTL.as_secs()))
+            .min()
+            .and_then(|unix| self.instant_at(unix))
     }
 
     /// When [`Engine::handle_timeout`] wants to run next.
@@ -264,17 +466,38 @@ impl<S: Store> Engine<S> {
         if let Some(t) = self.next_skipped_expiry() {
             consider(t);
         }
+        if let Some(t) = self.next_mailbox_expiry() {
+            consider(t);
+        }
         for c in self
             .contacts
             .values()
             .filter(|c| !c.blocked && c.request.is_none())
         {
-            if let Some(p) = c.outbox.values().map(|p| p.next).min() {
-                match c.next_route_request {
-                    Some(t) if c.sessions.is_empty() || !c.online => consider(t),
-                    _ if c.unanswered >= MAX_UNANSWERED => {}
-                    _ if c.unanswered >= SEND_BUDGET => consider(c.next_probe.unwrap_or(p).max(p)),
-                    _ => consider(p),
+            let active = c.sessions.first().map(|s| s.id);
+            let sealable = active.is_some()
+                && c.unanswered < SEND_BUDGET
+                && !c.device_changed
+                && c.outbox
+                    .values()
+                    .any(|p| p.sealed.as_ref().map(|s| s.session) != active);
+            if sealable {
+                // The budget has room again (the contact answered): seal
+                // what waits.
+                consider(self.last_now);
+            }
+            if !c.outbox.is_empty() {
+                if c.sessions.is_empty() || !c.online {
+                    // The first route request is due at once.
+                    consider(c.next_route_request.unwrap_or(self.last_now));
+                } else if let Some(t) = c
+                    .outbox
+                    .values()
+                    .filter(|p| p.sealed.is_some())
+                    .map(|p| p.next)
+                    .min()
+                {
+                    consider(t);
                 }
             }
             if (c.conversation.held_len() > 0 || !c.parked.is_empty())
@@ -293,6 +516,7 @@ impl<S: Store> Engine<S> {
         self.check()?;
         let mut batch = Batch::default();
         self.expire_skipped(now, &mut batch);
+        self.report_expired(now, &mut batch);
         let users: Vec<UserId> = self.contacts.keys().copied().collect();
         for user in users {
             self.flush_outbox(now, user, &mut batch);

@@ -10,10 +10,14 @@ use crate::conversation::{OrderingError, Received};
 use crate::envelope::{Envelope, SessionRef, unpad};
 use crate::message::{Message, MessageId, Payload};
 use crate::reset::is_reset_request;
-use crate::store::{Store, StoredMessage};
+use crate::store::{ReceivedEnvelope, Store, StoredMessage, envelope_key};
 use crate::x3dh;
 use crate::{Error, UserId};
 use shoal_identity::PeerId;
+
+/// Most acknowledgements sealed a second, per contact, for copies of
+/// envelopes already taken.
+pub const MAX_COPY_ACKS_PER_SEC: u32 = 64;
 
 impl<S: Store> Engine<S> {
     /// Takes one envelope from the network whose sender is not known (a
@@ -166,11 +170,25 @@ impl<S: Store> Engine<S> {
                     .ok_or((Some(contact), RejectReason::UnknownSession))?;
                 match session.decrypt(&envelope.ratchet) {
                     Ok(padded) => (session, padded),
-                    Err(Error::AlreadyUsedOrEvicted { .. }) => {
-                        // A replay or duplicate of a message already taken: drop.
-                        return Ok(());
-                    }
                     Err(e) => {
+                        // A copy of an envelope already taken (its sender
+                        // sends the same envelope until our ack comes, and
+                        // a mailbox may return it late, from a chain long
+                        // gone): acknowledged again, nothing else.
+                        if let Some(id) = self.copy_of(bytes) {
+                            self.ack_copy(now, contact, id, batch);
+                            return Ok(());
+                        }
+                        if matches!(e, Error::AlreadyUsedOrEvicted { .. }) {
+                            // A replay, or an envelope whose key we no
+                            // longer hold (skipped, then erased with age):
+                            // its sender resends the same envelope until
+                            // acknowledged, so ask for what follows what we
+                            // have, which it seals anew. Rate limited, as
+                            // the header is not authenticated.
+                            self.request_missing(now, contact, true, Sealing::Reply, batch);
+                            return Ok(());
+                        }
                         self.after_decrypt_failure(now, from, contact, session_id, &e, batch);
                         return Err((Some(contact), e.into()));
                     }
@@ -219,7 +237,6 @@ impl<S: Store> Engine<S> {
         let c = self.contact_entry(contact);
         // They are reading: the send budget is theirs again.
         c.unanswered = 0;
-        c.next_probe = None;
         c.resend_requests = 0;
         let mut replaced = false;
         match new_session {
@@ -280,7 +297,18 @@ impl<S: Store> Engine<S> {
         }
         let result = match payload {
             Payload::Chat(encoded) => match chat {
-                Some(message) => self.take_chat(now, contact, message, encoded, batch),
+                Some(message) => {
+                    let id = message.id();
+                    let taken = self.take_chat(now, contact, message, encoded, batch);
+                    if taken.is_ok() {
+                        batch.changes.received.push(ReceivedEnvelope {
+                            key: envelope_key(bytes),
+                            id,
+                            contact: contact.to_bytes(),
+                        });
+                    }
+                    taken
+                }
                 None => Ok(()),
             },
             Payload::Ack(ids) => {
@@ -307,6 +335,48 @@ impl<S: Store> Engine<S> {
             self.flush_outbox(now, contact, batch);
         }
         result
+    }
+
+    /// The message an envelope carried, if we took it before.
+    fn copy_of(&mut self, bytes: &[u8]) -> Option<MessageId> {
+        match self.store.received(&envelope_key(bytes)) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(%e, "looking up a received envelope failed");
+                None
+            }
+        }
+    }
+
+    /// Acknowledges again message `id`, carried by a copy of a taken
+    /// envelope, while the contact is online and at most
+    /// [`MAX_COPY_ACKS_PER_SEC`] a second: a replay of old envelopes cannot
+    /// make us seal more than that, and never beyond the budget.
+    fn ack_copy(&mut self, now: Instant, contact: UserId, id: MessageId, batch: &mut Batch) {
+        let Some(c) = self.contacts.get_mut(&contact) else {
+            return;
+        };
+        if !c.online {
+            return;
+        }
+        match c.copy_acks {
+            Some((since, count))
+                if now.saturating_duration_since(since) < std::time::Duration::from_secs(1) =>
+            {
+                if count >= MAX_COPY_ACKS_PER_SEC {
+                    return;
+                }
+            }
+            _ => c.copy_acks = Some((now, 0)),
+        }
+        if self.seal(contact, &Payload::Ack(vec![id]), Sealing::Own, batch)
+            && let Some((_, count)) = self
+                .contacts
+                .get_mut(&contact)
+                .and_then(|c| c.copy_acks.as_mut())
+        {
+            *count += 1;
+        }
     }
 
     fn take_chat(
@@ -376,7 +446,12 @@ impl<S: Store> Engine<S> {
             batch.changes.updates.push((*id, meta.height, meta.flags));
             let counter = meta.counter;
             if !was.delivered {
-                c.outbox.remove(&counter);
+                if c.outbox
+                    .remove(&counter)
+                    .is_some_and(|p| p.sealed.is_some())
+                {
+                    batch.changes.unsealed.push(*id);
+                }
                 batch.events.push(Event::Delivered { contact, id: *id });
             }
             if read && !was.read {

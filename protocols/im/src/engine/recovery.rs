@@ -248,11 +248,7 @@ impl<S: Store> Engine<S> {
             let encoded = message.encode();
             c.outbox.insert(
                 meta.counter,
-                super::outbox::Pending {
-                    encoded: encoded.clone(),
-                    attempts: 0,
-                    next: now,
-                },
+                super::outbox::Pending::new(encoded.clone(), now),
             );
             batch.events.push(Event::Renumbered {
                 contact,

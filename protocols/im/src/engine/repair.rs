@@ -165,6 +165,7 @@ impl<S: Store> Engine<S> {
             contact,
             device,
             envelope: request.sign(&self.device),
+            message: None,
         });
     }
 

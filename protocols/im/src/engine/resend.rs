@@ -73,7 +73,15 @@ impl<S: Store> Engine<S> {
         };
         // Rate limited even when forced: a forged envelope (its header is
         // not authenticated before decryption fails) must not make us send.
-        if c.next_resend_request.is_some_and(|t| t > now) {
+        // Answers to what arrived and timed requests have limits of their
+        // own: timed requests wait while the contact is offline, and must
+        // not hold back the answer to an envelope it just sent.
+        if sealing == Sealing::Reply {
+            if c.next_reply_request.is_some_and(|t| t > now) {
+                return;
+            }
+            c.next_reply_request = Some(now + interval);
+        } else if c.next_resend_request.is_some_and(|t| t > now) {
             return;
         }
         // Forced (a message beyond the ratchet window): whatever follows

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::outbox::{MAX_UNANSWERED, SEND_BUDGET};
+use super::outbox::SEND_BUDGET;
 use super::repair::MAX_SEEN_SESSIONS;
 use super::{Batch, Engine, EngineError, Transmit};
 use crate::envelope::{Envelope, SessionId, SessionRef, pad};
@@ -25,13 +25,13 @@ pub(super) enum Sealing {
     /// resent message, a request for the gap it revealed): allowed while
     /// under [`SEND_BUDGET`], online or not (it just reached us).
     Reply,
-    /// Our own initiative (a message, a retry, a read receipt, a timed
-    /// resend request): only while the contact is online and under
-    /// [`SEND_BUDGET`].
+    /// Our own initiative (a read receipt, a timed resend request): only
+    /// while the contact is online and under [`SEND_BUDGET`].
     Own,
-    /// The single retry allowed over [`SEND_BUDGET`] per retry interval:
-    /// only while online and under [`MAX_UNANSWERED`].
-    Probe,
+    /// One of our messages: under [`SEND_BUDGET`], online or not. It is
+    /// sealed once and kept: while the contact is offline a mailbox holds
+    /// it, and every retry sends the same envelope.
+    Message,
 }
 
 pub(super) struct SessionEntry {
@@ -128,7 +128,6 @@ impl<S: Store> Engine<S> {
         // The send budget was about the old session's chains: a new
         // session starts with nothing for the peer to skip.
         entry.unanswered = 0;
-        entry.next_probe = None;
         if moved {
             // Online was about the old device.
             entry.online = false;
@@ -236,11 +235,7 @@ impl<S: Store> Engine<S> {
         if c.device_changed && sealing != Sealing::Reply {
             return false;
         }
-        let limit = match sealing {
-            Sealing::Probe => MAX_UNANSWERED,
-            Sealing::Reply | Sealing::Own => SEND_BUDGET,
-        };
-        if c.unanswered >= limit || (sealing != Sealing::Reply && !c.online) {
+        if c.unanswered >= SEND_BUDGET || (sealing == Sealing::Own && !c.online) {
             return false;
         }
         let Some(device) = c.device.as_ref().map(|d| d.device().peer_id()) else {
@@ -282,7 +277,25 @@ impl<S: Store> Engine<S> {
             contact: Some(contact),
             device,
             envelope,
+            message: None,
         });
         true
+    }
+
+    /// Seals our message `id` (as [`Sealing::Message`]) and returns its
+    /// envelope, to keep for every later retry.
+    pub(super) fn seal_message(
+        &mut self,
+        contact: UserId,
+        id: crate::MessageId,
+        payload: &Payload,
+        batch: &mut Batch,
+    ) -> Option<Vec<u8>> {
+        if !self.seal(contact, payload, Sealing::Message, batch) {
+            return None;
+        }
+        let transmit = batch.transmits.last_mut()?;
+        transmit.message = Some(id);
+        Some(transmit.envelope.clone())
     }
 }

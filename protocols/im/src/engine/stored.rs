@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use super::contacts::Contact;
-use super::outbox::Pending;
+use super::outbox::{Pending, Sealed};
 use super::recovery::Parked;
 use super::sessions::SessionEntry;
 use super::{Engine, EngineError};
@@ -24,6 +24,12 @@ impl<S: Store> Engine<S> {
         for meta in self.store.load_index()? {
             index.entry(meta.contact).or_default().push(meta);
         }
+        let mut sealed: HashMap<MessageId, crate::SealedRecord> = self
+            .store
+            .load_sealed()?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
         for (key, blob) in self.store.load_contacts()? {
             let user = UserId::from_bytes(&key).map_err(|_| {
                 EngineError::Corrupt(Error::Malformed {
@@ -85,14 +91,15 @@ impl<S: Store> Engine<S> {
                     ))?;
                     let message = Message::decode(&stored.encoded).map_err(EngineError::Corrupt)?;
                     if meta.outgoing && !meta.flags.delivered {
-                        outbox.insert(
-                            meta.counter,
-                            Pending {
-                                encoded: stored.encoded,
-                                attempts: 0,
-                                next: now,
-                            },
-                        );
+                        let mut pending = Pending::new(stored.encoded, now);
+                        pending.sealed = sealed.remove(&meta.id).map(|r| Sealed {
+                            envelope: r.envelope,
+                            session: SessionId(r.session),
+                            stored: r.stored,
+                            sealed_at: r.sealed_at,
+                            expired: false,
+                        });
+                        outbox.insert(meta.counter, pending);
                     }
                     if meta.flags.held {
                         held = Some(message);
@@ -116,14 +123,15 @@ impl<S: Store> Engine<S> {
                     conversation,
                     outbox,
                     next_resend_request,
+                    next_reply_request: None,
                     next_resend_answer: None,
                     next_route_request: None,
                     route_wait: std::time::Duration::ZERO,
                     online: false,
                     unanswered: blob.unanswered,
                     pending_read: message_ids(&blob.pending_read).collect(),
+                    copy_acks: None,
                     resend_requests: 0,
-                    next_probe: None,
                     last_reset: None,
                     reset_requested: None,
                     challenged: Vec::new(),

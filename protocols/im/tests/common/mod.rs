@@ -123,7 +123,8 @@ pub(crate) struct Net {
     /// How likely each envelope is dropped, duplicated, and delayed behind
     /// later ones.
     pub(crate) fault: f64,
-    /// Whether routes to the peer exist (NeedRoute gets an answer).
+    /// Whether routes to the peer exist (NeedRoute gets an answer, and
+    /// envelopes are carried).
     pub(crate) link_up: bool,
 }
 
@@ -146,6 +147,12 @@ impl Net {
             for i in 0..2 {
                 answer_events(peers, i, self.now, self.link_up);
                 while let Some(t) = peers[i].engine.poll_transmit() {
+                    if !self.link_up {
+                        // No route: what is sealed now would wait in a
+                        // mailbox; here it is lost, and only retries
+                        // (the same envelope again) can bring it.
+                        continue;
+                    }
                     let to = 1 - i;
                     let mut delay = Duration::from_millis(self.rng.random_range(1..20));
                     if self.rng.random_bool(self.fault) {
