@@ -69,7 +69,12 @@ async fn node(ip: &str, store: Option<SqliteStore>) -> Result<Node, BoxError> {
     let replica = match store {
         Some(s) => {
             let s: Box<dyn ReplicaStore> = Box::new(s);
-            Some(Replica::open(key.clone(), s, ReplicaConfig::default(), unix_ms())?)
+            Some(Replica::open(
+                key.clone(),
+                s,
+                ReplicaConfig::default(),
+                unix_ms(),
+            )?)
         }
         None => None,
     };
@@ -183,8 +188,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(args.step)).await;
     }
-    let tcp = tcp_echo_round_trips(args.size, 20, args.messages, Duration::from_millis(args.step))
-        .await?;
+    let tcp = tcp_echo_round_trips(
+        args.size,
+        20,
+        args.messages,
+        Duration::from_millis(args.step),
+    )
+    .await?;
     let (q, s, t) = (
         stats(quorum).ok_or("no figures")?,
         stats(single).ok_or("no figures")?,
