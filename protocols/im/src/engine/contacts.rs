@@ -85,7 +85,7 @@ pub(super) struct Contact {
     /// Acknowledgements sealed for copies of taken envelopes: since when,
     /// and how many (at most [`MAX_COPY_ACKS_PER_SEC`] a second).
     ///
-    /// [`MAX_COPY_ACKS_PER_SEC`]: super::receive::MAX_COPY_ACKS_PER_SEC
+    /// [`MAX_COPY_ACKS_PER_SEC`]: super::copies::MAX_COPY_ACKS_PER_SEC
     pub(super) copy_acks: Option<(Instant, u32)>,
     /// Our messages waiting to be written again under new counters (see
     /// the recovery module), oldest first.

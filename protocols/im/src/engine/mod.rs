@@ -53,6 +53,7 @@
 
 mod config;
 mod contacts;
+mod copies;
 mod devices;
 mod events;
 mod identity;
@@ -63,6 +64,7 @@ mod refusals;
 mod repair;
 mod requests;
 mod resend;
+mod sealed;
 mod sessions;
 mod stored;
 
@@ -85,16 +87,17 @@ use self::stored::contact_blob;
 
 pub use self::config::{EngineConfig, SKIPPED_KEY_LIFETIME};
 pub use self::contacts::ContactInfo;
+pub use self::copies::MAX_COPY_ACKS_PER_SEC;
 pub use self::events::{Event, RejectReason, Transmit};
 pub use self::identity::{PREKEY_ROTATION_SECS, PREKEYS_KEPT};
-pub use self::outbox::{DeliveryState, MAILBOX_TTL, SEND_BUDGET};
-pub use self::receive::MAX_COPY_ACKS_PER_SEC;
+pub use self::outbox::SEND_BUDGET;
 pub use self::refusals::{REFUSAL_LOG_INTERVAL, Refusals};
 pub use self::repair::{RESET_ANSWER_WINDOW, RESET_INTERVAL};
 pub use self::requests::{
     Counters, MAX_REQUESTS, REQUEST_BYTES_PER_STRANGER, REQUEST_BYTES_TOTAL,
     REQUEST_MESSAGES_PER_STRANGER, REQUEST_MESSAGES_TOTAL, RequestInfo,
 };
+pub use self::sealed::{DeliveryState, MAILBOX_TTL};
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use super::contacts::Contact;
-use super::outbox::{Pending, Sealed};
+use super::outbox::Pending;
 use super::recovery::Parked;
+use super::sealed::Sealed;
 use super::sessions::SessionEntry;
 use super::{Engine, EngineError};
 use crate::conversation::Conversation;
