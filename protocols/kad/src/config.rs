@@ -175,6 +175,11 @@ pub struct Config {
     /// [`new`](crate::new) (see [`DEFAULT_EVENT_QUEUE`]); events that find
     /// it full are dropped and counted.
     pub event_queue: usize,
+    /// Client mode: the node looks things up (and may publish) but keeps
+    /// nothing for others. Its requests say so, and the nodes it asks answer
+    /// without adding it to their routing tables, so lookups never lead to
+    /// it. A chat that queries a DHT of service nodes runs as a client.
+    pub client: bool,
 }
 
 impl Default for Config {
@@ -206,6 +211,7 @@ impl Default for Config {
             max_queued_transmits: DEFAULT_MAX_QUEUED_TRANSMITS,
             max_queued_events: DEFAULT_MAX_QUEUED_EVENTS,
             event_queue: DEFAULT_EVENT_QUEUE,
+            client: false,
         }
     }
 }

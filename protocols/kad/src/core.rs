@@ -296,13 +296,16 @@ impl Kademlia {
         source: Option<&Multiaddr>,
         bytes: &[u8],
     ) -> Result<(), Error> {
-        let message = Message::decode(bytes)?;
+        let (message, from_client) = Message::decode_with_role(bytes)?;
         self.unix = unix_secs;
         self.start_timers(now);
         if from == self.local {
             return Ok(());
         }
-        self.saw(now, Contact::new(from, from_addrs.to_vec()));
+        if !from_client {
+            // A client asks but serves nothing: it is never a contact.
+            self.saw(now, Contact::new(from, from_addrs.to_vec()));
+        }
         let id = message.request_id;
         match message.body {
             Body::Ping => self.respond(from, from_addrs, id, Body::Pong),
@@ -370,8 +373,14 @@ impl Kademlia {
         }
     }
 
-    /// A connection to `peer` opened (it is alive at `addrs`).
+    /// A connection to `peer` opened (it is alive at `addrs`). A peer that
+    /// dialled us (no address to dial it back) becomes a contact only once
+    /// it sends a message that is not a client's.
     pub fn peer_connected(&mut self, now: Instant, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if addrs.is_empty() {
+            self.start_timers(now);
+            return;
+        }
         self.add_address(now, peer, addrs);
     }
 

@@ -227,6 +227,11 @@ impl Handle {
         self.core.read(|core| core.routing_table().len())
     }
 
+    /// Whether `peer` is in the routing table.
+    pub fn in_routing_table(&self, peer: &PeerId) -> bool {
+        self.core.read(|core| core.routing_table().contains(peer))
+    }
+
     /// Records held.
     pub fn record_count(&self) -> usize {
         self.core.read(|core| core.record_store().len())
@@ -258,6 +263,19 @@ pub fn new(
     local: PeerId,
     config: Config,
 ) -> (ProtocolMeta, Handle, mpsc::Receiver<Event>) {
+    new_named(id, PROTOCOL_NAME, local, config)
+}
+
+/// Declares a Kademlia network of its own under the protocol name `name`
+/// (otherwise as [`new`]): nodes that speak only `name` form a DHT apart
+/// from the main one, e.g. the nodes that keep mailboxes, which clients
+/// ([`Config::client`]) query to find the replicas of a mailbox.
+pub fn new_named(
+    id: ProtocolId,
+    name: &'static str,
+    local: PeerId,
+    config: Config,
+) -> (ProtocolMeta, Handle, mpsc::Receiver<Event>) {
     use std::hash::{BuildHasher, Hasher};
     let (tx, rx) = mpsc::channel(config.event_queue.max(1));
     // Only simulations need reproducible runs; a live node takes a seed
@@ -285,7 +303,7 @@ pub fn new(
         }
     };
     let (driver, core) = CoreDriver::new(Kademlia::new(local, config, seed), on_event);
-    let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
+    let meta = ProtocolMeta::builder(id, name)
         .versions(VERSIONS)
         .max_frame_size(MAX_MESSAGE_SIZE)
         .service_handle(driver);

@@ -15,6 +15,7 @@
 //!     Store store = 8;
 //!     StoreAck store_ack = 9;      // answers store
 //!   }
+//!   bool client = 10;              // the sender is a client: do not add it to routing tables
 //! }
 //! message Empty {}
 //! message FindNode { bytes key = 1; }                 // 32 bytes
@@ -65,6 +66,8 @@ mod wire {
         pub(super) request_id: u64,
         #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
         pub(super) body: Option<Body>,
+        #[prost(bool, tag = "10")]
+        pub(super) client: bool,
     }
 
     #[derive(Clone, PartialEq, prost::Oneof)]
@@ -358,6 +361,17 @@ impl Message {
     /// Encodes the message. Contact lists are cut to
     /// [`MAX_PEERS_PER_MESSAGE`], so what is sent decodes.
     pub fn encode(&self) -> Bytes {
+        self.encode_as(false)
+    }
+
+    /// Encodes the message from a client (see
+    /// [`Config::client`](crate::Config::client)): receivers answer it but
+    /// do not add the sender to their routing tables.
+    pub fn encode_as_client(&self) -> Bytes {
+        self.encode_as(true)
+    }
+
+    fn encode_as(&self, client: bool) -> Bytes {
         let body = match &self.body {
             Body::Ping => wire::Body::Ping(wire::Empty {}),
             Body::Pong => wire::Body::Pong(wire::Empty {}),
@@ -384,7 +398,12 @@ impl Message {
                 status: status.code(),
             }),
         };
-        Self::encode_wire(self.request_id, body)
+        let message = wire::KadMessage {
+            request_id: self.request_id,
+            body: Some(body),
+            client,
+        };
+        Bytes::from(message.encode_to_vec())
     }
 
     /// Encodes a `Nodes` answer straight from borrowed contacts (what
@@ -434,6 +453,7 @@ impl Message {
         let message = wire::KadMessage {
             request_id,
             body: Some(body),
+            client: false,
         };
         Bytes::from(message.encode_to_vec())
     }
@@ -441,6 +461,12 @@ impl Message {
     /// Decodes one frame: size, type, counts and lengths, then records'
     /// signatures.
     pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
+        Self::decode_with_role(frame).map(|(message, _)| message)
+    }
+
+    /// Decodes one frame as [`Message::decode`] does, and says whether its
+    /// sender marked it as a client's.
+    pub fn decode_with_role(frame: &[u8]) -> Result<(Message, bool), DecodeError> {
         if frame.len() > MAX_MESSAGE_SIZE {
             return Err(DecodeError::TooLarge(frame.len()));
         }
@@ -468,10 +494,13 @@ impl Message {
             }
             wire::Body::StoreAck(a) => Body::StoreAck(StoreStatus::from_code(a.status)),
         };
-        Ok(Message {
-            request_id: message.request_id,
-            body,
-        })
+        Ok((
+            Message {
+                request_id: message.request_id,
+                body,
+            },
+            message.client,
+        ))
     }
 }
 

@@ -263,3 +263,51 @@ fn routing_events_are_reported() {
     assert_eq!(inserted, 4);
     net.run_for(Duration::from_secs(1));
 }
+
+#[test]
+fn a_client_looks_up_but_is_never_a_contact() {
+    let mut net = Net::joined(30, Config::default());
+    let client = net.add(
+        1_000,
+        Config {
+            client: true,
+            ..Config::default()
+        },
+    );
+    net.join(client, 0);
+    for q in 0..10u64 {
+        let key = random_key(500 + q);
+        let id = net.nodes[client].core.find_node(net.now, key).unwrap();
+        let (result, _) = net.run_until_finished(client, id);
+        let QueryResult::FindNode { closest } = result else {
+            panic!("wrong result {result:?}");
+        };
+        let servers_closest = {
+            let me = net.peer(client);
+            let mut all: Vec<_> = net.index.keys().filter(|p| **p != me).copied().collect();
+            all.sort_by_key(|p| Key::for_peer(p).distance(&key));
+            all[0]
+        };
+        assert_eq!(closest[0].peer, servers_closest, "query {q}");
+    }
+    net.run_for(Duration::from_secs(120));
+    let me = net.peer(client);
+    for (i, n) in net.nodes.iter().enumerate() {
+        if i != client {
+            assert!(
+                !n.core.routing_table().contains(&me),
+                "node {i} added the client"
+            );
+        }
+    }
+    // The control: a server that joins the same way is added.
+    let server = net.add(1_001, Config::default());
+    net.join(server, 0);
+    let them = net.peer(server);
+    assert!(
+        net.nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i != server && n.core.routing_table().contains(&them))
+    );
+}

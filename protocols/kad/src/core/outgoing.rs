@@ -27,11 +27,10 @@ impl Kademlia {
         let id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
         let deadline = now + self.config.request_timeout;
-        let bytes = Message {
+        let bytes = self.encode_request(Message {
             request_id: id,
             body,
-        }
-        .encode();
+        });
         let transmit = Transmit {
             to: *to,
             addrs,
@@ -55,12 +54,20 @@ impl Kademlia {
     pub(crate) fn send_unsolicited(&mut self, to: PeerId, addrs: Vec<Multiaddr>, body: Body) {
         let id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
-        let bytes = Message {
+        let bytes = self.encode_request(Message {
             request_id: id,
             body,
-        }
-        .encode();
+        });
         self.push_transmit(Transmit { to, addrs, bytes });
+    }
+
+    /// A request's bytes, marked as a client's in client mode.
+    fn encode_request(&self, message: Message) -> Bytes {
+        if self.config.client {
+            message.encode_as_client()
+        } else {
+            message.encode()
+        }
     }
 
     pub(super) fn respond(&mut self, to: PeerId, addrs: &[Multiaddr], request_id: u64, body: Body) {

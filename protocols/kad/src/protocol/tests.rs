@@ -160,6 +160,7 @@ fn rejects_malformed_input() {
     );
     let short_key = wire::KadMessage {
         request_id: 1,
+        client: false,
         body: Some(wire::Body::FindNode(wire::KeyMsg { key: vec![1; 31] })),
     };
     assert_eq!(
@@ -172,6 +173,7 @@ fn rejects_malformed_input() {
     };
     let many = wire::KadMessage {
         request_id: 1,
+        client: false,
         body: Some(wire::Body::Nodes(wire::Nodes {
             closer: vec![peer.clone(); MAX_PEERS_PER_MESSAGE + 1],
         })),
@@ -182,6 +184,7 @@ fn rejects_malformed_input() {
     );
     let bad_id = wire::KadMessage {
         request_id: 1,
+        client: false,
         body: Some(wire::Body::Nodes(wire::Nodes {
             closer: vec![wire::Peer {
                 id: vec![1; 3],
@@ -195,6 +198,7 @@ fn rejects_malformed_input() {
     );
     let long_addr = wire::KadMessage {
         request_id: 1,
+        client: false,
         body: Some(wire::Body::Nodes(wire::Nodes {
             closer: vec![wire::Peer {
                 id: vec![1; 32],
@@ -209,6 +213,7 @@ fn rejects_malformed_input() {
     // Unparseable addresses are skipped; unknown fields ignored.
     let odd = wire::KadMessage {
         request_id: 1,
+        client: false,
         body: Some(wire::Body::Nodes(wire::Nodes {
             closer: vec![wire::Peer {
                 id: vec![1; 32],
@@ -226,6 +231,7 @@ fn rejects_malformed_input() {
     assert_eq!(c[0].addrs, vec!["/memory/3".parse().unwrap()]);
     let empty_store = wire::KadMessage {
         request_id: 1,
+        client: false,
         body: Some(wire::Body::Store(wire::Store {
             record: Bytes::new(),
         })),
@@ -240,6 +246,7 @@ fn rejects_malformed_input() {
     env[last] ^= 1;
     let bad = wire::KadMessage {
         request_id: 1,
+        client: false,
         body: Some(wire::Body::Value(wire::Value {
             record: Bytes::from(env),
             closer: vec![],
