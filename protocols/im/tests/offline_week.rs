@@ -78,7 +78,10 @@ fn a_week_offline_600_messages_and_ten_restarts_all_decrypt() {
     alice.engine.set_bundle(now, b, &bundle).unwrap();
     let hello = alice.engine.send(now, UNIX0 * 1000, b, "hello").unwrap();
     exchange(&mut alice, &mut bob, now, alice_device, bob_device);
-    assert!(alice.events.contains(&Event::Delivered { contact: b, id: hello }));
+    assert!(alice.events.contains(&Event::Delivered {
+        contact: b,
+        id: hello
+    }));
 
     // Bob goes away for a week. Alice's driver stores every envelope she
     // seals for him in his mailbox, and says so.
@@ -91,7 +94,12 @@ fn a_week_offline_600_messages_and_ten_restarts_all_decrypt() {
     for n in 0..MESSAGES {
         now += step;
         let unix_ms = alice.unix(now) * 1000;
-        sent.push(alice.engine.send(now, unix_ms, b, &format!("m{n}")).unwrap());
+        sent.push(
+            alice
+                .engine
+                .send(now, unix_ms, b, &format!("m{n}"))
+                .unwrap(),
+        );
         if alice.engine.poll_timeout().is_some_and(|t| t <= now) {
             alice.engine.handle_timeout(now).unwrap();
         }
@@ -159,7 +167,12 @@ fn a_week_offline_600_messages_and_ten_restarts_all_decrypt() {
     let mut expected = vec![hello];
     expected.extend(&sent);
     assert_eq!(received, expected, "every message once, in order");
-    assert_eq!(bob.engine.refusals().total, 0, "{:?}", bob.engine.refusals());
+    assert_eq!(
+        bob.engine.refusals().total,
+        0,
+        "{:?}",
+        bob.engine.refusals()
+    );
     for id in &sent {
         assert_eq!(
             alice.engine.delivery_state(&b, id),

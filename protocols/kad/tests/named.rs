@@ -34,7 +34,11 @@ async fn spawn(network: &MemoryNetwork, client: bool) -> Node {
         ..Config::default()
     };
     let (meta, handle, mut events) = shoal_kad::new_named(KAD, NAME, key.peer_id(), config);
-    let served = if client { vec![] } else { vec![NAME.to_owned()] };
+    let served = if client {
+        vec![]
+    } else {
+        vec![NAME.to_owned()]
+    };
     let (id_meta, _id_handle, mut id_events) = shoal_identify::new(
         IDENTIFY,
         shoal_identify::LocalRecord::new(key.clone()),
