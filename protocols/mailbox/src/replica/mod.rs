@@ -17,7 +17,7 @@
 //!    nonce) must be new ([`Refusal::Replay`]). Together they refuse every
 //!    replay: the cache keeps each nonce for as long as its timestamp is
 //!    accepted, and a restart empties the cache but moves the start.
-//! 4. Then the operation ([`stores`] and [`reads`]).
+//! 4. Then the operation (the `stores` and `reads` modules).
 //!
 //! # Batches
 //! [`Replica::handle_batch`] takes the requests that arrived together and
