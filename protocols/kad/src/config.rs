@@ -75,6 +75,13 @@ pub const DEFAULT_MAX_RECORDS: usize = 4096;
 /// Default for [`Config::max_records_per_publisher`]: 64.
 pub const DEFAULT_MAX_RECORDS_PER_PUBLISHER: usize = 64;
 
+/// Default for [`Config::store_nearness`]: twice [`DEFAULT_K`].
+pub const DEFAULT_STORE_NEARNESS: usize = 2 * DEFAULT_K;
+
+/// Default for [`Config::max_stores_per_peer`]: 600 a minute (a node
+/// handing its records to a newcomer sends them in bursts).
+pub const DEFAULT_MAX_STORES_PER_PEER: u32 = 600;
+
 /// Default for [`Config::max_record_ttl`]: 48 h.
 pub const DEFAULT_MAX_RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
 
@@ -149,6 +156,13 @@ pub struct Config {
     /// [`DEFAULT_MAX_RECORDS_PER_PUBLISHER`]); also the most records we
     /// publish ourselves.
     pub max_records_per_publisher: usize,
+    /// A peer's STORE is refused when this many of our contacts are
+    /// closer to the key than we are (see [`crate::admission`] and
+    /// [`DEFAULT_STORE_NEARNESS`]).
+    pub store_nearness: usize,
+    /// STOREs accepted from one peer per minute (see [`crate::admission`]
+    /// and [`DEFAULT_MAX_STORES_PER_PEER`]).
+    pub max_stores_per_peer: u32,
     /// Latest expiry accepted, counted from now (see
     /// [`DEFAULT_MAX_RECORD_TTL`]).
     pub max_record_ttl: Duration,
@@ -204,6 +218,8 @@ impl Default for Config {
             max_records: DEFAULT_MAX_RECORDS,
             max_record_size: MAX_SIGNED_RECORD_SIZE,
             max_records_per_publisher: DEFAULT_MAX_RECORDS_PER_PUBLISHER,
+            store_nearness: DEFAULT_STORE_NEARNESS,
+            max_stores_per_peer: DEFAULT_MAX_STORES_PER_PEER,
             max_record_ttl: DEFAULT_MAX_RECORD_TTL,
             clock_skew: DEFAULT_CLOCK_SKEW,
             accept_unknown_kinds: true,

@@ -137,6 +137,7 @@ pub struct Kademlia {
     pub(crate) bucket_lookups: BTreeMap<usize, Instant>,
     /// The wall clock at the last input.
     pub(crate) unix: u64,
+    pub(crate) admission: crate::admission::StoreAdmission,
     dropped_transmits: u64,
     dropped_events: u64,
 }
@@ -184,6 +185,7 @@ impl Kademlia {
             timers: Timers::default(),
             bucket_lookups: BTreeMap::new(),
             unix: 0,
+            admission: Default::default(),
             dropped_transmits: 0,
             dropped_events: 0,
         }
@@ -413,8 +415,22 @@ impl Kademlia {
         }
     }
 
-    /// A peer's STORE: policy, then the store's bounds.
+    /// A peer's STORE: admission (nearness, the peer's rate), policy, then
+    /// the store's bounds.
     fn accept_store(&mut self, from: PeerId, record: SignedRecord) -> StoreStatus {
+        let limits = (self.config.store_nearness, self.config.max_stores_per_peer);
+        let admitted = self.admission.admit(
+            &self.table,
+            &self.local_key,
+            &record.record().key,
+            from,
+            self.unix,
+            limits,
+        );
+        if let Err(why) = admitted {
+            tracing::debug!(%from, ?why, "STORE not admitted");
+            return StoreStatus::Rejected;
+        }
         if let Err(e) = self.policy.check(&record, self.unix) {
             tracing::debug!(%from, error = %e, "STORE refused");
             return StoreStatus::Rejected;

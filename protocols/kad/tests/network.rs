@@ -311,3 +311,83 @@ fn a_client_looks_up_but_is_never_a_contact() {
             .any(|(i, n)| i != server && n.core.routing_table().contains(&them))
     );
 }
+
+/// Sends `record` to node `to` as a STORE from node `from`; its answer.
+fn store_at(
+    net: &mut Net,
+    from: usize,
+    to: usize,
+    record: SignedRecord,
+) -> shoal_kad::protocol::StoreStatus {
+    let (now, unix) = (net.now, net.unix());
+    let (peer, addrs) = net.seed_of(from);
+    let frame = Message {
+        request_id: 77,
+        body: Body::Store(record),
+    }
+    .encode();
+    net.nodes[to]
+        .core
+        .handle_message(now, unix, peer, &addrs, &frame)
+        .unwrap();
+    let mut status = None;
+    while let Some(t) = net.nodes[to].core.poll_transmit() {
+        if let Ok(Message {
+            request_id: 77,
+            body: Body::StoreAck(s),
+        }) = Message::decode(&t.bytes)
+        {
+            status = Some(s);
+        }
+    }
+    status.expect("no answer to the STORE")
+}
+
+#[test]
+fn a_store_far_from_the_node_or_over_the_peers_rate_is_refused() {
+    use shoal_kad::protocol::StoreStatus;
+    let mut net = Net::joined(80, Config::default());
+    net.run_for(Duration::from_secs(60));
+    let key = random_key(4242);
+    let mut by_distance: Vec<usize> = (0..80).collect();
+    by_distance.sort_by_key(|i| Key::for_peer(&net.peer(*i)).distance(&key));
+    let (near, far) = (by_distance[0], by_distance[79]);
+    let publisher = by_distance[40];
+    let r = record(&net, publisher, key, 1, 600);
+    assert_eq!(
+        store_at(&mut net, publisher, far, r.clone()),
+        StoreStatus::Rejected
+    );
+    assert_eq!(store_at(&mut net, publisher, near, r), StoreStatus::Stored);
+    assert_eq!(net.nodes[far].core.record_store().len(), 0);
+
+    // A publish still reaches the k closest.
+    let key = random_key(4343);
+    let r = record(&net, 3, key, 1, 600);
+    let id = net.put(3, r);
+    let (result, _) = net.run_until_finished(3, id);
+    let QueryResult::PutRecord { stored, .. } = result else {
+        panic!("wrong result {result:?}");
+    };
+    assert!(stored >= 15, "stored on {stored}");
+
+    // One peer's rate: 120 a minute here, then refused; another peer is
+    // not.
+    let config = Config {
+        max_stores_per_peer: 120,
+        ..Config::default()
+    };
+    let mut small = Net::joined(10, config);
+    small.run_for(Duration::from_secs(10));
+    let mut accepted = 0;
+    for n in 0..130u64 {
+        let publisher = (n % 9) as usize + 1;
+        let r = record(&small, publisher, random_key(10_000 + n), 1, 600);
+        if store_at(&mut small, 1, 0, r) == StoreStatus::Stored {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 120);
+    let r = record(&small, 2, random_key(99_999), 1, 600);
+    assert_eq!(store_at(&mut small, 2, 0, r), StoreStatus::Stored);
+}
