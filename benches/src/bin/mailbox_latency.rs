@@ -93,6 +93,28 @@ async fn node(ip: &str, store: Option<SqliteStore>) -> Result<Node, BoxError> {
     })
 }
 
+/// Stores `envelope` on every candidate and waits for three receipts.
+async fn stored(
+    sender: &Handle,
+    candidates: &[shoal::PeerId],
+    mailbox: Descriptor,
+    owner: &Keypair,
+    envelope: Bytes,
+    expiry: u64,
+) -> shoal_mailbox::QuorumOutcome {
+    sender
+        .store_quorum(
+            candidates,
+            3,
+            mailbox,
+            Some(owner),
+            envelope,
+            expiry,
+            Class::Normal,
+        )
+        .await
+}
+
 fn line(name: &str, s: &Stats) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
@@ -134,18 +156,15 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let expiry = unix_ms() / 1000 + 3600;
     // Warm-up: sessions open, the sender's session proves the key.
     for n in 0..20 {
-        let outcome = sender
-            .handle
-            .store_quorum(
-                &candidates,
-                3,
-                mailbox,
-                Some(&owner),
-                envelope(n),
-                expiry,
-                Class::Normal,
-            )
-            .await;
+        let outcome = stored(
+            &sender.handle,
+            &candidates,
+            mailbox,
+            &owner,
+            envelope(n),
+            expiry,
+        )
+        .await;
         if !outcome.is_met(3) {
             return Err(format!("warm-up store not stored: {outcome:?}").into());
         }
@@ -153,18 +172,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let (mut quorum, mut single) = (Vec::new(), Vec::new());
     for n in 0..args.messages {
         let start = Instant::now();
-        let outcome = sender
-            .handle
-            .store_quorum(
-                &candidates,
-                3,
-                mailbox,
-                Some(&owner),
-                envelope(1_000_000 + n),
-                expiry,
-                Class::Normal,
-            )
-            .await;
+        let e = envelope(1_000_000 + n);
+        let outcome = stored(&sender.handle, &candidates, mailbox, &owner, e, expiry).await;
         quorum.push(start.elapsed());
         if !outcome.is_met(3) {
             return Err(format!("store {n} not stored: {outcome:?}").into());
