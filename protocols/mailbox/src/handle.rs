@@ -258,28 +258,32 @@ pub fn new(
     let waiters: Waiters = Arc::default();
     let w = waiters.clone();
     let on_event = move |event: Event| {
-        let (id, reply) = match &event {
-            Event::Answered {
-                id,
-                peer,
-                addr,
-                answer,
-            } => (*id, (*peer, Ok((addr.clone(), answer.clone())))),
-            Event::Failed { id, peer, error } => (*id, (*peer, Err(*error))),
+        let id = match &event {
+            Event::Answered { id, .. } | Event::Failed { id, .. } => *id,
             _ => {
                 let _ = tx.try_send(event);
                 return;
             }
         };
-        match lock(&w).remove(&id) {
-            Some(Waiter::One(waiter)) => {
+        let Some(waiter) = lock(&w).remove(&id) else {
+            let _ = tx.try_send(event);
+            return;
+        };
+        // Moved to the waiter, not copied: a fetch's answer holds up to
+        // 512 KiB of envelopes.
+        let reply = match event {
+            Event::Answered {
+                peer, addr, answer, ..
+            } => (peer, Ok((addr, answer))),
+            Event::Failed { peer, error, .. } => (peer, Err(error)),
+            _ => return,
+        };
+        match waiter {
+            Waiter::One(waiter) => {
                 let _ = waiter.send(reply);
             }
-            Some(Waiter::Many(waiter)) => {
+            Waiter::Many(waiter) => {
                 let _ = waiter.try_send(reply);
-            }
-            None => {
-                let _ = tx.try_send(event);
             }
         }
     };
