@@ -92,6 +92,10 @@ pub(crate) struct ContactBlob {
     /// Verified, and the device changed since: sending waits.
     #[prost(bool, tag = "15")]
     pub(crate) device_changed: bool,
+    /// The last UTC day whose mailboxes from the contact were all read, plus
+    /// one (0: never read).
+    #[prost(uint64, tag = "16")]
+    pub(crate) mailbox_read: u64,
 }
 
 /// One of our messages waiting to be written again (after a restore).

@@ -97,6 +97,12 @@ pub use wire::{
 /// The protocol name negotiated on the substream.
 pub const PROTOCOL_NAME: &str = "/shoal/mailbox";
 
+/// Name of the Kademlia network of the nodes that keep mailboxes (see
+/// `shoal_kad::new_named`): a mailbox's replicas are the [`REPLICAS`]
+/// nodes of this DHT closest to its id, so only nodes that keep mailboxes
+/// are ever chosen. Clients join it in client mode.
+pub const DHT_PROTOCOL_NAME: &str = "/shoal/kad/mailbox";
+
 /// The protocol versions spoken (negotiated per substream).
 pub const VERSIONS: [u32; 1] = [1];
 

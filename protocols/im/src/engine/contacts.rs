@@ -120,6 +120,9 @@ pub(super) struct Contact {
     pub(super) verified: bool,
     /// Verified, and the device changed since: sending waits for the user.
     pub(super) device_changed: bool,
+    /// The last UTC day through which the contact's mailboxes were read
+    /// (see [`Engine::mailbox_days`]).
+    pub(super) mailbox_read: Option<u64>,
 }
 
 impl<S: Store> Engine<S> {
@@ -263,6 +266,7 @@ impl<S: Store> Engine<S> {
             request: None,
             verified: false,
             device_changed: false,
+            mailbox_read: None,
         }
     }
 

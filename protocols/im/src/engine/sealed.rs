@@ -80,6 +80,20 @@ impl<S: Store> Engine<S> {
             .collect()
     }
 
+    /// How many of our messages to `contact` [`Engine::mailbox_outbox`]
+    /// lists (without copying their envelopes).
+    pub fn mailbox_pending(&self, contact: &UserId) -> usize {
+        let Some(c) = self.contacts.get(contact) else {
+            return 0;
+        };
+        let active = c.sessions.first().map(|s| s.id);
+        c.outbox
+            .values()
+            .filter_map(|p| p.sealed.as_ref())
+            .filter(|s| !s.stored && Some(s.session) == active)
+            .count()
+    }
+
     /// Notes that W mailbox replicas signed for the envelope of our message
     /// `id` to `contact` ([`Event::Stored`]). Unknown or delivered
     /// messages are ignored.

@@ -157,6 +157,7 @@ impl<S: Store> Engine<S> {
                     blocked: blob.blocked,
                     verified: blob.verified,
                     device_changed: blob.device_changed,
+                    mailbox_read: blob.mailbox_read.checked_sub(1),
                     request: (blob.request_since > 0).then_some(super::requests::Request {
                         since: blob.request_since,
                         seq: blob.request_seq,
@@ -206,6 +207,7 @@ pub(super) fn contact_blob(c: &Contact) -> Vec<u8> {
         blocked: c.blocked,
         verified: c.verified,
         device_changed: c.device_changed,
+        mailbox_read: c.mailbox_read.map_or(0, |day| day + 1),
         request_since: c.request.map_or(0, |r| r.since.max(1)),
         request_seq: c.request.map_or(0, |r| r.seq),
         request_messages: c.request.map_or(0, |r| r.messages),
