@@ -15,6 +15,9 @@ pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(crate::directory::D
 pub const DEFAULT_REPUBLISH: Duration =
     Duration::from_secs(crate::directory::REPUBLISH_INTERVAL_SECS);
 
+/// Default interval between two reads of our mailboxes.
+pub const DEFAULT_MAILBOX_POLL: Duration = Duration::from_secs(60);
+
 /// Configuration of a [`Messenger`](crate::Messenger).
 #[derive(Debug, Clone)]
 pub struct MessengerConfig {
@@ -52,6 +55,13 @@ pub struct MessengerConfig {
     ///
     /// [`ScopePolicy::Any`]: shoal_transport::ScopePolicy::Any
     pub address_scope: shoal_transport::ScopePolicy,
+    /// Use mailboxes ([`Messenger::start`](crate::Messenger::start) only):
+    /// store envelopes for offline contacts on the nodes that keep
+    /// mailboxes, and read what waits for us (see the `mailboxes` module).
+    pub mailboxes: bool,
+    /// How often our mailboxes are read again while we are online (live
+    /// subscriptions bring new envelopes in between).
+    pub mailbox_poll: Duration,
 }
 
 impl Default for MessengerConfig {
@@ -67,6 +77,8 @@ impl Default for MessengerConfig {
             envelope_tap: None,
             agent: concat!("shoal-messenger/", env!("CARGO_PKG_VERSION")).to_owned(),
             address_scope: shoal_transport::ScopePolicy::default(),
+            mailboxes: true,
+            mailbox_poll: DEFAULT_MAILBOX_POLL,
         }
     }
 }

@@ -6,13 +6,13 @@
 //! (retries, the route rate limit) and in [`crate::im_core`]; the service
 //! layer dials and queues.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal::address_book::AddressSource;
-use shoal::{CoreHandle, DialOptions, ProtocolId, ServiceControl};
+use shoal::{CoreHandle, DialOptions, PeerId, ProtocolId, ServiceControl};
 use shoal_im::{Store, UserId};
 use shoal_kad::SignedRecord;
 use shoal_transport::Multiaddr;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::directory::{self, DirectoryEntry};
 use crate::im_core::{ImCore, Output, OutputQueue};
 use crate::join;
+use crate::mailboxes::Mailboxes;
 use crate::messenger::{Command, unix_ms};
 use crate::{Event, MessengerConfig, MessengerError};
 
@@ -28,6 +29,56 @@ use crate::{Event, MessengerConfig, MessengerError};
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Lookup = (UserId, Result<Option<DirectoryEntry>, String>);
+
+/// How often the driver looks for envelopes to store in mailboxes and
+/// whether a read of the mailboxes is due.
+const MAILBOX_CHECK: Duration = Duration::from_secs(1);
+
+/// Longest wait before storing in a contact's mailbox is tried again.
+const MAILBOX_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A mailbox task finished.
+enum MailboxDone {
+    /// Joined the mailbox DHT.
+    Joined,
+    /// A store pass for the contact ended; `true`: nothing left.
+    Stored(UserId, bool),
+    /// A read pass over every contact ended.
+    Read(bool),
+}
+
+/// The mailbox side of the driver (see [`crate::mailboxes`]).
+pub(crate) struct MailboxState {
+    pub(crate) link: Arc<Mailboxes>,
+    pub(crate) events: mpsc::Receiver<shoal_mailbox::Event>,
+    pub(crate) poll: Duration,
+    joined: bool,
+    joining: bool,
+    /// Contacts being stored for (`None`) or waiting to retry, with the
+    /// wait after the next failure.
+    storing: HashMap<UserId, (Option<Instant>, Duration)>,
+    reading: bool,
+    next_read: Option<Instant>,
+}
+
+impl MailboxState {
+    pub(crate) fn new(
+        link: Arc<Mailboxes>,
+        events: mpsc::Receiver<shoal_mailbox::Event>,
+        poll: Duration,
+    ) -> MailboxState {
+        MailboxState {
+            link,
+            events,
+            poll,
+            joined: false,
+            joining: false,
+            storing: HashMap::new(),
+            reading: false,
+            next_read: None,
+        }
+    }
+}
 
 pub(crate) struct Driver<S: Store> {
     pub(crate) core: CoreHandle<ImCore<S>>,
@@ -42,6 +93,7 @@ pub(crate) struct Driver<S: Store> {
     pub(crate) im: ProtocolId,
     pub(crate) in_flight: HashSet<UserId>,
     pub(crate) published_seq: u64,
+    pub(crate) mailboxes: Option<MailboxState>,
 }
 
 impl<S: Store> Driver<S> {
@@ -66,6 +118,9 @@ impl<S: Store> Driver<S> {
         );
         let mut republish = tokio::time::interval(self.config.republish);
         republish.tick().await;
+        let (mailbox_tx, mut mailbox_done) = mpsc::channel::<MailboxDone>(64);
+        let mut mailbox_tick = tokio::time::interval(MAILBOX_CHECK);
+        mailbox_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -115,6 +170,9 @@ impl<S: Store> Driver<S> {
                             .cloned()
                             .collect();
                         self.dht.add_address(peer, addrs.clone());
+                        if Mailboxes::keeps_mailboxes(&info.protocols) {
+                            self.mailbox_peer(peer, addrs.clone(), &mailbox_tx);
+                        }
                         if !joined {
                             // Joined without bootstrap peers: the first
                             // peer that connects to us is our way in.
@@ -127,6 +185,13 @@ impl<S: Store> Driver<S> {
                             });
                         }
                     }
+                }
+                _ = mailbox_tick.tick(), if self.mailboxes.is_some() => {
+                    self.mailbox_tick(&control, &mailbox_tx);
+                }
+                Some(done) = mailbox_done.recv() => self.mailbox_done(done),
+                Some(event) = async { self.mailboxes.as_mut()?.events.recv().await } => {
+                    self.mailbox_event(event);
                 }
                 _ = republish.tick() => {
                     self.rotate_prekey();
@@ -252,6 +317,133 @@ impl<S: Store> Driver<S> {
         let session = self.core.read(|c| c.engine.has_session(&user));
         if session && !entry.addresses.is_empty() {
             let _ = control.try_dial_peer(device, DialOptions::default(), Some(self.im));
+        }
+    }
+}
+
+impl<S: Store> Driver<S> {
+    /// A peer that keeps mailboxes identified: it goes into the mailbox
+    /// DHT, and the first one is our way into it.
+    fn mailbox_peer(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        done: &mpsc::Sender<MailboxDone>,
+    ) {
+        let Some(state) = &mut self.mailboxes else {
+            return;
+        };
+        state.link.dht.add_address(peer, addrs.clone());
+        if state.joined || state.joining {
+            return;
+        }
+        state.joining = true;
+        let (dht, done) = (state.link.dht.clone(), done.clone());
+        tokio::spawn(async move {
+            let _ = dht.bootstrap(vec![(peer, addrs)]).await;
+            let _ = done.send(MailboxDone::Joined).await;
+        });
+    }
+
+    /// Starts the store passes and the read that are due.
+    fn mailbox_tick(&mut self, control: &ServiceControl, done: &mpsc::Sender<MailboxDone>) {
+        let Some(state) = &mut self.mailboxes else {
+            return;
+        };
+        if !state.joined {
+            return;
+        }
+        let now = Instant::now();
+        for contact in self.core.read(|c| c.mailbox_waiting()) {
+            let entry = state
+                .storing
+                .entry(contact)
+                .or_insert((Some(now), Duration::ZERO));
+            match entry.0 {
+                Some(at) if at <= now => entry.0 = None,
+                _ => continue,
+            }
+            let (link, core, control, done) = (
+                state.link.clone(),
+                self.core.clone(),
+                control.clone(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                let finished = link.store_outbox(&core, &control, contact).await;
+                let _ = done.send(MailboxDone::Stored(contact, finished)).await;
+            });
+        }
+        if state.reading || state.next_read.is_some_and(|at| at > now) {
+            return;
+        }
+        state.reading = true;
+        let (link, core, control, done) = (
+            state.link.clone(),
+            self.core.clone(),
+            control.clone(),
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            let mut complete = true;
+            for contact in core.read(|c| c.mailbox_contacts()) {
+                let pass = link.read_contact(&core, &control, contact).await;
+                complete &= pass.complete;
+            }
+            tracing::debug!(complete, lookups = link.lookups(), "mailboxes read");
+            let _ = done.send(MailboxDone::Read(complete)).await;
+        });
+    }
+
+    fn mailbox_done(&mut self, done: MailboxDone) {
+        let Some(state) = &mut self.mailboxes else {
+            return;
+        };
+        let now = Instant::now();
+        match done {
+            MailboxDone::Joined => {
+                state.joined = true;
+                state.joining = false;
+            }
+            MailboxDone::Stored(contact, true) => {
+                state.storing.remove(&contact);
+            }
+            MailboxDone::Stored(contact, false) => {
+                let entry = state
+                    .storing
+                    .entry(contact)
+                    .or_insert((None, Duration::ZERO));
+                let wait = (entry.1 * 2).clamp(MAILBOX_CHECK, MAILBOX_RETRY_MAX);
+                *entry = (Some(now + wait), wait);
+            }
+            MailboxDone::Read(complete) => {
+                state.reading = false;
+                // An incomplete read is tried again soon.
+                let wait = if complete {
+                    state.poll
+                } else {
+                    MAILBOX_CHECK * 5
+                };
+                state.next_read = Some(now + wait.min(state.poll));
+            }
+        }
+    }
+
+    fn mailbox_event(&mut self, event: shoal_mailbox::Event) {
+        let Some(state) = &mut self.mailboxes else {
+            return;
+        };
+        match event {
+            shoal_mailbox::Event::Pushed {
+                subscription, item, ..
+            } => {
+                let (link, core) = (state.link.clone(), self.core.clone());
+                tokio::spawn(async move { link.pushed(&core, subscription, item.envelope).await });
+            }
+            shoal_mailbox::Event::SubscriptionEnded { subscription, .. } => {
+                state.link.subscription_ended(subscription);
+            }
+            _ => {}
         }
     }
 }

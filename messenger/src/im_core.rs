@@ -155,6 +155,31 @@ impl<S: Store> ImCore<S> {
         self.app(event);
     }
 
+    /// Whether a session to `contact`'s device is open.
+    pub(crate) fn is_online(&self, contact: &UserId) -> bool {
+        self.online.contains(contact)
+    }
+
+    /// Contacts with no open session whose sealed envelopes wait to be
+    /// stored in their mailboxes.
+    pub(crate) fn mailbox_waiting(&self) -> Vec<UserId> {
+        self.engine
+            .contacts_with_devices()
+            .into_iter()
+            .filter(|(user, online)| !online && self.engine.mailbox_pending(user) > 0)
+            .map(|(user, _)| user)
+            .collect()
+    }
+
+    /// Contacts whose mailboxes we read.
+    pub(crate) fn mailbox_contacts(&self) -> Vec<UserId> {
+        self.engine
+            .contacts_with_devices()
+            .into_iter()
+            .map(|(user, _)| user)
+            .collect()
+    }
+
     /// Stops taking envelopes and commands (the messenger was shut down).
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
@@ -327,6 +352,7 @@ impl<S: Store> ImCore<S> {
                 },
                 EngineEvent::Delivered { contact, id } => Event::Delivered { contact, id },
                 EngineEvent::Read { contact, id } => Event::Read { contact, id },
+                EngineEvent::Expired { contact, id } => Event::Expired { contact, id },
                 EngineEvent::MessageRequest { contact } => Event::MessageRequest { contact },
                 EngineEvent::DeviceChanged {
                     contact,

@@ -83,13 +83,16 @@ mod driver;
 mod faults;
 mod im_core;
 mod join;
+pub mod mailboxes;
 mod messenger;
+pub mod service_node;
 pub mod sqlite;
 
 pub use config::MessengerConfig;
 pub use faults::FaultConfig;
 pub use im_core::MAX_BACKLOG;
 pub use messenger::{
-    Event, IDENTIFY, IM, IM_PROTOCOL_NAME, KAD, Messenger, MessengerError, kad_config, open_engine,
+    Event, IDENTIFY, IM, IM_PROTOCOL_NAME, KAD, MAILBOX, MAILBOX_KAD, Messenger, MessengerError,
+    kad_config, open_engine,
 };
 pub use sqlite::SqliteStore;

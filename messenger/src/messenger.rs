@@ -35,6 +35,12 @@ pub const KAD: ProtocolId = ProtocolId(4);
 /// Protocol id of the envelope protocol on a node [`Messenger::start`]
 /// builds.
 pub const IM: ProtocolId = ProtocolId(6);
+/// Protocol id of the mailbox DHT (a client) on a node
+/// [`Messenger::start`] builds.
+pub const MAILBOX_KAD: ProtocolId = ProtocolId(7);
+/// Protocol id of the mailbox protocol (a client) on a node
+/// [`Messenger::start`] builds.
+pub const MAILBOX: ProtocolId = ProtocolId(8);
 /// Name of the envelope protocol: one frame per envelope.
 pub const IM_PROTOCOL_NAME: &str = "/shoal/im";
 
@@ -69,6 +75,32 @@ pub enum Event {
         id: MessageId,
         /// The message.
         message: Message,
+    },
+    /// W mailbox replicas signed for our message (see
+    /// [`shoal_mailbox::Quorum`]): it waits for the offline contact even if
+    /// this node goes.
+    Stored {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
+        /// The replicas whose receipts counted.
+        replicas: Vec<PeerId>,
+    },
+    /// A contact's mailbox is full (a replica answered QUOTA): our
+    /// messages wait here until the contact drains it; none is dropped.
+    WaitingForSpace {
+        /// The conversation.
+        contact: UserId,
+    },
+    /// Our message was sealed 14 days ago and is still not delivered:
+    /// mailboxes dropped it. It goes out again directly once the contact
+    /// is online.
+    Expired {
+        /// The conversation.
+        contact: UserId,
+        /// Our message.
+        id: MessageId,
     },
     /// A contact acknowledged our message (decrypted and stored it).
     Delivered {
@@ -256,7 +288,7 @@ impl Messenger {
         dht: shoal_kad::Handle,
         config: MessengerConfig,
     ) -> (ProtocolMeta, Messenger, mpsc::Receiver<Event>) {
-        Self::build(id, engine, dht, config, None)
+        Self::build(id, engine, dht, config, None, None)
     }
 
     fn build<S: Store>(
@@ -265,6 +297,7 @@ impl Messenger {
         dht: shoal_kad::Handle,
         config: MessengerConfig,
         owned: Option<mpsc::Receiver<shoal_identify::Event>>,
+        mailboxes: Option<crate::driver::MailboxState>,
     ) -> (ProtocolMeta, Messenger, mpsc::Receiver<Event>) {
         let (user, device) = (engine.user_id(), engine.device().signing_key().peer_id());
         let backlog = Arc::new(AtomicUsize::new(0));
@@ -294,6 +327,7 @@ impl Messenger {
             im: id,
             in_flight: Default::default(),
             published_seq: 0,
+            mailboxes,
         };
         let cell = control.clone();
         tokio::spawn(async move {
@@ -343,9 +377,34 @@ impl Messenger {
             },
         );
         let (listen, external) = (config.listen.clone(), config.external_addresses.clone());
-        let (im_meta, messenger, events) = Self::build(IM, engine, dht, config, Some(identified));
-        let service = ServiceBuilder::new(key)
-            .transport(transport)
+        let mut builder = ServiceBuilder::new(key.clone()).transport(transport);
+        let mut mailboxes = None;
+        if config.mailboxes {
+            // A client of the nodes that keep mailboxes: it looks replicas
+            // up and never enters their routing tables.
+            let (mailbox_kad, mailbox_dht, _) = shoal_kad::new_named(
+                MAILBOX_KAD,
+                shoal_mailbox::DHT_PROTOCOL_NAME,
+                key.peer_id(),
+                shoal_kad::Config {
+                    client: true,
+                    address_scope: config.address_scope,
+                    ..shoal_kad::Config::default()
+                },
+            );
+            let (mailbox, client, pushes) =
+                shoal_mailbox::new(MAILBOX, shoal_mailbox::Config::default(), None);
+            builder = builder.protocol(mailbox_kad).protocol(mailbox);
+            let link = Arc::new(crate::mailboxes::Mailboxes::new(client, mailbox_dht));
+            mailboxes = Some(crate::driver::MailboxState::new(
+                link,
+                pushes,
+                config.mailbox_poll,
+            ));
+        }
+        let (im_meta, messenger, events) =
+            Self::build(IM, engine, dht, config, Some(identified), mailboxes);
+        let service = builder
             .protocol(identify_meta)
             .protocol(kad_meta)
             .protocol(im_meta)

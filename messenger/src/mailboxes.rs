@@ -1,0 +1,421 @@
+//! Offline delivery: while a contact is offline our envelopes wait in its
+//! mailboxes, and while we were away the contact's waited in ours
+//! (docs/PROTOCOL.md, section 12).
+//!
+//! - **Replicas.** A mailbox's replicas are the [`REPLICAS`] nodes closest
+//!   to its id in the mailbox DHT ([`DHT_PROTOCOL_NAME`], which the
+//!   messenger joins as a client): one lookup, remembered for
+//!   [`REPLICA_CACHE`].
+//! - **Storing.** For a contact with no open session, every sealed
+//!   envelope not yet stored goes to today's mailbox from our device to
+//!   theirs, and counts as stored once [`WRITE_QUORUM`] receipts verify
+//!   ([`Event::Stored`] names their signers). A full mailbox makes us wait
+//!   ([`Event::WaitingForSpace`]); nothing is dropped. The envelope bytes
+//!   are the ones sealed once: a retry never spends another message key.
+//! - **Reading.** At start, every poll interval, and live through a
+//!   subscription to today's mailbox, the days since the last one read
+//!   through are fetched from every replica (a day counts as read once
+//!   R - W + 1 replicas answered: one of them holds each stored envelope),
+//!   handed to the engine as envelopes from the contact's device (it
+//!   drops copies), and acked on every replica once the engine committed
+//!   them, so every replica deletes them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shoal::address_book::AddressSource;
+use shoal::{CoreHandle, PeerId, ServiceControl};
+use shoal_identity::Keypair;
+use shoal_im::engine::MAILBOX_TTL;
+use shoal_im::mailbox_keys::day_of;
+use shoal_im::{Store, UserId};
+use shoal_mailbox::{
+    Answer, Class, DHT_PROTOCOL_NAME, Descriptor, EnvelopeHash, MailboxId, REPLICAS, RequestId,
+    Retention, WRITE_QUORUM, WritePolicy,
+};
+
+use crate::Event;
+use crate::im_core::ImCore;
+
+/// How long a mailbox's replica set is reused before it is looked up again.
+pub const REPLICA_CACHE: Duration = Duration::from_secs(600);
+
+/// Replicas that must answer a fetch for a day to count as read.
+pub const READ_QUORUM: usize = REPLICAS - WRITE_QUORUM + 1;
+
+/// How long one replica lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Envelopes asked for per fetch (a replica also stops at its byte cap).
+const FETCH_LIMIT: u32 = 256;
+
+/// Pages read from one replica per mailbox per pass.
+const MAX_PAGES: usize = 64;
+
+/// Mailboxes whose replica sets are remembered.
+const MAX_CACHED: usize = 4_096;
+
+/// The descriptor of a 1:1 mailbox with verification key `key`: only the
+/// two devices (who can derive the key pair) write, and envelopes go when
+/// the recipient acks them.
+pub fn descriptor(key: &Keypair) -> Descriptor {
+    Descriptor {
+        key: key.public(),
+        write: WritePolicy::Owner,
+        retention: Retention::UntilAck,
+    }
+}
+
+fn unix_secs() -> u64 {
+    crate::messenger::unix_ms() / 1000
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A mailbox we read, to route its subscription's pushes.
+#[derive(Clone)]
+struct Reading {
+    contact: UserId,
+    device: PeerId,
+    descriptor: Descriptor,
+    key: Keypair,
+}
+
+/// The messenger's link to the mailboxes.
+pub(crate) struct Mailboxes {
+    client: shoal_mailbox::Handle,
+    pub(crate) dht: shoal_kad::Handle,
+    replicas: Mutex<HashMap<MailboxId, (Instant, Vec<PeerId>)>>,
+    subscriptions: Mutex<HashMap<RequestId, Reading>>,
+    lookups: AtomicU64,
+}
+
+/// What one pass over a contact's mailboxes did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ReadPass {
+    /// Every day counted as read.
+    pub(crate) complete: bool,
+    /// Envelopes handed to the engine.
+    pub(crate) envelopes: usize,
+}
+
+impl Mailboxes {
+    pub(crate) fn new(client: shoal_mailbox::Handle, dht: shoal_kad::Handle) -> Mailboxes {
+        Mailboxes {
+            client,
+            dht,
+            replicas: Mutex::default(),
+            subscriptions: Mutex::default(),
+            lookups: AtomicU64::new(0),
+        }
+    }
+
+    /// Replica lookups made so far.
+    pub(crate) fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    /// Whether a peer listing `protocols` keeps mailboxes.
+    pub(crate) fn keeps_mailboxes(protocols: &[String]) -> bool {
+        protocols.iter().any(|p| p == DHT_PROTOCOL_NAME)
+    }
+
+    /// The replicas of mailbox `id` (cached), their addresses put in the
+    /// address book so requests can dial them.
+    async fn replicas(&self, control: &ServiceControl, id: MailboxId) -> Vec<PeerId> {
+        if let Some((at, peers)) = lock(&self.replicas).get(&id)
+            && at.elapsed() < REPLICA_CACHE
+        {
+            return peers.clone();
+        }
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let key = shoal_kad::Key::from_bytes(*id.as_bytes());
+        let found = tokio::time::timeout(LOOKUP_TIMEOUT, self.dht.find_node(key)).await;
+        let Ok(Ok((closest, _))) = found else {
+            tracing::debug!(?id, "replica lookup failed");
+            return Vec::new();
+        };
+        let peers: Vec<PeerId> = closest
+            .into_iter()
+            .take(REPLICAS)
+            .map(|c| {
+                control.add_addresses(c.peer, &c.addrs, AddressSource::Hearsay);
+                c.peer
+            })
+            .collect();
+        if peers.len() >= WRITE_QUORUM {
+            let mut cache = lock(&self.replicas);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(id, (Instant::now(), peers.clone()));
+        }
+        peers
+    }
+
+    fn forget_replicas(&self, id: &MailboxId) {
+        lock(&self.replicas).remove(id);
+    }
+
+    /// Stores `contact`'s sealed envelopes that are not stored yet, while
+    /// it stays offline. Returns whether none is left (`false`: try again
+    /// later).
+    pub(crate) async fn store_outbox<S: Store>(
+        &self,
+        core: &CoreHandle<ImCore<S>>,
+        control: &ServiceControl,
+        contact: UserId,
+    ) -> bool {
+        let now = unix_secs();
+        let found = core.read(|c| {
+            let pair = c.engine.mailbox_pair(&contact)?;
+            let own = c.engine.device().certificate().device();
+            Some((pair, own, c.engine.mailbox_outbox(&contact)))
+        });
+        let Some((pair, own, outbox)) = found else {
+            return true;
+        };
+        if outbox.is_empty() {
+            return true;
+        }
+        let key = pair.secret.mailbox_key(&own, day_of(now));
+        let descriptor = descriptor(&key);
+        let replicas = self.replicas(control, descriptor.id()).await;
+        if replicas.len() < WRITE_QUORUM {
+            tracing::debug!(%contact, found = replicas.len(), "too few mailbox replicas");
+            return false;
+        }
+        let expiry = now + MAILBOX_TTL.as_secs();
+        for (id, envelope) in outbox {
+            if core.read(|c| c.is_online(&contact)) {
+                // Direct delivery is the fast path.
+                return true;
+            }
+            let outcome = self
+                .client
+                .store_quorum(
+                    &replicas,
+                    WRITE_QUORUM,
+                    descriptor,
+                    Some(&key),
+                    Bytes::from(envelope),
+                    expiry,
+                    Class::Normal,
+                )
+                .await;
+            if outcome.is_met(WRITE_QUORUM) {
+                let replicas: Vec<PeerId> = outcome.receipts.iter().map(|r| r.replica).collect();
+                core.with(|c, _| {
+                    let result = c.engine.mark_stored(contact, id);
+                    if c.run(result).is_some() {
+                        c.report(Event::Stored {
+                            contact,
+                            id,
+                            replicas,
+                        });
+                    }
+                });
+                continue;
+            }
+            if !outcome.quota.is_empty() {
+                core.with(|c, _| c.report(Event::WaitingForSpace { contact }));
+            } else {
+                self.forget_replicas(&descriptor.id());
+            }
+            tracing::debug!(
+                %contact,
+                receipts = outcome.receipts.len(),
+                quota = outcome.quota.len(),
+                refused = ?outcome.refused,
+                rejected = ?outcome.rejected,
+                failed = ?outcome.failed,
+                "mailbox store short of a quorum"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Reads `contact`'s mailboxes for every day since the last one read
+    /// through (subscribing to today's).
+    pub(crate) async fn read_contact<S: Store>(
+        &self,
+        core: &CoreHandle<ImCore<S>>,
+        control: &ServiceControl,
+        contact: UserId,
+    ) -> ReadPass {
+        let now = unix_secs();
+        let today = day_of(now);
+        let found = core.read(|c| {
+            let pair = c.engine.mailbox_pair(&contact)?;
+            Some((pair, c.engine.mailbox_days(&contact, now)))
+        });
+        let Some((pair, days)) = found else {
+            return ReadPass {
+                complete: true,
+                envelopes: 0,
+            };
+        };
+        let mut pass = ReadPass {
+            complete: true,
+            envelopes: 0,
+        };
+        for day in days {
+            let key = pair.secret.mailbox_key(&pair.device_key, day);
+            let reading = Reading {
+                contact,
+                device: pair.device,
+                descriptor: descriptor(&key),
+                key,
+            };
+            let replicas = self.replicas(control, reading.descriptor.id()).await;
+            let (answered, envelopes) = self.fetch_all(&replicas, &reading, day == today).await;
+            if answered < READ_QUORUM {
+                pass.complete = false;
+                self.forget_replicas(&reading.descriptor.id());
+            }
+            pass.envelopes += envelopes.len();
+            let taken = deliver(core, &reading, envelopes);
+            self.ack_all(&replicas, &reading, taken).await;
+        }
+        if pass.complete {
+            core.with(|c, _| {
+                let result = c.engine.mailbox_read_through(contact, today);
+                c.run(result);
+            });
+        }
+        pass
+    }
+
+    /// Fetches every page of `reading`'s mailbox from each replica at
+    /// once; returns how many answered, and the envelopes (each once).
+    async fn fetch_all(
+        &self,
+        replicas: &[PeerId],
+        reading: &Reading,
+        subscribe: bool,
+    ) -> (usize, Vec<Bytes>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &replica in replicas {
+            let (client, reading) = (self.client.clone(), reading.clone());
+            tasks.spawn(async move {
+                let (mut after, mut items, mut live) = (0, Vec::new(), None);
+                for _ in 0..MAX_PAGES {
+                    let answer = client
+                        .fetch(
+                            replica,
+                            reading.descriptor,
+                            &reading.key,
+                            after,
+                            FETCH_LIMIT,
+                            subscribe,
+                        )
+                        .await;
+                    let Ok((id, Answer::Items { items: page, more })) = answer else {
+                        return None;
+                    };
+                    live = Some(id);
+                    after = page.last().map_or(after, |i| i.seq);
+                    items.extend(page.into_iter().map(|i| i.envelope));
+                    if !more {
+                        break;
+                    }
+                }
+                Some((items, live))
+            });
+        }
+        let (mut answered, mut seen, mut envelopes) = (0, HashSet::new(), Vec::new());
+        while let Some(done) = tasks.join_next().await {
+            let Ok(Some((items, live))) = done else {
+                continue;
+            };
+            answered += 1;
+            if let Some(id) = live.filter(|_| subscribe) {
+                let mut subscriptions = lock(&self.subscriptions);
+                if subscriptions.len() >= MAX_CACHED {
+                    subscriptions.clear();
+                }
+                subscriptions.insert(id, reading.clone());
+            }
+            for envelope in items {
+                if seen.insert(EnvelopeHash::of(&envelope)) {
+                    envelopes.push(envelope);
+                }
+            }
+        }
+        (answered, envelopes)
+    }
+
+    /// Asks every replica to delete `hashes` (failures are left to expiry
+    /// and the next read: the engine drops copies).
+    async fn ack_all(&self, replicas: &[PeerId], reading: &Reading, hashes: Vec<EnvelopeHash>) {
+        if hashes.is_empty() {
+            return;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for &replica in replicas {
+            let (client, reading, hashes) = (self.client.clone(), reading.clone(), hashes.clone());
+            tasks.spawn(async move {
+                client
+                    .ack(replica, reading.descriptor, &reading.key, hashes)
+                    .await
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// A live subscription brought an envelope: hand it to the engine and
+    /// ack it on every replica.
+    pub(crate) async fn pushed<S: Store>(
+        &self,
+        core: &CoreHandle<ImCore<S>>,
+        subscription: RequestId,
+        envelope: Bytes,
+    ) {
+        let Some(reading) = lock(&self.subscriptions).get(&subscription).cloned() else {
+            return;
+        };
+        let taken = deliver(core, &reading, vec![envelope]);
+        let replicas = lock(&self.replicas)
+            .get(&reading.descriptor.id())
+            .map(|(_, peers)| peers.clone())
+            .unwrap_or_default();
+        self.ack_all(&replicas, &reading, taken).await;
+    }
+
+    /// A subscription ended (its replica went).
+    pub(crate) fn subscription_ended(&self, subscription: RequestId) {
+        lock(&self.subscriptions).remove(&subscription);
+    }
+}
+
+/// Hands `envelopes` to the engine as sent by the contact's device; returns
+/// the hashes of those it committed (refused ones included: they would be
+/// refused again).
+fn deliver<S: Store>(
+    core: &CoreHandle<ImCore<S>>,
+    reading: &Reading,
+    envelopes: Vec<Bytes>,
+) -> Vec<EnvelopeHash> {
+    if envelopes.is_empty() {
+        return Vec::new();
+    }
+    core.with(|c, now| {
+        let mut taken = Vec::new();
+        for envelope in envelopes {
+            let result = c
+                .engine
+                .handle_envelope_from(now.instant, reading.device, &envelope);
+            if c.run(result).is_some() {
+                taken.push(EnvelopeHash::of(&envelope));
+            }
+        }
+        tracing::debug!(contact = %reading.contact, taken = taken.len(), "mailbox envelopes read");
+        taken
+    })
+}

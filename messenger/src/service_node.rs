@@ -1,0 +1,106 @@
+//! What a service node runs to keep mailboxes for messengers: the mailbox
+//! DHT as a full member (so lookups find it among a mailbox's replicas)
+//! and the mailbox protocol with a [`Replica`](shoal_mailbox::Replica).
+//! The `node` example runs it beside its other protocols.
+//!
+//! ```
+//! use shoal::ServiceBuilder;
+//! use shoal_identity::Keypair;
+//! use shoal_mailbox::{MemoryStore, Replica, ReplicaConfig};
+//! use shoal_messenger::service_node::MailboxNode;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let key = Keypair::generate();
+//! let replica = Replica::open(key.clone(), Box::new(MemoryStore::new()) as _, ReplicaConfig::default(), 0)?;
+//! let (node, protocols) = MailboxNode::new(key.peer_id(), replica, Default::default());
+//! let mut builder = ServiceBuilder::new(key);
+//! for protocol in protocols {
+//!     builder = builder.protocol(protocol);
+//! }
+//! // ... identify lists `shoal_messenger::service_node::PROTOCOL_NAMES`,
+//! // and each peer it identifies goes to `node.identified(...)`.
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use shoal::{PeerId, ProtocolMeta};
+use shoal_mailbox::DynReplica;
+use shoal_transport::{Multiaddr, ScopePolicy};
+
+use crate::{MAILBOX, MAILBOX_KAD};
+
+/// The names a node keeping mailboxes lists in identify: messengers join
+/// the mailbox DHT through the peers that list [`DHT_PROTOCOL_NAME`].
+///
+/// [`DHT_PROTOCOL_NAME`]: shoal_mailbox::DHT_PROTOCOL_NAME
+pub const PROTOCOL_NAMES: [&str; 2] = [
+    shoal_mailbox::DHT_PROTOCOL_NAME,
+    shoal_mailbox::PROTOCOL_NAME,
+];
+
+/// The mailbox DHT and the mailbox protocol of a node that keeps mailboxes.
+#[derive(Clone)]
+pub struct MailboxNode {
+    /// The mailbox DHT.
+    pub dht: shoal_kad::Handle,
+    /// The mailbox protocol (its replica's counters).
+    pub mailbox: shoal_mailbox::Handle,
+    joined: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for MailboxNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailboxNode").finish_non_exhaustive()
+    }
+}
+
+impl MailboxNode {
+    /// Node `local` keeping mailboxes in `replica`, and the protocols to
+    /// register with its service: [`MAILBOX_KAD`] and [`MAILBOX`]. `scope`
+    /// is the DHT's address policy.
+    pub fn new(
+        local: PeerId,
+        replica: DynReplica,
+        scope: ScopePolicy,
+    ) -> (MailboxNode, Vec<ProtocolMeta>) {
+        let (dht_meta, dht, _) = shoal_kad::new_named(
+            MAILBOX_KAD,
+            shoal_mailbox::DHT_PROTOCOL_NAME,
+            local,
+            shoal_kad::Config {
+                address_scope: scope,
+                ..shoal_kad::Config::default()
+            },
+        );
+        let (mailbox_meta, mailbox, _) =
+            shoal_mailbox::new(MAILBOX, shoal_mailbox::Config::default(), Some(replica));
+        let node = MailboxNode {
+            dht,
+            mailbox,
+            joined: Arc::default(),
+        };
+        (node, vec![dht_meta, mailbox_meta])
+    }
+
+    /// Identify told us of `peer` at `addrs` speaking `protocols`: a peer
+    /// keeping mailboxes joins the mailbox DHT's routing table, and the
+    /// first one is this node's way into that DHT.
+    pub fn identified(&self, peer: PeerId, addrs: &[Multiaddr], protocols: &[String]) {
+        if !protocols
+            .iter()
+            .any(|p| p == shoal_mailbox::DHT_PROTOCOL_NAME)
+        {
+            return;
+        }
+        self.dht.add_address(peer, addrs.to_vec());
+        if !self.joined.swap(true, Ordering::Relaxed) {
+            let (dht, seeds) = (self.dht.clone(), vec![(peer, addrs.to_vec())]);
+            tokio::spawn(async move {
+                let _ = dht.bootstrap(seeds).await;
+            });
+        }
+    }
+}
