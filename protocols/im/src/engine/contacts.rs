@@ -36,6 +36,10 @@ pub struct ContactInfo {
     pub sessions: usize,
     /// Messages waiting for their acknowledgement.
     pub outbox: usize,
+    /// Of those, how many W mailbox replicas signed for
+    /// ([`Engine::mark_stored`]): they wait for the contact even while we
+    /// are offline.
+    pub stored: usize,
     /// Blocked ([`Engine::block`], or removed with
     /// [`Engine::remove_contact`]): their envelopes are dropped.
     pub blocked: bool,
@@ -141,6 +145,11 @@ impl<S: Store> Engine<S> {
                 online: c.online,
                 sessions: c.sessions.len(),
                 outbox: c.outbox.len(),
+                stored: c
+                    .outbox
+                    .values()
+                    .filter(|p| p.sealed.as_ref().is_some_and(|s| s.stored))
+                    .count(),
                 blocked: c.blocked,
                 held: c.conversation.held_len(),
                 parked: c.parked.len(),
