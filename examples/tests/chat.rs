@@ -245,7 +245,7 @@ fn the_chat_refuses_ambiguity_answers_by_tag_and_warns_before_quitting() {
     alice.type_line("/msg carol are you there?");
     alice.type_line("/quit");
     alice.wait("the warning", deadline, |l| {
-        l.starts_with("1 message(s) not delivered yet")
+        l.starts_with("1 message(s) neither delivered nor stored")
     });
     assert!(
         alice.child.try_wait().unwrap().is_none(),

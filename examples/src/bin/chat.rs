@@ -435,13 +435,19 @@ impl Chat {
                 _ => say!("usage: /connect /ip4/<address>/tcp/<port>/p2p/<peer id>"),
             },
             "quit" | "exit" => {
-                let waiting: usize = self.contacts().await.iter().map(|c| c.outbox).sum();
+                // Messages stored in mailboxes reach the contact without us.
+                let waiting: usize = self
+                    .contacts()
+                    .await
+                    .iter()
+                    .map(|c| c.outbox - c.stored)
+                    .sum();
                 if waiting == 0 || self.quit_warned {
                     return Flow::Quit;
                 }
                 self.quit_warned = true;
                 say!(
-                    "{waiting} message(s) not delivered yet: they go out when you come back; /quit again to leave now"
+                    "{waiting} message(s) neither delivered nor stored in mailboxes yet: they go out when you come back; /quit again to leave now"
                 );
             }
             "help" | "?" => say!("{HELP}"),
@@ -704,9 +710,10 @@ impl Chat {
                 "no session"
             };
             say!(
-                "{name}  {}  {state}, {session}, {} in flight",
+                "{name}  {}  {state}, {session}, {} in flight ({} stored in mailboxes)",
                 c.user,
-                c.outbox
+                c.outbox,
+                c.stored
             );
         }
     }
@@ -735,6 +742,35 @@ impl Chat {
             Event::Delivered { contact, id } => {
                 say!(
                     "delivered to {}: {}",
+                    self.name(contact).await,
+                    self.quoted(contact, &id).await
+                );
+            }
+            Event::Stored {
+                contact,
+                id,
+                replicas,
+            } => {
+                // The replicas whose receipts counted, in full: a user (or a
+                // test) can check who holds the message.
+                let replicas: Vec<String> = replicas.iter().map(ToString::to_string).collect();
+                say!(
+                    "stored for {} on {} mailbox nodes [{}]: {}",
+                    self.name(contact).await,
+                    replicas.len(),
+                    replicas.join(" "),
+                    self.quoted(contact, &id).await
+                );
+            }
+            Event::WaitingForSpace { contact } => {
+                say!(
+                    "waiting for space: {}'s mailbox is full; messages wait here",
+                    self.name(contact).await
+                );
+            }
+            Event::Expired { contact, id } => {
+                say!(
+                    "expired in the mailboxes (sent again when {} is online): {}",
                     self.name(contact).await,
                     self.quoted(contact, &id).await
                 );

@@ -38,6 +38,8 @@ pub(crate) struct Streams {
 pub(crate) struct Node {
     pub(crate) control: ServiceControl,
     pub(crate) dht: shoal_kad::Handle,
+    /// The mailboxes this node keeps for messengers.
+    pub(crate) mailboxes: shoal_messenger::service_node::MailboxNode,
     pub(crate) pubsub: shoal_gossip::Handle,
     pub(crate) topic: shoal_gossip::Topic,
     pub(crate) own_addr: Multiaddr,
@@ -158,6 +160,8 @@ impl Node {
                         .map_or("?".into(), |a| a.to_string()),
                 );
                 self.dht.add_address(peer, info.listen_addrs.clone());
+                self.mailboxes
+                    .identified(peer, &info.listen_addrs, &info.protocols);
                 if let Some(book) = &mut self.book {
                     book.seen(peer, &info.listen_addrs, unix_now());
                 }

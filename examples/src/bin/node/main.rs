@@ -1,5 +1,6 @@
 //! A long-running Shoal node: TCP, with ping, identify, discovery, the
-//! Kademlia DHT and gossip. It prints its address and peer id, then the
+//! Kademlia DHT, gossip, and mailboxes kept for messengers (in
+//! `<data dir>/mailboxes.db`, within `--mailbox-budget-mib`). It prints its address and peer id, then the
 //! peers it meets, discovers and pings, its DHT routing table as it joins,
 //! and the messages of its gossip topic, one line per event. Every line
 //! typed on standard input is published on the topic.
@@ -49,6 +50,7 @@ use common::{input, peers::PeerBook};
 use dialer::Dialer;
 use event_loop::{Node, Streams};
 use printer::Printer;
+use shoal_messenger::service_node::MailboxNode;
 
 const PING: ProtocolId = ProtocolId(1);
 const IDENTIFY: ProtocolId = ProtocolId(2);
@@ -101,6 +103,11 @@ struct Args {
     /// (repeatable).
     #[arg(long)]
     say: Vec<String>,
+    /// Disk space the mailboxes kept for messengers may take, in MiB
+    /// (`<data dir>/mailboxes.db`; in memory without --data-dir). A full
+    /// budget answers "busy": senders wait, nothing stored is evicted.
+    #[arg(long, default_value_t = 1024)]
+    mailbox_budget_mib: u64,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -230,18 +237,21 @@ async fn run(args: Args) -> Result<(), Error> {
             ..shoal_ping::Config::default()
         },
     );
+    let (mailboxes, mailbox_protocols) = mailbox_node(&key, &args)?;
     let protocols = [
         shoal_ping::PROTOCOL_NAME,
         shoal_identify::PROTOCOL_NAME,
         shoal_discovery::PROTOCOL_NAME,
         shoal_kad::PROTOCOL_NAME,
         shoal_gossip::PROTOCOL_NAME,
-    ];
+    ]
+    .into_iter()
+    .chain(shoal_messenger::service_node::PROTOCOL_NAMES);
     let (identify, _, identified) = shoal_identify::new(
         IDENTIFY,
         local.clone(),
         shoal_identify::Config {
-            protocols: protocols.iter().map(|p| p.to_string()).collect(),
+            protocols: protocols.map(str::to_owned).collect(),
             ..shoal_identify::Config::default()
         },
     );
@@ -261,13 +271,17 @@ async fn run(args: Args) -> Result<(), Error> {
     let (gossip, pubsub, messages) = shoal_gossip::new(GOSSIP, gossip_config, key.clone());
     pubsub.subscribe(topic.clone())?;
     let sessions_changed = Arc::new(Notify::new());
-    let service = ServiceBuilder::new(key)
+    let mut builder = ServiceBuilder::new(key)
         .transport(TcpTransport::default())
         .protocol(ping)
         .protocol(identify)
         .protocol(discovery)
         .protocol(kad)
-        .protocol(gossip)
+        .protocol(gossip);
+    for protocol in mailbox_protocols {
+        builder = builder.protocol(protocol);
+    }
+    let service = builder
         .handle(Printer {
             quiet: dialer.addresses(),
             sessions_changed: sessions_changed.clone(),
@@ -317,6 +331,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut node = Node {
         control: control.clone(),
         dht,
+        mailboxes,
         pubsub,
         topic,
         own_addr,
@@ -348,6 +363,39 @@ async fn run(args: Args) -> Result<(), Error> {
         .await
         .map_err(|e| format!("the service task failed: {e}"))?;
     Ok(())
+}
+
+/// The mailboxes this node keeps: in `<data dir>/mailboxes.db` (they
+/// survive a restart), else in memory.
+fn mailbox_node(
+    key: &Keypair,
+    args: &Args,
+) -> Result<(MailboxNode, Vec<shoal::ProtocolMeta>), Error> {
+    let config = shoal_mailbox::ReplicaConfig {
+        disk_budget: args.mailbox_budget_mib.saturating_mul(1 << 20),
+        ..shoal_mailbox::ReplicaConfig::default()
+    };
+    let (store, place): (Box<dyn shoal_mailbox::ReplicaStore>, String) = match &args.data_dir {
+        Some(dir) => {
+            let path = dir.join("mailboxes.db");
+            let store =
+                shoal_mailbox::SqliteStore::open(&path, shoal_mailbox::sqlite::Durability::Process)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            (Box::new(store), path.display().to_string())
+        }
+        None => (
+            Box::new(shoal_mailbox::MemoryStore::new()),
+            "memory".to_owned(),
+        ),
+    };
+    let now_ms = unix_now().saturating_mul(1000);
+    let replica = shoal_mailbox::Replica::open(key.clone(), store, config, now_ms)?;
+    println!(
+        "mailboxes: {} bytes held, budget {} MiB, in {place}",
+        replica.total_bytes(),
+        args.mailbox_budget_mib
+    );
+    Ok(MailboxNode::new(key.peer_id(), replica, Default::default()))
 }
 
 fn too_long(len: usize, limit: usize) -> String {
