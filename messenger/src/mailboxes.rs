@@ -14,11 +14,13 @@
 //!   are the ones sealed once: a retry never spends another message key.
 //! - **Reading.** At start, every poll interval, and live through a
 //!   subscription to today's mailbox, the days since the last one read
-//!   through are fetched from every replica (a day counts as read once
-//!   R - W + 1 replicas answered: one of them holds each stored envelope),
-//!   handed to the engine as envelopes from the contact's device (it
-//!   drops copies), and acked on every replica once the engine committed
-//!   them, so every replica deletes them.
+//!   through are fetched from every replica, handed to the engine as
+//!   envelopes from the contact's device (it drops copies), and acked on
+//!   every replica once the engine committed them, so every replica
+//!   deletes them. R - W + 1 answers include a copy of each stored
+//!   envelope when no signer lied; a day counts as read only once every
+//!   replica found (at least R - W + 1) answered, since the one honest
+//!   signer may be the one that did not.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -29,12 +31,12 @@ use bytes::Bytes;
 use shoal::address_book::AddressSource;
 use shoal::{CoreHandle, PeerId, ServiceControl};
 use shoal_identity::Keypair;
-use shoal_im::engine::MAILBOX_TTL;
+use shoal_im::engine::MailboxEnvelope;
 use shoal_im::mailbox_keys::day_of;
 use shoal_im::{Store, UserId};
 use shoal_mailbox::{
     Answer, Class, DHT_PROTOCOL_NAME, Descriptor, EnvelopeHash, MailboxId, REPLICAS, RequestId,
-    Retention, WRITE_QUORUM, WritePolicy,
+    WRITE_QUORUM,
 };
 
 use crate::Event;
@@ -43,7 +45,8 @@ use crate::im_core::ImCore;
 /// How long a mailbox's replica set is reused before it is looked up again.
 pub const REPLICA_CACHE: Duration = Duration::from_secs(600);
 
-/// Replicas that must answer a fetch for a day to count as read.
+/// Replicas that must answer at least for a day to count as read (and
+/// every replica found must).
 pub const READ_QUORUM: usize = REPLICAS - WRITE_QUORUM + 1;
 
 /// How long one replica lookup may take.
@@ -62,11 +65,7 @@ const MAX_CACHED: usize = 4_096;
 /// two devices (who can derive the key pair) write, and envelopes go when
 /// the recipient acks them.
 pub fn descriptor(key: &Keypair) -> Descriptor {
-    Descriptor {
-        key: key.public(),
-        write: WritePolicy::Owner,
-        retention: Retention::UntilAck,
-    }
+    Descriptor::owner_until_ack(key.public())
 }
 
 fn unix_secs() -> u64 {
@@ -190,8 +189,12 @@ impl Mailboxes {
             tracing::debug!(%contact, found = replicas.len(), "too few mailbox replicas");
             return false;
         }
-        let expiry = now + MAILBOX_TTL.as_secs();
-        for (id, envelope) in outbox {
+        for MailboxEnvelope {
+            id,
+            envelope,
+            expiry,
+        } in outbox
+        {
             if core.read(|c| c.is_online(&contact)) {
                 // Direct delivery is the fast path.
                 return true;
@@ -275,7 +278,7 @@ impl Mailboxes {
             };
             let replicas = self.replicas(control, reading.descriptor.id()).await;
             let (answered, envelopes) = self.fetch_all(&replicas, &reading, day == today).await;
-            if answered < READ_QUORUM {
+            if answered < replicas.len().max(READ_QUORUM) {
                 pass.complete = false;
                 self.forget_replicas(&reading.descriptor.id());
             }

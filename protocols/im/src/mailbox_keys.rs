@@ -43,13 +43,15 @@ pub fn day_of(unix_secs: u64) -> u64 {
 }
 
 /// The days a recipient reads at `now_unix`, having last read through
-/// `last_read` (a day): from the day before that (or before today, if it
-/// never read or read later) through tomorrow, at most [`MAX_FETCH_DAYS`].
+/// `last_read` (a day): from the day before that (before today, if it read
+/// "later") through tomorrow, at most [`MAX_FETCH_DAYS`]; never read: the
+/// whole [`MAX_FETCH_DAYS`] (a contact may have written before we first
+/// read, while we were away).
 pub fn days_to_fetch(last_read: Option<u64>, now_unix: u64) -> RangeInclusive<u64> {
     let today = day_of(now_unix);
     let end = today + 1;
     let start = last_read
-        .unwrap_or(today)
+        .unwrap_or(0)
         .min(today)
         .saturating_sub(1)
         .max(end.saturating_sub(MAX_FETCH_DAYS - 1));
@@ -165,7 +167,7 @@ mod tests {
     #[test]
     fn the_days_a_recipient_reads() {
         let now = 100 * DAY_SECS + 5;
-        assert_eq!(days_to_fetch(None, now), 99..=101);
+        assert_eq!(days_to_fetch(None, now), 86..=101);
         assert_eq!(days_to_fetch(Some(100), now), 99..=101);
         assert_eq!(days_to_fetch(Some(97), now), 96..=101);
         // Back from months away: the last 16 days (what replicas still hold).

@@ -193,7 +193,8 @@ fn store_in_mailbox(
     while let Some(t) = alice.engine.poll_transmit() {
         positions.insert(chain_position(&t.envelope));
     }
-    for (id, envelope) in alice.engine.mailbox_outbox(&bob) {
+    for stored in alice.engine.mailbox_outbox(&bob) {
+        let (id, envelope) = (stored.id, stored.envelope);
         positions.insert(chain_position(&envelope));
         mailbox.push(envelope);
         alice.engine.mark_stored(bob, id).unwrap();

@@ -177,6 +177,17 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// A pairwise mailbox of verification key `key`: only the holders of
+    /// the key pair write, and envelopes stay until the owner acks them
+    /// (the 1:1 mailboxes of the messenger).
+    pub fn owner_until_ack(key: PublicKey) -> Descriptor {
+        Descriptor {
+            key,
+            write: WritePolicy::Owner,
+            retention: Retention::UntilAck,
+        }
+    }
+
     /// The encoded descriptor.
     pub fn encode(&self) -> [u8; DESCRIPTOR_LEN] {
         let mut out = [0u8; DESCRIPTOR_LEN];

@@ -99,7 +99,7 @@ pub use self::requests::{
     Counters, MAX_REQUESTS, REQUEST_BYTES_PER_STRANGER, REQUEST_BYTES_TOTAL,
     REQUEST_MESSAGES_PER_STRANGER, REQUEST_MESSAGES_TOTAL, RequestInfo,
 };
-pub use self::sealed::{DeliveryState, MAILBOX_TTL};
+pub use self::sealed::{DeliveryState, MAILBOX_TTL, MailboxEnvelope};
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,19 @@ impl Sealed {
     }
 }
 
+/// One of our envelopes to store in the contact's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxEnvelope {
+    /// The message it carries.
+    pub id: MessageId,
+    /// The envelope, as sealed once.
+    pub envelope: Vec<u8>,
+    /// Until when mailboxes keep it (Unix seconds): [`MAILBOX_TTL`] after
+    /// it was sealed, the same for every retry, so a replica that already
+    /// holds it (and answers with its first receipt) still counts.
+    pub expiry: u64,
+}
+
 /// Where one of our messages is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -66,7 +79,7 @@ impl<S: Store> Engine<S> {
     /// Our messages to `contact` whose envelopes are sealed but not yet
     /// stored in a mailbox, oldest first: what a driver stores while the
     /// contact is offline (then [`Engine::mark_stored`]).
-    pub fn mailbox_outbox(&self, contact: &UserId) -> Vec<(MessageId, Vec<u8>)> {
+    pub fn mailbox_outbox(&self, contact: &UserId) -> Vec<MailboxEnvelope> {
         let Some(c) = self.contacts.get(contact) else {
             return Vec::new();
         };
@@ -75,7 +88,11 @@ impl<S: Store> Engine<S> {
             .values()
             .filter_map(|p| {
                 let s = p.sealed.as_ref()?;
-                (!s.stored && Some(s.session) == active).then(|| (p.id, s.envelope.clone()))
+                (!s.stored && Some(s.session) == active).then(|| MailboxEnvelope {
+                    id: p.id,
+                    envelope: s.envelope.clone(),
+                    expiry: s.sealed_at.saturating_add(MAILBOX_TTL.as_secs()),
+                })
             })
             .collect()
     }
