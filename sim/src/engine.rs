@@ -183,6 +183,20 @@ impl<N: Core> Simulation<N> {
         self.slots[node.0].alive = false;
     }
 
+    /// Starts a crashed node again with the core it had (a node that was
+    /// offline, or that restarted with its durable state: replace what a
+    /// restart loses with [`with_node`](Self::with_node) first). Messages
+    /// sent to it while it was down stay lost.
+    pub fn revive(&mut self, node: NodeIndex) {
+        let slot = &mut self.slots[node.0];
+        if slot.alive {
+            return;
+        }
+        slot.alive = true;
+        slot.timer = None;
+        self.flush(node.0, Duration::ZERO);
+    }
+
     /// Whether `node` is running.
     pub fn is_alive(&self, node: NodeIndex) -> bool {
         self.slots[node.0].alive

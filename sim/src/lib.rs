@@ -22,6 +22,11 @@
 //! - [`kad::KadNetworkPlan`]: a network of Kademlia nodes (or of
 //!   [`gossip::GossipNode`]s) that joined one by one through a single seed,
 //!   and the lookup measurements the tests and the bench share.
+//! - [`mailbox::MailboxWorld`]: offline delivery end to end: service nodes
+//!   keeping mailboxes, users running the real messenger engine, lying
+//!   replicas, users going offline and restarting.
+//! - [`Simulation::revive`] brings a crashed node back with its state: a
+//!   node that was offline, or restarted on durable state.
 //! - [`Clock`]: the virtual time handed to cores: a monotonic [`Instant`](std::time::Instant)
 //!   for timers and wall-clock seconds for signed expiries.
 //!
@@ -68,6 +73,7 @@ mod clock;
 mod engine;
 pub mod gossip;
 pub mod kad;
+pub mod mailbox;
 mod network;
 
 pub use clock::Clock;

@@ -1,0 +1,10 @@
+//! Mailboxes in the simulator: [`MailboxHost`] (the mailbox DHT and the
+//! mailbox core on one node) and [`MailboxWorld`] (service nodes, users
+//! running the real `shoal-im` engine, and the scenario of the offline
+//! delivery test).
+
+mod host;
+mod world;
+
+pub use host::{MailboxHost, Reply, SimStore};
+pub use world::{MailboxWorld, WorldConfig, WorldReport};
