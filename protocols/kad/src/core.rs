@@ -304,11 +304,40 @@ impl Kademlia {
         if from == self.local {
             return Ok(());
         }
-        if !from_client {
-            // A client asks but serves nothing: it is never a contact.
+        let id = message.request_id;
+        if from_client {
+            // A client asks but serves nothing: it is never a contact. One
+            // that got in (a session we dialled for another protocol)
+            // leaves, and its answer makes it no lookup's result.
+            if self.table.contains(&from) {
+                let change = self.table.remove(&from);
+                self.apply_change(change);
+            }
+            if message.body.is_response() {
+                if let Some(p) = self.pending.remove(&id).filter(|p| p.peer == from) {
+                    self.deadlines.remove(&(p.deadline, id));
+                    self.request_failed(now, p);
+                }
+                return Ok(());
+            }
+        } else {
             self.saw(now, Contact::new(from, from_addrs.to_vec()));
         }
-        let id = message.request_id;
+        if self.config.client && !message.body.is_response() {
+            // A client serves nothing: it answers that it is one, so the
+            // asker drops it at once instead of waiting for a timeout.
+            let body = match message.body {
+                Body::Ping => Body::Pong,
+                _ => Body::Nodes(Vec::new()),
+            };
+            let bytes = Message {
+                request_id: id,
+                body,
+            }
+            .encode_as_client();
+            self.push_response(from, from_addrs, bytes);
+            return Ok(());
+        }
         match message.body {
             Body::Ping => self.respond(from, from_addrs, id, Body::Pong),
             Body::FindNode(key) => {

@@ -312,6 +312,52 @@ fn a_client_looks_up_but_is_never_a_contact() {
     );
 }
 
+/// A client can reach a server's table another way (the server dialled it
+/// for another protocol and told the core): its first message, which says
+/// it is a client, takes it out, and a lookup that asks it never returns it.
+#[test]
+fn a_client_in_a_table_leaves_it_and_is_never_a_result() {
+    let mut net = Net::joined(20, Config::default());
+    let client = net.add(
+        2_000,
+        Config {
+            client: true,
+            ..Config::default()
+        },
+    );
+    let (me, my_addrs) = net.seed_of(client);
+    // Every server believes it is a contact.
+    for i in 0..20 {
+        let now = net.now;
+        net.nodes[i].core.add_address(now, me, my_addrs.clone());
+    }
+    assert!(net.nodes[0].core.routing_table().contains(&me));
+    // Lookups by servers ask it, among others: it answers as a client.
+    for q in 0..5u64 {
+        let id = net.nodes[q as usize]
+            .core
+            .find_node(net.now, Key::for_peer(&me))
+            .unwrap();
+        let (result, _) = net.run_until_finished(q as usize, id);
+        let QueryResult::FindNode { closest } = result else {
+            panic!("wrong result {result:?}");
+        };
+        assert!(
+            closest.iter().all(|c| c.peer != me),
+            "query {q} returned the client"
+        );
+    }
+    // Its own lookups tell the servers it asks what it is.
+    net.join(client, 0);
+    net.run_for(Duration::from_secs(60));
+    for q in 0..5 {
+        assert!(
+            !net.nodes[q].core.routing_table().contains(&me),
+            "node {q} kept the client"
+        );
+    }
+}
+
 /// Sends `record` to node `to` as a STORE from node `from`; its answer.
 fn store_at(
     net: &mut Net,
