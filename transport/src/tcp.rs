@@ -27,6 +27,11 @@ pub struct TcpConfig {
     pub dial_timeout: Duration,
     /// Kernel accept-queue length (default [`DEFAULT_TCP_LISTEN_BACKLOG`]).
     pub listen_backlog: u32,
+    /// The local IP address dials leave from, for targets of its family
+    /// (default: none, the kernel's choice by route). A host with several
+    /// addresses (or a test giving each node its own loopback address)
+    /// sets it, so peers see it under the address it listens on.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for TcpConfig {
@@ -35,6 +40,7 @@ impl Default for TcpConfig {
             nodelay: true,
             dial_timeout: DEFAULT_TCP_DIAL_TIMEOUT,
             listen_backlog: DEFAULT_TCP_LISTEN_BACKLOG,
+            source_ip: None,
         }
     }
 }
@@ -145,13 +151,32 @@ impl TcpTransport {
         }
     }
 
+    /// Connects to `target`, from [`TcpConfig::source_ip`] if it is of the
+    /// target's family.
+    async fn connect(&self, target: SocketAddr) -> io::Result<TcpStream> {
+        let Some(ip) = self
+            .config
+            .source_ip
+            .filter(|ip| ip.is_ipv4() == target.is_ipv4())
+        else {
+            return TcpStream::connect(target).await;
+        };
+        let socket = if ip.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.connect(target).await
+    }
+
     async fn dial_inner(&self, addr: &Multiaddr) -> Result<TcpStream, TransportError> {
         let host =
             parse_tcp(addr).ok_or_else(|| TransportError::UnsupportedAddress(addr.clone()))?;
         let targets = Self::resolve(host).await?;
         let mut last_error = None;
         for target in targets {
-            match TcpStream::connect(target).await {
+            match self.connect(target).await {
                 Ok(stream) => {
                     self.configure(&stream)
                         .map_err(|source| TransportError::Io {

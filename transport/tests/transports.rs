@@ -208,3 +208,30 @@ async fn boxed_transport_works_like_the_inner_one() {
     let boxed_tcp = BoxedTransport::new(TcpTransport::default());
     echo_once(&boxed_tcp, "/ip4/127.0.0.1/tcp/0").await;
 }
+
+#[tokio::test]
+async fn tcp_dials_leave_from_the_configured_source_ip() {
+    let listener_side = TcpTransport::default();
+    let mut listener = listener_side
+        .listen(&"/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().clone();
+    for source in [None, Some("127.0.0.7")] {
+        let dialer = TcpTransport::new(TcpConfig {
+            source_ip: source.map(|ip| ip.parse().unwrap()),
+            ..TcpConfig::default()
+        });
+        let _conn = tokio::time::timeout(STEP, dialer.dial(&addr))
+            .await
+            .unwrap()
+            .unwrap();
+        let inbound = tokio::time::timeout(STEP, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = inbound.remote_addr.to_string();
+        let expected = source.unwrap_or("127.0.0.1");
+        assert!(seen.starts_with(&format!("/ip4/{expected}/tcp/")), "{seen}");
+    }
+}
