@@ -34,6 +34,9 @@ type Lookup = (UserId, Result<Option<DirectoryEntry>, String>);
 /// whether a read of the mailboxes is due.
 const MAILBOX_CHECK: Duration = Duration::from_secs(1);
 
+/// Contacts whose mailboxes are read at the same time.
+const MAILBOX_READS_AT_ONCE: usize = 8;
+
 /// Longest wait before storing in a contact's mailbox is tried again.
 const MAILBOX_RETRY_MAX: Duration = Duration::from_secs(60);
 
@@ -43,8 +46,8 @@ enum MailboxDone {
     Joined,
     /// A store pass for the contact ended; `true`: nothing left.
     Stored(UserId, bool),
-    /// A read pass over every contact ended.
-    Read(bool),
+    /// A read pass over every contact ended: complete, envelopes read.
+    Read(bool, usize),
 }
 
 /// The mailbox side of the driver (see [`crate::mailboxes`]).
@@ -59,6 +62,8 @@ pub(crate) struct MailboxState {
     storing: HashMap<UserId, (Option<Instant>, Duration)>,
     reading: bool,
     next_read: Option<Instant>,
+    /// Wait after the next incomplete read (doubles up to `poll`).
+    read_retry: Duration,
 }
 
 impl MailboxState {
@@ -76,6 +81,7 @@ impl MailboxState {
             storing: HashMap::new(),
             reading: false,
             next_read: None,
+            read_retry: MAILBOX_CHECK * 5,
         }
     }
 }
@@ -189,7 +195,12 @@ impl<S: Store> Driver<S> {
                 _ = mailbox_tick.tick(), if self.mailboxes.is_some() => {
                     self.mailbox_tick(&control, &mailbox_tx);
                 }
-                Some(done) = mailbox_done.recv() => self.mailbox_done(done),
+                Some(done) = mailbox_done.recv() => {
+                    if self.mailbox_done(done) {
+                        // Just joined: store and read now, not at the tick.
+                        self.mailbox_tick(&control, &mailbox_tx);
+                    }
+                }
                 Some(event) = async { self.mailboxes.as_mut()?.events.recv().await } => {
                     self.mailbox_event(event);
                 }
@@ -385,25 +396,41 @@ impl<S: Store> Driver<S> {
             done.clone(),
         );
         tokio::spawn(async move {
-            let mut complete = true;
+            // Contacts are read side by side, a few at a time: a login
+            // after a week away costs one lookup per contact and day.
+            let (mut complete, mut envelopes) = (true, 0);
+            let mut tasks = tokio::task::JoinSet::<crate::mailboxes::ReadPass>::new();
             for contact in core.read(|c| c.mailbox_contacts()) {
-                let pass = link.read_contact(&core, &control, contact).await;
-                complete &= pass.complete;
+                if tasks.len() >= MAILBOX_READS_AT_ONCE
+                    && let Some(done) = tasks.join_next().await
+                {
+                    let pass = done.unwrap_or_default();
+                    (complete, envelopes) = (complete && pass.complete, envelopes + pass.envelopes);
+                }
+                let (link, core, control) = (link.clone(), core.clone(), control.clone());
+                tasks.spawn(async move { link.read_contact(&core, &control, contact).await });
+            }
+            while let Some(done) = tasks.join_next().await {
+                let pass = done.unwrap_or_default();
+                (complete, envelopes) = (complete && pass.complete, envelopes + pass.envelopes);
             }
             tracing::debug!(complete, lookups = link.lookups(), "mailboxes read");
-            let _ = done.send(MailboxDone::Read(complete)).await;
+            let _ = done.send(MailboxDone::Read(complete, envelopes)).await;
         });
     }
 
-    fn mailbox_done(&mut self, done: MailboxDone) {
+    /// A mailbox task finished; returns whether the mailbox DHT was just
+    /// joined.
+    fn mailbox_done(&mut self, done: MailboxDone) -> bool {
         let Some(state) = &mut self.mailboxes else {
-            return;
+            return false;
         };
         let now = Instant::now();
         match done {
             MailboxDone::Joined => {
                 state.joined = true;
                 state.joining = false;
+                return true;
             }
             MailboxDone::Stored(contact, true) => {
                 state.storing.remove(&contact);
@@ -416,17 +443,27 @@ impl<S: Store> Driver<S> {
                 let wait = (entry.1 * 2).clamp(MAILBOX_CHECK, MAILBOX_RETRY_MAX);
                 *entry = (Some(now + wait), wait);
             }
-            MailboxDone::Read(complete) => {
+            MailboxDone::Read(complete, envelopes) => {
                 state.reading = false;
-                // An incomplete read is tried again soon.
+                let event = Event::MailboxesRead {
+                    complete,
+                    envelopes,
+                };
+                self.core.with(|c, _| c.report(event));
+                // An incomplete read (a replica busy or gone) is tried
+                // again sooner than the next poll, backing off.
                 let wait = if complete {
+                    state.read_retry = MAILBOX_CHECK * 5;
                     state.poll
                 } else {
-                    MAILBOX_CHECK * 5
+                    let wait = state.read_retry.min(state.poll);
+                    state.read_retry = (state.read_retry * 2).min(state.poll);
+                    wait
                 };
-                state.next_read = Some(now + wait.min(state.poll));
+                state.next_read = Some(now + wait);
             }
         }
+        false
     }
 
     fn mailbox_event(&mut self, event: shoal_mailbox::Event) {

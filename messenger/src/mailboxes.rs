@@ -58,6 +58,11 @@ const FETCH_LIMIT: u32 = 256;
 /// Pages read from one replica per mailbox per pass.
 const MAX_PAGES: usize = 64;
 
+/// "Busy" answers (a replica's rate limit) waited out per mailbox and
+/// replica in one pass, and the longest wait for one.
+const MAX_BUSY: usize = 8;
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(2);
+
 /// Mailboxes whose replica sets are remembered.
 const MAX_CACHED: usize = 4_096;
 
@@ -92,6 +97,14 @@ pub(crate) struct Mailboxes {
     replicas: Mutex<HashMap<MailboxId, (Instant, Vec<PeerId>)>>,
     subscriptions: Mutex<HashMap<RequestId, Reading>>,
     lookups: AtomicU64,
+}
+
+impl std::fmt::Debug for Mailboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailboxes")
+            .field("lookups", &self.lookups())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one pass over a contact's mailboxes did.
@@ -308,7 +321,8 @@ impl Mailboxes {
             let (client, reading) = (self.client.clone(), reading.clone());
             tasks.spawn(async move {
                 let (mut after, mut items, mut live) = (0, Vec::new(), None);
-                for _ in 0..MAX_PAGES {
+                let mut busy = 0;
+                for _ in 0..MAX_PAGES + MAX_BUSY {
                     let answer = client
                         .fetch(
                             replica,
@@ -319,8 +333,17 @@ impl Mailboxes {
                             subscribe,
                         )
                         .await;
-                    let Ok((id, Answer::Items { items: page, more })) = answer else {
-                        return None;
+                    let (id, page, more) = match answer {
+                        Ok((id, Answer::Items { items, more })) => (id, items, more),
+                        // Over the replica's rate for us: wait as told
+                        // (bounded), then ask again.
+                        Ok((_, Answer::Busy { retry_after_ms })) if busy < MAX_BUSY => {
+                            busy += 1;
+                            let wait = Duration::from_millis(retry_after_ms).min(MAX_BUSY_WAIT);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        _ => return None,
                     };
                     live = Some(id);
                     after = page.last().map_or(after, |i| i.seq);

@@ -102,6 +102,16 @@ pub enum Event {
         /// Our message.
         id: MessageId,
     },
+    /// A read of our mailboxes ended (at start, then every
+    /// [`MessengerConfig::mailbox_poll`]): what waited for us while we
+    /// were away has been shown (or is held for what it follows).
+    MailboxesRead {
+        /// Every day of every contact counted as read (every replica
+        /// answered); otherwise the read is tried again soon.
+        complete: bool,
+        /// Envelopes found (copies of what arrived directly included).
+        envelopes: usize,
+    },
     /// A contact acknowledged our message (decrypted and stored it).
     Delivered {
         /// The conversation.
@@ -193,6 +203,7 @@ pub struct Messenger {
     user: UserId,
     device: PeerId,
     control: Arc<OnceLock<ServiceControl>>,
+    mailboxes: Option<Arc<crate::mailboxes::Mailboxes>>,
 }
 
 /// Kademlia as a messenger node runs it: only records of the messaging
@@ -314,6 +325,7 @@ impl Messenger {
         let meta = ProtocolMeta::builder(id, IM_PROTOCOL_NAME)
             .max_frame_size(shoal_im::envelope::MAX_ENVELOPE_LEN)
             .service_handle(handler);
+        let link = mailboxes.as_ref().map(|m| m.link.clone());
         let (commands, command_rx) = mpsc::channel(64);
         let (events, event_rx) = mpsc::channel(1024);
         let control = Arc::new(OnceLock::new());
@@ -342,6 +354,7 @@ impl Messenger {
             user,
             device,
             control,
+            mailboxes: link,
         };
         (meta, messenger, event_rx)
     }
@@ -479,6 +492,13 @@ impl Messenger {
             .filter(|s| s.direction == shoal::Direction::Outbound)
             .map(|s| (s.peer, s.remote_addr.without_peer_id()))
             .collect()
+    }
+
+    /// Mailbox replica lookups made since start (each names the replicas
+    /// of one mailbox; a mailbox's set is reused for 10 minutes). 0 without
+    /// mailboxes.
+    pub fn mailbox_lookups(&self) -> u64 {
+        self.mailboxes.as_ref().map_or(0, |m| m.lookups())
     }
 
     /// Peers with an open session, each once.

@@ -104,3 +104,86 @@ impl MailboxNode {
         }
     }
 }
+
+/// A service node started by [`spawn`]: identify, the main DHT (with the
+/// messenger's record validators), the mailbox DHT and a replica.
+#[derive(Debug, Clone)]
+pub struct SpawnedNode {
+    /// Its address, with its peer id.
+    pub addr: Multiaddr,
+    /// The node's service.
+    pub control: shoal::ServiceControl,
+    /// Its mailboxes.
+    pub mailboxes: MailboxNode,
+}
+
+/// Starts a service node keeping mailboxes in `replica`, listening on
+/// `listen` over `transport` and joining through `seed` (if any): the
+/// smallest node messengers can use, for tests, benches and examples (the
+/// `node` example runs more: ping, discovery, gossip). Needs a tokio
+/// runtime.
+pub async fn spawn(
+    key: shoal_identity::Keypair,
+    transport: impl shoal_transport::Transport,
+    listen: Multiaddr,
+    seed: Option<&Multiaddr>,
+    replica: DynReplica,
+) -> Result<SpawnedNode, Box<dyn std::error::Error + Send + Sync>> {
+    use shoal::address_book::AddressSource;
+    let config = crate::MessengerConfig::default();
+    let (kad, dht, _) = shoal_kad::new(crate::KAD, key.peer_id(), crate::kad_config(&config));
+    crate::directory::install_validators(&dht);
+    let (mailboxes, protocols) = MailboxNode::new(key.peer_id(), replica, config.address_scope);
+    let mut names = vec![
+        shoal_identify::PROTOCOL_NAME.to_owned(),
+        shoal_kad::PROTOCOL_NAME.to_owned(),
+    ];
+    names.extend(PROTOCOL_NAMES.iter().map(|n| n.to_string()));
+    let (identify, _, mut identified) = shoal_identify::new(
+        crate::IDENTIFY,
+        shoal_identify::LocalRecord::new(key.clone()),
+        shoal_identify::Config {
+            protocols: names,
+            ..shoal_identify::Config::default()
+        },
+    );
+    let mut builder = shoal::ServiceBuilder::new(key)
+        .transport(transport)
+        .protocol(identify)
+        .protocol(kad);
+    for protocol in protocols {
+        builder = builder.protocol(protocol);
+    }
+    let service = builder.build()?;
+    let control = service.control();
+    let addr = control
+        .listen(listen)
+        .await?
+        .with_peer_id(control.local_peer_id());
+    tokio::spawn(service);
+    let (node, main) = (mailboxes.clone(), dht.clone());
+    tokio::spawn(async move {
+        while let Some(event) = identified.recv().await {
+            if let shoal_identify::Event::Identified { peer, info, .. } = event {
+                main.add_address(peer, info.listen_addrs.clone());
+                node.identified(peer, &info.listen_addrs, &info.protocols);
+            }
+        }
+    });
+    if let Some(seed) = seed
+        && let Some(peer) = seed.peer_id()
+    {
+        let at = seed.without_peer_id();
+        control.add_addresses(peer, std::slice::from_ref(&at), AddressSource::Application);
+        control
+            .dial(seed.clone(), shoal::DialOptions::default())
+            .await
+            .map_err(|e| format!("dial {seed}: {e}"))?;
+        let _ = dht.bootstrap(vec![(peer, vec![at])]).await;
+    }
+    Ok(SpawnedNode {
+        addr,
+        control,
+        mailboxes,
+    })
+}

@@ -10,25 +10,16 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Node, collect_until, received};
-use shoal::{ServiceBuilder, ServiceControl};
-use shoal_identify::LocalRecord;
 use shoal_identity::{Keypair, PeerId};
 use shoal_mailbox::{MemoryStore, Replica, ReplicaConfig, ReplicaStore};
-use shoal_messenger::service_node::{MailboxNode, PROTOCOL_NAMES};
-use shoal_messenger::{Event, IDENTIFY, KAD, MessengerConfig, SqliteStore};
+use shoal_messenger::service_node::{self, SpawnedNode};
+use shoal_messenger::{Event, MessengerConfig, SqliteStore};
 use shoal_transport::{MemoryNetwork, MemoryTransport, Multiaddr};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-struct ServiceNode {
-    addr: Multiaddr,
-    control: ServiceControl,
-    mailboxes: MailboxNode,
-}
-
-/// A node keeping mailboxes (identify, the main DHT, the mailbox DHT and
-/// the mailbox protocol), joined through `seed`.
-async fn service_node(network: &MemoryNetwork, seed: Option<&Multiaddr>) -> ServiceNode {
+/// A node keeping mailboxes in memory, joined through `seed`.
+async fn service_node(network: &MemoryNetwork, seed: Option<&Multiaddr>) -> SpawnedNode {
     let key = Keypair::generate();
     let store: Box<dyn ReplicaStore> = Box::new(MemoryStore::new());
     let now_ms = std::time::SystemTime::now()
@@ -36,66 +27,10 @@ async fn service_node(network: &MemoryNetwork, seed: Option<&Multiaddr>) -> Serv
         .unwrap()
         .as_millis() as u64;
     let replica = Replica::open(key.clone(), store, ReplicaConfig::default(), now_ms).unwrap();
-    let config = MessengerConfig::default();
-    let (kad, dht, _) = shoal_kad::new(KAD, key.peer_id(), shoal_messenger::kad_config(&config));
-    shoal_messenger::directory::install_validators(&dht);
-    let (mailboxes, protocols) = MailboxNode::new(key.peer_id(), replica, Default::default());
-    let mut names = vec![
-        shoal_identify::PROTOCOL_NAME.to_owned(),
-        shoal_kad::PROTOCOL_NAME.to_owned(),
-    ];
-    names.extend(PROTOCOL_NAMES.iter().map(|n| n.to_string()));
-    let (identify, _, mut identified) = shoal_identify::new(
-        IDENTIFY,
-        LocalRecord::new(key.clone()),
-        shoal_identify::Config {
-            protocols: names,
-            ..shoal_identify::Config::default()
-        },
-    );
-    let mut builder = ServiceBuilder::new(key)
-        .transport(MemoryTransport::new(network))
-        .protocol(identify)
-        .protocol(kad);
-    for protocol in protocols {
-        builder = builder.protocol(protocol);
-    }
-    let service = builder.build().unwrap();
-    let control = service.control();
-    let addr = control
-        .listen("/memory/0".parse().unwrap())
+    let listen = "/memory/0".parse().unwrap();
+    service_node::spawn(key, MemoryTransport::new(network), listen, seed, replica)
         .await
         .unwrap()
-        .with_peer_id(control.local_peer_id());
-    tokio::spawn(service);
-    let (node, main) = (mailboxes.clone(), dht.clone());
-    tokio::spawn(async move {
-        while let Some(event) = identified.recv().await {
-            if let shoal_identify::Event::Identified { peer, info, .. } = event {
-                main.add_address(peer, info.listen_addrs.clone());
-                node.identified(peer, &info.listen_addrs, &info.protocols);
-            }
-        }
-    });
-    if let Some(seed) = seed {
-        let peer = seed.peer_id().unwrap();
-        control.add_addresses(
-            peer,
-            &[seed.without_peer_id()],
-            shoal::address_book::AddressSource::Application,
-        );
-        let _ = control
-            .dial(seed.clone(), shoal::DialOptions::default())
-            .await;
-        let _ = dht
-            .bootstrap(vec![(peer, vec![seed.without_peer_id()])])
-            .await;
-    }
-    ServiceNode {
-        addr,
-        control,
-        mailboxes,
-    }
 }
 
 async fn chat(network: &MemoryNetwork, path: &std::path::Path, seed: &Multiaddr) -> Node {
