@@ -79,6 +79,7 @@ pub mod replica;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod store;
+pub mod sync;
 pub mod wire;
 
 pub use crate::core::{Config, DynReplica, Event, Mailbox, RequestError, RequestId};
