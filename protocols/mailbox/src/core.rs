@@ -2,8 +2,15 @@
 //! their answers, timeouts, live subscriptions) and, on nodes that keep
 //! mailboxes, the [`Replica`]. It implements [`shoal::Core`], so the
 //! service's driver runs it and the simulator can run the same code.
+//!
+//! A replica also keeps its mailboxes whole with the other replicas
+//! (see [`crate::sync`]): every [`Config::sync_interval`] it opens a sync
+//! session with each other member of each mailbox it holds, in its view
+//! of the DHT ([`Mailbox::set_neighbours`]); a mailbox it no longer
+//! replicates is handed over and dropped once every member confirmed it
+//! holds all of it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +23,7 @@ use shoal_identity::Keypair;
 use crate::id::{Descriptor, EnvelopeHash, MailboxId};
 use crate::replica::{Incoming, Replica};
 use crate::store::ReplicaStore;
+use crate::sync::{MAX_SYNC_MAILBOXES, Neighbourhood, Role, SyncMessage};
 use crate::wire::{Answer, Class, Frame, Item, NONCE_LEN, Op, Refusal, Request, RequestBody};
 
 /// Most requests a replica answers in one batch (one store transaction).
@@ -39,6 +47,8 @@ pub struct Config {
     pub max_pending: usize,
     /// Most events queued for the application.
     pub event_queue: usize,
+    /// How often a replica syncs its mailboxes with their other replicas.
+    pub sync_interval: Duration,
 }
 
 impl Default for Config {
@@ -48,6 +58,7 @@ impl Default for Config {
             expire_interval: Duration::from_secs(60),
             max_pending: 4096,
             event_queue: 1024,
+            sync_interval: Duration::from_secs(120),
         }
     }
 }
@@ -141,6 +152,23 @@ pub struct Mailbox {
     /// (due at once): what arrives in one burst shares one commit.
     inbox: Vec<(Remote, u64, Request)>,
     inbox_since: Option<Instant>,
+    sync: SyncState,
+}
+
+/// A replica's sync sessions and what they confirmed.
+#[derive(Default)]
+struct SyncState {
+    neighbourhood: Option<Neighbourhood>,
+    next_round: Option<Instant>,
+    /// Sessions this node opened and not yet answered: id -> (peer, wall
+    /// time opened, deadline).
+    sessions: HashMap<u64, (PeerId, u64, Instant)>,
+    /// mailbox -> peer -> wall time (ms) of the session in which the peer,
+    /// a member, confirmed it holds all of this node's items.
+    confirmed: HashMap<MailboxId, HashMap<PeerId, u64>>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    rounds: u64,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -169,6 +197,168 @@ impl Mailbox {
             dropped_events: 0,
             inbox: Vec::new(),
             inbox_since: None,
+            sync: SyncState::default(),
+        }
+    }
+
+    /// Tells a replica which peers keep mailboxes near it (the contacts of
+    /// its mailbox-DHT routing table): the members of a mailbox are the
+    /// [`REPLICAS`](crate::REPLICAS) closest to it among them and itself.
+    /// Sync starts once it knows one peer.
+    pub fn set_neighbours(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        let Some(replica) = self.replica.as_ref() else {
+            return;
+        };
+        let local = replica.peer_id();
+        self.sync
+            .neighbourhood
+            .get_or_insert_with(|| Neighbourhood::new(local))
+            .set_peers(peers);
+    }
+
+    /// The replica's view of who replicates `mailbox`, if it has one.
+    pub fn members(&self, mailbox: &MailboxId) -> Option<Vec<PeerId>> {
+        self.sync.neighbourhood.as_ref().map(|n| n.members(mailbox))
+    }
+
+    /// Bytes of sync frames sent and received.
+    pub fn sync_bytes(&self) -> (u64, u64) {
+        (self.sync.bytes_sent, self.sync.bytes_received)
+    }
+
+    /// Sync rounds run.
+    pub fn sync_rounds(&self) -> u64 {
+        self.sync.rounds
+    }
+
+    /// Runs a sync round at the next timeout (instead of at the interval).
+    pub fn sync_soon(&mut self, now: Now) {
+        if self.replica.is_some() {
+            self.sync.next_round = Some(now.instant);
+        }
+    }
+
+    /// One sync round: opens a session with each other member of each
+    /// mailbox held, and drops the mailboxes handed over.
+    fn sync_round(&mut self, now: Now) {
+        self.sync.rounds += 1;
+        let (Some(replica), Some(neighbourhood)) =
+            (self.replica.as_mut(), self.sync.neighbourhood.as_ref())
+        else {
+            return;
+        };
+        if neighbourhood.is_empty() {
+            return;
+        }
+        let local = replica.peer_id();
+        let mailboxes = match replica.mailboxes() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%e, "listing mailboxes for sync failed");
+                return;
+            }
+        };
+        let mut per_peer: BTreeMap<PeerId, Vec<(MailboxId, Role)>> = BTreeMap::new();
+        for mailbox in mailboxes {
+            let members = neighbourhood.members(&mailbox);
+            let member = members.contains(&local);
+            if !member {
+                let changed = replica.changed_at(&mailbox).unwrap_or(0);
+                let confirmed = self.sync.confirmed.get(&mailbox);
+                let handed_over = members.len() >= crate::REPLICAS
+                    && members.iter().all(|p| {
+                        confirmed
+                            .and_then(|c| c.get(p))
+                            .is_some_and(|at| *at > changed)
+                    });
+                if handed_over {
+                    if let Err(e) = replica.drop_mailbox(&mailbox) {
+                        tracing::warn!(%e, "dropping a handed-over mailbox failed");
+                    }
+                    self.sync.confirmed.remove(&mailbox);
+                    continue;
+                }
+            }
+            let role = if member { Role::Member } else { Role::Leaving };
+            for peer in members.into_iter().filter(|p| *p != local) {
+                per_peer.entry(peer).or_default().push((mailbox, role));
+            }
+        }
+        let deadline = now.instant + self.config.request_timeout * 3;
+        self.sync.sessions.retain(|_, (_, _, d)| *d > now.instant);
+        for (peer, list) in per_peer {
+            for chunk in list.chunks(MAX_SYNC_MAILBOXES) {
+                let message = match replica.sync_open(chunk) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(%e, "opening a sync session failed");
+                        continue;
+                    }
+                };
+                let id = self.rng.next_u64();
+                self.sync.sessions.insert(id, (peer, now.unix_ms, deadline));
+                let bytes = Frame::Sync { id, sync: message }.encode();
+                self.sync.bytes_sent += bytes.len() as u64;
+                self.transmits.push_back(Transmit { peer, bytes });
+            }
+        }
+    }
+
+    /// Answers a sync message from `from` in session `id`.
+    fn sync_message(&mut self, now: Now, from: &Remote, id: u64, sync: &SyncMessage, len: usize) {
+        self.sync.bytes_received += len as u64;
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        let local = replica.peer_id();
+        let fallback;
+        let neighbourhood = match self.sync.neighbourhood.as_ref() {
+            Some(n) => n,
+            None => {
+                fallback = Neighbourhood::new(local);
+                &fallback
+            }
+        };
+        let is_member = |m: &MailboxId| neighbourhood.is_member(m);
+        let handled =
+            match replica.sync_handle(now.unix_ms, from.peer, &from.addr, sync, &is_member) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(%e, "answering a sync message failed");
+                    return;
+                }
+            };
+        // The first answer to a session this node opened: a confirmation
+        // there covers every item it listed (see `SyncHandled::in_sync`).
+        if self
+            .sync
+            .sessions
+            .get(&id)
+            .is_some_and(|(peer, _, _)| *peer == from.peer)
+            && let Some((peer, opened, _)) = self.sync.sessions.remove(&id)
+        {
+            for mailbox in handled.in_sync {
+                self.sync
+                    .confirmed
+                    .entry(mailbox)
+                    .or_default()
+                    .insert(peer, opened);
+            }
+        }
+        if handled.more {
+            self.sync.next_round = Some(now.instant + Duration::from_secs(1));
+        }
+        if !handled.reply.is_empty() {
+            let bytes = Frame::Sync {
+                id,
+                sync: handled.reply,
+            }
+            .encode();
+            self.sync.bytes_sent += bytes.len() as u64;
+            self.transmits.push_back(Transmit {
+                peer: from.peer,
+                bytes,
+            });
         }
     }
 
@@ -438,7 +628,17 @@ impl Mailbox {
     fn arm(&mut self, now: Now) {
         if self.replica.is_some() && self.next_expire.is_none() {
             self.next_expire = Some(now.instant);
+            self.sync.next_round = Some(now.instant + self.jittered_interval());
         }
+    }
+
+    /// The sync interval, give or take a tenth (so replicas do not all
+    /// sync at once).
+    fn jittered_interval(&mut self) -> Duration {
+        let interval = self.config.sync_interval;
+        let tenth = (interval.as_millis() / 10).max(1) as u64;
+        let jitter = self.rng.next_u64() % (2 * tenth);
+        (interval + Duration::from_millis(jitter)).saturating_sub(Duration::from_millis(tenth))
     }
 }
 
@@ -485,6 +685,7 @@ impl Core for Mailbox {
                 });
             }
             Frame::Answer { id, answer } => self.answered(now, from, id, answer),
+            Frame::Sync { id, sync } => self.sync_message(now, from, id, &sync, bytes.len()),
             Frame::Push { id, item } => match self.subscriptions.get(&id) {
                 Some((peer, mailbox)) if *peer == from.peer => {
                     let mailbox = *mailbox;
@@ -531,12 +732,17 @@ impl Core for Mailbox {
                 self.next_expire = Some(now.instant + self.config.expire_interval);
             }
         }
+        if self.sync.next_round.is_some_and(|t| t <= now.instant) {
+            self.sync.next_round = Some(now.instant + self.jittered_interval());
+            self.sync_round(now);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.pending.values().map(|p| p.deadline).min();
         let expire = self.replica.as_ref().and(self.next_expire);
-        [pending, expire, self.inbox_since]
+        let sync = self.replica.as_ref().and(self.sync.next_round);
+        [pending, expire, self.inbox_since, sync]
             .into_iter()
             .flatten()
             .min()

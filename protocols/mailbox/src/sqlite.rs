@@ -8,6 +8,11 @@
 //!   (0 normal, 1 control) and `grp`, the network group of the peer that
 //!   stored it. Indexes: `(mailbox, seq)` for fetches, `expiry` for expiry.
 //! - `tombstones`: `(mailbox, hash) -> expiry` of acked envelopes.
+//! - Since version 2: each envelope's [`Origin`] (`head`, `tail`,
+//!   `signature`: its signed store request around the envelope; `head`
+//!   is null for rows stored before), and each tombstone's `ack`, a row of
+//!   `acks` (the owner's signed ack request, shared by the tombstones it
+//!   made; deleted with the last of them).
 //!
 //! That is all a replica learns and keeps: no sender, no recipient, no
 //! plaintext; the mailbox id changes daily for 1:1 mailboxes.
@@ -31,11 +36,15 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::id::{EnvelopeHash, MailboxId};
-use crate::store::{Existing, Removed, ReplicaStore, StoreError, StoredEnvelope};
+use crate::store::{
+    AckProof, Existing, Handoff, Origin, Removed, ReplicaStore, StoreError, StoredEnvelope,
+};
+use crate::sync::{State, SyncItem, SyncKey};
 use crate::wire::{Class, Item};
 
 /// The schema steps. Only ever append.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE envelopes (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE envelopes (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         mailbox BLOB NOT NULL CHECK (length(mailbox) = 32),
         hash BLOB NOT NULL CHECK (length(hash) = 32),
@@ -53,7 +62,18 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE envelopes (
         expiry INTEGER NOT NULL,
         PRIMARY KEY (mailbox, hash)
     ) STRICT, WITHOUT ROWID;
-    CREATE INDEX tombstones_expiry ON tombstones (expiry);"];
+    CREATE INDEX tombstones_expiry ON tombstones (expiry);",
+    "ALTER TABLE envelopes ADD COLUMN head BLOB;
+    ALTER TABLE envelopes ADD COLUMN tail BLOB;
+    ALTER TABLE envelopes ADD COLUMN signature BLOB;
+    CREATE TABLE acks (
+        id INTEGER PRIMARY KEY,
+        body BLOB NOT NULL,
+        signature BLOB NOT NULL CHECK (length(signature) = 64)
+    ) STRICT;
+    ALTER TABLE tombstones ADD COLUMN ack INTEGER;
+    CREATE INDEX tombstones_ack ON tombstones (ack);",
+];
 
 /// How far a returned insert survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +177,8 @@ impl SqliteStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT mailbox, hash, envelope, expiry, class, grp FROM envelopes ORDER BY seq",
+                "SELECT mailbox, hash, envelope, expiry, class, grp, head, tail, signature
+                 FROM envelopes ORDER BY seq",
             )
             .map_err(ctx("rows"))?;
         let rows = stmt
@@ -174,11 +195,43 @@ impl SqliteStore {
                     expiry: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
                     class: class_of(r.get(4)?),
                     group: r.get(5)?,
+                    origin: origin_of(r.get(6)?, r.get(7)?, r.get(8)?),
                 })
             })
             .map_err(ctx("rows"))?;
         rows.collect::<Result<_, _>>().map_err(ctx("rows"))
     }
+}
+
+fn origin_of(
+    head: Option<Vec<u8>>,
+    tail: Option<Vec<u8>>,
+    signature: Option<Vec<u8>>,
+) -> Option<Origin> {
+    Some(Origin {
+        head: Bytes::from(head?),
+        tail: Bytes::from(tail?),
+        signature: match signature {
+            None => None,
+            Some(s) => Some(s.as_slice().try_into().ok()?),
+        },
+    })
+}
+
+fn hash_of(bytes: &[u8]) -> EnvelopeHash {
+    EnvelopeHash::try_from_slice(bytes).unwrap_or(EnvelopeHash::from_bytes([0; 32]))
+}
+
+fn secs(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Stores `proof` in `acks`; returns its row id.
+fn insert_ack(tx: &rusqlite::Transaction<'_>, proof: &AckProof) -> Result<i64, StoreError> {
+    tx.prepare_cached("INSERT INTO acks (body, signature) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![&proof.body[..], &proof.signature[..]]))
+        .map_err(ctx("ack proof"))?;
+    Ok(tx.last_insert_rowid())
 }
 
 fn removed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Removed> {
@@ -236,8 +289,9 @@ impl ReplicaStore for SqliteStore {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO envelopes (mailbox, hash, envelope, expiry, class, grp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO envelopes
+                     (mailbox, hash, envelope, expiry, class, grp, head, tail, signature)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(ctx("insert"))?;
             for e in envelopes {
@@ -248,6 +302,12 @@ impl ReplicaStore for SqliteStore {
                     to_i64(e.expiry),
                     class_code(e.class),
                     e.group,
+                    e.origin.as_ref().map(|o| &o.head[..]),
+                    e.origin.as_ref().map(|o| &o.tail[..]),
+                    e.origin
+                        .as_ref()
+                        .and_then(|o| o.signature.as_ref())
+                        .map(|s| &s[..]),
                 ])
                 .map_err(ctx("insert"))?;
                 seqs.push(u64::try_from(tx.last_insert_rowid()).unwrap_or(0));
@@ -296,11 +356,13 @@ impl ReplicaStore for SqliteStore {
         &mut self,
         mailbox: &MailboxId,
         hashes: &[EnvelopeHash],
+        proof: Option<&AckProof>,
     ) -> Result<Vec<Removed>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ctx("ack"))?;
+        let ack = proof.map(|p| insert_ack(&tx, p)).transpose()?;
         let mut out = Vec::new();
         {
             let mut select = tx
@@ -314,7 +376,8 @@ impl ReplicaStore for SqliteStore {
                 .map_err(ctx("ack"))?;
             let mut tomb = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO tombstones (mailbox, hash, expiry) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO tombstones (mailbox, hash, expiry, ack)
+                     VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(ctx("ack"))?;
             let m = &mailbox.as_bytes()[..];
@@ -328,7 +391,8 @@ impl ReplicaStore for SqliteStore {
                     .map_err(ctx("ack"))?;
                 if let Some((removed, expiry)) = row {
                     delete.execute(params![m, h]).map_err(ctx("ack"))?;
-                    tomb.execute(params![m, h, expiry]).map_err(ctx("ack"))?;
+                    tomb.execute(params![m, h, expiry, ack])
+                        .map_err(ctx("ack"))?;
                     out.push(removed);
                 }
             }
@@ -357,7 +421,203 @@ impl ReplicaStore for SqliteStore {
         };
         tx.execute("DELETE FROM tombstones WHERE expiry <= ?1", params![now])
             .map_err(ctx("expire"))?;
+        tx.execute(
+            "DELETE FROM acks WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE ack = acks.id)",
+            [],
+        )
+        .map_err(ctx("expire"))?;
         tx.commit().map_err(ctx("expire commit"))?;
+        Ok(out)
+    }
+
+    fn tombstone(
+        &mut self,
+        mailbox: &MailboxId,
+        entries: &[(EnvelopeHash, u64)],
+        proof: &AckProof,
+    ) -> Result<Vec<Removed>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx("tombstone"))?;
+        let ack = insert_ack(&tx, proof)?;
+        let mut out = Vec::new();
+        {
+            let mut delete = tx
+                .prepare_cached(
+                    "DELETE FROM envelopes WHERE mailbox = ?1 AND hash = ?2
+                     RETURNING mailbox, class, length(envelope), grp",
+                )
+                .map_err(ctx("tombstone"))?;
+            let mut tomb = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO tombstones (mailbox, hash, expiry, ack)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(ctx("tombstone"))?;
+            let m = &mailbox.as_bytes()[..];
+            for (hash, expiry) in entries {
+                let h = &hash.as_bytes()[..];
+                let gone = delete
+                    .query_row(params![m, h], removed_row)
+                    .optional()
+                    .map_err(ctx("tombstone"))?;
+                out.extend(gone);
+                tomb.execute(params![m, h, to_i64(*expiry), ack])
+                    .map_err(ctx("tombstone"))?;
+            }
+        }
+        tx.commit().map_err(ctx("tombstone commit"))?;
+        Ok(out)
+    }
+
+    fn sync_items(&mut self, mailbox: &MailboxId) -> Result<Vec<SyncItem>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT expiry, hash, 0 FROM envelopes WHERE mailbox = ?1 AND head IS NOT NULL
+                 UNION ALL
+                 SELECT expiry, hash, 1 FROM tombstones WHERE mailbox = ?1 AND ack IS NOT NULL",
+            )
+            .map_err(ctx("sync items"))?;
+        let rows = stmt
+            .query_map(params![&mailbox.as_bytes()[..]], |r| {
+                let hash: Vec<u8> = r.get(1)?;
+                Ok(SyncItem {
+                    key: SyncKey {
+                        expiry: secs(r.get(0)?),
+                        hash: hash_of(&hash),
+                    },
+                    state: match r.get::<_, i64>(2)? {
+                        0 => State::Held,
+                        _ => State::Tombstone,
+                    },
+                })
+            })
+            .map_err(ctx("sync items"))?;
+        rows.collect::<Result<_, _>>().map_err(ctx("sync items"))
+    }
+
+    fn handoffs(
+        &mut self,
+        mailbox: &MailboxId,
+        hashes: &[EnvelopeHash],
+    ) -> Result<Vec<Handoff>, StoreError> {
+        let m = &mailbox.as_bytes()[..];
+        let mut out = Vec::new();
+        let mut acks: Vec<(i64, Vec<(EnvelopeHash, u64)>)> = Vec::new();
+        for hash in hashes {
+            let h = &hash.as_bytes()[..];
+            let tomb: Option<(i64, i64)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT expiry, ack FROM tombstones
+                     WHERE mailbox = ?1 AND hash = ?2 AND ack IS NOT NULL",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![m, h], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(ctx("handoffs"))?;
+            if let Some((expiry, ack)) = tomb {
+                match acks.iter_mut().find(|(id, _)| *id == ack) {
+                    Some((_, entries)) => entries.push((*hash, secs(expiry))),
+                    None => acks.push((ack, vec![(*hash, secs(expiry))])),
+                }
+                continue;
+            }
+            let held = self
+                .conn
+                .prepare_cached(
+                    "SELECT envelope, expiry, head, tail, signature FROM envelopes
+                     WHERE mailbox = ?1 AND hash = ?2 AND head IS NOT NULL",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![m, h], |r| {
+                        let envelope: Vec<u8> = r.get(0)?;
+                        Ok((
+                            envelope,
+                            secs(r.get(1)?),
+                            origin_of(r.get(2)?, r.get(3)?, r.get(4)?),
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(ctx("handoffs"))?;
+            if let Some((envelope, expiry, Some(origin))) = held {
+                out.push(Handoff::Envelope {
+                    body: origin.body(&envelope),
+                    signature: origin.signature,
+                    expiry,
+                });
+            }
+        }
+        for (id, entries) in acks {
+            let proof: Option<(Vec<u8>, Vec<u8>)> = self
+                .conn
+                .prepare_cached("SELECT body, signature FROM acks WHERE id = ?1")
+                .and_then(|mut s| {
+                    s.query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(ctx("handoffs"))?;
+            if let Some((body, signature)) = proof
+                && let Ok(signature) = signature.as_slice().try_into()
+            {
+                out.push(Handoff::Tombstones {
+                    ack: AckProof {
+                        body: Bytes::from(body),
+                        signature,
+                    },
+                    entries,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn mailboxes(&mut self) -> Result<Vec<MailboxId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT mailbox FROM envelopes UNION SELECT DISTINCT mailbox FROM tombstones",
+            )
+            .map_err(ctx("mailboxes"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let m: Vec<u8> = r.get(0)?;
+                Ok(MailboxId::try_from_slice(&m))
+            })
+            .map_err(ctx("mailboxes"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.extend(row.map_err(ctx("mailboxes"))?);
+        }
+        Ok(out)
+    }
+
+    fn drop_mailbox(&mut self, mailbox: &MailboxId) -> Result<Vec<Removed>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx("drop mailbox"))?;
+        let m = &mailbox.as_bytes()[..];
+        let out = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM envelopes WHERE mailbox = ?1
+                     RETURNING mailbox, class, length(envelope), grp",
+                )
+                .map_err(ctx("drop mailbox"))?;
+            let rows = stmt
+                .query_map(params![m], removed_row)
+                .map_err(ctx("drop mailbox"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(ctx("drop mailbox"))?
+        };
+        tx.execute("DELETE FROM tombstones WHERE mailbox = ?1", params![m])
+            .map_err(ctx("drop mailbox"))?;
+        tx.commit().map_err(ctx("drop mailbox commit"))?;
         Ok(out)
     }
 }

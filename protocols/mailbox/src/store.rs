@@ -7,13 +7,92 @@
 //! of the peer that stored it (for the per-network share of the disk
 //! budget). Acked envelopes leave a tombstone (mailbox id, hash, expiry)
 //! so that a late retry of the same bytes is not stored again.
+//!
+//! Each envelope also keeps its [`Origin`] (the owner's signed store
+//! request) and each tombstone its [`AckProof`] (the owner's signed ack),
+//! so a replica can hand them to another that checks them: see
+//! [`crate::sync`]. Items without one (stored before version 2 of the
+//! SQLite schema) are served but not handed on.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use shoal_identity::SIGNATURE_LEN;
 
 use crate::id::{EnvelopeHash, MailboxId};
-use crate::wire::{Class, Item};
+use crate::sync::{State, SyncItem, SyncKey};
+use crate::wire::{Class, Item, Request};
+
+/// The signed store request an envelope came with, kept without the
+/// envelope's bytes (they sit between `head` and `tail` in the request's
+/// body), so the body can be rebuilt exactly and its signature checked by
+/// the replica it is handed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The body's bytes before the envelope.
+    pub head: Bytes,
+    /// The body's bytes after the envelope.
+    pub tail: Bytes,
+    /// The mailbox key's signature over the body (none for an open
+    /// mailbox).
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
+}
+
+impl Origin {
+    /// The origin of `request`, a store: `None` if it is not one.
+    pub fn of(request: &Request) -> Option<Origin> {
+        let (start, end) = crate::wire::envelope_span(&request.body_bytes)?;
+        Some(Origin {
+            head: request.body_bytes.slice(..start),
+            tail: request.body_bytes.slice(end..),
+            signature: request.signature,
+        })
+    }
+
+    /// The request body, rebuilt around `envelope`.
+    pub fn body(&self, envelope: &[u8]) -> Bytes {
+        let mut body = Vec::with_capacity(self.head.len() + envelope.len() + self.tail.len());
+        body.extend_from_slice(&self.head);
+        body.extend_from_slice(envelope);
+        body.extend_from_slice(&self.tail);
+        Bytes::from(body)
+    }
+}
+
+/// The owner's signed ack request: proof that the owner took the
+/// envelopes it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckProof {
+    /// The request body, exactly as signed.
+    pub body: Bytes,
+    /// The mailbox key's signature over it.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+/// What a replica hands another for items of a mailbox, with the owner's
+/// proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handoff {
+    /// A held envelope: its store request as signed, and the expiry the
+    /// holder keeps it to.
+    Envelope {
+        /// The store request's body (the envelope inside).
+        body: Bytes,
+        /// The mailbox key's signature over it (none for an open mailbox).
+        signature: Option<[u8; SIGNATURE_LEN]>,
+        /// Unix seconds.
+        expiry: u64,
+    },
+    /// Tombstones left by one ack: the ack as signed, and (hash, expiry)
+    /// of each.
+    Tombstones {
+        /// The owner's ack.
+        ack: AckProof,
+        /// The acked envelopes it covers, with their expiries.
+        entries: Vec<(EnvelopeHash, u64)>,
+    },
+}
 
 /// A store operation failed (an I/O error, a full disk). Nothing of it
 /// took effect.
@@ -36,6 +115,8 @@ pub struct StoredEnvelope {
     pub class: Class,
     /// The network group (its text form) of the peer that stored it.
     pub group: String,
+    /// The signed request it came with, if known.
+    pub origin: Option<Origin>,
 }
 
 /// What a store knows of an envelope already.
@@ -129,12 +210,43 @@ pub trait ReplicaStore: Send + 'static {
     ) -> Result<(Vec<Item>, bool), StoreError>;
 
     /// Deletes the named envelopes of `mailbox`, leaving a tombstone for
-    /// each until its expiry; returns what was deleted.
+    /// each until its expiry (kept with `proof`, the owner's ack); returns
+    /// what was deleted.
     fn ack(
         &mut self,
         mailbox: &MailboxId,
         hashes: &[EnvelopeHash],
+        proof: Option<&AckProof>,
     ) -> Result<Vec<Removed>, StoreError>;
+
+    /// Leaves tombstones, with `proof`, for `entries` (hash, expiry) of
+    /// `mailbox` (handed over by another replica), deleting the envelopes
+    /// held of them; returns what was deleted.
+    fn tombstone(
+        &mut self,
+        mailbox: &MailboxId,
+        entries: &[(EnvelopeHash, u64)],
+        proof: &AckProof,
+    ) -> Result<Vec<Removed>, StoreError>;
+
+    /// The items of `mailbox` that can be handed on (held envelopes with
+    /// their origin, tombstones with their proof), in any order.
+    fn sync_items(&mut self, mailbox: &MailboxId) -> Result<Vec<SyncItem>, StoreError>;
+
+    /// What to hand another replica for `hashes` of `mailbox` (those
+    /// unknown or without proof are left out).
+    fn handoffs(
+        &mut self,
+        mailbox: &MailboxId,
+        hashes: &[EnvelopeHash],
+    ) -> Result<Vec<Handoff>, StoreError>;
+
+    /// Every mailbox with an envelope or a tombstone.
+    fn mailboxes(&mut self) -> Result<Vec<MailboxId>, StoreError>;
+
+    /// Deletes everything of `mailbox` (its replicas are others now, and
+    /// hold it); returns the envelopes deleted.
+    fn drop_mailbox(&mut self, mailbox: &MailboxId) -> Result<Vec<Removed>, StoreError>;
 
     /// Deletes envelopes and tombstones whose expiry is at or before
     /// `unix_secs`; returns the envelopes deleted.
@@ -151,9 +263,15 @@ pub struct MemoryStore {
     rows: BTreeMap<(MailboxId, u64), StoredEnvelope>,
     /// (mailbox, hash) -> seq.
     by_hash: HashMap<(MailboxId, EnvelopeHash), u64>,
-    /// (mailbox, hash) -> tombstone expiry.
-    tombstones: HashMap<(MailboxId, EnvelopeHash), u64>,
+    /// (mailbox, hash) -> tombstone expiry, and its proof.
+    tombstones: HashMap<(MailboxId, EnvelopeHash), Tomb>,
 }
+
+/// A tombstone in memory: its expiry and the ack that made it.
+type Tomb = (u64, Option<Arc<AckProof>>);
+
+/// Tombstones of one ack, gathered to be handed on.
+type AckGroup = (Arc<AckProof>, Vec<(EnvelopeHash, u64)>);
 
 impl MemoryStore {
     /// An empty store.
@@ -193,7 +311,7 @@ impl ReplicaStore for MemoryStore {
         hash: &EnvelopeHash,
     ) -> Result<Option<Existing>, StoreError> {
         let key = (*mailbox, *hash);
-        if let Some(expiry) = self.tombstones.get(&key) {
+        if let Some((expiry, _)) = self.tombstones.get(&key) {
             return Ok(Some(Existing::Tombstone { expiry: *expiry }));
         }
         Ok(self.by_hash.get(&key).map(|seq| Existing::Held {
@@ -243,17 +361,122 @@ impl ReplicaStore for MemoryStore {
         &mut self,
         mailbox: &MailboxId,
         hashes: &[EnvelopeHash],
+        proof: Option<&AckProof>,
     ) -> Result<Vec<Removed>, StoreError> {
+        let proof = proof.map(|p| Arc::new(p.clone()));
         let mut out = Vec::new();
         for hash in hashes {
             let key = (*mailbox, *hash);
             if let Some(seq) = self.by_hash.remove(&key)
                 && let Some(e) = self.rows.remove(&(*mailbox, seq))
             {
-                self.tombstones.insert(key, e.expiry);
+                self.tombstones.insert(key, (e.expiry, proof.clone()));
                 out.push(removed(&e));
             }
         }
+        Ok(out)
+    }
+
+    fn tombstone(
+        &mut self,
+        mailbox: &MailboxId,
+        entries: &[(EnvelopeHash, u64)],
+        proof: &AckProof,
+    ) -> Result<Vec<Removed>, StoreError> {
+        let proof = Arc::new(proof.clone());
+        let mut out = Vec::new();
+        for (hash, expiry) in entries {
+            let key = (*mailbox, *hash);
+            if let Some(seq) = self.by_hash.remove(&key)
+                && let Some(e) = self.rows.remove(&(*mailbox, seq))
+            {
+                out.push(removed(&e));
+            }
+            self.tombstones.insert(key, (*expiry, Some(proof.clone())));
+        }
+        Ok(out)
+    }
+
+    fn sync_items(&mut self, mailbox: &MailboxId) -> Result<Vec<SyncItem>, StoreError> {
+        let held = self
+            .rows
+            .range((*mailbox, 0)..=(*mailbox, u64::MAX))
+            .filter(|(_, e)| e.origin.is_some())
+            .map(|(_, e)| SyncItem {
+                key: SyncKey {
+                    expiry: e.expiry,
+                    hash: e.hash,
+                },
+                state: State::Held,
+            });
+        let tombs = self
+            .tombstones
+            .iter()
+            .filter(|((m, _), (_, proof))| m == mailbox && proof.is_some())
+            .map(|((_, hash), (expiry, _))| SyncItem {
+                key: SyncKey {
+                    expiry: *expiry,
+                    hash: *hash,
+                },
+                state: State::Tombstone,
+            });
+        Ok(held.chain(tombs).collect())
+    }
+
+    fn handoffs(
+        &mut self,
+        mailbox: &MailboxId,
+        hashes: &[EnvelopeHash],
+    ) -> Result<Vec<Handoff>, StoreError> {
+        let mut out = Vec::new();
+        let mut acks: Vec<AckGroup> = Vec::new();
+        for hash in hashes {
+            let key = (*mailbox, *hash);
+            if let Some((expiry, Some(proof))) = self.tombstones.get(&key) {
+                match acks.iter_mut().find(|(p, _)| Arc::ptr_eq(p, proof)) {
+                    Some((_, entries)) => entries.push((*hash, *expiry)),
+                    None => acks.push((proof.clone(), vec![(*hash, *expiry)])),
+                }
+            } else if let Some(seq) = self.by_hash.get(&key)
+                && let Some(e) = self.rows.get(&(*mailbox, *seq))
+                && let Some(origin) = &e.origin
+            {
+                out.push(Handoff::Envelope {
+                    body: origin.body(&e.envelope),
+                    signature: origin.signature,
+                    expiry: e.expiry,
+                });
+            }
+        }
+        out.extend(acks.into_iter().map(|(ack, entries)| Handoff::Tombstones {
+            ack: (*ack).clone(),
+            entries,
+        }));
+        Ok(out)
+    }
+
+    fn mailboxes(&mut self) -> Result<Vec<MailboxId>, StoreError> {
+        let mut out: Vec<MailboxId> = self.rows.keys().map(|(m, _)| *m).collect();
+        out.extend(self.tombstones.keys().map(|(m, _)| *m));
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn drop_mailbox(&mut self, mailbox: &MailboxId) -> Result<Vec<Removed>, StoreError> {
+        let keys: Vec<(MailboxId, u64)> = self
+            .rows
+            .range((*mailbox, 0)..=(*mailbox, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(e) = self.rows.remove(&key) {
+                self.by_hash.remove(&(e.mailbox, e.hash));
+                out.push(removed(&e));
+            }
+        }
+        self.tombstones.retain(|(m, _), _| m != mailbox);
         Ok(out)
     }
 
@@ -271,7 +494,7 @@ impl ReplicaStore for MemoryStore {
                 out.push(removed(&e));
             }
         }
-        self.tombstones.retain(|_, expiry| *expiry > unix_secs);
+        self.tombstones.retain(|_, (expiry, _)| *expiry > unix_secs);
         Ok(out)
     }
 }
@@ -307,8 +530,38 @@ impl ReplicaStore for Box<dyn ReplicaStore> {
         &mut self,
         mailbox: &MailboxId,
         hashes: &[EnvelopeHash],
+        proof: Option<&AckProof>,
     ) -> Result<Vec<Removed>, StoreError> {
-        (**self).ack(mailbox, hashes)
+        (**self).ack(mailbox, hashes, proof)
+    }
+
+    fn tombstone(
+        &mut self,
+        mailbox: &MailboxId,
+        entries: &[(EnvelopeHash, u64)],
+        proof: &AckProof,
+    ) -> Result<Vec<Removed>, StoreError> {
+        (**self).tombstone(mailbox, entries, proof)
+    }
+
+    fn sync_items(&mut self, mailbox: &MailboxId) -> Result<Vec<SyncItem>, StoreError> {
+        (**self).sync_items(mailbox)
+    }
+
+    fn handoffs(
+        &mut self,
+        mailbox: &MailboxId,
+        hashes: &[EnvelopeHash],
+    ) -> Result<Vec<Handoff>, StoreError> {
+        (**self).handoffs(mailbox, hashes)
+    }
+
+    fn mailboxes(&mut self) -> Result<Vec<MailboxId>, StoreError> {
+        (**self).mailboxes()
+    }
+
+    fn drop_mailbox(&mut self, mailbox: &MailboxId) -> Result<Vec<Removed>, StoreError> {
+        (**self).drop_mailbox(mailbox)
     }
 
     fn expire(&mut self, unix_secs: u64) -> Result<Vec<Removed>, StoreError> {

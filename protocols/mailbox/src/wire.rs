@@ -9,6 +9,7 @@
 //!     Request request = 2;
 //!     Answer answer = 3;
 //!     Item push = 4;                // a live subscription's new envelope
+//!     Sync sync = 5;                // between replicas: see crate::sync::message
 //!   }
 //! }
 //! message Request {
@@ -49,6 +50,7 @@ use shoal_identity::{Keypair, PeerId, PublicKey, Purpose, SIGNATURE_LEN};
 
 use crate::id::{Descriptor, EnvelopeHash};
 use crate::receipt::{MAX_PROOF_LEN, Proof};
+use crate::sync::SyncMessage;
 
 /// Largest envelope a mailbox holds, in bytes (a messenger envelope of the
 /// largest size bucket fits with room to spare).
@@ -80,7 +82,7 @@ mod pb {
     pub(super) struct Frame {
         #[prost(fixed64, tag = "1")]
         pub(super) request_id: u64,
-        #[prost(oneof = "FrameBody", tags = "2, 3, 4")]
+        #[prost(oneof = "FrameBody", tags = "2, 3, 4, 5")]
         pub(super) body: Option<FrameBody>,
     }
 
@@ -92,6 +94,8 @@ mod pb {
         Answer(Answer),
         #[prost(message, tag = "4")]
         Push(Item),
+        #[prost(message, tag = "5")]
+        Sync(crate::sync::message::pb::Sync),
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -507,6 +511,14 @@ pub enum Frame {
         /// The envelope.
         item: Item,
     },
+    /// A sync message between replicas, in the session `id` (chosen by
+    /// the replica that opened it).
+    Sync {
+        /// The session.
+        id: u64,
+        /// The message.
+        sync: SyncMessage,
+    },
 }
 
 fn encode_body(body: &RequestBody) -> Vec<u8> {
@@ -590,6 +602,26 @@ fn decode_body(bytes: &[u8]) -> Result<RequestBody, DecodeError> {
     })
 }
 
+/// Where the envelope of a store request's `body` sits in it (start and
+/// end offsets), or `None` if the body is not a store. Decodes from the
+/// shared buffer, so the envelope is a slice of `body` itself.
+pub(crate) fn envelope_span(body: &Bytes) -> Option<(usize, usize)> {
+    let decoded = pb::RequestBody::decode(body.clone()).ok()?;
+    let Some(pb::Op::Store(store)) = decoded.op else {
+        return None;
+    };
+    let envelope = store.envelope;
+    let start = (envelope.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(envelope.len())?;
+    (body.get(start..end)? == &envelope[..]).then_some((start, end))
+}
+
+/// Parses a request body received from another replica (a hand-off),
+/// checking every length as for a request.
+pub(crate) fn parse_body(bytes: &[u8]) -> Result<RequestBody, DecodeError> {
+    decode_body(bytes)
+}
+
 fn item_to_pb(item: &Item) -> pb::Item {
     pb::Item {
         seq: item.seq,
@@ -622,6 +654,7 @@ impl Frame {
             ),
             Frame::Answer { id, answer } => (*id, pb::FrameBody::Answer(answer_to_pb(answer))),
             Frame::Push { id, item } => (*id, pb::FrameBody::Push(item_to_pb(item))),
+            Frame::Sync { id, sync } => (*id, pb::FrameBody::Sync(sync.to_pb())),
         };
         Bytes::from(
             pb::Frame {
@@ -668,6 +701,10 @@ impl Frame {
                 pb::FrameBody::Push(item) => Frame::Push {
                     id,
                     item: item_from_pb(item)?,
+                },
+                pb::FrameBody::Sync(sync) => Frame::Sync {
+                    id,
+                    sync: SyncMessage::from_pb(sync)?,
                 },
             },
         )

@@ -22,6 +22,7 @@ fn envelope(mailbox: MailboxId, bytes: &[u8], expiry: u64) -> StoredEnvelope {
         expiry,
         class: Class::Normal,
         group: "10.0.0.0/24".into(),
+        origin: None,
     }
 }
 
@@ -60,7 +61,7 @@ fn contract(store: &mut dyn ReplicaStore) {
 
     // An ack removes and leaves a tombstone until the expiry.
     let removed = store
-        .ack(&a, &[e1.hash, EnvelopeHash::of(b"never")])
+        .ack(&a, &[e1.hash, EnvelopeHash::of(b"never")], None)
         .unwrap();
     assert_eq!(removed.len(), 1);
     assert_eq!((removed[0].len, removed[0].class), (3, Class::Normal));
@@ -69,7 +70,7 @@ fn contract(store: &mut dyn ReplicaStore) {
         Some(Existing::Tombstone { expiry: 100 })
     );
     assert!(
-        store.ack(&b, &[e1.hash]).unwrap().is_empty(),
+        store.ack(&b, &[e1.hash], None).unwrap().is_empty(),
         "acks are per mailbox"
     );
     // Expiry removes envelopes and tombstones.
@@ -167,6 +168,12 @@ fn a_replica_keeps_ciphertext_an_id_an_expiry_and_a_network_nothing_more() {
         &ask(&mut r, T0, sender.peer_id(), &from, &req).answer
     ));
     let rows = r.store().rows().unwrap();
+    // The origin is the owner's request as signed (so another replica can
+    // check it): the mailbox's descriptor, a time, a nonce, this replica's
+    // id, the envelope; nothing of the sender.
+    let origin = rows[0].origin.clone().expect("kept with its origin");
+    assert_eq!(origin.body(envelope), req.body_bytes);
+    assert_eq!(origin.signature, req.signature);
     assert_eq!(
         rows,
         vec![StoredEnvelope {
@@ -176,6 +183,7 @@ fn a_replica_keeps_ciphertext_an_id_an_expiry_and_a_network_nothing_more() {
             expiry,
             class: Class::Normal,
             group: "10.9.8.0/24".into(),
+            origin: Some(origin.clone()),
         }]
     );
     // Neither the sender's peer id nor the owner's key is in any column.
@@ -195,4 +203,122 @@ fn a_replica_keeps_ciphertext_an_id_an_expiry_and_a_network_nothing_more() {
     for secret in [sender.peer_id().as_bytes(), &owner.public().to_bytes()] {
         assert!(!flat.windows(32).any(|w| w == secret));
     }
+    let kept = [&origin.head[..], &origin.tail[..]].concat();
+    assert!(!kept.windows(32).any(|w| w == sender.peer_id().as_bytes()));
+}
+
+/// What a store keeps to hand items on: origins, ack proofs, the items of
+/// a mailbox, and dropping it.
+fn handoff_contract(store: &mut dyn ReplicaStore) {
+    use shoal_mailbox::store::{AckProof, Handoff, Origin};
+    use shoal_mailbox::sync::State;
+    let owner = key(10);
+    let descriptor = owned(&owner);
+    let mailbox = descriptor.id();
+    let expiry = T0 / 1000 + 600;
+    let request = |n: u64, bytes: &[u8]| {
+        Request::signed(body(descriptor, T0, n, store_op(bytes, expiry)), &owner)
+    };
+    let (r1, r2) = (request(1, b"one"), request(2, b"two"));
+    let with_origin = |r: &Request, bytes: &[u8]| StoredEnvelope {
+        origin: Origin::of(r),
+        ..envelope(mailbox, bytes, expiry)
+    };
+    store
+        .insert(&[
+            with_origin(&r1, b"one"),
+            with_origin(&r2, b"two"),
+            envelope(mailbox, b"no origin", expiry),
+        ])
+        .unwrap();
+    let mut items = store.sync_items(&mailbox).unwrap();
+    items.sort_by_key(|i| i.key);
+    assert_eq!(items.len(), 2, "only items with their proof are handed on");
+    assert!(items.iter().all(|i| i.state == State::Held));
+    let (h1, h2) = (EnvelopeHash::of(b"one"), EnvelopeHash::of(b"two"));
+    assert_eq!(
+        store
+            .handoffs(&mailbox, &[h1, EnvelopeHash::of(b"no origin")])
+            .unwrap(),
+        vec![Handoff::Envelope {
+            body: r1.body_bytes.clone(),
+            signature: r1.signature,
+            expiry,
+        }]
+    );
+    let ack = Request::signed(
+        body(
+            descriptor,
+            T0,
+            3,
+            shoal_mailbox::Op::Ack { hashes: vec![h1] },
+        ),
+        &owner,
+    );
+    let proof = AckProof {
+        body: ack.body_bytes.clone(),
+        signature: ack.signature.unwrap(),
+    };
+    assert_eq!(store.ack(&mailbox, &[h1], Some(&proof)).unwrap().len(), 1);
+    assert_eq!(
+        store.handoffs(&mailbox, &[h1]).unwrap(),
+        vec![Handoff::Tombstones {
+            ack: proof.clone(),
+            entries: vec![(h1, expiry)],
+        }]
+    );
+    // A tombstone handed over deletes the held copy.
+    assert_eq!(
+        store
+            .tombstone(&mailbox, &[(h2, expiry)], &proof)
+            .unwrap()
+            .len(),
+        1
+    );
+    let states: Vec<State> = store
+        .sync_items(&mailbox)
+        .unwrap()
+        .iter()
+        .map(|i| i.state)
+        .collect();
+    assert_eq!(states, vec![State::Tombstone, State::Tombstone]);
+    assert_eq!(store.mailboxes().unwrap(), vec![mailbox]);
+    assert_eq!(store.drop_mailbox(&mailbox).unwrap().len(), 1);
+    assert!(store.mailboxes().unwrap().is_empty());
+    assert!(store.sync_items(&mailbox).unwrap().is_empty());
+}
+
+#[test]
+fn both_stores_keep_what_a_handoff_needs() {
+    handoff_contract(&mut MemoryStore::new());
+    handoff_contract(&mut SqliteStore::in_memory().unwrap());
+}
+
+#[test]
+fn a_version_1_database_is_migrated_and_its_envelopes_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(shoal_mailbox::sqlite::MIGRATIONS[0])
+            .unwrap();
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        conn.execute(
+            "INSERT INTO envelopes (mailbox, hash, envelope, expiry, class, grp)
+             VALUES (?1, ?2, ?3, 100, 0, 'g')",
+            rusqlite::params![
+                &[7u8; 32][..],
+                &EnvelopeHash::of(b"old").as_bytes()[..],
+                &b"old"[..]
+            ],
+        )
+        .unwrap();
+    }
+    let mut store = SqliteStore::open(&path, Durability::Process).unwrap();
+    let mailbox = MailboxId::from_bytes([7; 32]);
+    let (items, _) = store.fetch(&mailbox, 0, 10, 1 << 20).unwrap();
+    assert_eq!(&items[0].envelope[..], b"old");
+    assert_eq!(store.rows().unwrap()[0].origin, None);
+    assert!(store.sync_items(&mailbox).unwrap().is_empty());
+    assert_eq!(store.mailboxes().unwrap(), vec![mailbox]);
 }

@@ -11,7 +11,8 @@ use std::time::Instant;
 use shoal::{BoxError, Bytes, Core, Multiaddr, Now, PeerId, Remote, Transmit};
 use shoal_identity::Keypair;
 use shoal_kad::{Kademlia, QueryId, QueryResult, QueryStats};
-use shoal_mailbox::store::{Existing, Removed, StoredEnvelope};
+use shoal_mailbox::store::{AckProof, Existing, Handoff, Removed, StoredEnvelope};
+use shoal_mailbox::sync::SyncItem;
 use shoal_mailbox::{
     Answer, EnvelopeHash, Item, Mailbox, MailboxId, MemoryStore, Replica, ReplicaConfig,
     ReplicaStore, RequestError, RequestId, StoreError,
@@ -94,8 +95,38 @@ impl ReplicaStore for SimStore {
         &mut self,
         mailbox: &MailboxId,
         hashes: &[EnvelopeHash],
+        proof: Option<&AckProof>,
     ) -> Result<Vec<Removed>, StoreError> {
-        lock(&self.rows).ack(mailbox, hashes)
+        lock(&self.rows).ack(mailbox, hashes, proof)
+    }
+
+    fn tombstone(
+        &mut self,
+        mailbox: &MailboxId,
+        entries: &[(EnvelopeHash, u64)],
+        proof: &AckProof,
+    ) -> Result<Vec<Removed>, StoreError> {
+        lock(&self.rows).tombstone(mailbox, entries, proof)
+    }
+
+    fn sync_items(&mut self, mailbox: &MailboxId) -> Result<Vec<SyncItem>, StoreError> {
+        lock(&self.rows).sync_items(mailbox)
+    }
+
+    fn handoffs(
+        &mut self,
+        mailbox: &MailboxId,
+        hashes: &[EnvelopeHash],
+    ) -> Result<Vec<Handoff>, StoreError> {
+        lock(&self.rows).handoffs(mailbox, hashes)
+    }
+
+    fn mailboxes(&mut self) -> Result<Vec<MailboxId>, StoreError> {
+        lock(&self.rows).mailboxes()
+    }
+
+    fn drop_mailbox(&mut self, mailbox: &MailboxId) -> Result<Vec<Removed>, StoreError> {
+        lock(&self.rows).drop_mailbox(mailbox)
     }
 
     fn expire(&mut self, unix_secs: u64) -> Result<Vec<Removed>, StoreError> {

@@ -94,4 +94,21 @@ pub struct ReplicaStats {
     pub preauthorized: u64,
     /// Store transactions committed (each may hold several envelopes).
     pub commits: u64,
+    /// Sync messages opened or answered.
+    pub sync_messages: u64,
+    /// Envelopes taken from other replicas (hand-off, reconciliation).
+    pub handed_in: u64,
+    /// Envelopes handed to other replicas.
+    pub handed_out: u64,
+    /// Tombstones taken from other replicas.
+    pub tombstones_in: u64,
+    /// Tombstones handed to other replicas.
+    pub tombstones_out: u64,
+    /// Hand-offs refused: a bad proof, or a mailbox this node does not
+    /// replicate.
+    pub handoffs_refused: u64,
+    /// Hand-offs with a good proof left out for the quota or disk budget.
+    pub handoffs_dropped: u64,
+    /// Envelopes deleted with a mailbox handed over to its members.
+    pub dropped: u64,
 }

@@ -31,6 +31,7 @@
 mod config;
 mod reads;
 mod stores;
+mod sync;
 
 use std::collections::{HashMap, HashSet};
 
@@ -41,11 +42,12 @@ use shoal_transport::Multiaddr;
 use crate::id::{MailboxId, WritePolicy};
 use crate::limits::{RateLimiter, ReplayCache, Seen};
 use crate::receipt::NetGroup;
-use crate::store::{ReplicaStore, StoreError, Usage};
+use crate::store::{Origin, ReplicaStore, StoreError, Usage};
 use crate::wire::{Answer, Op, Refusal, Request};
 
 pub use self::config::{MAX_TTL, ReplicaConfig, ReplicaStats};
 use self::stores::PendingStores;
+pub use self::sync::{SYNC_MESSAGE_BUDGET, SyncHandled};
 
 /// The replica of one node. See the [module docs](self).
 pub struct Replica<S: ReplicaStore> {
@@ -66,6 +68,8 @@ pub struct Replica<S: ReplicaStore> {
     subscriptions: HashMap<MailboxId, Vec<(PeerId, u64)>>,
     subscriptions_per_peer: HashMap<PeerId, usize>,
     subscription_count: usize,
+    /// When each mailbox last took a new item (wall time, milliseconds).
+    changed: HashMap<MailboxId, u64>,
     stats: ReplicaStats,
 }
 
@@ -135,6 +139,7 @@ impl<S: ReplicaStore> Replica<S> {
             subscriptions: HashMap::new(),
             subscriptions_per_peer: HashMap::new(),
             subscription_count: 0,
+            changed: HashMap::new(),
             stats: ReplicaStats::default(),
         })
     }
@@ -237,6 +242,7 @@ impl<S: ReplicaStore> Replica<S> {
                         envelope,
                         expiry: *expiry,
                         class: *class,
+                        origin: Origin::of(incoming.request),
                     };
                     match self.admit(unix_ms, &store, &mut pending, i) {
                         Ok(answer) => answer,

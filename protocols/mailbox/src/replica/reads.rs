@@ -5,7 +5,7 @@ use shoal_identity::PeerId;
 
 use super::{Incoming, Replica};
 use crate::id::{EnvelopeHash, MailboxId, Retention};
-use crate::store::{Removed, ReplicaStore, StoreError, Usage};
+use crate::store::{AckProof, Removed, ReplicaStore, StoreError, Usage};
 use crate::wire::{Answer, MAX_FETCH_BYTES, MAX_FETCH_ITEMS, Op, Refusal};
 
 impl<S: ReplicaStore> Replica<S> {
@@ -27,7 +27,11 @@ impl<S: ReplicaStore> Replica<S> {
                 if body.descriptor.retention == Retention::Expiry {
                     return Some(self.refuse(Refusal::NotAckable, unix_ms));
                 }
-                self.ack(mailbox, hashes)
+                let proof = incoming.request.signature.map(|signature| AckProof {
+                    body: incoming.request.body_bytes.clone(),
+                    signature,
+                });
+                self.ack(mailbox, hashes, proof.as_ref())
             }
             Op::Store { .. } => return None,
         };
@@ -93,8 +97,13 @@ impl<S: ReplicaStore> Replica<S> {
         self.subscription_count
     }
 
-    fn ack(&mut self, mailbox: MailboxId, hashes: &[EnvelopeHash]) -> Result<Answer, StoreError> {
-        let removed = self.store.ack(&mailbox, hashes)?;
+    fn ack(
+        &mut self,
+        mailbox: MailboxId,
+        hashes: &[EnvelopeHash],
+        proof: Option<&AckProof>,
+    ) -> Result<Answer, StoreError> {
+        let removed = self.store.ack(&mailbox, hashes, proof)?;
         let n = removed.len();
         self.forget(removed);
         self.stats.acked += n as u64;
@@ -103,7 +112,7 @@ impl<S: ReplicaStore> Replica<S> {
         })
     }
 
-    fn forget(&mut self, removed: Vec<Removed>) {
+    pub(super) fn forget(&mut self, removed: Vec<Removed>) {
         for r in removed {
             if let Some(u) = self.usage.get_mut(&r.mailbox) {
                 u.remove(r.class, r.len);

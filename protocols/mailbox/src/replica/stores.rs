@@ -7,7 +7,7 @@ use shoal_identity::PeerId;
 use super::{Handled, Replica, group_text};
 use crate::id::{EnvelopeHash, MailboxId};
 use crate::receipt::{NetGroup, Receipt};
-use crate::store::{Existing, ReplicaStore, StoreError, StoredEnvelope};
+use crate::store::{Existing, Origin, ReplicaStore, StoreError, StoredEnvelope};
 use crate::wire::{Answer, Class, Frame, Item, Refusal};
 
 /// One store request, checked.
@@ -17,6 +17,8 @@ pub(super) struct StoreOp<'a> {
     pub(super) envelope: &'a Bytes,
     pub(super) expiry: u64,
     pub(super) class: Class,
+    /// The signed request it came in (kept to hand it on).
+    pub(super) origin: Option<Origin>,
 }
 
 /// A receipt a store of the batch will get.
@@ -85,29 +87,9 @@ impl<S: ReplicaStore> Replica<S> {
             });
             return Ok(None);
         }
-        let usage = self.usage(&op.mailbox);
-        let len = op.envelope.len() as u64;
-        let over_quota = match op.class {
-            Class::Normal => {
-                usage.normal >= self.config.quota_envelopes
-                    || usage.bytes + len > self.config.quota_bytes
-            }
-            Class::Control => usage.control >= self.config.control_reserve,
-        };
-        if over_quota {
-            self.stats.quota += 1;
-            return Ok(Some(Answer::Quota {
-                retry_after_ms: 60_000,
-            }));
-        }
         let group = group_text(op.group);
-        let group_used = self.group_bytes.get(&group).copied().unwrap_or(0);
-        let group_budget = self.config.disk_budget / self.config.group_share.max(1);
-        if self.total_bytes + len > self.config.disk_budget || group_used + len > group_budget {
-            self.stats.busy += 1;
-            return Ok(Some(Answer::Busy {
-                retry_after_ms: 60_000,
-            }));
+        if let Some(answer) = self.no_room(&op.mailbox, op.class, op.envelope.len(), &group) {
+            return Ok(Some(answer));
         }
         let envelope = StoredEnvelope {
             mailbox: op.mailbox,
@@ -116,6 +98,7 @@ impl<S: ReplicaStore> Replica<S> {
             expiry,
             class: op.class,
             group,
+            origin: op.origin.clone(),
         };
         // Counted now, so later stores of the batch see it.
         self.count(&envelope, true);
@@ -130,8 +113,44 @@ impl<S: ReplicaStore> Replica<S> {
         Ok(None)
     }
 
+    /// Why an envelope of `len` bytes and `class`, from `group`, cannot be
+    /// kept in `mailbox` now (its quota, the disk budget, the group's
+    /// share), if it cannot.
+    pub(super) fn no_room(
+        &mut self,
+        mailbox: &MailboxId,
+        class: Class,
+        len: usize,
+        group: &str,
+    ) -> Option<Answer> {
+        let usage = self.usage(mailbox);
+        let len = len as u64;
+        let over_quota = match class {
+            Class::Normal => {
+                usage.normal >= self.config.quota_envelopes
+                    || usage.bytes + len > self.config.quota_bytes
+            }
+            Class::Control => usage.control >= self.config.control_reserve,
+        };
+        if over_quota {
+            self.stats.quota += 1;
+            return Some(Answer::Quota {
+                retry_after_ms: 60_000,
+            });
+        }
+        let group_used = self.group_bytes.get(group).copied().unwrap_or(0);
+        let group_budget = self.config.disk_budget / self.config.group_share.max(1);
+        if self.total_bytes + len > self.config.disk_budget || group_used + len > group_budget {
+            self.stats.busy += 1;
+            return Some(Answer::Busy {
+                retry_after_ms: 60_000,
+            });
+        }
+        None
+    }
+
     /// Adds (or takes back) an envelope in the accounting.
-    fn count(&mut self, e: &StoredEnvelope, add: bool) {
+    pub(super) fn count(&mut self, e: &StoredEnvelope, add: bool) {
         let len = e.envelope.len();
         let usage = self.usage.entry(e.mailbox).or_default();
         let group = self.group_bytes.entry(e.group.clone()).or_default();
@@ -165,6 +184,9 @@ impl<S: ReplicaStore> Replica<S> {
         if !envelopes.is_empty() {
             match self.store.insert(&envelopes) {
                 Ok(s) => {
+                    for e in &envelopes {
+                        self.changed.insert(e.mailbox, unix_ms);
+                    }
                     self.stats.commits += 1;
                     self.stats.stored += envelopes.len() as u64;
                     seqs = s;

@@ -8,9 +8,13 @@
 //! nor delete one with a forged tombstone.
 
 pub mod codec;
+pub mod members;
+pub mod message;
 pub mod ranges;
 
 pub use codec::{MAX_LIST, MAX_RANGES, decode_ranges, encode_ranges};
+pub use members::Neighbourhood;
+pub use message::{MAX_HANDOFFS, MAX_SYNC_MAILBOXES, MailboxSync, Role, SyncMessage};
 pub use ranges::{
     BRANCHES, Bound, FINGERPRINT_LEN, ItemSet, LIST_MAX, Mode, Range, State, Step, SyncItem,
     SyncKey, check_order,

@@ -251,6 +251,36 @@ impl ItemSet {
         out
     }
 
+    /// A first message that lists every item (in lists of at most
+    /// [`MAX_LIST`](super::MAX_LIST)): what a replica that is leaving a
+    /// mailbox sends, so the member's first answer says whether it lacks
+    /// anything (an answer of all skips and no needs: it lacks nothing).
+    pub fn list_all(&self) -> Vec<Range> {
+        let chunk = super::MAX_LIST;
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            let end = (start + chunk).min(self.items.len());
+            let upper = if end == self.items.len() {
+                Bound::Infinity
+            } else {
+                Bound::between(&self.items[end - 1].key, &self.items[end].key)
+            };
+            let list = self.items[start..end]
+                .iter()
+                .map(|i| (i.key.hash, i.state))
+                .collect();
+            out.push(Range {
+                upper,
+                mode: Mode::List(list),
+            });
+            if end == self.items.len() {
+                return out;
+            }
+            start = end;
+        }
+    }
+
     /// Ranges describing items `from..to` up to `upper`: the items if few,
     /// else [`BRANCHES`] fingerprints of equal counts.
     fn split(&self, from: usize, to: usize, upper: Bound, out: &mut Vec<Range>) {
