@@ -169,7 +169,23 @@ struct SyncState {
     bytes_sent: u64,
     bytes_received: u64,
     rounds: u64,
+    /// When every mailbox was last synced with every member, changed or
+    /// not.
+    last_full: Option<Instant>,
+    /// (mailbox, peer) -> sessions in a row the peer did not confirm: it
+    /// is synced only every 2^n rounds (up to [`MAX_BACKOFF`]), so a peer
+    /// that keeps taking and never holds (a liar, a full disk) costs
+    /// little.
+    unconfirmed: HashMap<(MailboxId, PeerId), u32>,
 }
+
+/// The most a peer's sync is put off: every 2^4 = 16 rounds.
+const MAX_BACKOFF: u32 = 4;
+
+/// Every this many sync intervals, a round syncs every mailbox with every
+/// member, even those that confirmed and have not changed since (a
+/// member that lost data, or a view that missed a change, is found then).
+const FULL_ROUND_EVERY: u32 = 15;
 
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -216,6 +232,12 @@ impl Mailbox {
             .set_peers(peers);
     }
 
+    /// Whether a sync round runs at the next timeout at `now`: a host that
+    /// computes the neighbours on demand gives them just before.
+    pub fn sync_due(&self, now: Instant) -> bool {
+        self.replica.is_some() && self.sync.next_round.is_some_and(|t| t <= now)
+    }
+
     /// The replica's view of who replicates `mailbox`, if it has one.
     pub fn members(&self, mailbox: &MailboxId) -> Option<Vec<PeerId>> {
         self.sync.neighbourhood.as_ref().map(|n| n.members(mailbox))
@@ -258,29 +280,55 @@ impl Mailbox {
                 return;
             }
         };
+        let full = self
+            .sync
+            .last_full
+            .is_none_or(|t| now.instant >= t + self.config.sync_interval * FULL_ROUND_EVERY);
+        if full {
+            self.sync.last_full = Some(now.instant);
+        }
+        // What is known of mailboxes gone (expired, dropped) is forgotten.
+        let held: std::collections::HashSet<MailboxId> = mailboxes.iter().copied().collect();
+        self.sync.confirmed.retain(|m, _| held.contains(m));
+        self.sync.unconfirmed.retain(|(m, _), _| held.contains(m));
         let mut per_peer: BTreeMap<PeerId, Vec<(MailboxId, Role)>> = BTreeMap::new();
         for mailbox in mailboxes {
             let members = neighbourhood.members(&mailbox);
             let member = members.contains(&local);
+            let changed = replica.changed_at(&mailbox).unwrap_or(0);
+            let confirmed = self.sync.confirmed.get(&mailbox);
+            let in_sync = |peer: &PeerId| {
+                confirmed
+                    .and_then(|c| c.get(peer))
+                    .is_some_and(|at| *at > changed)
+            };
             if !member {
-                let changed = replica.changed_at(&mailbox).unwrap_or(0);
-                let confirmed = self.sync.confirmed.get(&mailbox);
-                let handed_over = members.len() >= crate::REPLICAS
-                    && members.iter().all(|p| {
-                        confirmed
-                            .and_then(|c| c.get(p))
-                            .is_some_and(|at| *at > changed)
-                    });
+                let handed_over = members.len() >= crate::REPLICAS && members.iter().all(in_sync);
                 if handed_over {
                     if let Err(e) = replica.drop_mailbox(&mailbox) {
                         tracing::warn!(%e, "dropping a handed-over mailbox failed");
                     }
                     self.sync.confirmed.remove(&mailbox);
+                    self.sync.unconfirmed.retain(|(m, _), _| *m != mailbox);
                     continue;
                 }
             }
             let role = if member { Role::Member } else { Role::Leaving };
+            let round = self.sync.rounds;
             for peer in members.into_iter().filter(|p| *p != local) {
+                if in_sync(&peer) {
+                    self.sync.unconfirmed.remove(&(mailbox, peer));
+                    // Confirmed, and nothing changed since: only in a full
+                    // round (its own changes, the peer syncs itself).
+                    if member && !full {
+                        continue;
+                    }
+                }
+                let misses = self.sync.unconfirmed.entry((mailbox, peer)).or_default();
+                if !round.is_multiple_of(1u64 << (*misses).min(MAX_BACKOFF)) {
+                    continue;
+                }
+                *misses = misses.saturating_add(1);
                 per_peer.entry(peer).or_default().push((mailbox, role));
             }
         }
@@ -338,6 +386,7 @@ impl Mailbox {
             && let Some((peer, opened, _)) = self.sync.sessions.remove(&id)
         {
             for mailbox in handled.in_sync {
+                self.sync.unconfirmed.remove(&(mailbox, peer));
                 self.sync
                     .confirmed
                     .entry(mailbox)

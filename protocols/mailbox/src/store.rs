@@ -264,7 +264,7 @@ pub struct MemoryStore {
     /// (mailbox, hash) -> seq.
     by_hash: HashMap<(MailboxId, EnvelopeHash), u64>,
     /// (mailbox, hash) -> tombstone expiry, and its proof.
-    tombstones: HashMap<(MailboxId, EnvelopeHash), Tomb>,
+    tombstones: BTreeMap<(MailboxId, EnvelopeHash), Tomb>,
 }
 
 /// A tombstone in memory: its expiry and the ack that made it.
@@ -409,10 +409,14 @@ impl ReplicaStore for MemoryStore {
                 },
                 state: State::Held,
             });
+        let (first, last) = (
+            EnvelopeHash::from_bytes([0; 32]),
+            EnvelopeHash::from_bytes([0xff; 32]),
+        );
         let tombs = self
             .tombstones
-            .iter()
-            .filter(|((m, _), (_, proof))| m == mailbox && proof.is_some())
+            .range((*mailbox, first)..=(*mailbox, last))
+            .filter(|(_, (_, proof))| proof.is_some())
             .map(|((_, hash), (expiry, _))| SyncItem {
                 key: SyncKey {
                     expiry: *expiry,

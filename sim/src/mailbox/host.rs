@@ -153,6 +153,9 @@ pub struct MailboxHost {
     pub replies: Vec<(RequestId, PeerId, Reply)>,
     seed: u64,
     next_core: u8,
+    config: shoal_mailbox::Config,
+    /// When the mailbox core last learned the DHT's table.
+    neighbours_at: Option<Instant>,
 }
 
 impl MailboxHost {
@@ -164,7 +167,8 @@ impl MailboxHost {
         store: Option<SimStore>,
         now_ms: u64,
     ) -> MailboxHost {
-        let mailbox = Self::mailbox_core(&keypair, store.as_ref(), seed, now_ms);
+        let mailbox_config = shoal_mailbox::Config::default();
+        let mailbox = Self::mailbox_core(&keypair, store.as_ref(), seed, now_ms, &mailbox_config);
         MailboxHost {
             kad: Kademlia::new(keypair.peer_id(), config.clone(), seed),
             keypair,
@@ -174,7 +178,16 @@ impl MailboxHost {
             replies: Vec::new(),
             seed,
             next_core: 0,
+            config: mailbox_config,
+            neighbours_at: None,
         }
+    }
+
+    /// Uses `config` for the mailbox core from now on (a fresh core over
+    /// the same store, as after a restart).
+    pub fn set_mailbox_config(&mut self, config: shoal_mailbox::Config, now: Clock) {
+        self.config = config;
+        self.restart(now);
     }
 
     fn mailbox_core(
@@ -182,6 +195,7 @@ impl MailboxHost {
         store: Option<&SimStore>,
         seed: u64,
         now_ms: u64,
+        config: &shoal_mailbox::Config,
     ) -> Mailbox {
         let replica = store.map(|s| {
             let store: Box<dyn ReplicaStore> = Box::new(s.clone());
@@ -191,7 +205,7 @@ impl MailboxHost {
         let mut core_seed = [0u8; 32];
         core_seed[..8].copy_from_slice(&seed.to_be_bytes());
         core_seed[8..16].copy_from_slice(&now_ms.to_be_bytes());
-        Mailbox::new(shoal_mailbox::Config::default(), replica, core_seed)
+        Mailbox::new(config.clone(), replica, core_seed)
     }
 
     /// The process restarts: the mailbox core starts afresh over the
@@ -199,8 +213,15 @@ impl MailboxHost {
     /// routing table, as a node that remembers its peers does.
     pub fn restart(&mut self, now: Clock) {
         let now_ms = now.unix_secs.saturating_mul(1000);
-        self.mailbox = Self::mailbox_core(&self.keypair, self.store.as_ref(), self.seed, now_ms);
+        self.mailbox = Self::mailbox_core(
+            &self.keypair,
+            self.store.as_ref(),
+            self.seed,
+            now_ms,
+            &self.config,
+        );
         self.replies.clear();
+        self.neighbours_at = None;
     }
 
     /// Takes the replies to `ids` that arrived.
@@ -263,6 +284,15 @@ impl Core for MailboxHost {
     fn handle_timeout(&mut self, now: Now) {
         if self.kad.poll_timeout().is_some_and(|t| t <= now.instant) {
             Core::handle_timeout(&mut self.kad, now);
+        }
+        // A replica's view of who else keeps mailboxes near it: the DHT's
+        // routing table, given before each sync round (and at the start).
+        if self.store.is_some()
+            && (self.neighbours_at.is_none() || self.mailbox.sync_due(now.instant))
+        {
+            self.neighbours_at = Some(now.instant);
+            let peers: Vec<PeerId> = self.kad.routing_table().iter().map(|c| c.peer).collect();
+            self.mailbox.set_neighbours(peers);
         }
         if Core::poll_timeout(&self.mailbox).is_some_and(|t| t <= now.instant) {
             Core::handle_timeout(&mut self.mailbox, now);

@@ -31,7 +31,7 @@ impl<S: ReplicaStore> Replica<S> {
                     body: incoming.request.body_bytes.clone(),
                     signature,
                 });
-                self.ack(mailbox, hashes, proof.as_ref())
+                self.ack(unix_ms, mailbox, hashes, proof.as_ref())
             }
             Op::Store { .. } => return None,
         };
@@ -99,12 +99,16 @@ impl<S: ReplicaStore> Replica<S> {
 
     fn ack(
         &mut self,
+        unix_ms: u64,
         mailbox: MailboxId,
         hashes: &[EnvelopeHash],
         proof: Option<&AckProof>,
     ) -> Result<Answer, StoreError> {
         let removed = self.store.ack(&mailbox, hashes, proof)?;
         let n = removed.len();
+        if n > 0 {
+            self.changed.insert(mailbox, unix_ms);
+        }
         self.forget(removed);
         self.stats.acked += n as u64;
         Ok(Answer::Acked {

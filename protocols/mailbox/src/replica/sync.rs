@@ -208,17 +208,24 @@ impl<S: ReplicaStore> Replica<S> {
                 self.stats.handoffs_refused += 1;
                 continue;
             }
-            let Some(envelope) = checked_store(mailbox, body, *signature, now, latest, *expiry)
-            else {
-                self.stats.handoffs_refused += 1;
-                continue;
+            // Already held or acked: nothing to check.
+            let hash = match crate::wire::envelope_span(body) {
+                Some((start, end)) => EnvelopeHash::of(&body[start..end]),
+                None => {
+                    self.stats.handoffs_refused += 1;
+                    continue;
+                }
             };
-            let hash = EnvelopeHash::of(&envelope.envelope);
             let known = new.iter().any(|e| e.mailbox == *mailbox && e.hash == hash)
                 || self.store.find(mailbox, &hash)?.is_some();
             if known {
                 continue;
             }
+            let Some(envelope) = checked_store(mailbox, body, *signature, now, latest, *expiry)
+            else {
+                self.stats.handoffs_refused += 1;
+                continue;
+            };
             if self
                 .no_room(mailbox, envelope.class, envelope.envelope.len(), &group)
                 .is_some()

@@ -3,6 +3,8 @@
 //! distance of Kademlia keys) among the node itself and the peers its
 //! mailbox-DHT routing table holds.
 
+use std::collections::HashMap;
+
 use shoal_identity::PeerId;
 use shoal_kad::Key;
 
@@ -29,9 +31,15 @@ impl Neighbourhood {
     /// Replaces the peers known (the routing table's contacts).
     pub fn set_peers(&mut self, peers: impl IntoIterator<Item = PeerId>) {
         let local = self.local;
+        let known: HashMap<PeerId, Key> = self.nodes.iter().map(|(k, p)| (*p, *k)).collect();
         self.nodes = std::iter::once(local)
             .chain(peers.into_iter().filter(|p| *p != local))
-            .map(|p| (Key::for_peer(&p), p))
+            .map(|p| {
+                (
+                    known.get(&p).copied().unwrap_or_else(|| Key::for_peer(&p)),
+                    p,
+                )
+            })
             .collect();
         self.nodes.sort_by_key(|(_, p)| *p);
         self.nodes.dedup_by_key(|(_, p)| *p);
