@@ -18,17 +18,20 @@
 //!     builder = builder.protocol(protocol);
 //! }
 //! // ... identify lists `shoal_messenger::service_node::PROTOCOL_NAMES`,
-//! // and each peer it identifies goes to `node.identified(...)`.
+//! // each peer it identifies goes to `node.identified(...)`, and
+//! // `tokio::spawn(node.maintain())` keeps the mailboxes whole.
 //! # Ok(())
 //! # }
 //! ```
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use shoal::{PeerId, ProtocolMeta};
 use shoal_mailbox::DynReplica;
 use shoal_transport::{Multiaddr, ScopePolicy};
+use tokio::sync::mpsc;
 
 use crate::{MAILBOX, MAILBOX_KAD};
 
@@ -41,6 +44,10 @@ pub const PROTOCOL_NAMES: [&str; 2] = [
     shoal_mailbox::PROTOCOL_NAME,
 ];
 
+/// How often the replica learns the mailbox DHT's routing table (its view
+/// of who replicates each mailbox).
+const NEIGHBOURS_EVERY: Duration = Duration::from_secs(30);
+
 /// The mailbox DHT and the mailbox protocol of a node that keeps mailboxes.
 #[derive(Clone)]
 pub struct MailboxNode {
@@ -49,6 +56,7 @@ pub struct MailboxNode {
     /// The mailbox protocol (its replica's counters).
     pub mailbox: shoal_mailbox::Handle,
     joined: Arc<AtomicBool>,
+    events: Arc<Mutex<Option<mpsc::Receiver<shoal_mailbox::Event>>>>,
 }
 
 impl std::fmt::Debug for MailboxNode {
@@ -75,14 +83,50 @@ impl MailboxNode {
                 ..shoal_kad::Config::default()
             },
         );
-        let (mailbox_meta, mailbox, _) =
+        let (mailbox_meta, mailbox, events) =
             shoal_mailbox::new(MAILBOX, shoal_mailbox::Config::default(), Some(replica));
         let node = MailboxNode {
             dht,
             mailbox,
             joined: Arc::default(),
+            events: Arc::new(Mutex::new(Some(events))),
         };
         (node, vec![dht_meta, mailbox_meta])
+    }
+
+    /// Keeps the replica's mailboxes whole with the other replicas: gives
+    /// it the DHT's routing table every 30 seconds and answers its
+    /// lookups (see `shoal_mailbox::core`'s sync). Spawn it once; a second
+    /// call returns at once.
+    pub async fn maintain(self) {
+        let taken = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut events) = taken else {
+            return;
+        };
+        let mut tick = tokio::time::interval(NEIGHBOURS_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.mailbox.set_neighbours(self.dht.table_peers()),
+                event = events.recv() => match event {
+                    None => return,
+                    Some(shoal_mailbox::Event::LookupWanted { mailbox }) => {
+                        let (dht, handle) = (self.dht.clone(), self.mailbox.clone());
+                        tokio::spawn(async move {
+                            let key = shoal_kad::Key::from_bytes(*mailbox.as_bytes());
+                            if let Ok((closest, _)) = dht.find_node(key).await {
+                                let found = closest.into_iter().map(|c| c.peer).collect();
+                                handle.set_members(mailbox, found);
+                            }
+                        });
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
     }
 
     /// Identify told us of `peer` at `addrs` speaking `protocols`: a peer
@@ -161,6 +205,7 @@ pub async fn spawn(
         .await?
         .with_peer_id(control.local_peer_id());
     tokio::spawn(service);
+    tokio::spawn(mailboxes.clone().maintain());
     let (node, main) = (mailboxes.clone(), dht.clone());
     tokio::spawn(async move {
         while let Some(event) = identified.recv().await {

@@ -228,6 +228,12 @@ impl Handle {
         self.core.read(|core| core.routing_table().len())
     }
 
+    /// The peers in the routing table.
+    pub fn table_peers(&self) -> Vec<PeerId> {
+        self.core
+            .read(|core| core.routing_table().iter().map(|c| c.peer).collect())
+    }
+
     /// Whether `peer` is in the routing table.
     pub fn in_routing_table(&self, peer: &PeerId) -> bool {
         self.core.read(|core| core.routing_table().contains(peer))

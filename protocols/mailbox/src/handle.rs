@@ -234,6 +234,29 @@ impl Handle {
     pub fn timer_wakeups(&self) -> u64 {
         self.core.timer_wakeups()
     }
+
+    /// Tells the replica which peers keep mailboxes near it (see
+    /// [`Mailbox::set_neighbours`]): give the mailbox DHT's routing table
+    /// now and then.
+    pub fn set_neighbours(&self, peers: Vec<PeerId>) {
+        self.core.with(|core, _| core.set_neighbours(peers));
+    }
+
+    /// Answers an [`Event::LookupWanted`] (see [`Mailbox::set_members`]).
+    pub fn set_members(&self, mailbox: crate::MailboxId, found: Vec<PeerId>) {
+        self.core
+            .with(|core, now| core.set_members(now, mailbox, found));
+    }
+
+    /// Runs a sync round now (see [`Mailbox::sync_soon`]).
+    pub fn sync_soon(&self) {
+        self.core.with(|core, now| core.sync_soon(now));
+    }
+
+    /// Bytes of sync frames sent and received.
+    pub fn sync_bytes(&self) -> (u64, u64) {
+        self.core.read(Mailbox::sync_bytes)
+    }
 }
 
 /// Declares the mailbox protocol as `id`: register the returned

@@ -328,6 +328,8 @@ async fn run(args: Args) -> Result<(), Error> {
     let (lines_tx, lines) = mpsc::channel(16);
     input::spawn_stdin(limit, lines_tx);
     let (dials_tx, dials) = mpsc::channel(dialer::MAX_DIALS_IN_FLIGHT);
+    // The replica syncs its mailboxes with the other replicas.
+    tokio::spawn(mailboxes.clone().maintain());
     let mut node = Node {
         control: control.clone(),
         dht,

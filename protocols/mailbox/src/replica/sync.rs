@@ -8,7 +8,8 @@
 //!   view of the DHT), and sends items only to a peer that said it is a
 //!   member in its last message: a newcomer is fed only after it confirmed.
 //! - A node that is no longer a member ([`Role::Leaving`]) hands over what
-//!   it holds and takes nothing; the caller drops the mailbox once every
+//!   it holds and takes nothing but tombstones (which delete what it still
+//!   holds); the caller drops the mailbox once every
 //!   member confirmed it holds all of it (an answer of all skips and no
 //!   needs: [`SyncHandled::in_sync`]).
 //! - An envelope is taken only with the owner's signed store request, a
@@ -114,13 +115,23 @@ impl<S: ReplicaStore> Replica<S> {
             if part.role == Role::Member && peer_done && part.need.is_empty() {
                 handled.in_sync.push(mailbox);
             }
+            // A member takes everything it lacks; a leaving replica only
+            // tombstones (they delete what it still holds).
             let mut send: Vec<EnvelopeHash> = Vec::new();
-            if part.role == Role::Member {
-                send.extend(step.send.iter().map(|i| i.key.hash));
-                send.extend(part.need.iter().copied());
-                send.sort_unstable();
-                send.dedup();
+            match part.role {
+                Role::Member => {
+                    send.extend(step.send.iter().map(|i| i.key.hash));
+                    send.extend(part.need.iter().copied());
+                }
+                _ => send.extend(
+                    step.send
+                        .iter()
+                        .filter(|i| i.state == crate::sync::State::Tombstone)
+                        .map(|i| i.key.hash),
+                ),
             }
+            send.sort_unstable();
+            send.dedup();
             let done = step.done();
             let need = if member { step.need } else { Vec::new() };
             if !(done && need.is_empty() && peer_done) {
@@ -173,7 +184,9 @@ impl<S: ReplicaStore> Replica<S> {
             let Handoff::Tombstones { ack, entries } = item else {
                 continue;
             };
-            if !is_member(mailbox) {
+            // Tombstones only delete: a replica leaving a mailbox takes
+            // them for what it still holds.
+            if !is_member(mailbox) && self.usage(mailbox) == Default::default() {
                 self.stats.handoffs_refused += 1;
                 continue;
             }

@@ -3,7 +3,7 @@
 //! distance of Kademlia keys) among the node itself and the peers its
 //! mailbox-DHT routing table holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use shoal_identity::PeerId;
 use shoal_kad::Key;
@@ -17,6 +17,8 @@ pub struct Neighbourhood {
     local: PeerId,
     /// (node key, peer), the node itself included.
     nodes: Vec<(Key, PeerId)>,
+    /// Peers left out: they stopped answering.
+    silent: HashSet<PeerId>,
 }
 
 impl Neighbourhood {
@@ -25,6 +27,7 @@ impl Neighbourhood {
         Neighbourhood {
             local,
             nodes: vec![(Key::for_peer(&local), local)],
+            silent: HashSet::new(),
         }
     }
 
@@ -55,13 +58,32 @@ impl Neighbourhood {
         self.nodes.len() <= 1
     }
 
+    /// Leaves `peers` out of the view until they are given again by
+    /// [`set_peers`](Self::set_peers) after they answer: nodes that stopped
+    /// answering (a routing table keeps a dead contact until it fails
+    /// requests of its own, and a mailbox whose view counts dead nodes as
+    /// members hands its envelopes to no one).
+    pub fn set_silent(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        self.silent = peers.into_iter().filter(|p| *p != self.local).collect();
+    }
+
+    fn live(&self) -> impl Iterator<Item = &(Key, PeerId)> {
+        self.nodes.iter().filter(|(_, p)| !self.silent.contains(p))
+    }
+
     /// The replicas of `mailbox`, closest first (this node among them if it
     /// is one).
     pub fn members(&self, mailbox: &MailboxId) -> Vec<PeerId> {
+        self.members_without(mailbox, &HashSet::new())
+    }
+
+    /// The replicas of `mailbox` leaving out `refused` (peers that said
+    /// they do not replicate it: their own view knows nodes closer to it).
+    pub fn members_without(&self, mailbox: &MailboxId, refused: &HashSet<PeerId>) -> Vec<PeerId> {
         let target = Key::from_bytes(*mailbox.as_bytes());
         let mut by_distance: Vec<_> = self
-            .nodes
-            .iter()
+            .live()
+            .filter(|(_, p)| !refused.contains(p))
             .map(|(key, peer)| (key.distance(&target), *peer))
             .collect();
         let n = REPLICAS.min(by_distance.len());
@@ -78,8 +100,7 @@ impl Neighbourhood {
         let target = Key::from_bytes(*mailbox.as_bytes());
         let mine = Key::for_peer(&self.local).distance(&target);
         let closer = self
-            .nodes
-            .iter()
+            .live()
             .filter(|(key, _)| key.distance(&target) < mine)
             .count();
         closer < REPLICAS

@@ -10,7 +10,7 @@
 //! replicates is handed over and dropped once every member confirmed it
 //! holds all of it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +23,10 @@ use shoal_identity::Keypair;
 use crate::id::{Descriptor, EnvelopeHash, MailboxId};
 use crate::replica::{Incoming, Replica};
 use crate::store::ReplicaStore;
-use crate::sync::{MAX_SYNC_MAILBOXES, Neighbourhood, Role, SyncMessage};
+
+mod sync;
+
+use self::sync::SyncState;
 use crate::wire::{Answer, Class, Frame, Item, NONCE_LEN, Op, Refusal, Request, RequestBody};
 
 /// Most requests a replica answers in one batch (one store transaction).
@@ -116,6 +119,13 @@ pub enum Event {
         /// The envelope.
         item: Item,
     },
+    /// The replica needs to know who replicates `mailbox` (its view of
+    /// the DHT is in doubt): look it up in the mailbox DHT and answer with
+    /// [`Mailbox::set_members`].
+    LookupWanted {
+        /// The mailbox.
+        mailbox: MailboxId,
+    },
     /// A subscription ended: its replica disconnected.
     SubscriptionEnded {
         /// The subscribing fetch.
@@ -155,38 +165,6 @@ pub struct Mailbox {
     sync: SyncState,
 }
 
-/// A replica's sync sessions and what they confirmed.
-#[derive(Default)]
-struct SyncState {
-    neighbourhood: Option<Neighbourhood>,
-    next_round: Option<Instant>,
-    /// Sessions this node opened and not yet answered: id -> (peer, wall
-    /// time opened, deadline).
-    sessions: HashMap<u64, (PeerId, u64, Instant)>,
-    /// mailbox -> peer -> wall time (ms) of the session in which the peer,
-    /// a member, confirmed it holds all of this node's items.
-    confirmed: HashMap<MailboxId, HashMap<PeerId, u64>>,
-    bytes_sent: u64,
-    bytes_received: u64,
-    rounds: u64,
-    /// When every mailbox was last synced with every member, changed or
-    /// not.
-    last_full: Option<Instant>,
-    /// (mailbox, peer) -> sessions in a row the peer did not confirm: it
-    /// is synced only every 2^n rounds (up to [`MAX_BACKOFF`]), so a peer
-    /// that keeps taking and never holds (a liar, a full disk) costs
-    /// little.
-    unconfirmed: HashMap<(MailboxId, PeerId), u32>,
-}
-
-/// The most a peer's sync is put off: every 2^4 = 16 rounds.
-const MAX_BACKOFF: u32 = 4;
-
-/// Every this many sync intervals, a round syncs every mailbox with every
-/// member, even those that confirmed and have not changed since (a
-/// member that lost data, or a view that missed a change, is found then).
-const FULL_ROUND_EVERY: u32 = 15;
-
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mailbox")
@@ -214,200 +192,6 @@ impl Mailbox {
             inbox: Vec::new(),
             inbox_since: None,
             sync: SyncState::default(),
-        }
-    }
-
-    /// Tells a replica which peers keep mailboxes near it (the contacts of
-    /// its mailbox-DHT routing table): the members of a mailbox are the
-    /// [`REPLICAS`](crate::REPLICAS) closest to it among them and itself.
-    /// Sync starts once it knows one peer.
-    pub fn set_neighbours(&mut self, peers: impl IntoIterator<Item = PeerId>) {
-        let Some(replica) = self.replica.as_ref() else {
-            return;
-        };
-        let local = replica.peer_id();
-        self.sync
-            .neighbourhood
-            .get_or_insert_with(|| Neighbourhood::new(local))
-            .set_peers(peers);
-    }
-
-    /// Whether a sync round runs at the next timeout at `now`: a host that
-    /// computes the neighbours on demand gives them just before.
-    pub fn sync_due(&self, now: Instant) -> bool {
-        self.replica.is_some() && self.sync.next_round.is_some_and(|t| t <= now)
-    }
-
-    /// The replica's view of who replicates `mailbox`, if it has one.
-    pub fn members(&self, mailbox: &MailboxId) -> Option<Vec<PeerId>> {
-        self.sync.neighbourhood.as_ref().map(|n| n.members(mailbox))
-    }
-
-    /// Bytes of sync frames sent and received.
-    pub fn sync_bytes(&self) -> (u64, u64) {
-        (self.sync.bytes_sent, self.sync.bytes_received)
-    }
-
-    /// Sync rounds run.
-    pub fn sync_rounds(&self) -> u64 {
-        self.sync.rounds
-    }
-
-    /// Runs a sync round at the next timeout (instead of at the interval).
-    pub fn sync_soon(&mut self, now: Now) {
-        if self.replica.is_some() {
-            self.sync.next_round = Some(now.instant);
-        }
-    }
-
-    /// One sync round: opens a session with each other member of each
-    /// mailbox held, and drops the mailboxes handed over.
-    fn sync_round(&mut self, now: Now) {
-        self.sync.rounds += 1;
-        let (Some(replica), Some(neighbourhood)) =
-            (self.replica.as_mut(), self.sync.neighbourhood.as_ref())
-        else {
-            return;
-        };
-        if neighbourhood.is_empty() {
-            return;
-        }
-        let local = replica.peer_id();
-        let mailboxes = match replica.mailboxes() {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(%e, "listing mailboxes for sync failed");
-                return;
-            }
-        };
-        let full = self
-            .sync
-            .last_full
-            .is_none_or(|t| now.instant >= t + self.config.sync_interval * FULL_ROUND_EVERY);
-        if full {
-            self.sync.last_full = Some(now.instant);
-        }
-        // What is known of mailboxes gone (expired, dropped) is forgotten.
-        let held: std::collections::HashSet<MailboxId> = mailboxes.iter().copied().collect();
-        self.sync.confirmed.retain(|m, _| held.contains(m));
-        self.sync.unconfirmed.retain(|(m, _), _| held.contains(m));
-        let mut per_peer: BTreeMap<PeerId, Vec<(MailboxId, Role)>> = BTreeMap::new();
-        for mailbox in mailboxes {
-            let members = neighbourhood.members(&mailbox);
-            let member = members.contains(&local);
-            let changed = replica.changed_at(&mailbox).unwrap_or(0);
-            let confirmed = self.sync.confirmed.get(&mailbox);
-            let in_sync = |peer: &PeerId| {
-                confirmed
-                    .and_then(|c| c.get(peer))
-                    .is_some_and(|at| *at > changed)
-            };
-            if !member {
-                let handed_over = members.len() >= crate::REPLICAS && members.iter().all(in_sync);
-                if handed_over {
-                    if let Err(e) = replica.drop_mailbox(&mailbox) {
-                        tracing::warn!(%e, "dropping a handed-over mailbox failed");
-                    }
-                    self.sync.confirmed.remove(&mailbox);
-                    self.sync.unconfirmed.retain(|(m, _), _| *m != mailbox);
-                    continue;
-                }
-            }
-            let role = if member { Role::Member } else { Role::Leaving };
-            let round = self.sync.rounds;
-            for peer in members.into_iter().filter(|p| *p != local) {
-                if in_sync(&peer) {
-                    self.sync.unconfirmed.remove(&(mailbox, peer));
-                    // Confirmed, and nothing changed since: only in a full
-                    // round (its own changes, the peer syncs itself).
-                    if member && !full {
-                        continue;
-                    }
-                }
-                let misses = self.sync.unconfirmed.entry((mailbox, peer)).or_default();
-                if !round.is_multiple_of(1u64 << (*misses).min(MAX_BACKOFF)) {
-                    continue;
-                }
-                *misses = misses.saturating_add(1);
-                per_peer.entry(peer).or_default().push((mailbox, role));
-            }
-        }
-        let deadline = now.instant + self.config.request_timeout * 3;
-        self.sync.sessions.retain(|_, (_, _, d)| *d > now.instant);
-        for (peer, list) in per_peer {
-            for chunk in list.chunks(MAX_SYNC_MAILBOXES) {
-                let message = match replica.sync_open(chunk) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(%e, "opening a sync session failed");
-                        continue;
-                    }
-                };
-                let id = self.rng.next_u64();
-                self.sync.sessions.insert(id, (peer, now.unix_ms, deadline));
-                let bytes = Frame::Sync { id, sync: message }.encode();
-                self.sync.bytes_sent += bytes.len() as u64;
-                self.transmits.push_back(Transmit { peer, bytes });
-            }
-        }
-    }
-
-    /// Answers a sync message from `from` in session `id`.
-    fn sync_message(&mut self, now: Now, from: &Remote, id: u64, sync: &SyncMessage, len: usize) {
-        self.sync.bytes_received += len as u64;
-        let Some(replica) = self.replica.as_mut() else {
-            return;
-        };
-        let local = replica.peer_id();
-        let fallback;
-        let neighbourhood = match self.sync.neighbourhood.as_ref() {
-            Some(n) => n,
-            None => {
-                fallback = Neighbourhood::new(local);
-                &fallback
-            }
-        };
-        let is_member = |m: &MailboxId| neighbourhood.is_member(m);
-        let handled =
-            match replica.sync_handle(now.unix_ms, from.peer, &from.addr, sync, &is_member) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(%e, "answering a sync message failed");
-                    return;
-                }
-            };
-        // The first answer to a session this node opened: a confirmation
-        // there covers every item it listed (see `SyncHandled::in_sync`).
-        if self
-            .sync
-            .sessions
-            .get(&id)
-            .is_some_and(|(peer, _, _)| *peer == from.peer)
-            && let Some((peer, opened, _)) = self.sync.sessions.remove(&id)
-        {
-            for mailbox in handled.in_sync {
-                self.sync.unconfirmed.remove(&(mailbox, peer));
-                self.sync
-                    .confirmed
-                    .entry(mailbox)
-                    .or_default()
-                    .insert(peer, opened);
-            }
-        }
-        if handled.more {
-            self.sync.next_round = Some(now.instant + Duration::from_secs(1));
-        }
-        if !handled.reply.is_empty() {
-            let bytes = Frame::Sync {
-                id,
-                sync: handled.reply,
-            }
-            .encode();
-            self.sync.bytes_sent += bytes.len() as u64;
-            self.transmits.push_back(Transmit {
-                peer: from.peer,
-                bytes,
-            });
         }
     }
 
@@ -679,15 +463,6 @@ impl Mailbox {
             self.next_expire = Some(now.instant);
             self.sync.next_round = Some(now.instant + self.jittered_interval());
         }
-    }
-
-    /// The sync interval, give or take a tenth (so replicas do not all
-    /// sync at once).
-    fn jittered_interval(&mut self) -> Duration {
-        let interval = self.config.sync_interval;
-        let tenth = (interval.as_millis() / 10).max(1) as u64;
-        let jitter = self.rng.next_u64() % (2 * tenth);
-        (interval + Duration::from_millis(jitter)).saturating_sub(Duration::from_millis(tenth))
     }
 }
 
