@@ -3,7 +3,7 @@
 //! service nodes, a client only on users), their frames told apart by a
 //! leading tag byte as the service layer's protocol ids would.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -156,6 +156,8 @@ pub struct MailboxHost {
     config: shoal_mailbox::Config,
     /// When the mailbox core last learned the DHT's table.
     neighbours_at: Option<Instant>,
+    /// Lookups the replica asked for: query -> mailbox.
+    member_lookups: HashMap<QueryId, MailboxId>,
 }
 
 impl MailboxHost {
@@ -180,6 +182,7 @@ impl MailboxHost {
             next_core: 0,
             config: mailbox_config,
             neighbours_at: None,
+            member_lookups: HashMap::new(),
         }
     }
 
@@ -233,14 +236,38 @@ impl MailboxHost {
         taken
     }
 
-    fn drain(&mut self) {
-        while let Some(event) = self.kad.poll_event() {
-            if let shoal_kad::Event::QueryFinished { id, result, stats } = event {
-                self.finished.insert(id, (result, stats));
+    fn drain(&mut self, now: Now) {
+        // The replica's lookups first answered, then its new requests, then
+        // what they finished at once.
+        for _ in 0..2 {
+            while let Some(event) = self.kad.poll_event() {
+                if let shoal_kad::Event::QueryFinished { id, result, stats } = event {
+                    match self.member_lookups.remove(&id) {
+                        Some(mailbox) => {
+                            if let QueryResult::FindNode { closest } = result {
+                                let found = closest.into_iter().map(|c| c.peer).collect();
+                                self.mailbox.set_members(now, mailbox, found);
+                            }
+                        }
+                        None => {
+                            self.finished.insert(id, (result, stats));
+                        }
+                    }
+                }
             }
+            self.drain_mailbox(now);
         }
+    }
+
+    fn drain_mailbox(&mut self, now: Now) {
         while let Some(event) = Core::poll_event(&mut self.mailbox) {
             match event {
+                shoal_mailbox::Event::LookupWanted { mailbox } => {
+                    let key = shoal_kad::Key::from_bytes(*mailbox.as_bytes());
+                    if let Ok(query) = self.kad.find_node(now.instant, key) {
+                        self.member_lookups.insert(query, mailbox);
+                    }
+                }
                 shoal_mailbox::Event::Answered {
                     id,
                     peer,
@@ -277,7 +304,7 @@ impl Core for MailboxHost {
             Some((&MAILBOX_TAG, rest)) => Core::handle_message(&mut self.mailbox, now, from, rest),
             _ => Err("unknown protocol tag".into()),
         };
-        self.drain();
+        self.drain(now);
         result
     }
 
@@ -297,7 +324,7 @@ impl Core for MailboxHost {
         if Core::poll_timeout(&self.mailbox).is_some_and(|t| t <= now.instant) {
             Core::handle_timeout(&mut self.mailbox, now);
         }
-        self.drain();
+        self.drain(now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

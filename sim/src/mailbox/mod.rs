@@ -3,8 +3,10 @@
 //! running the real `shoal-im` engine, and the scenario of the offline
 //! delivery test).
 
+mod churn;
 mod host;
 mod world;
 
+pub use churn::ChurnModel;
 pub use host::{MailboxHost, Reply, SimStore};
-pub use world::{MailboxWorld, WorldConfig, WorldReport};
+pub use world::{MailboxWorld, Replacement, WorldConfig, WorldReport};

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal::{Bytes, PeerId};
@@ -23,18 +24,22 @@ use shoal_im::MessageId;
 use shoal_im::engine::{Engine, EngineConfig, Event as ImEvent};
 use shoal_im::mailbox_keys::{DAY_SECS, day_of};
 use shoal_kad::{Key, QueryResult};
+use shoal_mailbox::store::Existing;
 use shoal_mailbox::{
     Answer, Class, Descriptor, EnvelopeHash, MailboxId, Quorum, REPLICAS, RequestId, WRITE_QUORUM,
 };
 
+use super::churn::{Change, Churn, ChurnModel};
 use super::host::{MailboxHost, Reply, SimStore};
 use crate::kad::{KadHost, KadNetworkPlan};
 use crate::{NetworkModel, NodeIndex, Simulation, sim_addr};
 
 /// Replicas that must answer at least for a day to count as read.
 const READ_QUORUM: usize = REPLICAS - WRITE_QUORUM + 1;
-/// How long one lookup or one round of requests may take.
+/// How long one round of requests may take.
 const REQUEST_LIMIT: Duration = Duration::from_secs(30);
+/// How long a lookup may take: the DHT's own query deadline, and a little.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(65);
 /// Rounds of fetches per mailbox per read (pages, and fetches asked again).
 const MAX_PAGES: usize = 16;
 /// Times a fetch that got no answer is asked again in one read.
@@ -61,6 +66,19 @@ pub struct WorldConfig {
     pub model: NetworkModel,
     /// Seed of everything random.
     pub seed: u64,
+    /// How the nodes keeping mailboxes come and go (none: they stay).
+    pub churn: Option<ChurnModel>,
+    /// Receipts a sender waits for before a message counts as stored.
+    pub write_quorum: usize,
+    /// Replicas a sender asks to store each message: all R (what the
+    /// messenger does), or fewer, picked at random among them (one is what
+    /// Session's clients do).
+    pub store_fanout: usize,
+    /// How often replicas sync their mailboxes.
+    pub sync_interval: Duration,
+    /// How often the DHT refreshes its buckets (its default is 15
+    /// minutes; without churn, 6 hours keeps days of virtual time cheap).
+    pub kad_refresh: Duration,
 }
 
 impl Default for WorldConfig {
@@ -77,6 +95,11 @@ impl Default for WorldConfig {
             restart_chance: 0.01,
             model: NetworkModel::default().with_loss(0.15),
             seed: 14,
+            churn: None,
+            write_quorum: WRITE_QUORUM,
+            store_fanout: REPLICAS,
+            sync_interval: shoal_mailbox::Config::default().sync_interval,
+            kad_refresh: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -107,6 +130,80 @@ pub struct WorldReport {
     pub longest_offline_hours: u64,
     /// Shortest time a recipient was away, in hours.
     pub shortest_offline_hours: u64,
+    /// Per mailbox: how many of its replicas were replaced between its
+    /// first store and the recipient's read.
+    pub replaced: Vec<Replacement>,
+    /// Nodes that joined during the run.
+    pub arrivals: usize,
+    /// Session ends for good.
+    pub departures: usize,
+    /// Nodes that came back after a downtime.
+    pub returns: usize,
+    /// Envelopes that nodes which joined during the run took from other
+    /// replicas.
+    pub handoffs_to_newcomers: u64,
+    /// Acked envelopes held by a replica that was away during the ack and
+    /// came back before their expiry.
+    pub away_during_ack_returned: usize,
+    /// Acked envelopes (not expired) still held at the end by a replica
+    /// online for the last hour: resurrected.
+    pub acked_still_held: usize,
+    /// Bytes of sync frames the replicas sent.
+    pub sync_bytes: u64,
+    /// Hours the replicas were online, in all.
+    pub replica_hours: f64,
+}
+
+/// How much of one mailbox's replica set changed while it waited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Replacement {
+    /// The share of its replicas at the first store (the R live nodes
+    /// closest to it) that were no longer among them at the read.
+    pub share: f64,
+    /// From the first store to the read.
+    pub waited: Duration,
+}
+
+impl WorldReport {
+    /// The median share of replicas replaced per mailbox, and the mailboxes
+    /// that waited at least `waited` with less than `share` replaced.
+    pub fn replacement(&self, share: f64, waited: Duration) -> (f64, usize) {
+        let mut shares: Vec<f64> = self.replaced.iter().map(|r| r.share).collect();
+        shares.sort_by(f64::total_cmp);
+        let median = shares.get(shares.len() / 2).copied().unwrap_or(0.0);
+        let below = self
+            .replaced
+            .iter()
+            .filter(|r| r.waited >= waited && r.share < share)
+            .count();
+        (median, below)
+    }
+
+    /// Stored messages not shown, as a share of those stored.
+    pub fn loss_rate(&self) -> f64 {
+        self.lost as f64 / self.stored.max(1) as f64
+    }
+
+    /// Sync bytes sent per replica per hour online.
+    pub fn sync_bytes_per_node_hour(&self) -> f64 {
+        self.sync_bytes as f64 / self.replica_hours.max(1e-9)
+    }
+}
+
+/// Where a node keeping mailboxes is in its life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Life {
+    Online { since: Duration },
+    Away,
+    Departed,
+}
+
+/// A node keeping mailboxes.
+struct Service {
+    node: NodeIndex,
+    /// Joined during the run.
+    arrived: bool,
+    life: Life,
 }
 
 struct User {
@@ -142,6 +239,19 @@ pub struct MailboxWorld {
     by_device: HashMap<PeerId, usize>,
     lying: HashSet<MailboxId>,
     report: WorldReport,
+    plan: KadNetworkPlan,
+    service: Vec<Service>,
+    service_of: HashMap<NodeIndex, usize>,
+    churn: Option<Churn>,
+    /// Per mailbox: its R closest live replicas at its first store, and
+    /// when.
+    store_sets: HashMap<MailboxId, (Vec<PeerId>, Duration)>,
+    /// Per mailbox: how many of them were replaced at the recipient's read.
+    replaced: HashMap<MailboxId, Replacement>,
+    /// Replicas away during an ack: (node, envelopes held, expiry).
+    away_acks: Vec<(NodeIndex, usize, u64)>,
+    /// Acked envelopes: (mailbox, hash, expiry).
+    acked: Vec<(MailboxId, EnvelopeHash, u64)>,
 }
 
 fn engine(
@@ -169,14 +279,33 @@ impl MailboxWorld {
     /// while both are online.
     pub fn new(config: WorldConfig) -> MailboxWorld {
         let kad = shoal_kad::Config {
-            // Bucket refresh every 6 hours: days of virtual time stay cheap.
-            refresh_interval: Duration::from_secs(6 * 3600),
+            refresh_interval: config.kad_refresh,
             ..shoal_kad::Config::default()
         };
         let mut plan = KadNetworkPlan::new(config.replicas);
         plan.config = kad.clone();
         plan.model = config.model;
         let mut sim: Simulation<MailboxHost> = plan.build(config.seed);
+        let mailbox_config = shoal_mailbox::Config {
+            sync_interval: config.sync_interval,
+            ..shoal_mailbox::Config::default()
+        };
+        let mut service = Vec::new();
+        let mut service_of = HashMap::new();
+        for i in 0..config.replicas {
+            let node = NodeIndex(i);
+            sim.with_node(node, |n, now| {
+                n.set_mailbox_config(mailbox_config.clone(), now)
+            });
+            service_of.insert(node, service.len());
+            service.push(Service {
+                node,
+                arrived: false,
+                life: Life::Online {
+                    since: sim.elapsed(),
+                },
+            });
+        }
         let seed_peer = sim.peer_id(NodeIndex(0));
         let client = shoal_kad::Config {
             client: true,
@@ -221,6 +350,13 @@ impl MailboxWorld {
             });
         }
         sim.run_for(Duration::from_secs(60));
+        let churn = config.churn.map(|model| {
+            let mut churn = Churn::new(model, config.replicas, config.seed ^ 0xc4, sim.elapsed());
+            for s in service.iter().skip(model.stable) {
+                churn.online(s.node, sim.elapsed());
+            }
+            churn
+        });
         let mut world = MailboxWorld {
             sim,
             rng,
@@ -230,6 +366,14 @@ impl MailboxWorld {
             lying: HashSet::new(),
             report: WorldReport::default(),
             config,
+            plan,
+            service,
+            service_of,
+            churn,
+            store_sets: HashMap::new(),
+            replaced: HashMap::new(),
+            away_acks: Vec::new(),
+            acked: Vec::new(),
         };
         world.pair_up();
         world
@@ -286,6 +430,7 @@ impl MailboxWorld {
         let start = self.sim.elapsed();
         while self.sim.elapsed() < start + end {
             let t = self.sim.elapsed() - start;
+            self.churn_step();
             for p in 0..self.pairs.len() {
                 self.act(p, t);
             }
@@ -443,9 +588,8 @@ impl MailboxWorld {
         else {
             return Vec::new();
         };
-        self.sim.run_until(REQUEST_LIMIT, |s| {
-            s.node(node).finished.contains_key(&query)
-        });
+        self.sim
+            .run_until(LOOKUP_LIMIT, |s| s.node(node).finished.contains_key(&query));
         let found: Vec<PeerId> = match self.sim.node_mut(node).finished.remove(&query) {
             Some((QueryResult::FindNode { closest }, _)) => {
                 closest.into_iter().take(REPLICAS).map(|c| c.peer).collect()
@@ -525,7 +669,12 @@ impl MailboxWorld {
         for stored in outbox {
             let (message, expiry) = (stored.id, stored.expiry);
             let envelope = Bytes::from(stored.envelope);
-            let replies = self.requests(s, &replicas, |n, now, peer| {
+            let mut asked = replicas.clone();
+            if self.config.store_fanout < asked.len() {
+                asked.shuffle(&mut self.rng);
+                asked.truncate(self.config.store_fanout);
+            }
+            let replies = self.requests(s, &asked, |n, now, peer| {
                 n.mailbox.store(
                     now,
                     peer,
@@ -541,7 +690,7 @@ impl MailboxWorld {
                 EnvelopeHash::of(&envelope),
                 expiry,
                 replicas.clone(),
-                WRITE_QUORUM,
+                self.config.write_quorum,
             );
             let mut signers = Vec::new();
             for (peer, reply) in replies {
@@ -570,6 +719,10 @@ impl MailboxWorld {
                 .filter(|peer| self.store_of(peer).is_some_and(|s| s.lies_about(&id)))
                 .count();
             self.report.liar_receipts += liars;
+            if !self.store_sets.contains_key(&id) {
+                let set = self.closest_alive(&id);
+                self.store_sets.insert(id, (set, self.sim.elapsed()));
+            }
             if self.users[s].engine.mark_stored(ru, message).is_ok() {
                 self.pairs[p].stored.push(message);
                 if today > self.pairs[p].left_day {
@@ -599,9 +752,22 @@ impl MailboxWorld {
             let key = pair.secret.mailbox_key(&pair.device_key, day);
             let descriptor = Descriptor::owner_until_ack(key.public());
             let replicas = self.lookup(r, descriptor.id());
+            if let Some(before) = self.store_sets.get(&descriptor.id()) {
+                let now = self.closest_alive(&descriptor.id());
+                let (before, stored_at) = before.clone();
+                let gone = before.iter().filter(|p| !now.contains(p)).count();
+                self.replaced.insert(
+                    descriptor.id(),
+                    Replacement {
+                        share: gone as f64 / before.len().max(1) as f64,
+                        waited: self.sim.elapsed().saturating_sub(stored_at),
+                    },
+                );
+            }
             let mut answered = HashSet::new();
             let mut seen = HashSet::new();
             let mut envelopes = Vec::new();
+            let mut latest_expiry = 0;
             let mut after: HashMap<PeerId, u64> = HashMap::new();
             let mut asking = replicas.clone();
             let mut failures: HashMap<PeerId, usize> = HashMap::new();
@@ -629,6 +795,7 @@ impl MailboxWorld {
                         after.insert(peer, last.seq);
                     }
                     for item in items {
+                        latest_expiry = latest_expiry.max(item.expiry);
                         if seen.insert(EnvelopeHash::of(&item.envelope)) {
                             envelopes.push(item.envelope);
                         }
@@ -643,6 +810,7 @@ impl MailboxWorld {
             if answered.len() < replicas.len().max(READ_QUORUM) {
                 complete = false;
             }
+
             let now = self.sim.clock().instant;
             let mut taken = Vec::new();
             for envelope in envelopes {
@@ -659,6 +827,7 @@ impl MailboxWorld {
                 self.requests(r, &replicas, |n, now, peer| {
                     n.mailbox.ack(now, peer, descriptor, &key, taken.clone())
                 });
+                self.note_ack(descriptor.id(), &taken, latest_expiry);
             }
         }
         if complete {
@@ -670,6 +839,7 @@ impl MailboxWorld {
 
     fn finish(mut self) -> WorldReport {
         self.pump();
+        self.churn_finish();
         let mut report = self.report.clone();
         for pair in &self.pairs {
             let shown = &self.users[pair.recipient].shown;
@@ -690,5 +860,194 @@ impl MailboxWorld {
             .filter(|n| **n > 1)
             .count();
         report
+    }
+}
+
+/// Churn: nodes leaving, coming back and joining; and what it measured.
+impl MailboxWorld {
+    /// Applies the churn due by now.
+    fn churn_step(&mut self) {
+        let Some(mut churn) = self.churn.take() else {
+            return;
+        };
+        let now = self.sim.elapsed();
+        for change in churn.due(now) {
+            match change {
+                Change::Leave(node) => self.leave(&mut churn, node, now),
+                Change::Return(node) => self.come_back(&mut churn, node, now),
+            }
+        }
+        for _ in 0..churn.arrivals(now) {
+            self.arrive(&mut churn, now);
+        }
+        self.churn = Some(churn);
+    }
+
+    fn leave(&mut self, churn: &mut Churn, node: NodeIndex, now: Duration) {
+        let Some(&s) = self.service_of.get(&node) else {
+            return;
+        };
+        let Life::Online { since } = self.service[s].life else {
+            return;
+        };
+        self.sim.crash(node);
+        self.report.replica_hours += (now - since).as_secs_f64() / 3600.0;
+        self.collect_counters(s);
+        self.service[s].life = if churn.left(node, now) {
+            self.report.departures += 1;
+            Life::Departed
+        } else {
+            Life::Away
+        };
+    }
+
+    fn come_back(&mut self, churn: &mut Churn, node: NodeIndex, now: Duration) {
+        let Some(&s) = self.service_of.get(&node) else {
+            return;
+        };
+        if self.service[s].life != Life::Away {
+            return;
+        }
+        self.sim.revive(node);
+        // A process that starts again over its durable store.
+        self.sim.with_node(node, |n, clock| n.restart(clock));
+        self.service[s].life = Life::Online { since: now };
+        churn.online(node, now);
+        self.report.returns += 1;
+        let unix = self.sim.clock().unix_secs;
+        let (back, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.away_acks)
+            .into_iter()
+            .partition(|(n, _, _)| *n == node);
+        self.away_acks = waiting;
+        self.report.away_during_ack_returned += back
+            .iter()
+            .filter(|(_, _, expiry)| *expiry > unix)
+            .map(|(_, held, _)| held)
+            .sum::<usize>();
+    }
+
+    fn arrive(&mut self, churn: &mut Churn, now: Duration) {
+        let stable: Vec<NodeIndex> = self
+            .service
+            .iter()
+            .take(churn.model.stable.max(1))
+            .map(|s| s.node)
+            .filter(|n| self.sim.is_alive(*n))
+            .collect();
+        let Some(&via) = stable.get(self.rng.random_range(0..stable.len().max(1))) else {
+            return;
+        };
+        let index = self.config.replicas + self.report.arrivals;
+        let node = self.plan.join(&mut self.sim, self.config.seed, index, via);
+        let config = shoal_mailbox::Config {
+            sync_interval: self.config.sync_interval,
+            ..shoal_mailbox::Config::default()
+        };
+        self.sim
+            .with_node(node, |n, clock| n.set_mailbox_config(config, clock));
+        self.service_of.insert(node, self.service.len());
+        self.service.push(Service {
+            node,
+            arrived: true,
+            life: Life::Online { since: now },
+        });
+        churn.online(node, now);
+        self.report.arrivals += 1;
+    }
+
+    /// Adds a replica's counters to the report (before its core restarts,
+    /// and at the end).
+    fn collect_counters(&mut self, s: usize) {
+        let service = &self.service[s];
+        let host = self.sim.node(service.node);
+        self.report.sync_bytes += host.mailbox.sync_bytes().0;
+        if service.arrived {
+            self.report.handoffs_to_newcomers +=
+                host.mailbox.replica().map_or(0, |r| r.stats().handed_in);
+        }
+    }
+
+    /// The R live nodes keeping mailboxes closest to `mailbox`: its
+    /// replicas, as an observer who sees every node knows them.
+    fn closest_alive(&self, mailbox: &MailboxId) -> Vec<PeerId> {
+        let target = Key::from_bytes(*mailbox.as_bytes());
+        let mut alive: Vec<(shoal_kad::Distance, PeerId)> = self
+            .service
+            .iter()
+            .filter(|s| matches!(s.life, Life::Online { .. }))
+            .map(|s| {
+                let peer = self.sim.peer_id(s.node);
+                (Key::for_peer(&peer).distance(&target), peer)
+            })
+            .collect();
+        alive.sort_by_key(|(d, _)| *d);
+        alive.into_iter().take(REPLICAS).map(|(_, p)| p).collect()
+    }
+
+    /// The recipient acked `taken` of `mailbox`: notes which replicas away
+    /// now still hold some of them.
+    fn note_ack(&mut self, mailbox: MailboxId, taken: &[EnvelopeHash], expiry: u64) {
+        for hash in taken {
+            self.acked.push((mailbox, *hash, expiry));
+        }
+        for s in &self.service {
+            if s.life != Life::Away {
+                continue;
+            }
+            let Some(mut store) = self.sim.node(s.node).store.clone() else {
+                continue;
+            };
+            let held = taken
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        shoal_mailbox::ReplicaStore::find(&mut store, &mailbox, h),
+                        Ok(Some(Existing::Held { .. }))
+                    )
+                })
+                .count();
+            if held > 0 {
+                self.away_acks.push((s.node, held, expiry));
+            }
+        }
+    }
+
+    /// At the end: the counters of the replicas online, and the acked
+    /// envelopes still held by a replica online for the last hour.
+    fn churn_finish(&mut self) {
+        let now = self.sim.elapsed();
+        for s in 0..self.service.len() {
+            if let Life::Online { since } = self.service[s].life {
+                self.report.replica_hours += (now - since).as_secs_f64() / 3600.0;
+                self.collect_counters(s);
+            }
+        }
+        let unix = self.sim.clock().unix_secs;
+        let settled: Vec<SimStore> = self
+            .service
+            .iter()
+            .filter(|s| {
+                matches!(s.life, Life::Online { since } if now >= since + Duration::from_secs(3600))
+            })
+            .filter_map(|s| self.sim.node(s.node).store.clone())
+            .collect();
+        for (mailbox, hash, expiry) in &self.acked {
+            if *expiry <= unix {
+                continue;
+            }
+            for store in &settled {
+                let mut store = store.clone();
+                if matches!(
+                    shoal_mailbox::ReplicaStore::find(&mut store, mailbox, hash),
+                    Ok(Some(Existing::Held { .. }))
+                ) {
+                    self.report.acked_still_held += 1;
+                }
+            }
+        }
+        self.report.replaced = self.replaced.values().copied().collect();
+        self.report
+            .replaced
+            .sort_by(|a, b| a.waited.cmp(&b.waited).then(a.share.total_cmp(&b.share)));
     }
 }
