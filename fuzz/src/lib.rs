@@ -16,6 +16,7 @@
 //! | [`routing_messages`] | Kademlia and gossip frames, into their decoders and into live sans-IO cores, and signed DHT records |
 //! | [`im_messages`] | the messenger's envelopes, padding, messages, payloads, presence records, initial headers and user ids, and envelopes (arbitrary or genuine with bytes spliced in) fed to a live engine |
 //! | [`mailbox_messages`] | mailbox frames into the decoder and into a live core that keeps mailboxes (genuine signed requests, answers and pushes as seeds), and descriptors |
+//! | [`mailbox_sync()`] | replica sync: range lists into the codec and a set's answer, sync frames (genuine hand-offs as seeds) into a live replica core |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@
 pub mod im;
 mod io;
 pub mod mailbox;
+pub mod mailbox_sync;
 
 use std::time::{Duration, Instant};
 
@@ -37,9 +39,10 @@ use shoal_yamux::{Connection, Event, Mode, frame::Header};
 
 pub use im::im_messages;
 pub use mailbox::mailbox_messages;
+pub use mailbox_sync::mailbox_sync;
 
 /// The names of all targets, as used for corpus directories.
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "yamux_frame",
     "yamux_session",
     "secio_handshake",
@@ -48,6 +51,7 @@ pub const TARGETS: [&str; 8] = [
     "routing_messages",
     "im_messages",
     "mailbox_messages",
+    "mailbox_sync",
 ];
 
 /// Runs the target called `name` on `data`; `false` for an unknown name.
@@ -61,6 +65,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "routing_messages" => routing_messages(data),
         "im_messages" => im_messages(data),
         "mailbox_messages" => mailbox_messages(data),
+        "mailbox_sync" => mailbox_sync(data),
         _ => return false,
     }
     true
