@@ -1,5 +1,5 @@
 //! Who replicates a mailbox, in one node's view: the
-//! [`REPLICAS`](crate::REPLICAS) nodes closest to the mailbox id (XOR
+//! [`REPLICAS`] nodes closest to the mailbox id (XOR
 //! distance of Kademlia keys) among the node itself and the peers its
 //! mailbox-DHT routing table holds.
 

@@ -200,3 +200,59 @@ fn hostile_encodings_are_refused() {
     }
     assert_eq!(decode_ranges(&[]).unwrap(), Vec::new());
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The vectors of docs/PROTOCOL.md 12.9.
+#[test]
+fn protocol_vectors() {
+    let expiry = 1_800_086_400;
+    let sealed = SyncItem {
+        key: SyncKey {
+            expiry,
+            hash: EnvelopeHash::of(b"sealed"),
+        },
+        state: State::Held,
+    };
+    let other = SyncItem {
+        key: SyncKey {
+            expiry,
+            hash: EnvelopeHash::of(b"other"),
+        },
+        state: State::Tombstone,
+    };
+    let set = ItemSet::new(vec![sealed, other]);
+    let fp = set.fingerprint(0, 2);
+    let list = encode_ranges(&set.initiate());
+    // 20 items from the hashes of 0..20 (one byte each), all held, expiry
+    // 1,800,000,000 + i: the first message is 16 fingerprints.
+    let many = ItemSet::new(
+        (0..20u8)
+            .map(|i| SyncItem {
+                key: SyncKey {
+                    expiry: 1_800_000_000 + u64::from(i),
+                    hash: EnvelopeHash::of(&[i]),
+                },
+                state: State::Held,
+            })
+            .collect(),
+    );
+    let ranges = encode_ranges(&many.initiate());
+    println!("fingerprint {}", hex(&fp));
+    println!("list {}", hex(&list));
+    println!("ranges ({} bytes) {}", ranges.len(), hex(&ranges[..40]));
+    assert_eq!(hex(&fp), "87f13b1592277ea373fcd4150a5ef6a9");
+    assert_eq!(
+        hex(&list),
+        "000202\
+         0293b0789de575d8709b37bb6114b4233730bd8e341379e45d0e67cf178a3ea101\
+         aa3e3407552b44a7a9d0c2cfa2a14efe235f3aee7dc9ae1f7e8f1c3e59fc080700"
+    );
+    assert_eq!(ranges.len(), 307);
+    assert_eq!(
+        hex(&ranges[..40]),
+        "82a4a7da060001cd103db5804b1895b657d344392c86af0200019e268be2808399e647283e2d6fd6"
+    );
+}
