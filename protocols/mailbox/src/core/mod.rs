@@ -469,8 +469,9 @@ impl Mailbox {
 impl Core for Mailbox {
     type Event = Event;
 
-    fn peer_connected(&mut self, now: Now, _remote: &Remote) {
+    fn peer_connected(&mut self, now: Now, remote: &Remote) {
         self.arm(now);
+        self.sync_peer_reachable(remote.peer);
     }
 
     fn peer_disconnected(&mut self, now: Now, peer: PeerId) {
@@ -582,5 +583,6 @@ impl Core for Mailbox {
 
     fn dial_failed(&mut self, _now: Now, peer: PeerId) {
         self.fail_peer(peer, RequestError::Unreachable);
+        self.sync_peer_unreachable(peer);
     }
 }

@@ -5,12 +5,14 @@
 //!
 //! The view: the [`REPLICAS`](crate::REPLICAS) nodes closest to a mailbox
 //! among the routing table's contacts ([`Mailbox::set_neighbours`]) and
-//! this node, leaving out peers that stopped answering and peers that said
-//! they do not replicate it. A routing table knows a node's own region of
+//! this node, leaving out peers that stopped answering (two sessions
+//! unanswered, or a failed dial; until they connect or sync again) and
+//! peers that said they do not replicate it. A routing table knows a node's own region of
 //! the key space well and the rest only sparsely, and keeps dead contacts
 //! until they fail its own requests; so for a mailbox this node holds but
-//! does not think it replicates, or that a peer refused, it asks the host
-//! for a lookup ([`Event::LookupWanted`](super::Event::LookupWanted)) and
+//! does not think it replicates, or that a peer refused, or that a member
+//! says it replicates while its view says not, it asks the host for a
+//! lookup ([`Event::LookupWanted`](super::Event::LookupWanted)) and
 //! trusts the answer ([`Mailbox::set_members`]) for a while.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,8 +41,12 @@ const FULL_ROUND_EVERY: u32 = 15;
 /// How long a lookup's answer stands for a mailbox's members.
 const FOUND_FOR: Duration = Duration::from_secs(30 * 60);
 
-/// Most lookups asked for in one round.
+/// Most lookups asked for in one round (or for one message).
 const LOOKUPS_PER_ROUND: usize = 16;
+
+/// Most mailboxes looked up in the last [`FOUND_FOR`]: a peer naming
+/// mailboxes at random cannot make this node look up more.
+const MAX_ASKED: usize = 4096;
 
 /// A replica's sync sessions and what they confirmed.
 #[derive(Default)]
@@ -230,9 +236,10 @@ impl Mailbox {
         sync.confirmed.retain(|m, _| held.contains(m));
         sync.unconfirmed.retain(|(m, _), _| held.contains(m));
         sync.refused.retain(|m, _| held.contains(m));
-        sync.found
-            .retain(|m, (_, until)| held.contains(m) && *until > now.instant);
-        sync.asked.retain(|m, _| held.contains(m));
+        // Lookups stand for a while, also for mailboxes not held (a member
+        // said this node replicates them).
+        sync.found.retain(|_, (_, until)| *until > now.instant);
+        sync.asked.retain(|_, at| now.instant < *at + FOUND_FOR);
         let mut lookups = Vec::new();
         let mut per_peer: BTreeMap<PeerId, Vec<(MailboxId, Role)>> = BTreeMap::new();
         for mailbox in mailboxes {
@@ -313,6 +320,29 @@ impl Mailbox {
         }
     }
 
+    /// A dial to `peer` failed: it counts as gone at once (its sessions
+    /// would go unanswered), until it connects or syncs again.
+    pub(super) fn sync_peer_unreachable(&mut self, peer: PeerId) {
+        if self.replica.is_none() {
+            return;
+        }
+        self.sync.sessions.retain(|_, (p, _, _)| *p != peer);
+        self.sync.silent.insert(peer, SILENT_AFTER);
+        self.sync.update_silent();
+    }
+
+    /// A session with `peer` opened: it is back in the views.
+    pub(super) fn sync_peer_reachable(&mut self, peer: PeerId) {
+        if self
+            .sync
+            .silent
+            .remove(&peer)
+            .is_some_and(|m| m >= SILENT_AFTER)
+        {
+            self.sync.update_silent();
+        }
+    }
+
     /// Counts the sessions that went unanswered, and leaves peers silent
     /// for [`SILENT_AFTER`] sessions out of the members.
     fn note_silent(&mut self, now: Now) {
@@ -387,6 +417,29 @@ impl Mailbox {
                 .entry(mailbox)
                 .or_default()
                 .insert(from.peer);
+        }
+        // A member thinks this node replicates a mailbox its own view says
+        // it does not: the view may count nodes that are gone. Look it up.
+        let refusing: Vec<MailboxId> = handled
+            .reply
+            .mailboxes
+            .iter()
+            .filter(|m| m.role == Role::Refused)
+            .map(|m| m.mailbox)
+            .collect();
+        for mailbox in refusing.into_iter().take(LOOKUPS_PER_ROUND) {
+            if self.sync.asked.len() >= MAX_ASKED {
+                break;
+            }
+            let asked_lately = self
+                .sync
+                .asked
+                .get(&mailbox)
+                .is_some_and(|t| now.instant < *t + FOUND_FOR);
+            if !asked_lately && !self.sync.found.contains_key(&mailbox) {
+                self.sync.asked.insert(mailbox, now.instant);
+                self.event(Event::LookupWanted { mailbox });
+            }
         }
         if handled.more {
             self.sync.next_round = Some(now.instant + Duration::from_secs(1));
