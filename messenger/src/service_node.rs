@@ -45,7 +45,8 @@ pub const PROTOCOL_NAMES: [&str; 2] = [
 ];
 
 /// How often the replica learns the mailbox DHT's routing table (its view
-/// of who replicates each mailbox).
+/// of who replicates each mailbox), at most: and at least once per sync
+/// interval.
 const NEIGHBOURS_EVERY: Duration = Duration::from_secs(30);
 
 /// The mailbox DHT and the mailbox protocol of a node that keeps mailboxes.
@@ -57,6 +58,7 @@ pub struct MailboxNode {
     pub mailbox: shoal_mailbox::Handle,
     joined: Arc<AtomicBool>,
     events: Arc<Mutex<Option<mpsc::Receiver<shoal_mailbox::Event>>>>,
+    neighbours_every: Duration,
 }
 
 impl std::fmt::Debug for MailboxNode {
@@ -74,6 +76,17 @@ impl MailboxNode {
         replica: DynReplica,
         scope: ScopePolicy,
     ) -> (MailboxNode, Vec<ProtocolMeta>) {
+        Self::with_config(local, replica, scope, shoal_mailbox::Config::default())
+    }
+
+    /// [`MailboxNode::new`] with the mailbox core's `config` (its sync
+    /// interval, for one).
+    pub fn with_config(
+        local: PeerId,
+        replica: DynReplica,
+        scope: ScopePolicy,
+        config: shoal_mailbox::Config,
+    ) -> (MailboxNode, Vec<ProtocolMeta>) {
         let (dht_meta, dht, _) = shoal_kad::new_named(
             MAILBOX_KAD,
             shoal_mailbox::DHT_PROTOCOL_NAME,
@@ -83,19 +96,21 @@ impl MailboxNode {
                 ..shoal_kad::Config::default()
             },
         );
-        let (mailbox_meta, mailbox, events) =
-            shoal_mailbox::new(MAILBOX, shoal_mailbox::Config::default(), Some(replica));
+        let neighbours_every = NEIGHBOURS_EVERY.min(config.sync_interval);
+        let (mailbox_meta, mailbox, events) = shoal_mailbox::new(MAILBOX, config, Some(replica));
         let node = MailboxNode {
             dht,
             mailbox,
             joined: Arc::default(),
             events: Arc::new(Mutex::new(Some(events))),
+            neighbours_every,
         };
         (node, vec![dht_meta, mailbox_meta])
     }
 
     /// Keeps the replica's mailboxes whole with the other replicas: gives
-    /// it the DHT's routing table every 30 seconds and answers its
+    /// it the DHT's routing table every 30 seconds (or sync interval, if
+    /// shorter) and answers its
     /// lookups (see `shoal_mailbox::core`'s sync). Spawn it once; a second
     /// call returns at once.
     pub async fn maintain(self) {
@@ -107,7 +122,7 @@ impl MailboxNode {
         let Some(mut events) = taken else {
             return;
         };
-        let mut tick = tokio::time::interval(NEIGHBOURS_EVERY);
+        let mut tick = tokio::time::interval(self.neighbours_every);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.mailbox.set_neighbours(self.dht.table_peers()),

@@ -40,6 +40,8 @@ pub(crate) struct Node {
     pub(crate) dht: shoal_kad::Handle,
     /// The mailboxes this node keeps for messengers.
     pub(crate) mailboxes: shoal_messenger::service_node::MailboxNode,
+    /// Envelopes and tombstones taken from other replicas, as last printed.
+    pub(crate) handoffs_told: (u64, u64),
     pub(crate) pubsub: shoal_gossip::Handle,
     pub(crate) topic: shoal_gossip::Topic,
     pub(crate) own_addr: Multiaddr,
@@ -183,9 +185,26 @@ impl Node {
         }
     }
 
+    /// Says what the mailboxes took from the other nodes that keep them,
+    /// when it changed.
+    fn tell_handoffs(&mut self) {
+        let Some(stats) = self.mailboxes.mailbox.replica_stats() else {
+            return;
+        };
+        let now = (stats.handed_in, stats.tombstones_in);
+        if now != self.handoffs_told {
+            self.handoffs_told = now;
+            println!(
+                "mailboxes: took {} envelopes and {} tombstones from other nodes",
+                now.0, now.1
+            );
+        }
+    }
+
     /// Looks at the sessions: remembers the peers, says when the last one
     /// went, starts the dials that are due.
     fn upkeep(&mut self) {
+        self.tell_handoffs();
         let sessions = self.control.sessions();
         let connected: HashSet<PeerId> = sessions.iter().map(|s| s.peer).collect();
         if let Some(book) = &mut self.book {

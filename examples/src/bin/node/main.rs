@@ -108,6 +108,10 @@ struct Args {
     /// budget answers "busy": senders wait, nothing stored is evicted.
     #[arg(long, default_value_t = 1024)]
     mailbox_budget_mib: u64,
+    /// How often the mailboxes are synced with the other nodes that keep
+    /// them (hand-off to newcomers, acks missed while away), in seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    mailbox_sync_secs: u64,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -334,6 +338,7 @@ async fn run(args: Args) -> Result<(), Error> {
         control: control.clone(),
         dht,
         mailboxes,
+        handoffs_told: (0, 0),
         pubsub,
         topic,
         own_addr,
@@ -397,7 +402,16 @@ fn mailbox_node(
         replica.total_bytes(),
         args.mailbox_budget_mib
     );
-    Ok(MailboxNode::new(key.peer_id(), replica, Default::default()))
+    let config = shoal_mailbox::Config {
+        sync_interval: Duration::from_secs(args.mailbox_sync_secs),
+        ..shoal_mailbox::Config::default()
+    };
+    Ok(MailboxNode::with_config(
+        key.peer_id(),
+        replica,
+        Default::default(),
+        config,
+    ))
 }
 
 fn too_long(len: usize, limit: usize) -> String {
