@@ -14,6 +14,9 @@ fn run(liars: usize) -> WorldReport {
     let started = Instant::now();
     let config = WorldConfig {
         liars,
+        // No churn here: replicas sync every 10 minutes, which keeps the
+        // run short.
+        sync_interval: std::time::Duration::from_secs(600),
         ..WorldConfig::default()
     };
     let report = MailboxWorld::new(config).run();
