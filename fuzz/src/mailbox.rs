@@ -12,13 +12,15 @@ use shoal_mailbox::{
 };
 
 /// The wall clock of the target's core.
-const UNIX_MS: u64 = 1_800_000_000_000;
+pub(crate) const UNIX_MS: u64 = 1_800_000_000_000;
 
-fn owner() -> Keypair {
+/// The key of the targets' mailbox.
+pub(crate) fn owner() -> Keypair {
     Keypair::from_secret_bytes(&[9; 32])
 }
 
-fn descriptor() -> Descriptor {
+/// The targets' mailbox: owner-written, until ack.
+pub(crate) fn descriptor() -> Descriptor {
     Descriptor {
         key: owner().public(),
         write: WritePolicy::Owner,

@@ -14,26 +14,12 @@ use shoal_mailbox::sync::{
     decode_ranges, encode_ranges,
 };
 use shoal_mailbox::{
-    Class, Config, Descriptor, EnvelopeHash, Frame, Mailbox, MemoryStore, Op, Replica,
-    ReplicaConfig, ReplicaStore, Request, RequestBody, Retention, WritePolicy,
+    Class, Config, EnvelopeHash, Frame, Mailbox, MemoryStore, Op, Replica, ReplicaConfig,
+    ReplicaStore, Request, RequestBody,
 };
 
 use crate::length_prefixed;
-
-/// The wall clock of the target's core.
-const UNIX_MS: u64 = 1_800_000_000_000;
-
-fn owner() -> Keypair {
-    Keypair::from_secret_bytes(&[9; 32])
-}
-
-fn descriptor() -> Descriptor {
-    Descriptor {
-        key: owner().public(),
-        write: WritePolicy::Owner,
-        retention: Retention::UntilAck,
-    }
-}
+use crate::mailbox::{UNIX_MS, descriptor, owner};
 
 fn signed(n: u8, op: Op) -> Request {
     let body = RequestBody {

@@ -266,18 +266,23 @@ impl ItemSet {
             } else {
                 Bound::between(&self.items[end - 1].key, &self.items[end].key)
             };
-            let list = self.items[start..end]
-                .iter()
-                .map(|i| (i.key.hash, i.state))
-                .collect();
-            out.push(Range {
-                upper,
-                mode: Mode::List(list),
-            });
+            out.push(self.list(start, end, upper));
             if end == self.items.len() {
                 return out;
             }
             start = end;
+        }
+    }
+
+    /// Items `from..to` as one list range closed by `upper`.
+    fn list(&self, from: usize, to: usize, upper: Bound) -> Range {
+        let list = self.items[from..to]
+            .iter()
+            .map(|i| (i.key.hash, i.state))
+            .collect();
+        Range {
+            upper,
+            mode: Mode::List(list),
         }
     }
 
@@ -286,14 +291,7 @@ impl ItemSet {
     fn split(&self, from: usize, to: usize, upper: Bound, out: &mut Vec<Range>) {
         let n = to - from;
         if n <= LIST_MAX {
-            let list = self.items[from..to]
-                .iter()
-                .map(|i| (i.key.hash, i.state))
-                .collect();
-            out.push(Range {
-                upper,
-                mode: Mode::List(list),
-            });
+            out.push(self.list(from, to, upper));
             return;
         }
         let parts = BRANCHES.min(n);
