@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::mailboxes::{chat, node, signers};
 use common::{Process, TempDir};
 
 /// Upper bound for the whole test.
@@ -21,42 +22,6 @@ const LIMIT: Duration = Duration::from_secs(240);
 const NODES: usize = 10;
 const REPLACED: usize = 4;
 const MESSAGES: usize = 50;
-
-fn node(i: usize, dir: &Path, connect: &str) -> Process {
-    let mut args = vec![
-        "--listen".to_owned(),
-        format!("/ip4/127.10.{i}.1/tcp/0"),
-        "--data-dir".to_owned(),
-        dir.display().to_string(),
-        "--ping-interval".to_owned(),
-        "60".to_owned(),
-        "--mailbox-sync-secs".to_owned(),
-        "2".to_owned(),
-    ];
-    if !connect.is_empty() {
-        args.extend(["--connect".to_owned(), connect.to_owned()]);
-    }
-    Process::start(&format!("node{i}"), env!("CARGO_BIN_EXE_node"), args)
-}
-
-fn chat(name: &str, ip: &str, dir: &Path, bootstrap: &[String]) -> Process {
-    let mut args = vec![
-        "--data-dir".to_owned(),
-        dir.display().to_string(),
-        "--listen".to_owned(),
-        format!("/ip4/{ip}/tcp/0"),
-    ];
-    for addr in bootstrap {
-        args.extend(["--bootstrap".to_owned(), addr.clone()]);
-    }
-    Process::start(name, env!("CARGO_BIN_EXE_chat"), args)
-}
-
-/// The peer ids between the brackets of a "stored for" line.
-fn signers(line: &str) -> Vec<String> {
-    let inside = line.split('[').nth(1).unwrap().split(']').next().unwrap();
-    inside.split_whitespace().map(str::to_owned).collect()
-}
 
 /// Envelopes a node said it took from other nodes, at its last report.
 fn took(process: &mut Process) -> usize {
@@ -77,7 +42,9 @@ struct Running {
 }
 
 fn start(i: usize, root: &Path, connect: &str, deadline: Instant) -> Running {
-    let mut process = node(i, &root.join(format!("node{i}")), connect);
+    let connect = (!connect.is_empty()).then_some(connect);
+    let dir = root.join(format!("node{i}"));
+    let mut process = node(i, &dir, connect, &["--mailbox-sync-secs", "2"]);
     let id = process.value("peer id:", deadline);
     let addr = process.value("listening on:", deadline);
     assert!(addr.contains(&format!("127.10.{i}.1")), "{addr}");

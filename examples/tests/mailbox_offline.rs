@@ -10,49 +10,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::mailboxes::{chat, node, signers};
 use common::{Process, TempDir};
 
 /// Upper bound for the whole test.
 const LIMIT: Duration = Duration::from_secs(150);
 const NODES: usize = 8;
 const MESSAGES: usize = 20;
-
-fn node(i: usize, dir: &Path, connect: Option<&str>) -> Process {
-    let mut args = vec![
-        "--listen".to_owned(),
-        format!("/ip4/127.10.{i}.1/tcp/0"),
-        "--data-dir".to_owned(),
-        dir.display().to_string(),
-        "--ping-interval".to_owned(),
-        "60".to_owned(),
-    ];
-    if let Some(addr) = connect {
-        args.extend(["--connect".to_owned(), addr.to_owned()]);
-    }
-    Process::start(&format!("node{i}"), env!("CARGO_BIN_EXE_node"), args)
-}
-
-fn chat(name: &str, ip: &str, dir: &Path, bootstrap: &[String]) -> Process {
-    let mut args = vec![
-        "--data-dir".to_owned(),
-        dir.display().to_string(),
-        "--listen".to_owned(),
-        format!("/ip4/{ip}/tcp/0"),
-    ];
-    for addr in bootstrap {
-        args.extend(["--bootstrap".to_owned(), addr.clone()]);
-    }
-    Process::start(name, env!("CARGO_BIN_EXE_chat"), args)
-}
-
-/// The peer ids between the brackets of a "stored for" line.
-fn signers(line: &str) -> Vec<String> {
-    let inside = line.split('[').nth(1).unwrap().split(']').next().unwrap();
-    inside.split_whitespace().map(str::to_owned).collect()
-}
 
 #[test]
 fn twenty_messages_wait_for_bob_while_two_signers_die() {
@@ -65,6 +31,7 @@ fn twenty_messages_wait_for_bob_while_two_signers_die() {
             i,
             &root.join(format!("node{i}")),
             addrs.first().map(String::as_str),
+            &[],
         );
         let id = p.value("peer id:", deadline);
         let addr = p.value("listening on:", deadline);

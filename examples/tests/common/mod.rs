@@ -3,6 +3,8 @@
 //! stdin, waits have deadlines, and it is killed (SIGKILL) when dropped.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub(crate) mod mailboxes;
+
 use std::{
     ffi::OsStr,
     io::{BufRead, BufReader, Write},
