@@ -52,7 +52,10 @@
 //!   the WAL is synced only when it is checkpointed into the database,
 //!   which a background thread of the store does every
 //!   [`CHECKPOINT_INTERVAL`] (and SQLite when the last connection closes),
-//!   so about the last quarter second of commits is at risk. After such a crash the database comes back as of some earlier
+//!   so about the last quarter second of commits is at risk. Should that
+//!   thread fall behind (a process starved of CPU), the commit that takes
+//!   the WAL past 4 MiB checkpoints it itself, so the WAL stays bounded.
+//!   After such a crash the database comes back as of some earlier
 //!   commit, i.e. recently committed transactions can be rolled back, but
 //!   it is never corrupted and never holds half a transaction.
 //!
@@ -120,6 +123,14 @@ const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 /// (a `TRUNCATE` checkpoint), removing the old page versions it holds.
 pub const WAL_TRUNCATE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// WAL pages (of 4 KiB) past which a commit checkpoints the WAL itself,
+/// when the checkpoint thread has fallen that far behind: 4 MiB.
+const WAL_BACKSTOP_PAGES: i64 = 1024;
+
+/// The size in bytes SQLite truncates the WAL file to when it starts
+/// reusing it after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 1024 * 1024;
+
 /// The schema migration steps: step `i` (index `i - 1`) takes the database
 /// from `user_version` `i - 1` to `i`. Only ever append to this list.
 pub const MIGRATIONS: &[&str] = &[
@@ -175,8 +186,10 @@ const META_COLUMNS: &str =
 pub struct SqliteStore {
     conn: Connection,
     path: Option<PathBuf>,
-    /// Dropping it stops the checkpoint thread.
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+    /// Dropping it stops the checkpoint thread and waits for it (after
+    /// `conn` is closed, so the thread's connection closes last and
+    /// checkpoints the WAL away).
+    _checkpointer: Option<files::Checkpointer>,
     /// The lock file, locked while the store is open (dropped last).
     _lock: Option<std::fs::File>,
 }
@@ -232,10 +245,21 @@ impl SqliteStore {
         // Checkpoints (and the syncs they bring) happen on a thread of
         // their own instead of inside whichever commit crosses the
         // automatic threshold: that commit used to take 3-30 ms.
+        //
+        // The threshold stays as a backstop: when the thread falls behind
+        // (its checkpoints cannot finish while the process is starved of
+        // CPU), the commit that takes the WAL past WAL_BACKSTOP_PAGES
+        // checkpoints it, so a flood of commits cannot grow the WAL
+        // without bound; and a WAL reset after a checkpoint truncates the
+        // file to WAL_SIZE_LIMIT instead of keeping its largest size.
         store
             .conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(ctx("turning off automatic checkpoints"))?;
+            .pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+            .map_err(ctx("setting the checkpoint backstop"))?;
+        store
+            .conn
+            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(ctx("setting journal_size_limit"))?;
         store._checkpointer = Some(spawn_checkpointer(path)?);
         for suffix in ["-wal", "-shm", "-journal"] {
             let mut sibling = path.as_os_str().to_owned();

@@ -619,6 +619,35 @@ fn sqlite_commit_is_visible_without_a_clean_close() {
 }
 
 #[test]
+fn sqlite_wal_stays_bounded_under_a_flood_and_goes_with_the_store() {
+    // 2,000 commits of 16 KiB each (32 MB) as fast as one thread can make
+    // them: the WAL must be checkpointed and reused along the way, not grow
+    // with the flood, and once the store is dropped (its checkpoint thread
+    // joined) the WAL must be gone, not left for whoever reads the files.
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let wal = sibling(&path, "-wal");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let mut largest = 0;
+    for n in 0..2_000u64 {
+        let mut m = msg(ALICE, n, n, false);
+        m.encoded = vec![(n % 251) as u8; 16 * 1024];
+        m.meta.id = MessageId::of(&n.to_be_bytes());
+        commit_messages(&mut store, &[m]);
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    assert!(
+        largest < 16 * 1024 * 1024,
+        "the WAL grew to {largest} bytes"
+    );
+    drop(store);
+    let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(left, 0, "a WAL of {left} bytes outlived the store");
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load_index().unwrap().len(), 2_000);
+}
+
+#[test]
 fn sqlite_file_is_in_wal_mode_at_the_current_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);

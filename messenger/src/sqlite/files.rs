@@ -9,20 +9,41 @@ use shoal_im::StoreError;
 
 use super::{CHECKPOINT_BUSY_TIMEOUT, CHECKPOINT_INTERVAL, WAL_TRUNCATE_INTERVAL, ctx};
 
+/// The thread that checkpoints the WAL of a file store. Dropping it stops
+/// the thread and waits for it, so that when the store is gone its
+/// connections are closed: the WAL is checkpointed away and no thread
+/// touches the files after the lock is released.
+#[derive(Debug)]
+pub(super) struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread only runs SQLite calls, which return errors rather
+            // than panic; a panic there is already reported by the runtime.
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Starts the thread that checkpoints the WAL of the database at `path`
 /// every [`CHECKPOINT_INTERVAL`] on a connection of its own, until the
-/// returned sender is dropped. Checkpoints are `PASSIVE` (they copy what no
-/// reader still needs and never block the writer), except one every
-/// [`WAL_TRUNCATE_INTERVAL`], which is `TRUNCATE`: it waits for the writer
-/// (up to [`BUSY_TIMEOUT`](super::BUSY_TIMEOUT)) and leaves the WAL empty.
-pub(super) fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+/// returned [`Checkpointer`] is dropped. Checkpoints are `PASSIVE` (they
+/// copy what no reader still needs and never block the writer), except one
+/// every [`WAL_TRUNCATE_INTERVAL`], which is `TRUNCATE`: it waits for the
+/// writer (up to [`CHECKPOINT_BUSY_TIMEOUT`]) and leaves the WAL empty.
+pub(super) fn spawn_checkpointer(path: &Path) -> Result<Checkpointer, StoreError> {
     let conn = Connection::open(path).map_err(ctx("opening the checkpoint connection"))?;
     // Short: a checkpoint that cannot get its locks gives up and is tried
     // again soon, rather than holding off the engine's commits.
     conn.busy_timeout(CHECKPOINT_BUSY_TIMEOUT)
         .map_err(ctx("setting busy_timeout"))?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("shoal-sqlite-checkpoint".into())
         .spawn(move || {
             let mut truncated = std::time::Instant::now();
@@ -45,7 +66,10 @@ pub(super) fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<
             }
         })
         .map_err(|e| StoreError(format!("starting the checkpoint thread: {e}")))?;
-    Ok(stop)
+    Ok(Checkpointer {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 /// The lock file of the database at `path`: `<path>.lock` beside it.
