@@ -30,6 +30,17 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// fails about one time in ten, two attempts one time in a hundred.
 pub const DEFAULT_REQUEST_ATTEMPTS: u32 = 2;
 
+/// Default for [`Config::stall_timeout`]: 400 ms. A lookup request
+/// unanswered then is sent once more at once (if it has an attempt left:
+/// a lost message costs 400 ms, not the request timeout); unanswered
+/// again, it no longer counts among the `alpha` in flight nor among the
+/// `k` closest that must answer (see [`crate::lookup`]). Under churn most
+/// lookups meet nodes that left, and each used to hold its lookup for the
+/// request timeout and its second attempt (10 s). A slow node that answers
+/// later still counts, so a short stall costs extra requests, not answers.
+/// 400 ms is four round trips of a 50 ms link.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(400);
+
 /// Default for [`Config::query_timeout`]: a query ends after 60 s with what
 /// it has.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,6 +123,9 @@ pub struct Config {
     /// Time allowed for an answer to one attempt (see
     /// [`DEFAULT_REQUEST_TIMEOUT`]).
     pub request_timeout: Duration,
+    /// Time after which an unanswered lookup request stops holding its
+    /// lookup back (see [`DEFAULT_STALL_TIMEOUT`]).
+    pub stall_timeout: Duration,
     /// Attempts of a request before it fails; at least 1 (see
     /// [`DEFAULT_REQUEST_ATTEMPTS`]).
     pub request_attempts: u32,
@@ -203,6 +217,7 @@ impl Default for Config {
             alpha: DEFAULT_ALPHA,
             disjoint_paths: DEFAULT_DISJOINT_PATHS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             request_attempts: DEFAULT_REQUEST_ATTEMPTS,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             max_queries: DEFAULT_MAX_QUERIES,

@@ -127,6 +127,9 @@ pub struct Kademlia {
     pub(crate) queries: BTreeMap<QueryId, Query>,
     pub(crate) pending: BTreeMap<u64, Pending>,
     pub(crate) deadlines: BTreeSet<(Instant, u64)>,
+    /// When each lookup request stalls (entries of requests answered
+    /// since are skipped when due).
+    pub(crate) stalls: BTreeSet<(Instant, u64)>,
     pub(crate) query_deadlines: BTreeSet<(Instant, QueryId)>,
     pub(crate) next_request_id: u64,
     pub(crate) next_query_id: u64,
@@ -177,6 +180,7 @@ impl Kademlia {
             queries: BTreeMap::new(),
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            stalls: BTreeSet::new(),
             query_deadlines: BTreeSet::new(),
             next_request_id,
             next_query_id: 1,
@@ -256,6 +260,7 @@ impl Kademlia {
         let t = &self.timers;
         [
             self.deadlines.first().map(|(t, _)| *t),
+            self.stalls.first().map(|(t, _)| *t),
             self.query_deadlines.first().map(|(t, _)| *t),
             t.refresh,
             t.replication,
@@ -383,6 +388,13 @@ impl Kademlia {
             if let Some(p) = self.pending.remove(&id) {
                 self.request_timed_out(now, id, p);
             }
+        }
+        while let Some(&(t, id)) = self.stalls.first() {
+            if t > now {
+                break;
+            }
+            self.stalls.pop_first();
+            self.request_stalled(now, id);
         }
         while let Some(&(t, query)) = self.query_deadlines.first() {
             if t > now {
@@ -558,6 +570,39 @@ impl Kademlia {
         self.deadlines.insert((p.deadline, id));
         self.push_transmit(p.retry.clone());
         self.pending.insert(id, p);
+    }
+
+    /// A lookup request is still unanswered at its stall time: it is sent
+    /// once more at once if it has an attempt left (a lost message costs
+    /// one stall timeout, not the request timeout), else its lookup goes
+    /// on without waiting for it (it may still answer).
+    fn request_stalled(&mut self, now: Instant, id: u64) {
+        let attempts = self.config.request_attempts.max(1);
+        let stall = self.config.stall_timeout;
+        let timeout = self.config.request_timeout;
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let PendingKind::Lookup { query, path } = p.kind else {
+            return;
+        };
+        if p.attempts < attempts {
+            p.attempts += 1;
+            let (old, retry) = (p.deadline, p.retry.clone());
+            p.deadline = now + timeout;
+            let deadline = p.deadline;
+            self.deadlines.remove(&(old, id));
+            self.deadlines.insert((deadline, id));
+            self.stalls.insert((now + stall, id));
+            self.push_transmit(retry);
+            return;
+        }
+        let peer = p.peer;
+        if let Some(q) = self.queries.get_mut(&query)
+            && q.lookup.on_stalled(path, &peer)
+        {
+            self.advance(now, query);
+        }
     }
 
     /// A request got no (valid) answer.

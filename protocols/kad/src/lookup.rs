@@ -11,8 +11,16 @@
 //! - a response marks its sender succeeded and adds the contacts it names
 //!   (one hop deeper than the sender); a failure (timeout, error, dial
 //!   failure) marks it failed, which brings the next candidate within reach;
+//! - a request unanswered for a while (the core's stall timeout) marks its
+//!   node *stalled*: it no longer holds a place among the `alpha` in flight
+//!   nor among the `k` closest that must answer, so a dead node costs the
+//!   stall timeout, not the request timeout; if it answers after all,
+//!   before the lookup ends, it counts as succeeded (with nobody else left
+//!   to ask, the path waits for its stalled requests, unless the lookup
+//!   already has `k` answers);
 //! - the path is done when its `k` closest live candidates have all
-//!   answered, or when nothing is in flight and nothing is left to ask.
+//!   answered, or when nothing is in flight or stalled and nothing is left
+//!   to ask.
 //!
 //! Paths are disjoint as in S/Kademlia: every node is contacted by at most
 //! one path, the first that chooses it; another path reaching it later
@@ -63,6 +71,8 @@ pub struct LookupStats {
 enum State {
     NotContacted,
     Waiting,
+    /// Asked, unanswered past the stall timeout (still may answer).
+    Stalled,
     Succeeded,
     Failed,
     /// Contacted by another path.
@@ -79,7 +89,7 @@ struct Candidate {
 
 impl Candidate {
     fn live(&self) -> bool {
-        !matches!(self.state, State::Failed | State::Skipped)
+        !matches!(self.state, State::Failed | State::Skipped | State::Stalled)
     }
 }
 
@@ -181,7 +191,9 @@ impl Lookup {
                 // live ones, and whether the k closest all answered.
                 let mut next = None;
                 let mut all_answered = true;
+                let mut considered = 0;
                 for c in path.candidates.iter().filter(|c| c.live()).take(k) {
+                    considered += 1;
                     if c.state != State::Succeeded {
                         all_answered = false;
                     }
@@ -189,12 +201,18 @@ impl Lookup {
                         next = Some(c.contact.peer);
                     }
                 }
-                if all_answered {
+                // (None considered: every candidate failed, stalled or
+                // was skipped; decided below.)
+                if all_answered && considered > 0 {
                     self.paths[p].done = true;
                     break;
                 }
                 let Some(peer) = next else {
-                    if path.in_flight == 0 {
+                    // Nothing left to ask: wait for stalled requests too
+                    // (slow is better than nothing), unless the lookup
+                    // already holds the `k` answers it wants.
+                    let stalled = path.candidates.iter().any(|c| c.state == State::Stalled);
+                    if path.in_flight == 0 && (!stalled || self.answered() >= k) {
                         self.paths[p].done = true;
                     }
                     break;
@@ -231,7 +249,7 @@ impl Lookup {
             .get_mut(path)?
             .candidates
             .iter_mut()
-            .find(|c| c.contact.peer == *peer && c.state == State::Waiting)
+            .find(|c| c.contact.peer == *peer && matches!(c.state, State::Waiting | State::Stalled))
     }
 
     /// `peer`, asked by `path`, answered with `closer` contacts. Returns
@@ -240,9 +258,12 @@ impl Lookup {
     pub fn on_response(&mut self, path: usize, peer: &PeerId, closer: Vec<Contact>) -> Option<u32> {
         let c = self.find(path, peer)?;
         let responder_depth = c.depth;
+        let was_waiting = c.state == State::Waiting;
         c.state = State::Succeeded;
         let depth = c.depth + 1;
-        self.paths[path].in_flight -= 1;
+        if was_waiting {
+            self.paths[path].in_flight -= 1;
+        }
         self.stats.responses += 1;
         for contact in closer {
             self.add_candidate(path, contact, depth);
@@ -297,10 +318,38 @@ impl Lookup {
         let Some(c) = self.find(path, peer) else {
             return false;
         };
+        let was_waiting = c.state == State::Waiting;
         c.state = State::Failed;
-        self.paths[path].in_flight -= 1;
+        if was_waiting {
+            self.paths[path].in_flight -= 1;
+        }
         self.stats.failures += 1;
         true
+    }
+
+    /// The request of `path` to `peer` is unanswered past the stall
+    /// timeout: it stops holding the path (see the module docs). Returns
+    /// `false` if no such request waits (answered, failed, or stalled
+    /// already).
+    pub fn on_stalled(&mut self, path: usize, peer: &PeerId) -> bool {
+        let Some(c) = self.find(path, peer) else {
+            return false;
+        };
+        if c.state != State::Waiting {
+            return false;
+        }
+        c.state = State::Stalled;
+        self.paths[path].in_flight -= 1;
+        true
+    }
+
+    /// Nodes that answered, on any path.
+    fn answered(&self) -> usize {
+        self.paths
+            .iter()
+            .flat_map(|p| &p.candidates)
+            .filter(|c| c.state == State::Succeeded)
+            .count()
     }
 
     /// Whether every path is done. Only meaningful after
@@ -426,5 +475,41 @@ mod tests {
         let paths: std::collections::BTreeSet<_> = asked.values().collect();
         assert_eq!(paths.len(), 3);
         assert_eq!(l.closest().len(), 4);
+    }
+    #[test]
+    fn a_stalled_request_stops_holding_the_path_but_may_still_answer() {
+        let target = Key::from_bytes([0; 32]);
+        let local = PeerId::from_bytes([0xee; 32]);
+        let seeds: Vec<Contact> = (0..3).map(contact).collect();
+        let mut l = Lookup::new(target, local, seeds, params(2, 1, 1));
+        let first = l.next_requests();
+        assert_eq!(first.len(), 1);
+        let slow = first[0].contact.peer;
+        // It stalls: the next candidate is asked without waiting.
+        assert!(l.on_stalled(0, &slow));
+        assert!(!l.on_stalled(0, &slow));
+        let second = l.next_requests();
+        assert_eq!(second.len(), 1);
+        assert_ne!(second[0].contact.peer, slow);
+        l.on_response(0, &second[0].contact.peer, vec![]);
+        let third = l.next_requests();
+        assert_eq!(third.len(), 1);
+        l.on_response(0, &third[0].contact.peer, vec![]);
+        // The two closest live ones answered: done without the slow one.
+        assert!(l.next_requests().is_empty());
+        assert!(l.is_finished());
+        assert_eq!(l.closest().len(), 2);
+
+        // With nobody else to ask, a path waits for its stalled request,
+        // and a late answer counts.
+        let mut l = Lookup::new(target, local, vec![contact(1)], params(2, 1, 1));
+        let r = l.next_requests();
+        assert!(l.on_stalled(0, &r[0].contact.peer));
+        assert!(l.next_requests().is_empty());
+        assert!(!l.is_finished());
+        assert_eq!(l.on_response(0, &r[0].contact.peer, vec![]), Some(0));
+        assert!(l.next_requests().is_empty());
+        assert!(l.is_finished());
+        assert_eq!(l.closest().len(), 1);
     }
 }

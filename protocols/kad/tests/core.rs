@@ -360,19 +360,24 @@ fn lookup_timeouts_fail_over_and_finish() {
     let first = answers(&mut core);
     // Three paths, one request each (each path has one or two seeds).
     assert_eq!(first.len(), 5);
-    assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(5)));
-    // Nobody answers: each request is sent once more, unchanged ...
-    core.handle_timeout(t0 + Duration::from_secs(5), UNIX + 5);
+    // Nobody answers: at the stall timeout each request is sent once
+    // more, unchanged ...
+    let stall = Config::default().stall_timeout;
+    assert_eq!(core.poll_timeout(), Some(t0 + stall));
+    core.handle_timeout(t0 + stall, UNIX + 1);
     let retries = answers(&mut core);
     assert_eq!(retries.len(), 5);
     for ((to, m), (to0, m0)) in retries.iter().zip(&first) {
         assert_eq!((to, m.request_id), (to0, m0.request_id));
     }
+    // ... they stall again, and with nobody else to ask the lookup waits ...
+    core.handle_timeout(t0 + 2 * stall, UNIX + 1);
+    assert!(answers(&mut core).is_empty());
     assert!(
         std::iter::from_fn(|| core.poll_event()).all(|e| !matches!(e, Event::QueryFinished { .. }))
     );
     // ... then every request has failed and the query ends empty.
-    core.handle_timeout(t0 + Duration::from_secs(10), UNIX + 10);
+    core.handle_timeout(t0 + stall + Duration::from_secs(5), UNIX + 10);
     let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
     let Some(Event::QueryFinished {
         id: done, stats, ..

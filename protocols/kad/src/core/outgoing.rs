@@ -27,6 +27,7 @@ impl Kademlia {
         let id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
         let deadline = now + self.config.request_timeout;
+        let kind_is_lookup = matches!(kind, PendingKind::Lookup { .. });
         let bytes = self.encode_request(Message {
             request_id: id,
             body,
@@ -47,6 +48,9 @@ impl Kademlia {
             },
         );
         self.deadlines.insert((deadline, id));
+        if kind_is_lookup {
+            self.stalls.insert((now + self.config.stall_timeout, id));
+        }
         self.push_transmit(transmit);
     }
 
