@@ -113,6 +113,22 @@ impl Handle {
             .await
     }
 
+    /// Asks `replica` to wake `endpoint` while envelopes arrive with
+    /// nobody subscribed (see [`Mailbox::register_wake`]); the answer is
+    /// [`Answer::Registered`] with the time the replica keeps it to.
+    pub async fn register_wake(
+        &self,
+        replica: PeerId,
+        descriptor: Descriptor,
+        key: &Keypair,
+        endpoint: crate::wake::WakeEndpoint,
+        until: u64,
+    ) -> Result<Answer, HandleError> {
+        self.one(|core, now| core.register_wake(now, replica, descriptor, key, endpoint, until))
+            .await
+            .map(|(_, answer)| answer)
+    }
+
     /// Fetches from `replica` (see [`Mailbox::fetch`]); returns the
     /// request's id (which names the subscription's pushes) and the answer.
     #[allow(clippy::too_many_arguments)]

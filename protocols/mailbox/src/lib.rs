@@ -16,6 +16,9 @@
 //!   batches (one commit and one signature for the requests that arrive
 //!   together), live subscriptions, expiry, over a [`ReplicaStore`]
 //!   ([`store`]: [`MemoryStore`]; `SqliteStore` with the `sqlite` feature).
+//! - [`wake`]: content-free wake-ups for recipients that sleep: a
+//!   registered endpoint gets a fixed-size frame, batched and rate-limited,
+//!   when envelopes wait.
 //! - [`core`]: the sans-IO [`Mailbox`] core of one node (client and,
 //!   optionally, replica), a [`shoal::Core`].
 //! - [`new`]: the protocol on a Shoal service, with a [`Handle`] whose
@@ -80,6 +83,7 @@ pub mod replica;
 pub mod sqlite;
 pub mod store;
 pub mod sync;
+pub mod wake;
 pub mod wire;
 
 pub use crate::core::{Config, DynReplica, Event, Mailbox, RequestError, RequestId};
@@ -90,6 +94,7 @@ pub use replica::{Handled, Incoming, MAX_TTL, Replica, ReplicaConfig, ReplicaSta
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{MemoryStore, ReplicaStore, StoreError};
+pub use wake::{WAKE_FRAME_LEN, WakeEndpoint, WakeToken};
 pub use wire::{
     Answer, Class, DecodeError, Frame, Item, MAX_ENVELOPE_LEN, MAX_MESSAGE_SIZE, Op, Refusal,
     Request, RequestBody,

@@ -10,6 +10,7 @@
 //!     Answer answer = 3;
 //!     Item push = 4;                // a live subscription's new envelope
 //!     Sync sync = 5;                // between replicas: see crate::sync::message
+//!     Wake wake = 6;                // a wake-up: request_id 0, always 20 bytes
 //!   }
 //! }
 //! message Request {
@@ -20,12 +21,18 @@
 //!   bytes descriptor = 1;           // 35 bytes, see Descriptor
 //!   fixed64 unix_ms = 2;            // the requester's clock
 //!   bytes nonce = 3;                // 16 random bytes
-//!   oneof op { Store store = 4; Fetch fetch = 5; Ack ack = 6; }
+//!   oneof op { Store store = 4; Fetch fetch = 5; Ack ack = 6; Register register = 8; }
 //!   bytes replica = 7;              // 32 bytes: the peer id of the replica asked
 //! }
 //! message Store { bytes envelope = 1; fixed64 expiry = 2; uint32 class = 3; }
 //! message Fetch { fixed64 after = 1; uint32 limit = 2; bool subscribe = 3; }
 //! message Ack { repeated bytes hashes = 1; }          // 32 bytes each
+//! message Register {                // wake this endpoint (see crate::wake)
+//!   bytes endpoint = 1;             // 32 bytes: its peer id
+//!   repeated string addrs = 2;      // at most 4 multiaddrs, 256 bytes each
+//!   bytes token = 3;                // 16 bytes, carried by the wake-ups
+//!   fixed64 until = 4;              // Unix seconds; 0 (or past) cancels
+//! }
 //! message Answer {
 //!   oneof result {
 //!     Stored stored = 1;            // { bytes signature = 1; fixed64 expiry = 2;
@@ -35,9 +42,11 @@
 //!     Refused refused = 4;          // { uint32 reason = 1; fixed64 replica_unix_ms = 2; }
 //!     Items items = 5;              // { repeated Item items = 1; bool more = 2; }
 //!     Acked acked = 6;              // { uint32 removed = 1; }
+//!     Registered registered = 7;    // { fixed64 until = 1; } as kept
 //!   }
 //! }
 //! message Item { fixed64 seq = 1; bytes envelope = 2; fixed64 expiry = 3; }
+//! message Wake { bytes token = 1; } // 16 bytes
 //! ```
 //!
 //! Within version 1 unknown fields are ignored. Every length and count is
@@ -51,6 +60,7 @@ use shoal_identity::{Keypair, PeerId, PublicKey, Purpose, SIGNATURE_LEN};
 use crate::id::{Descriptor, EnvelopeHash};
 use crate::receipt::{MAX_PROOF_LEN, Proof};
 use crate::sync::SyncMessage;
+use crate::wake::{MAX_WAKE_ADDR_LEN, MAX_WAKE_ADDRS, WakeEndpoint, WakeToken};
 
 /// Largest envelope a mailbox holds, in bytes (a messenger envelope of the
 /// largest size bucket fits with room to spare).
@@ -82,7 +92,7 @@ mod pb {
     pub(super) struct Frame {
         #[prost(fixed64, tag = "1")]
         pub(super) request_id: u64,
-        #[prost(oneof = "FrameBody", tags = "2, 3, 4, 5")]
+        #[prost(oneof = "FrameBody", tags = "2, 3, 4, 5, 6")]
         pub(super) body: Option<FrameBody>,
     }
 
@@ -96,6 +106,14 @@ mod pb {
         Push(Item),
         #[prost(message, tag = "5")]
         Sync(crate::sync::message::pb::Sync),
+        #[prost(message, tag = "6")]
+        Wake(Wake),
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Wake {
+        #[prost(bytes = "vec", tag = "1")]
+        pub(super) token: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -114,7 +132,7 @@ mod pb {
         pub(super) unix_ms: u64,
         #[prost(bytes = "vec", tag = "3")]
         pub(super) nonce: Vec<u8>,
-        #[prost(oneof = "Op", tags = "4, 5, 6")]
+        #[prost(oneof = "Op", tags = "4, 5, 6, 8")]
         pub(super) op: Option<Op>,
         #[prost(bytes = "vec", tag = "7")]
         pub(super) replica: Vec<u8>,
@@ -128,6 +146,20 @@ mod pb {
         Fetch(Fetch),
         #[prost(message, tag = "6")]
         Ack(Ack),
+        #[prost(message, tag = "8")]
+        Register(Register),
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Register {
+        #[prost(bytes = "vec", tag = "1")]
+        pub(super) endpoint: Vec<u8>,
+        #[prost(string, repeated, tag = "2")]
+        pub(super) addrs: Vec<String>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub(super) token: Vec<u8>,
+        #[prost(fixed64, tag = "4")]
+        pub(super) until: u64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -158,7 +190,7 @@ mod pb {
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct Answer {
-        #[prost(oneof = "Result", tags = "1, 2, 3, 4, 5, 6")]
+        #[prost(oneof = "Result", tags = "1, 2, 3, 4, 5, 6, 7")]
         pub(super) result: Option<Result>,
     }
 
@@ -176,6 +208,14 @@ mod pb {
         Items(Items),
         #[prost(message, tag = "6")]
         Acked(Acked),
+        #[prost(message, tag = "7")]
+        Registered(Registered),
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Registered {
+        #[prost(fixed64, tag = "1")]
+        pub(super) until: u64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -307,6 +347,14 @@ pub enum Op {
     Ack {
         /// The envelopes, by hash.
         hashes: Vec<EnvelopeHash>,
+    },
+    /// Wake `endpoint` when new envelopes arrive while nobody subscribes,
+    /// until `until` (see [`crate::wake`]).
+    Register {
+        /// Whom to wake, and with what token.
+        endpoint: WakeEndpoint,
+        /// Unix seconds; 0 or a past time cancels the registration.
+        until: u64,
     },
 }
 
@@ -482,6 +530,12 @@ pub enum Answer {
         /// Envelopes deleted (acked ones that were not there count 0).
         removed: u32,
     },
+    /// A registration is kept until `until` (perhaps shortened; 0 when it
+    /// was cancelled).
+    Registered {
+        /// Unix seconds.
+        until: u64,
+    },
 }
 
 /// A decoded frame.
@@ -519,6 +573,12 @@ pub enum Frame {
         /// The message.
         sync: SyncMessage,
     },
+    /// A wake-up from a replica (see [`crate::wake`]): always
+    /// [`WAKE_FRAME_LEN`](crate::wake::WAKE_FRAME_LEN) bytes.
+    Wake {
+        /// The token of the registration.
+        token: WakeToken,
+    },
 }
 
 fn encode_body(body: &RequestBody) -> Vec<u8> {
@@ -543,6 +603,12 @@ fn encode_body(body: &RequestBody) -> Vec<u8> {
         }),
         Op::Ack { hashes } => pb::Op::Ack(pb::Ack {
             hashes: hashes.iter().map(|h| h.as_bytes().to_vec()).collect(),
+        }),
+        Op::Register { endpoint, until } => pb::Op::Register(pb::Register {
+            endpoint: endpoint.peer.as_bytes().to_vec(),
+            addrs: endpoint.addrs.iter().map(ToString::to_string).collect(),
+            token: endpoint.token.0.to_vec(),
+            until: *until,
         }),
     };
     pb::RequestBody {
@@ -590,6 +656,10 @@ fn decode_body(bytes: &[u8]) -> Result<RequestBody, DecodeError> {
                 .collect::<Result<_, _>>()?;
             Op::Ack { hashes }
         }
+        pb::Op::Register(r) => Op::Register {
+            endpoint: register_endpoint(r.endpoint, r.addrs, r.token)?,
+            until: r.until,
+        },
     };
     let replica =
         PeerId::try_from_slice(&b.replica).map_err(|_| DecodeError::Invalid("replica"))?;
@@ -599,6 +669,26 @@ fn decode_body(bytes: &[u8]) -> Result<RequestBody, DecodeError> {
         nonce,
         op,
         replica,
+    })
+}
+
+/// The endpoint of a registration, every length checked.
+fn register_endpoint(
+    peer: Vec<u8>,
+    addrs: Vec<String>,
+    token: Vec<u8>,
+) -> Result<WakeEndpoint, DecodeError> {
+    if addrs.len() > MAX_WAKE_ADDRS || addrs.iter().any(|a| a.len() > MAX_WAKE_ADDR_LEN) {
+        return Err(DecodeError::Invalid("wake-up addresses"));
+    }
+    Ok(WakeEndpoint {
+        peer: PeerId::try_from_slice(&peer).map_err(|_| DecodeError::Invalid("wake-up peer"))?,
+        addrs: addrs
+            .iter()
+            .map(|a| a.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| DecodeError::Invalid("wake-up address"))?,
+        token: WakeToken::try_from_slice(&token).ok_or(DecodeError::Invalid("wake-up token"))?,
     })
 }
 
@@ -655,6 +745,12 @@ impl Frame {
             Frame::Answer { id, answer } => (*id, pb::FrameBody::Answer(answer_to_pb(answer))),
             Frame::Push { id, item } => (*id, pb::FrameBody::Push(item_to_pb(item))),
             Frame::Sync { id, sync } => (*id, pb::FrameBody::Sync(sync.to_pb())),
+            Frame::Wake { token } => (
+                0,
+                pb::FrameBody::Wake(pb::Wake {
+                    token: token.0.to_vec(),
+                }),
+            ),
         };
         Bytes::from(
             pb::Frame {
@@ -706,6 +802,10 @@ impl Frame {
                     id,
                     sync: SyncMessage::from_pb(sync)?,
                 },
+                pb::FrameBody::Wake(w) => Frame::Wake {
+                    token: WakeToken::try_from_slice(&w.token)
+                        .ok_or(DecodeError::Invalid("wake-up token"))?,
+                },
             },
         )
     }
@@ -741,6 +841,7 @@ fn answer_to_pb(answer: &Answer) -> pb::Answer {
             more: *more,
         }),
         Answer::Acked { removed } => pb::Result::Acked(pb::Acked { removed: *removed }),
+        Answer::Registered { until } => pb::Result::Registered(pb::Registered { until: *until }),
     };
     pb::Answer {
         result: Some(result),
@@ -802,6 +903,7 @@ fn answer_from_pb(answer: pb::Answer) -> Result<Answer, DecodeError> {
                 }
             }
             pb::Result::Acked(a) => Answer::Acked { removed: a.removed },
+            pb::Result::Registered(r) => Answer::Registered { until: r.until },
         },
     )
 }

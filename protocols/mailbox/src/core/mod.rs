@@ -25,8 +25,10 @@ use crate::replica::{Incoming, Replica};
 use crate::store::ReplicaStore;
 
 mod sync;
+mod wake;
 
 use self::sync::SyncState;
+use self::wake::WakeState;
 use crate::wire::{Answer, Class, Frame, Item, NONCE_LEN, Op, Refusal, Request, RequestBody};
 
 /// Most requests a replica answers in one batch (one store transaction).
@@ -126,6 +128,18 @@ pub enum Event {
         /// The mailbox.
         mailbox: MailboxId,
     },
+    /// A replica woke this node for `token` (a registration made with
+    /// [`Mailbox::register_wake`] naming this node as the endpoint):
+    /// envelopes wait. Reported once per
+    /// [`WAKE_COALESCE`](crate::wake::WAKE_COALESCE) per token, however
+    /// many replicas send one; the token is whatever the peer sent, so an
+    /// application acts only on tokens it handed out.
+    Woken {
+        /// The replica that sent it.
+        peer: PeerId,
+        /// The token.
+        token: crate::wake::WakeToken,
+    },
     /// A subscription ended: its replica disconnected.
     SubscriptionEnded {
         /// The subscribing fetch.
@@ -163,6 +177,7 @@ pub struct Mailbox {
     inbox: Vec<(Remote, u64, Request)>,
     inbox_since: Option<Instant>,
     sync: SyncState,
+    wake: WakeState,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -192,6 +207,7 @@ impl Mailbox {
             inbox: Vec::new(),
             inbox_since: None,
             sync: SyncState::default(),
+            wake: WakeState::default(),
         }
     }
 
@@ -454,6 +470,7 @@ impl Mailbox {
                 self.transmits.push_back(Transmit { peer, bytes });
             }
         }
+        self.send_wakeups(now);
     }
 
     /// Arms the replica's expiry timer at the first input (a core reads no
@@ -497,7 +514,9 @@ impl Core for Mailbox {
                         for (peer, bytes) in handled.pushes {
                             self.transmits.push_back(Transmit { peer, bytes });
                         }
-                        handled.answer
+                        let answer = handled.answer;
+                        self.send_wakeups(now);
+                        answer
                     }
                     None => Answer::Refused {
                         reason: Refusal::NotServing,
@@ -524,6 +543,14 @@ impl Core for Mailbox {
                 // A push for a subscription we dropped: ignored.
                 _ => {}
             },
+            Frame::Wake { token } => {
+                // Only the one size: a longer frame (unknown fields) could
+                // carry what a wake-up must not.
+                if bytes.len() != crate::wake::WAKE_FRAME_LEN {
+                    return Err(format!("a wake-up frame of {} bytes", bytes.len()).into());
+                }
+                self.woken(now, from.peer, token);
+            }
         }
         Ok(())
     }
@@ -561,13 +588,17 @@ impl Core for Mailbox {
             self.sync.next_round = Some(now.instant + self.jittered_interval());
             self.sync_round(now);
         }
+        if self.wake.next.is_some_and(|t| t <= now.instant) {
+            self.send_wakeups(now);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.pending.values().map(|p| p.deadline).min();
         let expire = self.replica.as_ref().and(self.next_expire);
         let sync = self.replica.as_ref().and(self.sync.next_round);
-        [pending, expire, self.inbox_since, sync]
+        let wake = self.replica.as_ref().and(self.wake.next);
+        [pending, expire, self.inbox_since, sync, wake]
             .into_iter()
             .flatten()
             .min()
@@ -579,6 +610,10 @@ impl Core for Mailbox {
 
     fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    fn poll_addresses(&mut self) -> Option<(PeerId, Vec<Multiaddr>)> {
+        self.wake.addresses.pop_front()
     }
 
     fn dial_failed(&mut self, _now: Now, peer: PeerId) {

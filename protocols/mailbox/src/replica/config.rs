@@ -41,6 +41,17 @@ pub struct ReplicaConfig {
     /// all: their later requests skip the signature check (beyond the
     /// limit, every request is checked).
     pub max_authorized: usize,
+    /// How long a replica waits after a new envelope before waking a
+    /// registered endpoint, so one wake-up covers a burst (see
+    /// [`crate::wake`]).
+    pub wake_batch: Duration,
+    /// Least time between two wake-ups to one endpoint and token.
+    pub wake_interval: Duration,
+    /// Most wake-ups sent per second, in all.
+    pub wake_rate: u32,
+    /// Wake-up registrations kept, in all (beyond it new ones are
+    /// answered [`Answer::Busy`](crate::Answer::Busy)).
+    pub max_wake_registrations: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -60,6 +71,10 @@ impl Default for ReplicaConfig {
             max_subscriptions_per_peer: 1024,
             max_subscriptions: 100_000,
             max_authorized: 100_000,
+            wake_batch: Duration::from_secs(5),
+            wake_interval: Duration::from_secs(60),
+            wake_rate: 100,
+            max_wake_registrations: 100_000,
         }
     }
 }
@@ -111,4 +126,8 @@ pub struct ReplicaStats {
     pub handoffs_dropped: u64,
     /// Envelopes deleted with a mailbox handed over to its members.
     pub dropped: u64,
+    /// Wake-up registrations taken (new or renewed).
+    pub wake_registrations: u64,
+    /// Wake-ups sent.
+    pub wakeups: u64,
 }

@@ -32,6 +32,7 @@ mod config;
 mod reads;
 mod stores;
 mod sync;
+mod wake;
 
 use std::collections::{HashMap, HashSet};
 
@@ -48,6 +49,7 @@ use crate::wire::{Answer, Op, Refusal, Request};
 pub use self::config::{MAX_TTL, ReplicaConfig, ReplicaStats};
 use self::stores::PendingStores;
 pub use self::sync::{SYNC_MESSAGE_BUDGET, SyncHandled};
+pub use self::wake::WakeUp;
 
 /// The replica of one node. See the [module docs](self).
 pub struct Replica<S: ReplicaStore> {
@@ -70,6 +72,8 @@ pub struct Replica<S: ReplicaStore> {
     subscription_count: usize,
     /// When each mailbox last took a new item (wall time, milliseconds).
     changed: HashMap<MailboxId, u64>,
+    /// Wake-up registrations and the wake-ups waiting to go.
+    wakes: wake::Wakes,
     stats: ReplicaStats,
 }
 
@@ -140,6 +144,7 @@ impl<S: ReplicaStore> Replica<S> {
             subscriptions_per_peer: HashMap::new(),
             subscription_count: 0,
             changed: HashMap::new(),
+            wakes: wake::Wakes::default(),
             stats: ReplicaStats::default(),
         })
     }
@@ -253,6 +258,9 @@ impl<S: ReplicaStore> Replica<S> {
                     // A read sees every store that arrived before it.
                     self.commit(unix_ms, &mut pending, &mut out);
                     self.read(unix_ms, incoming, mailbox)
+                }
+                Op::Register { endpoint, until } => {
+                    Some(self.register(unix_ms, mailbox, endpoint, *until))
                 }
             };
             if let Some(answer) = answer {

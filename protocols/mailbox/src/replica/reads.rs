@@ -33,7 +33,7 @@ impl<S: ReplicaStore> Replica<S> {
                 });
                 self.ack(unix_ms, mailbox, hashes, proof.as_ref())
             }
-            Op::Store { .. } => return None,
+            Op::Store { .. } | Op::Register { .. } => return None,
         };
         Some(result.unwrap_or_else(|e| {
             tracing::warn!(%e, "mailbox store failed");
@@ -139,6 +139,7 @@ impl<S: ReplicaStore> Replica<S> {
         let removed = self.store.expire(unix_secs)?;
         self.stats.expired += removed.len() as u64;
         self.forget(removed);
+        self.wakes.expire(unix_secs);
         Ok(())
     }
 }

@@ -218,6 +218,10 @@ impl<S: ReplicaStore> Replica<S> {
                 && let (Some(e), Some(seq)) = (envelopes.get(j), seqs.get(j))
             {
                 out[w.request].pushes = self.pushes(e, *seq);
+                if out[w.request].pushes.is_empty() {
+                    // Nobody is live: a registered endpoint is woken.
+                    self.wake_for(&e.mailbox, unix_ms);
+                }
             }
         }
     }

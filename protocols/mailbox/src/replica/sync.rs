@@ -287,6 +287,7 @@ impl<S: ReplicaStore> Replica<S> {
         self.stats.dropped += removed.len() as u64;
         self.forget(removed);
         self.changed.remove(mailbox);
+        self.wakes.drop_mailbox(mailbox);
         Ok(())
     }
 }

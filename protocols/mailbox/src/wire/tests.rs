@@ -251,3 +251,67 @@ fn documented_vectors() {
         )
     );
 }
+
+#[test]
+fn wake_vectors() {
+    // PROTOCOL.md 12.11.
+    let wake = Frame::Wake {
+        token: WakeToken([0x5a; 16]),
+    }
+    .encode();
+    assert_eq!(wake.len(), crate::wake::WAKE_FRAME_LEN);
+    assert_eq!(
+        hex(&wake),
+        format!("3212 0a10{}", "5a".repeat(16)).replace(' ', "")
+    );
+    let registered = Frame::Answer {
+        id: 1,
+        answer: Answer::Registered {
+            until: 1_700_003_600,
+        },
+    }
+    .encode();
+    assert_eq!(
+        hex(&registered),
+        "0901000000000000001a0b3a090910ff536500000000"
+    );
+    assert_eq!(
+        Frame::decode(&registered).unwrap(),
+        Frame::Answer {
+            id: 1,
+            answer: Answer::Registered {
+                until: 1_700_003_600
+            }
+        }
+    );
+}
+
+#[test]
+fn registrations_round_trip_and_bounds_hold() {
+    let endpoint = WakeEndpoint {
+        peer: Keypair::from_secret_bytes(&[9; 32]).peer_id(),
+        addrs: vec!["/ip4/10.1.2.3/tcp/4001".parse().unwrap()],
+        token: WakeToken([3; 16]),
+    };
+    let owner = Keypair::from_secret_bytes(&[2; 32]);
+    let mut b = body(Op::Register {
+        endpoint: endpoint.clone(),
+        until: 1_700_003_600,
+    });
+    b.descriptor.key = owner.public();
+    let frame = Frame::Request {
+        id: 7,
+        request: Request::signed(b, &owner),
+    };
+    assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
+    // A token of another length is refused.
+    let bad = Frame::Wake {
+        token: WakeToken([1; 16]),
+    }
+    .encode();
+    let mut long = bad.to_vec();
+    long[1] += 1;
+    long[3] += 1;
+    long.push(0);
+    assert!(Frame::decode(&long).is_err());
+}
