@@ -62,6 +62,11 @@ pub struct MessengerConfig {
     /// How often our mailboxes are read again while we are online (live
     /// subscriptions bring new envelopes in between).
     pub mailbox_poll: Duration,
+    /// A wake-up endpoint to register with the replicas of our mailboxes
+    /// (see the `mailboxes::wake` module): while this device is away, they
+    /// wake it when envelopes wait. Off by default: the replicas then
+    /// learn that the registered mailboxes belong together.
+    pub wake: Option<shoal_mailbox::WakeEndpoint>,
 }
 
 impl Default for MessengerConfig {
@@ -79,6 +84,7 @@ impl Default for MessengerConfig {
             address_scope: shoal_transport::ScopePolicy::default(),
             mailboxes: true,
             mailbox_poll: DEFAULT_MAILBOX_POLL,
+            wake: None,
         }
     }
 }

@@ -46,8 +46,9 @@ enum MailboxDone {
     Joined,
     /// A store pass for the contact ended; `true`: nothing left.
     Stored(UserId, bool),
-    /// A read pass over every contact ended: complete, envelopes read.
-    Read(bool, usize),
+    /// A read pass over every contact ended: complete, envelopes read,
+    /// wake-up registrations taken.
+    Read(bool, usize, usize),
 }
 
 /// The mailbox side of the driver (see [`crate::mailboxes`]).
@@ -398,7 +399,7 @@ impl<S: Store> Driver<S> {
         tokio::spawn(async move {
             // Contacts are read side by side, a few at a time: a login
             // after a week away costs one lookup per contact and day.
-            let (mut complete, mut envelopes) = (true, 0);
+            let (mut complete, mut envelopes, mut wake) = (true, 0, 0);
             let mut tasks = tokio::task::JoinSet::<crate::mailboxes::ReadPass>::new();
             for contact in core.read(|c| c.mailbox_contacts()) {
                 if tasks.len() >= MAILBOX_READS_AT_ONCE
@@ -406,6 +407,7 @@ impl<S: Store> Driver<S> {
                 {
                     let pass = done.unwrap_or_default();
                     (complete, envelopes) = (complete && pass.complete, envelopes + pass.envelopes);
+                    wake += pass.wake_registrations;
                 }
                 let (link, core, control) = (link.clone(), core.clone(), control.clone());
                 tasks.spawn(async move { link.read_contact(&core, &control, contact).await });
@@ -413,9 +415,12 @@ impl<S: Store> Driver<S> {
             while let Some(done) = tasks.join_next().await {
                 let pass = done.unwrap_or_default();
                 (complete, envelopes) = (complete && pass.complete, envelopes + pass.envelopes);
+                wake += pass.wake_registrations;
             }
             tracing::debug!(complete, lookups = link.lookups(), "mailboxes read");
-            let _ = done.send(MailboxDone::Read(complete, envelopes)).await;
+            let _ = done
+                .send(MailboxDone::Read(complete, envelopes, wake))
+                .await;
         });
     }
 
@@ -443,11 +448,12 @@ impl<S: Store> Driver<S> {
                 let wait = (entry.1 * 2).clamp(MAILBOX_CHECK, MAILBOX_RETRY_MAX);
                 *entry = (Some(now + wait), wait);
             }
-            MailboxDone::Read(complete, envelopes) => {
+            MailboxDone::Read(complete, envelopes, wake_registrations) => {
                 state.reading = false;
                 let event = Event::MailboxesRead {
                     complete,
                     envelopes,
+                    wake_registrations,
                 };
                 self.core.with(|c, _| c.report(event));
                 // An incomplete read (a replica busy or gone) is tried

@@ -42,6 +42,10 @@ use shoal_mailbox::{
 use crate::Event;
 use crate::im_core::ImCore;
 
+mod wake;
+
+pub use self::wake::{WAKE_DAYS, WAKE_RENEW};
+
 /// How long a mailbox's replica set is reused before it is looked up again.
 pub const REPLICA_CACHE: Duration = Duration::from_secs(600);
 
@@ -97,6 +101,10 @@ pub(crate) struct Mailboxes {
     replicas: Mutex<HashMap<MailboxId, (Instant, Vec<PeerId>)>>,
     subscriptions: Mutex<HashMap<RequestId, Reading>>,
     lookups: AtomicU64,
+    /// The wake-up endpoint to register, if any.
+    wake: Option<shoal_mailbox::WakeEndpoint>,
+    /// Mailboxes registered with it, and when.
+    wake_registered: Mutex<HashMap<MailboxId, Instant>>,
 }
 
 impl std::fmt::Debug for Mailboxes {
@@ -114,16 +122,24 @@ pub(crate) struct ReadPass {
     pub(crate) complete: bool,
     /// Envelopes handed to the engine.
     pub(crate) envelopes: usize,
+    /// Replicas that took a wake-up registration.
+    pub(crate) wake_registrations: usize,
 }
 
 impl Mailboxes {
-    pub(crate) fn new(client: shoal_mailbox::Handle, dht: shoal_kad::Handle) -> Mailboxes {
+    pub(crate) fn new(
+        client: shoal_mailbox::Handle,
+        dht: shoal_kad::Handle,
+        wake: Option<shoal_mailbox::WakeEndpoint>,
+    ) -> Mailboxes {
         Mailboxes {
             client,
             dht,
             replicas: Mutex::default(),
             subscriptions: Mutex::default(),
             lookups: AtomicU64::new(0),
+            wake,
+            wake_registered: Mutex::default(),
         }
     }
 
@@ -274,12 +290,12 @@ impl Mailboxes {
         let Some((pair, days)) = found else {
             return ReadPass {
                 complete: true,
-                envelopes: 0,
+                ..ReadPass::default()
             };
         };
         let mut pass = ReadPass {
             complete: true,
-            envelopes: 0,
+            ..ReadPass::default()
         };
         for day in days {
             let key = pair.secret.mailbox_key(&pair.device_key, day);
@@ -304,6 +320,9 @@ impl Mailboxes {
                 let result = c.engine.mailbox_read_through(contact, today);
                 c.run(result);
             });
+        }
+        if let Some(endpoint) = &self.wake {
+            pass.wake_registrations = self.register_wake(control, &pair, today, endpoint).await;
         }
         pass
     }

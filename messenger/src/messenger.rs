@@ -111,6 +111,9 @@ pub enum Event {
         complete: bool,
         /// Envelopes found (copies of what arrived directly included).
         envelopes: usize,
+        /// Replicas that took (or renewed) our wake-up registration
+        /// ([`MessengerConfig::wake`]) in this read.
+        wake_registrations: usize,
     },
     /// A contact acknowledged our message (decrypted and stored it).
     Delivered {
@@ -408,7 +411,11 @@ impl Messenger {
             let (mailbox, client, pushes) =
                 shoal_mailbox::new(MAILBOX, shoal_mailbox::Config::default(), None);
             builder = builder.protocol(mailbox_kad).protocol(mailbox);
-            let link = Arc::new(crate::mailboxes::Mailboxes::new(client, mailbox_dht));
+            let link = Arc::new(crate::mailboxes::Mailboxes::new(
+                client,
+                mailbox_dht,
+                config.wake.clone(),
+            ));
             mailboxes = Some(crate::driver::MailboxState::new(
                 link,
                 pushes,

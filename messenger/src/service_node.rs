@@ -29,11 +29,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal::{PeerId, ProtocolMeta};
-use shoal_mailbox::DynReplica;
+use shoal_mailbox::{DynReplica, WakeToken};
 use shoal_transport::{Multiaddr, ScopePolicy};
 use tokio::sync::mpsc;
 
 use crate::{MAILBOX, MAILBOX_KAD};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The names a node keeping mailboxes lists in identify: messengers join
 /// the mailbox DHT through the peers that list [`DHT_PROTOCOL_NAME`].
@@ -49,6 +53,13 @@ pub const PROTOCOL_NAMES: [&str; 2] = [
 /// interval.
 const NEIGHBOURS_EVERY: Duration = Duration::from_secs(30);
 
+/// What a node runs when a replica wakes it for one of its tokens (see
+/// [`MailboxNode::on_wake`]): given the token and the replica's peer id.
+pub type WakeCallback = Arc<dyn Fn(WakeToken, PeerId) + Send + Sync>;
+
+/// The tokens a node acts on, and what it runs for them.
+type OnWake = Arc<Mutex<Option<(Vec<WakeToken>, WakeCallback)>>>;
+
 /// The mailbox DHT and the mailbox protocol of a node that keeps mailboxes.
 #[derive(Clone)]
 pub struct MailboxNode {
@@ -59,6 +70,7 @@ pub struct MailboxNode {
     joined: Arc<AtomicBool>,
     events: Arc<Mutex<Option<mpsc::Receiver<shoal_mailbox::Event>>>>,
     neighbours_every: Duration,
+    on_wake: OnWake,
 }
 
 impl std::fmt::Debug for MailboxNode {
@@ -104,8 +116,23 @@ impl MailboxNode {
             joined: Arc::default(),
             events: Arc::new(Mutex::new(Some(events))),
             neighbours_every,
+            on_wake: Arc::default(),
         };
         (node, vec![dht_meta, mailbox_meta])
+    }
+
+    /// Makes this node a wake-up endpoint (see `shoal_mailbox::wake`):
+    /// when a replica wakes it with one of `tokens` (handed to the devices
+    /// that register this node), [`maintain`](MailboxNode::maintain) calls
+    /// `callback`, at most once per token per
+    /// [`WAKE_COALESCE`](shoal_mailbox::wake::WAKE_COALESCE). Wake-ups
+    /// with other tokens are ignored. Replaces an earlier callback.
+    pub fn on_wake(
+        &self,
+        tokens: Vec<WakeToken>,
+        callback: impl Fn(WakeToken, PeerId) + Send + Sync + 'static,
+    ) {
+        *lock(&self.on_wake) = Some((tokens, Arc::new(callback)));
     }
 
     /// Keeps the replica's mailboxes whole with the other replicas: gives
@@ -114,11 +141,7 @@ impl MailboxNode {
     /// lookups (see `shoal_mailbox::core`'s sync). Spawn it once; a second
     /// call returns at once.
     pub async fn maintain(self) {
-        let taken = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let taken = lock(&self.events).take();
         let Some(mut events) = taken else {
             return;
         };
@@ -137,6 +160,15 @@ impl MailboxNode {
                                 handle.set_members(mailbox, found);
                             }
                         });
+                    }
+                    Some(shoal_mailbox::Event::Woken { peer, token }) => {
+                        let wanted = lock(&self.on_wake)
+                            .as_ref()
+                            .filter(|(tokens, _)| tokens.contains(&token))
+                            .map(|(_, callback)| callback.clone());
+                        if let Some(callback) = wanted {
+                            callback(token, peer);
+                        }
                     }
                     Some(_) => {}
                 },

@@ -57,6 +57,7 @@ use clap::Parser;
 use shoal_identity::PeerId;
 use shoal_im::engine::ContactInfo;
 use shoal_im::{MessageId, UserId};
+use shoal_mailbox::{WakeEndpoint, WakeToken};
 use shoal_messenger::{Event, Messenger, MessengerConfig, SqliteStore};
 use shoal_transport::{Multiaddr, TcpTransport};
 
@@ -84,6 +85,15 @@ struct Args {
     /// standard input or Ctrl-C; with it, the end of input does not stop).
     #[arg(long)]
     duration: Option<f64>,
+    /// A wake-up endpoint, as `/ip4/…/tcp/…/p2p/<peer id>` (a `node` run
+    /// with `--on-wake`, which prints this address and its token): while
+    /// this chat is away, the nodes keeping its mailboxes wake that node
+    /// when messages wait. Needs --wake-token.
+    #[arg(long, requires = "wake_token")]
+    wake_endpoint: Option<Multiaddr>,
+    /// The endpoint's token (32 hex digits), as its `node` printed it.
+    #[arg(long, requires = "wake_endpoint")]
+    wake_token: Option<String>,
     /// Test only: abort the process right after the n-th durable commit of
     /// this run, before anything that follows it (an acknowledgement, an
     /// envelope) leaves.
@@ -814,9 +824,44 @@ impl Chat {
                 Some(contact) => say!("error: {}: {error}", self.name(contact).await),
                 None => say!("error: {error}"),
             },
+            Event::MailboxesRead {
+                wake_registrations, ..
+            } if wake_registrations > 0 => {
+                say!("wake-ups: registered with {wake_registrations} mailbox nodes");
+            }
             other => tracing::debug!(?other, "event not shown"),
         }
     }
+}
+
+/// The wake-up endpoint of `--wake-endpoint` and `--wake-token`.
+fn wake_endpoint(
+    addr: Option<&Multiaddr>,
+    token: Option<&str>,
+) -> Result<Option<WakeEndpoint>, Error> {
+    let (Some(addr), Some(token)) = (addr, token) else {
+        return Ok(None);
+    };
+    let peer = addr
+        .peer_id()
+        .ok_or_else(|| format!("--wake-endpoint {addr}: the address needs /p2p/<peer id>"))?;
+    let bytes: Option<Vec<u8>> = (token.len() == 2 * shoal_mailbox::wake::WAKE_TOKEN_LEN)
+        .then(|| {
+            (0..token.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    let token = bytes
+        .as_deref()
+        .and_then(WakeToken::try_from_slice)
+        .ok_or("--wake-token: expected 32 hex digits")?;
+    Ok(Some(WakeEndpoint {
+        peer,
+        addrs: vec![addr.without_peer_id()],
+        token,
+    }))
 }
 
 /// The tag shown for a user without a name: the start of its id (usable
@@ -859,6 +904,7 @@ async fn run() -> Result<(), Error> {
         listen: args.listen.clone(),
         bootstrap: args.bootstrap.clone(),
         external_addresses: args.external_address.clone(),
+        wake: wake_endpoint(args.wake_endpoint.as_ref(), args.wake_token.as_deref())?,
         ..MessengerConfig::default()
     };
     let store = AbortAfterCommits {

@@ -26,6 +26,17 @@ pub(crate) fn node(i: usize, dir: &Path, connect: Option<&str>, extra: &[&str]) 
 /// A `chat` called `name` listening on `ip`, its data in `dir`, joining
 /// through `bootstrap`.
 pub(crate) fn chat(name: &str, ip: &str, dir: &Path, bootstrap: &[String]) -> Process {
+    chat_with(name, ip, dir, bootstrap, &[])
+}
+
+/// [`chat`] with `extra` arguments.
+pub(crate) fn chat_with(
+    name: &str,
+    ip: &str,
+    dir: &Path,
+    bootstrap: &[String],
+    extra: &[&str],
+) -> Process {
     let mut args = vec![
         "--data-dir".to_owned(),
         dir.display().to_string(),
@@ -35,6 +46,7 @@ pub(crate) fn chat(name: &str, ip: &str, dir: &Path, bootstrap: &[String]) -> Pr
     for addr in bootstrap {
         args.extend(["--bootstrap".to_owned(), addr.clone()]);
     }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     Process::start(name, env!("CARGO_BIN_EXE_chat"), args)
 }
 

@@ -32,6 +32,7 @@ mod dialer;
 mod event_loop;
 mod key;
 mod printer;
+mod wake_hook;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -112,6 +113,13 @@ struct Args {
     /// them (hand-off to newcomers, acks missed while away), in seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     mailbox_sync_secs: u64,
+    /// Be a wake-up endpoint: print the address and token devices register
+    /// (`chat --wake-endpoint … --wake-token …`), and run this command
+    /// (with `sh -c`) when a node keeping their mailboxes wakes this one:
+    /// messages wait. `SHOAL_WAKE_TOKEN` and `SHOAL_WAKE_FROM` hold the
+    /// token and the waking node's peer id.
+    #[arg(long)]
+    on_wake: Option<String>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -275,6 +283,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let (gossip, pubsub, messages) = shoal_gossip::new(GOSSIP, gossip_config, key.clone());
     pubsub.subscribe(topic.clone())?;
     let sessions_changed = Arc::new(Notify::new());
+    let endpoint_key = key.clone();
     let mut builder = ServiceBuilder::new(key)
         .transport(TcpTransport::default())
         .protocol(ping)
@@ -332,6 +341,10 @@ async fn run(args: Args) -> Result<(), Error> {
     let (lines_tx, lines) = mpsc::channel(16);
     input::spawn_stdin(limit, lines_tx);
     let (dials_tx, dials) = mpsc::channel(dialer::MAX_DIALS_IN_FLIGHT);
+    if let Some(command) = args.on_wake.clone() {
+        wake_hook::install(&mailboxes, &endpoint_key, &own_addr, command);
+    }
+    drop(endpoint_key);
     // The replica syncs its mailboxes with the other replicas.
     tokio::spawn(mailboxes.clone().maintain());
     let mut node = Node {
