@@ -14,11 +14,11 @@
 //!   are the ones sealed once: a retry never spends another message key.
 //! - **Reading.** At start, every poll interval, and live through a
 //!   subscription to today's mailbox, the days since the last one read
-//!   through are fetched from every replica, handed to the engine as
-//!   envelopes from the contact's device (it drops copies), and acked on
-//!   every replica once the engine committed them, so every replica
-//!   deletes them. R - W + 1 answers include a copy of each stored
-//!   envelope when no signer lied; a day counts as read only once every
+//!   through are fetched, all at once, from every replica, handed to the
+//!   engine as envelopes from the contact's device (it drops copies) as
+//!   each replica answers, and acked on every replica once the engine
+//!   committed them, so every replica deletes them. R - W + 1 answers
+//!   include a copy of each stored envelope when no signer lied; a day counts as read only once every
 //!   replica found (at least R - W + 1) answered, since the one honest
 //!   signer may be the one that did not.
 
@@ -297,23 +297,33 @@ impl Mailboxes {
             complete: true,
             ..ReadPass::default()
         };
-        for day in days {
-            let key = pair.secret.mailbox_key(&pair.device_key, day);
-            let reading = Reading {
-                contact,
-                device: pair.device,
-                descriptor: descriptor(&key),
-                key,
-            };
-            let replicas = self.replicas(control, reading.descriptor.id()).await;
-            let (answered, envelopes) = self.fetch_all(&replicas, &reading, day == today).await;
-            if answered < replicas.len().max(READ_QUORUM) {
-                pass.complete = false;
-                self.forget_replicas(&reading.descriptor.id());
+        // Every day at once: after a week away, the last message waits
+        // for one lookup and one fetch, not for nine in a row.
+        let reads = days.map(|day| {
+            let pair = &pair;
+            async move {
+                let key = pair.secret.mailbox_key(&pair.device_key, day);
+                let reading = Reading {
+                    contact,
+                    device: pair.device,
+                    descriptor: descriptor(&key),
+                    key,
+                };
+                let replicas = self.replicas(control, reading.descriptor.id()).await;
+                let (answered, found, taken) = self
+                    .fetch_all(core, &replicas, &reading, day == today)
+                    .await;
+                let complete = answered >= replicas.len().max(READ_QUORUM);
+                if !complete {
+                    self.forget_replicas(&reading.descriptor.id());
+                }
+                self.ack_all(&replicas, &reading, taken).await;
+                (complete, found)
             }
-            pass.envelopes += envelopes.len();
-            let taken = deliver(core, &reading, envelopes);
-            self.ack_all(&replicas, &reading, taken).await;
+        });
+        for (complete, found) in futures::future::join_all(reads).await {
+            pass.complete &= complete;
+            pass.envelopes += found;
         }
         if pass.complete {
             core.with(|c, _| {
@@ -328,13 +338,17 @@ impl Mailboxes {
     }
 
     /// Fetches every page of `reading`'s mailbox from each replica at
-    /// once; returns how many answered, and the envelopes (each once).
-    async fn fetch_all(
+    /// once, handing each replica's envelopes to the engine as soon as
+    /// that replica is read (a slow or dead replica delays only what it
+    /// alone holds); returns how many answered, how many envelopes were
+    /// found (each once), and the hashes the engine took.
+    async fn fetch_all<S: Store>(
         &self,
+        core: &CoreHandle<ImCore<S>>,
         replicas: &[PeerId],
         reading: &Reading,
         subscribe: bool,
-    ) -> (usize, Vec<Bytes>) {
+    ) -> (usize, usize, Vec<EnvelopeHash>) {
         let mut tasks = tokio::task::JoinSet::new();
         for &replica in replicas {
             let (client, reading) = (self.client.clone(), reading.clone());
@@ -374,7 +388,7 @@ impl Mailboxes {
                 Some((items, live))
             });
         }
-        let (mut answered, mut seen, mut envelopes) = (0, HashSet::new(), Vec::new());
+        let (mut answered, mut seen, mut taken) = (0, HashSet::new(), Vec::new());
         while let Some(done) = tasks.join_next().await {
             let Ok(Some((items, live))) = done else {
                 continue;
@@ -387,13 +401,13 @@ impl Mailboxes {
                 }
                 subscriptions.insert(id, reading.clone());
             }
-            for envelope in items {
-                if seen.insert(EnvelopeHash::of(&envelope)) {
-                    envelopes.push(envelope);
-                }
-            }
+            let new: Vec<Bytes> = items
+                .into_iter()
+                .filter(|e| seen.insert(EnvelopeHash::of(e)))
+                .collect();
+            taken.extend(deliver(core, reading, new));
         }
-        (answered, envelopes)
+        (answered, seen.len(), taken)
     }
 
     /// Asks every replica to delete `hashes` (failures are left to expiry
