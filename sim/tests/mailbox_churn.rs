@@ -43,11 +43,15 @@ fn run(write_quorum: usize, store_fanout: usize) -> WorldReport {
     let elapsed = started.elapsed().as_secs_f64();
     let mut summary = report.clone();
     summary.replaced.clear();
+    summary.reconnect.clear();
     println!("W = {write_quorum} of {store_fanout} asked, {elapsed:.1} s: {summary:#?}");
     println!(
-        "W = {write_quorum}: loss rate {:.4}, sync bytes per replica-hour {:.0}",
+        "W = {write_quorum}: loss rate {:.4}, sync bytes per replica-hour {:.0}, \
+         reconnect to last message p50 {:?} p99 {:?}",
         report.loss_rate(),
-        report.sync_bytes_per_node_hour()
+        report.sync_bytes_per_node_hour(),
+        report.reconnect_quantile(0.5),
+        report.reconnect_quantile(0.99),
     );
     println!("replicas replaced per mailbox, by how long it waited:");
     for (from, to) in [(0, 12), (12, 48), (48, 24 * 8)] {

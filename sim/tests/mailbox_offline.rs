@@ -20,9 +20,16 @@ fn run(liars: usize) -> WorldReport {
         ..WorldConfig::default()
     };
     let report = MailboxWorld::new(config).run();
+    let mut summary = report.clone();
+    summary.reconnect.clear();
     println!(
-        "{liars} liars per mailbox, {:.1} s: {report:#?}",
+        "{liars} liars per mailbox, {:.1} s: {summary:#?}",
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "reconnect to last message: p50 {:?}, max {:?}",
+        report.reconnect_quantile(0.5),
+        report.reconnect_quantile(1.0)
     );
     report
 }

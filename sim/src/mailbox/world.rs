@@ -29,6 +29,8 @@ use shoal_mailbox::{
     Answer, Class, Descriptor, EnvelopeHash, MailboxId, Quorum, REPLICAS, RequestId, WRITE_QUORUM,
 };
 
+mod reader;
+
 use super::churn::{Change, Churn, ChurnModel};
 use super::host::{MailboxHost, Reply, SimStore};
 use crate::kad::{KadHost, KadNetworkPlan};
@@ -52,6 +54,9 @@ pub struct WorldConfig {
     pub replicas: usize,
     /// Sender and recipient pairs.
     pub pairs: usize,
+    /// Contacts (senders) per recipient: `pairs / contacts` recipients,
+    /// each reading all its contacts' mailboxes at once when it returns.
+    pub contacts: usize,
     /// Replicas of each mailbox that sign and then discard.
     pub liars: usize,
     /// Shortest and longest time a recipient is away.
@@ -88,6 +93,7 @@ impl Default for WorldConfig {
         WorldConfig {
             replicas: 200,
             pairs: 30,
+            contacts: 1,
             liars: REPLICAS - WRITE_QUORUM,
             offline: (Duration::from_secs(3600), Duration::from_secs(3 * DAY_SECS)),
             step: Duration::from_secs(600),
@@ -152,6 +158,9 @@ pub struct WorldReport {
     pub sync_bytes: u64,
     /// Hours the replicas were online, in all.
     pub replica_hours: f64,
+    /// Per recipient that had messages stored for it: from its return
+    /// until the last of them was shown.
+    pub reconnect: Vec<Duration>,
 }
 
 /// How much of one mailbox's replica set changed while it waited.
@@ -187,6 +196,17 @@ impl WorldReport {
     /// Sync bytes sent per replica per hour online.
     pub fn sync_bytes_per_node_hour(&self) -> f64 {
         self.sync_bytes as f64 / self.replica_hours.max(1e-9)
+    }
+
+    /// The `q`-quantile (0 to 1, nearest rank) of the reconnect latencies.
+    pub fn reconnect_quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.reconnect.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
     }
 }
 
@@ -252,6 +272,13 @@ pub struct MailboxWorld {
     away_acks: Vec<(NodeIndex, usize, u64)>,
     /// Acked envelopes: (mailbox, hash, expiry).
     acked: Vec<(MailboxId, EnvelopeHash, u64)>,
+    /// Each user's contacts (by index into `users`).
+    contacts_of: Vec<Vec<usize>>,
+    /// Recipients back online with stored messages not all shown yet, and
+    /// when they came back.
+    reconnected: HashMap<usize, Duration>,
+    /// Users back online that have not joined the DHT again yet.
+    rejoining: HashSet<usize>,
 }
 
 fn engine(
@@ -314,7 +341,8 @@ impl MailboxWorld {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut users = Vec::new();
         let mut by_device = HashMap::new();
-        for i in 0..config.pairs * 2 {
+        let recipients = config.pairs.div_ceil(config.contacts.max(1));
+        for i in 0..recipients * (1 + config.contacts.max(1)) {
             let keypair = Keypair::from_secret_bytes(&rng.random());
             let peer = keypair.peer_id();
             let now_ms = sim.clock().unix_secs * 1000;
@@ -374,16 +402,26 @@ impl MailboxWorld {
             replaced: HashMap::new(),
             away_acks: Vec::new(),
             acked: Vec::new(),
+            contacts_of: Vec::new(),
+            reconnected: HashMap::new(),
+            rejoining: HashSet::new(),
         };
         world.pair_up();
         world
     }
 
-    /// Pairs users up, and each pair exchanges a first message online.
+    /// Gives each recipient its contacts (the users after it), and each
+    /// pair exchanges a first message online.
     fn pair_up(&mut self) {
         let (min, max) = self.config.offline;
+        let per = self.config.contacts.max(1);
+        self.contacts_of = vec![Vec::new(); self.users.len()];
         for p in 0..self.config.pairs {
-            let (s, r) = (2 * p, 2 * p + 1);
+            let (k, c) = (p / per, p % per);
+            let r = k * (per + 1);
+            let s = r + 1 + c;
+            self.contacts_of[r].push(s);
+            self.contacts_of[s].push(r);
             let (su, ru) = (
                 self.users[s].engine.user_id(),
                 self.users[r].engine.user_id(),
@@ -400,9 +438,15 @@ impl MailboxWorld {
             let recipient = &mut self.users[r].engine;
             recipient.add_contact(su, "sender").ok();
             recipient.set_online(now.instant, su, true).ok();
-            let leaves = Duration::from_secs(self.rng.random_range(3600..12 * 3600));
-            let away = self.rng.random_range(min.as_secs()..=max.as_secs());
-            let returns = leaves + Duration::from_secs(away);
+            // A recipient leaves and returns once, for all its contacts.
+            let (leaves, returns) = match self.pairs.iter().find(|q| q.recipient == r) {
+                Some(q) => (q.leaves, q.returns),
+                None => {
+                    let leaves = Duration::from_secs(self.rng.random_range(3600..12 * 3600));
+                    let away = self.rng.random_range(min.as_secs()..=max.as_secs());
+                    (leaves, leaves + Duration::from_secs(away))
+                }
+            };
             self.pairs.push(Pair {
                 sender: s,
                 recipient: r,
@@ -434,6 +478,7 @@ impl MailboxWorld {
             for p in 0..self.pairs.len() {
                 self.act(p, t);
             }
+            self.read_returned(t);
             self.timers();
             self.pump();
             self.sim.run_for(self.config.step);
@@ -448,10 +493,19 @@ impl MailboxWorld {
         let (leaves, exits, returns) = (pair.leaves, pair.sender_exits, pair.returns);
         if t >= leaves && t < returns && self.users[r].online {
             let now = self.sim.clock();
-            self.pairs[p].left_day = day_of(now.unix_secs);
             self.set_online(r, false);
-            // Alice writes at once when Bob has just left.
-            self.send(p);
+            // Each contact writes at once when the recipient has just left;
+            // the recipient, online until now, had read its mailboxes
+            // through today (as the messenger does every poll).
+            let today = day_of(now.unix_secs);
+            for q in 0..self.pairs.len() {
+                if self.pairs[q].recipient == r {
+                    self.pairs[q].left_day = today;
+                    let su = self.users[self.pairs[q].sender].engine.user_id();
+                    self.users[r].engine.mailbox_read_through(su, today).ok();
+                    self.send(q);
+                }
+            }
         }
         if t >= exits && self.users[s].online {
             self.set_online(s, false);
@@ -465,6 +519,11 @@ impl MailboxWorld {
                 0 => hours,
                 h => h.min(hours),
             };
+            // It reads at once, before anyone else's turn moves the clock.
+            let unread: Vec<usize> = (0..self.pairs.len())
+                .filter(|&q| self.pairs[q].recipient == r && !self.pairs[q].read_complete)
+                .collect();
+            self.read_all(r, &unread);
         }
         if self.users[s].online && !self.users[r].online {
             if self.rng.random_bool(self.config.restart_chance) {
@@ -477,8 +536,24 @@ impl MailboxWorld {
             }
             self.store(p);
         }
-        if self.users[r].online && t >= returns && !self.pairs[p].read_complete {
-            self.read(p);
+    }
+
+    /// Each recipient back online reads the mailboxes of every contact
+    /// with something unread, all at once.
+    fn read_returned(&mut self, t: Duration) {
+        let mut unread: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (p, pair) in self.pairs.iter().enumerate() {
+            let r = pair.recipient;
+            if !self.users[r].online || t < pair.returns || pair.read_complete {
+                continue;
+            }
+            match unread.iter_mut().find(|(u, _)| *u == r) {
+                Some((_, pairs)) => pairs.push(p),
+                None => unread.push((r, vec![p])),
+            }
+        }
+        for (r, pairs) in unread {
+            self.read_all(r, &pairs);
         }
     }
 
@@ -503,15 +578,24 @@ impl MailboxWorld {
         } else {
             self.sim.crash(node);
         }
-        let partner = u ^ 1;
-        let both = online && self.users[partner].online;
         let now = self.sim.clock().instant;
-        let (me, them) = (
-            self.users[u].engine.user_id(),
-            self.users[partner].engine.user_id(),
-        );
-        self.users[u].engine.set_online(now, them, both).ok();
-        self.users[partner].engine.set_online(now, me, both).ok();
+        let me = self.users[u].engine.user_id();
+        for partner in self.contacts_of[u].clone() {
+            let both = online && self.users[partner].online;
+            let them = self.users[partner].engine.user_id();
+            self.users[u].engine.set_online(now, them, both).ok();
+            self.users[partner].engine.set_online(now, me, both).ok();
+        }
+        let waiting = self
+            .pairs
+            .iter()
+            .any(|p| p.recipient == u && !p.stored.is_empty());
+        if online && waiting {
+            self.reconnected.insert(u, self.sim.elapsed());
+        }
+        if online {
+            self.rejoining.insert(u);
+        }
     }
 
     /// The sender's process restarts on its durable store.
@@ -523,10 +607,12 @@ impl MailboxWorld {
         self.users[u].engine = engine(seed, self.users[u].restarts, store, &self.sim);
         let node = self.users[u].node;
         self.sim.with_node(node, |n, now| n.restart(now));
-        let them = self.users[u ^ 1].engine.user_id();
-        let both = self.users[u ^ 1].online;
         let now = self.sim.clock().instant;
-        self.users[u].engine.set_online(now, them, both).ok();
+        for partner in self.contacts_of[u].clone() {
+            let them = self.users[partner].engine.user_id();
+            let both = self.users[partner].online;
+            self.users[u].engine.set_online(now, them, both).ok();
+        }
         self.report.sender_restarts += 1;
     }
 
@@ -735,106 +821,6 @@ impl MailboxWorld {
     fn store_of(&self, peer: &PeerId) -> Option<SimStore> {
         let node = self.sim.index_of(peer)?;
         self.sim.node(node).store.clone()
-    }
-
-    /// The recipient reads every day since the last one read through, from
-    /// every replica, hands the envelopes to its engine and acks them.
-    fn read(&mut self, p: usize) {
-        let (s, r) = (self.pairs[p].sender, self.pairs[p].recipient);
-        let su = self.users[s].engine.user_id();
-        let unix = self.sim.clock().unix_secs;
-        let engine = &self.users[r].engine;
-        let Some(pair) = engine.mailbox_pair(&su) else {
-            return;
-        };
-        let mut complete = true;
-        for day in engine.mailbox_days(&su, unix) {
-            let key = pair.secret.mailbox_key(&pair.device_key, day);
-            let descriptor = Descriptor::owner_until_ack(key.public());
-            let replicas = self.lookup(r, descriptor.id());
-            if let Some(before) = self.store_sets.get(&descriptor.id()) {
-                let now = self.closest_alive(&descriptor.id());
-                let (before, stored_at) = before.clone();
-                let gone = before.iter().filter(|p| !now.contains(p)).count();
-                self.replaced.insert(
-                    descriptor.id(),
-                    Replacement {
-                        share: gone as f64 / before.len().max(1) as f64,
-                        waited: self.sim.elapsed().saturating_sub(stored_at),
-                    },
-                );
-            }
-            let mut answered = HashSet::new();
-            let mut seen = HashSet::new();
-            let mut envelopes = Vec::new();
-            let mut latest_expiry = 0;
-            let mut after: HashMap<PeerId, u64> = HashMap::new();
-            let mut asking = replicas.clone();
-            let mut failures: HashMap<PeerId, usize> = HashMap::new();
-            for _ in 0..MAX_PAGES {
-                if asking.is_empty() {
-                    break;
-                }
-                let replies = self.requests(r, &asking, |n, now, peer| {
-                    let from = after.get(&peer).copied().unwrap_or(0);
-                    n.mailbox
-                        .fetch(now, peer, descriptor, &key, from, 256, false)
-                });
-                asking.clear();
-                for (peer, reply) in replies {
-                    let Ok((_, Answer::Items { items, more })) = reply else {
-                        // Asked again, a few times (a lost message).
-                        let failed = failures.entry(peer).or_default();
-                        *failed += 1;
-                        if *failed < FETCH_ATTEMPTS {
-                            asking.push(peer);
-                        }
-                        continue;
-                    };
-                    if let Some(last) = items.last() {
-                        after.insert(peer, last.seq);
-                    }
-                    for item in items {
-                        latest_expiry = latest_expiry.max(item.expiry);
-                        if seen.insert(EnvelopeHash::of(&item.envelope)) {
-                            envelopes.push(item.envelope);
-                        }
-                    }
-                    if more {
-                        asking.push(peer);
-                    } else {
-                        answered.insert(peer);
-                    }
-                }
-            }
-            if answered.len() < replicas.len().max(READ_QUORUM) {
-                complete = false;
-            }
-
-            let now = self.sim.clock().instant;
-            let mut taken = Vec::new();
-            for envelope in envelopes {
-                let engine = &mut self.users[r].engine;
-                if engine
-                    .handle_envelope_from(now, pair.device, &envelope)
-                    .is_ok()
-                {
-                    taken.push(EnvelopeHash::of(&envelope));
-                }
-            }
-            self.pump();
-            if !taken.is_empty() {
-                self.requests(r, &replicas, |n, now, peer| {
-                    n.mailbox.ack(now, peer, descriptor, &key, taken.clone())
-                });
-                self.note_ack(descriptor.id(), &taken, latest_expiry);
-            }
-        }
-        if complete {
-            let today = day_of(unix);
-            self.users[r].engine.mailbox_read_through(su, today).ok();
-            self.pairs[p].read_complete = true;
-        }
     }
 
     fn finish(mut self) -> WorldReport {
