@@ -255,7 +255,10 @@ impl Handle {
     /// [`Mailbox::set_neighbours`]): give the mailbox DHT's routing table
     /// now and then.
     pub fn set_neighbours(&self, peers: Vec<PeerId>) {
-        self.core.with(|core, _| core.set_neighbours(peers));
+        self.core.with(|core, now| {
+            core.set_neighbours(peers);
+            core.start(now);
+        });
     }
 
     /// Answers an [`Event::LookupWanted`] (see [`Mailbox::set_members`]).

@@ -316,3 +316,52 @@ fn nothing_is_taken_without_the_owners_signature() {
         .unwrap();
     assert!(held(&mut victim, &owner, descriptor).is_empty());
 }
+
+#[test]
+fn a_replica_restarted_over_its_store_syncs_without_being_spoken_to() {
+    // A replica comes back with a mailbox on disk; no peer speaks the
+    // mailbox protocol to it. Started by its host, it opens sync sessions
+    // of its own: otherwise what it holds (acked elsewhere meanwhile)
+    // would stay until expiry.
+    use shoal::{Core, Now};
+    use shoal_mailbox::{Config, DynReplica, Frame, Mailbox};
+    let owner = key(40);
+    let descriptor = owned(&owner);
+    let store: Box<dyn shoal_mailbox::ReplicaStore> = Box::new(MemoryStore::new());
+    let mut replica: DynReplica =
+        Replica::open(key(1), store, ReplicaConfig::default(), T0).unwrap();
+    let request = Request::signed(
+        body(descriptor, T0, 1, store_op(b"waiting", T0 / 1000 + 3600)),
+        &owner,
+    );
+    let from = addr("/ip4/10.0.0.9/tcp/1");
+    assert!(is_stored(
+        &replica
+            .handle(T0, key(9).peer_id(), &from, 1, &request)
+            .answer
+    ));
+    let mut core = Mailbox::new(Config::default(), Some(replica), [7; 32]);
+    let t0 = std::time::Instant::now();
+    let now = |secs: u64| Now {
+        instant: t0 + std::time::Duration::from_secs(secs),
+        unix_ms: T0 + secs * 1000,
+    };
+    core.set_neighbours([key(2).peer_id()]);
+    assert_eq!(
+        core.poll_timeout(),
+        None,
+        "nothing runs before it is started"
+    );
+    core.start(now(0));
+    let due = core.poll_timeout().unwrap();
+    core.handle_timeout(Now {
+        instant: due + Config::default().sync_interval,
+        unix_ms: T0 + 2 * Config::default().sync_interval.as_millis() as u64,
+    });
+    let sent: Vec<_> = std::iter::from_fn(|| core.poll_transmit()).collect();
+    assert!(
+        sent.iter().any(|t| t.peer == key(2).peer_id()
+            && matches!(Frame::decode(&t.bytes), Ok(Frame::Sync { .. }))),
+        "no sync session opened: {sent:?}"
+    );
+}

@@ -320,6 +320,7 @@ impl Core for MailboxHost {
             self.neighbours_at = Some(now.instant);
             let peers: Vec<PeerId> = self.kad.routing_table().iter().map(|c| c.peer).collect();
             self.mailbox.set_neighbours(peers);
+            self.mailbox.start(now);
         }
         if Core::poll_timeout(&self.mailbox).is_some_and(|t| t <= now.instant) {
             Core::handle_timeout(&mut self.mailbox, now);

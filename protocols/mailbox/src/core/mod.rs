@@ -473,8 +473,16 @@ impl Mailbox {
         self.send_wakeups(now);
     }
 
-    /// Arms the replica's expiry timer at the first input (a core reads no
-    /// clock of its own).
+    /// Starts the replica's timers (expiry, sync rounds) if they are not
+    /// running yet. A core reads no clock of its own, so they start at the
+    /// first input, or here: a host calls this when it starts the core
+    /// (or gives it its neighbours), so that a replica restarted over a
+    /// store of mailboxes syncs them even if no peer speaks to it first.
+    pub fn start(&mut self, now: Now) {
+        self.arm(now);
+    }
+
+    /// Arms the replica's timers at the first input or [`Mailbox::start`].
     fn arm(&mut self, now: Now) {
         if self.replica.is_some() && self.next_expire.is_none() {
             self.next_expire = Some(now.instant);
