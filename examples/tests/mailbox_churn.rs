@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::mailboxes::{chat, node, signers};
+use common::mailboxes::{chat, introduce, node, signers};
 use common::{Process, TempDir};
 
 /// Upper bound for the whole test.
@@ -66,13 +66,7 @@ fn fifty_messages_outlive_every_node_that_signed_for_them() {
     let bob_id = bob.value("user id:", deadline);
     let mut alice = chat("alice", "127.20.1.1", &alice_dir, &addrs);
     let alice_id = alice.value("user id:", deadline);
-    alice.type_line(&format!("/add {bob_id} bob"));
-    bob.type_line(&format!("/add {alice_id} alice"));
-    alice.wait_line("added bob", deadline);
-    bob.wait_line("added alice", deadline);
-    alice.type_line("/msg bob hello");
-    bob.wait_line("alice: hello", deadline);
-    alice.wait_line("delivered to bob: hello", deadline);
+    introduce(&mut alice, &alice_id, &mut bob, &bob_id, deadline);
 
     // Bob leaves; alice stores 50 messages for him and leaves too.
     bob.type_line("/quit");

@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::mailboxes::{chat, node, signers};
+use common::mailboxes::{chat, introduce, node, signers};
 use common::{Process, TempDir};
 
 /// Upper bound for the whole test.
@@ -47,13 +47,7 @@ fn twenty_messages_wait_for_bob_while_two_signers_die() {
 
     // They know each other, and bob learns alice's device from a first
     // message while both are online.
-    alice.type_line(&format!("/add {bob_id} bob"));
-    bob.type_line(&format!("/add {alice_id} alice"));
-    alice.wait_line("added bob", deadline);
-    bob.wait_line("added alice", deadline);
-    alice.type_line("/msg bob hello");
-    bob.wait_line("alice: hello", deadline);
-    alice.wait_line("delivered to bob: hello", deadline);
+    introduce(&mut alice, &alice_id, &mut bob, &bob_id, deadline);
 
     // Bob leaves; alice writes 20 messages, each stored on 3 mailbox nodes.
     bob.type_line("/quit");

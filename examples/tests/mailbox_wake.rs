@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::mailboxes::{chat, chat_with, node};
+use common::mailboxes::{chat, chat_with, introduce, node};
 use common::{Process, TempDir};
 
 /// Upper bound for the whole test.
@@ -52,13 +52,7 @@ fn a_woken_bob_fetches_all_ten() {
     let bob_id = bob.value("user id:", deadline);
     let mut alice = chat("alice", "127.20.1.1", &alice_dir, &addrs);
     let alice_id = alice.value("user id:", deadline);
-    alice.type_line(&format!("/add {bob_id} bob"));
-    bob.type_line(&format!("/add {alice_id} alice"));
-    alice.wait_line("added bob", deadline);
-    bob.wait_line("added alice", deadline);
-    alice.type_line("/msg bob hello");
-    bob.wait_line("alice: hello", deadline);
-    alice.wait_line("delivered to bob: hello", deadline);
+    introduce(&mut alice, &alice_id, &mut bob, &bob_id, deadline);
 
     // Bob, knowing alice's device now, registers at his next start (the
     // read of his mailboxes), then leaves.

@@ -2,6 +2,7 @@
 //! its own loopback /24, and chats.
 
 use std::path::Path;
+use std::time::Instant;
 
 use super::Process;
 
@@ -54,4 +55,23 @@ pub(crate) fn chat_with(
 pub(crate) fn signers(line: &str) -> Vec<String> {
     let inside = line.split('[').nth(1).unwrap().split(']').next().unwrap();
     inside.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Alice and bob (user ids `alice_id` and `bob_id`) add each other and
+/// exchange a first message while both are online, so each knows the
+/// other's device: what the mailbox tests start from.
+pub(crate) fn introduce(
+    alice: &mut Process,
+    alice_id: &str,
+    bob: &mut Process,
+    bob_id: &str,
+    deadline: Instant,
+) {
+    alice.type_line(&format!("/add {bob_id} bob"));
+    bob.type_line(&format!("/add {alice_id} alice"));
+    alice.wait_line("added bob", deadline);
+    bob.wait_line("added alice", deadline);
+    alice.type_line("/msg bob hello");
+    bob.wait_line("alice: hello", deadline);
+    alice.wait_line("delivered to bob: hello", deadline);
 }

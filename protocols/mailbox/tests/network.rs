@@ -9,55 +9,12 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::service::node;
 use common::{T0, key, owned};
-use shoal::{ServiceBuilder, ServiceControl, address_book::AddressSource};
-use shoal_identity::Keypair;
-use shoal_mailbox::{
-    Answer, Class, Config, EnvelopeHash, Event, Handle, MemoryStore, Replica, ReplicaConfig,
-    ReplicaStore,
-};
-use shoal_transport::{Multiaddr, TcpTransport};
-use tokio::sync::mpsc;
+use shoal::address_book::AddressSource;
+use shoal_mailbox::{Answer, Class, EnvelopeHash, Event, ReplicaConfig};
 
-const MAILBOX: shoal::ProtocolId = shoal::ProtocolId(7);
 const STEP: Duration = Duration::from_secs(10);
-
-struct Node {
-    control: ServiceControl,
-    handle: Handle,
-    events: mpsc::Receiver<Event>,
-    addr: Multiaddr,
-}
-
-async fn node(ip: &str, replica: bool) -> Node {
-    let key = Keypair::generate();
-    let replica = replica.then(|| {
-        let store: Box<dyn ReplicaStore> = Box::new(MemoryStore::new());
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        Replica::open(key.clone(), store, ReplicaConfig::default(), now_ms).unwrap()
-    });
-    let (meta, handle, events) = shoal_mailbox::new(MAILBOX, Config::default(), replica);
-    let service = ServiceBuilder::new(key)
-        .transport(TcpTransport::default())
-        .protocol(meta)
-        .build()
-        .unwrap();
-    let control = service.control();
-    let addr = control
-        .listen(format!("/ip4/{ip}/tcp/0").parse().unwrap())
-        .await
-        .unwrap();
-    tokio::spawn(service);
-    Node {
-        control,
-        handle,
-        events,
-        addr,
-    }
-}
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -70,10 +27,10 @@ fn unix_now() -> u64 {
 async fn store_to_a_quorum_then_subscribe_ack_and_drain() {
     let mut replicas = Vec::new();
     for i in 1..=5 {
-        replicas.push(node(&format!("127.0.{i}.1"), true).await);
+        replicas.push(node(&format!("127.0.{i}.1"), Some(ReplicaConfig::default())).await);
     }
-    let sender = node("127.0.10.1", false).await;
-    let mut owner = node("127.0.11.1", false).await;
+    let sender = node("127.0.10.1", None).await;
+    let mut owner = node("127.0.11.1", None).await;
     for n in [&sender, &owner] {
         for r in &replicas {
             n.control.add_addresses(

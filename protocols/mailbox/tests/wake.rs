@@ -14,8 +14,8 @@ use common::{T0, addr, ask, body, is_stored, key, owned, refusal, replica, store
 use shoal_identity::Keypair;
 use shoal_mailbox::wake::{MAX_WAKE_ADDRS, MAX_WAKE_PER_MAILBOX};
 use shoal_mailbox::{
-    Answer, Class, Config, Event, Frame, MemoryStore, Op, Refusal, Replica, ReplicaConfig,
-    ReplicaStore, Request, WAKE_FRAME_LEN, WakeEndpoint, WakeToken,
+    Answer, Class, Event, Frame, MemoryStore, Op, Refusal, Replica, ReplicaConfig, Request,
+    WAKE_FRAME_LEN, WakeEndpoint, WakeToken,
 };
 
 fn endpoint(n: u8, token: u8) -> WakeEndpoint {
@@ -223,51 +223,10 @@ mod network {
     //! Real services over TCP on loopback.
 
     use super::*;
-    use shoal::{ServiceBuilder, address_book::AddressSource};
-    use shoal_transport::TcpTransport;
+    use crate::common::service::{node, unix_now_ms};
+    use shoal::address_book::AddressSource;
 
-    const MAILBOX: shoal::ProtocolId = shoal::ProtocolId(7);
     const STEP: Duration = Duration::from_secs(10);
-
-    fn unix_now_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-    }
-
-    struct Node {
-        control: shoal::ServiceControl,
-        handle: shoal_mailbox::Handle,
-        events: tokio::sync::mpsc::Receiver<Event>,
-        addr: shoal_transport::Multiaddr,
-    }
-
-    async fn node(ip: &str, replica: Option<ReplicaConfig>) -> Node {
-        let key = Keypair::generate();
-        let replica = replica.map(|config| {
-            let store: Box<dyn ReplicaStore> = Box::new(MemoryStore::new());
-            Replica::open(key.clone(), store, config, unix_now_ms()).unwrap()
-        });
-        let (meta, handle, events) = shoal_mailbox::new(MAILBOX, Config::default(), replica);
-        let service = ServiceBuilder::new(key)
-            .transport(TcpTransport::default())
-            .protocol(meta)
-            .build()
-            .unwrap();
-        let control = service.control();
-        let addr = control
-            .listen(format!("/ip4/{ip}/tcp/0").parse().unwrap())
-            .await
-            .unwrap();
-        tokio::spawn(service);
-        Node {
-            control,
-            handle,
-            events,
-            addr,
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_woken_recipient_fetches_everything() {

@@ -10,6 +10,8 @@ use shoal_mailbox::{
 };
 use shoal_transport::Multiaddr;
 
+pub mod service;
+
 /// 2023-11-14, in milliseconds.
 pub const T0: u64 = 1_700_000_000_000;
 
