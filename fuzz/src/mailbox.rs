@@ -96,6 +96,27 @@ pub fn genuine_frames() -> Vec<(&'static str, Bytes)> {
             .encode(),
         ),
         ("push", Frame::Push { id: 1, item }.encode()),
+        (
+            "register",
+            request(
+                5,
+                Op::Register {
+                    endpoint: shoal_mailbox::WakeEndpoint {
+                        peer: Keypair::from_secret_bytes(&[9; 32]).peer_id(),
+                        addrs: vec!["/ip4/10.0.0.9/tcp/4001".parse().expect("a valid address")],
+                        token: shoal_mailbox::WakeToken([0x5a; 16]),
+                    },
+                    until: UNIX_MS / 1000 + 3600,
+                },
+            ),
+        ),
+        (
+            "wake",
+            Frame::Wake {
+                token: shoal_mailbox::WakeToken([0x5a; 16]),
+            }
+            .encode(),
+        ),
     ]
 }
 
