@@ -9,19 +9,12 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::service::node;
+use common::service::{node, unix_now_ms};
 use common::{T0, key, owned};
 use shoal::address_book::AddressSource;
 use shoal_mailbox::{Answer, Class, EnvelopeHash, Event, ReplicaConfig};
 
 const STEP: Duration = Duration::from_secs(10);
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_to_a_quorum_then_subscribe_ack_and_drain() {
@@ -43,7 +36,7 @@ async fn store_to_a_quorum_then_subscribe_ack_and_drain() {
     let candidates: Vec<_> = replicas.iter().map(|r| r.control.local_peer_id()).collect();
     let mailbox_key = key(42);
     let mailbox = owned(&mailbox_key);
-    let expiry = unix_now() + 3600;
+    let expiry = unix_now_ms() / 1000 + 3600;
     let _ = T0;
 
     // Stored: three verified receipts from three networks, no more needed.
