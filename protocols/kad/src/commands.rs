@@ -41,7 +41,22 @@ impl Kademlia {
     /// Looks up the `k` nodes closest to `key`.
     pub fn find_node(&mut self, now: Instant, key: Key) -> Result<QueryId, Error> {
         let paths = self.config.disjoint_paths;
-        self.start_query(now, Kind::FindNode, key, paths, Vec::new())
+        let kind = Kind::FindNode { progress: false };
+        self.start_query(now, kind, key, paths, Vec::new())
+    }
+
+    /// Like [`find_node`](Kademlia::find_node), and reports every node
+    /// that answers as it answers ([`Event::LookupResponded`]), so the
+    /// caller can start talking to the nodes near `key` before the lookup
+    /// ends: the last few of the `k` closest are often the slowest to
+    /// settle (a node that left costs the stall timeout), while the first
+    /// nodes near the key answer within a few round trips. A node that
+    /// answered is alive but not necessarily among the final `k` closest;
+    /// the [`Event::QueryFinished`] result is authoritative.
+    pub fn find_node_progress(&mut self, now: Instant, key: Key) -> Result<QueryId, Error> {
+        let paths = self.config.disjoint_paths;
+        let kind = Kind::FindNode { progress: true };
+        self.start_query(now, kind, key, paths, Vec::new())
     }
 
     /// Looks up the record at `key`. The lookup runs to the end, like
@@ -142,7 +157,8 @@ impl Kademlia {
             alpha: self.config.alpha,
             paths,
         };
-        let lookup = Lookup::new(target, self.local, seeds, params);
+        let mut lookup = Lookup::new(target, self.local, seeds, params);
+        lookup.add_live_seeds(self.live_seeds(&target));
         let deadline = now + self.config.query_timeout;
         self.queries.insert(
             id,
@@ -166,6 +182,18 @@ impl Kademlia {
         self.table
             .closest(target, self.config.k, None)
             .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The `alpha` connected peers closest to `target`: known alive, every
+    /// lookup asks them at once (see [`Kademlia::peer_connected`]).
+    fn live_seeds(&self, target: &Key) -> Vec<Contact> {
+        let mut connected: Vec<&Contact> = self.connected.values().collect();
+        connected.sort_by_key(|c| (c.key.distance(target), c.peer));
+        connected
+            .into_iter()
+            .take(self.config.alpha)
             .cloned()
             .collect()
     }
@@ -216,6 +244,11 @@ impl Kademlia {
             return;
         };
         let target = *q.lookup.target();
+        if let Kind::FindNode { progress: true } = q.kind {
+            let contact = Contact::new(from, from_addrs.to_vec());
+            self.emit(Event::LookupResponded { id, contact });
+            return self.advance(now, id);
+        }
         if let (Kind::GetRecord { found, .. }, Some(record)) = (&mut q.kind, record) {
             let fits = record.record().key == target
                 && record.encoded_len() <= self.config.max_record_size;
@@ -327,7 +360,7 @@ impl Kademlia {
                 self.refresh_buckets(now);
                 QueryResult::Bootstrap { closest }
             }
-            Kind::FindNode | Kind::Refresh => QueryResult::FindNode { closest },
+            Kind::FindNode { .. } | Kind::Refresh => QueryResult::FindNode { closest },
             Kind::GetRecord { found, local } => {
                 let count = found.len();
                 let best = choose_record(&found, local.as_ref(), &closest, self.unix).cloned();

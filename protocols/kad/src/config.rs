@@ -32,9 +32,10 @@ pub const DEFAULT_REQUEST_ATTEMPTS: u32 = 2;
 
 /// Default for [`Config::stall_timeout`]: 400 ms. A lookup request
 /// unanswered then is sent once more at once (if it has an attempt left:
-/// a lost message costs 400 ms, not the request timeout); unanswered
-/// again, it no longer counts among the `alpha` in flight nor among the
-/// `k` closest that must answer (see [`crate::lookup`]). Under churn most
+/// a lost message costs 400 ms, not the request timeout) and stops
+/// holding its place among the `alpha` in flight, so the lookup asks the
+/// next node meanwhile; unanswered again, it no longer counts among the
+/// `k` closest that must answer either (see [`crate::lookup`]). Under churn most
 /// lookups meet nodes that left, and each used to hold its lookup for the
 /// request timeout and its second attempt (10 s). A slow node that answers
 /// later still counts, so a short stall costs extra requests, not answers.

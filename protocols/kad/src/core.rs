@@ -92,6 +92,10 @@ pub(crate) struct Timers {
     pub(crate) expiry: Option<Instant>,
 }
 
+/// Connected peers remembered as lookup seeds (see
+/// [`Kademlia::peer_connected`]).
+pub(crate) const MAX_CONNECTED_SEEDS: usize = 256;
+
 /// The sans-IO Kademlia node: routing table, lookups and record store.
 ///
 /// # Driving it
@@ -104,7 +108,8 @@ pub(crate) struct Timers {
 ///   [`peer_connected`](Kademlia::peer_connected),
 ///   [`peer_disconnected`](Kademlia::peer_disconnected),
 ///   [`dial_failed`](Kademlia::dial_failed);
-/// - commands: `bootstrap`, `find_node`, `get_record`, `put_record`.
+/// - commands: `bootstrap`, `find_node`, `find_node_progress`, `get_record`,
+///   `put_record`.
 ///
 /// After any input, drain [`poll_transmit`](Kademlia::poll_transmit) (send
 /// each message) and [`poll_event`](Kademlia::poll_event), then sleep until
@@ -141,6 +146,10 @@ pub struct Kademlia {
     /// The wall clock at the last input.
     pub(crate) unix: u64,
     pub(crate) admission: crate::admission::StoreAdmission,
+    /// Peers connected now that we can dial: known alive, so every lookup
+    /// also starts from the few of them closest to its target (at most
+    /// [`MAX_CONNECTED_SEEDS`] remembered).
+    pub(crate) connected: BTreeMap<PeerId, Contact>,
     dropped_transmits: u64,
     dropped_events: u64,
 }
@@ -190,6 +199,7 @@ impl Kademlia {
             bucket_lookups: BTreeMap::new(),
             unix: 0,
             admission: Default::default(),
+            connected: BTreeMap::new(),
             dropped_transmits: 0,
             dropped_events: 0,
         }
@@ -419,10 +429,20 @@ impl Kademlia {
     /// A connection to `peer` opened (it is alive at `addrs`). A peer that
     /// dialled us (no address to dial it back) becomes a contact only once
     /// it sends a message that is not a client's.
+    ///
+    /// While connected, a peer we can dial also seeds every lookup (beside
+    /// the table's closest contacts): after days away the table is mostly
+    /// nodes that left, and a lookup whose every starting contact is gone
+    /// would wait out their timeouts, while the peers we just connected to
+    /// answer at once with fresh contacts.
     pub fn peer_connected(&mut self, now: Instant, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if addrs.is_empty() {
+        if addrs.is_empty() || peer == self.local {
             self.start_timers(now);
             return;
+        }
+        if self.connected.len() < MAX_CONNECTED_SEEDS || self.connected.contains_key(&peer) {
+            self.connected
+                .insert(peer, Contact::new(peer, addrs.clone()));
         }
         self.add_address(now, peer, addrs);
     }
@@ -430,12 +450,14 @@ impl Kademlia {
     /// The connection to `peer` closed: answers still awaited from it will
     /// not come, so its requests fail now. The contact stays in the table.
     pub fn peer_disconnected(&mut self, now: Instant, peer: PeerId) {
+        self.connected.remove(&peer);
         self.fail_requests_to(now, &peer);
     }
 
     /// The driver could not reach `peer`: its requests fail and it leaves
     /// the routing table (replaced from the bucket's cache).
     pub fn dial_failed(&mut self, now: Instant, peer: PeerId) {
+        self.connected.remove(&peer);
         self.fail_requests_to(now, &peer);
         let change = self.table.remove(&peer);
         self.apply_change(change);
@@ -572,13 +594,15 @@ impl Kademlia {
         self.pending.insert(id, p);
     }
 
-    /// A lookup request is still unanswered at its stall time: it is sent
-    /// once more at once if it has an attempt left (a lost message costs
-    /// one stall timeout, not the request timeout), else its lookup goes
-    /// on without waiting for it (it may still answer).
+    /// A lookup request is still unanswered at its stall time. If it has
+    /// an attempt left it is sent once more at once (a lost message costs
+    /// one stall timeout, not the request timeout) and stops holding a
+    /// slot of its path, which asks the next candidate meanwhile (a node
+    /// that left costs a slot one stall timeout); its lookup still waits
+    /// for it. Unanswered at the next stall time, the lookup goes on
+    /// without waiting for it (it may still answer).
     fn request_stalled(&mut self, now: Instant, id: u64) {
         let attempts = self.config.request_attempts.max(1);
-        let stall = self.config.stall_timeout;
         let timeout = self.config.request_timeout;
         let Some(p) = self.pending.get_mut(&id) else {
             return;
@@ -586,21 +610,25 @@ impl Kademlia {
         let PendingKind::Lookup { query, path } = p.kind else {
             return;
         };
-        if p.attempts < attempts {
+        let peer = p.peer;
+        let moved = if p.attempts < attempts {
             p.attempts += 1;
             let (old, retry) = (p.deadline, p.retry.clone());
             p.deadline = now + timeout;
             let deadline = p.deadline;
             self.deadlines.remove(&(old, id));
             self.deadlines.insert((deadline, id));
-            self.stalls.insert((now + stall, id));
+            self.stalls.insert((now + self.config.stall_timeout, id));
             self.push_transmit(retry);
-            return;
-        }
-        let peer = p.peer;
-        if let Some(q) = self.queries.get_mut(&query)
-            && q.lookup.on_stalled(path, &peer)
-        {
+            self.queries
+                .get_mut(&query)
+                .is_some_and(|q| q.lookup.on_slow(path, &peer))
+        } else {
+            self.queries
+                .get_mut(&query)
+                .is_some_and(|q| q.lookup.on_stalled(path, &peer))
+        };
+        if moved {
             self.advance(now, query);
         }
     }

@@ -28,6 +28,7 @@
 //!  driver ──now────▶ handle_timeout ──▶ failed requests, query deadlines, refresh,
 //!                                       re-replication, republish, expiry
 //!  commands (find_node, get_record, put_record, bootstrap) ──▶ QueryId … Event::QueryFinished
+//!  find_node_progress ──▶ QueryId … Event::LookupResponded per answer … Event::QueryFinished
 //! ```
 //!
 //! # Example
@@ -129,6 +130,62 @@ pub enum HandleError {
 /// Commands waiting for their query's result.
 type Waiters = Arc<Mutex<BTreeMap<QueryId, oneshot::Sender<(QueryResult, QueryStats)>>>>;
 
+/// Progressive lookups being watched: where their answering nodes go.
+type Watchers = Arc<Mutex<BTreeMap<QueryId, mpsc::Sender<Contact>>>>;
+
+/// Answering nodes a [`LookupWatch`] holds before it drops more (a lookup
+/// sends a few dozen requests).
+const WATCH_QUEUE: usize = 256;
+
+/// What [`LookupWatch::next`] reports, in order: nodes as they answer,
+/// then the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupProgress {
+    /// A node answered the lookup: it is alive, and may or may not be
+    /// among the `k` closest in the end.
+    Responded(Contact),
+    /// The lookup ended: the `k` closest nodes that answered, closest
+    /// first (the last item).
+    Finished(Vec<Contact>, QueryStats),
+}
+
+/// A lookup started by [`Handle::find_node_progress`]: its answering
+/// nodes as they answer, then its result. Dropping it does not stop the
+/// lookup.
+#[derive(Debug)]
+pub struct LookupWatch {
+    responded: mpsc::Receiver<Contact>,
+    finished: oneshot::Receiver<(QueryResult, QueryStats)>,
+    done: bool,
+}
+
+impl LookupWatch {
+    /// The next news of the lookup: [`LookupProgress::Responded`] for
+    /// each node that answered (at most 256 waiting; more are
+    /// dropped, which changes only how early the caller hears of them),
+    /// then one [`LookupProgress::Finished`]; then `None`. `None` early
+    /// only if the service stopped. Cancel-safe.
+    pub async fn next(&mut self) -> Option<LookupProgress> {
+        if self.done {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            Some(contact) = self.responded.recv() => Some(LookupProgress::Responded(contact)),
+            result = &mut self.finished => {
+                self.done = true;
+                match result {
+                    Ok((QueryResult::FindNode { closest }, stats)) => {
+                        Some(LookupProgress::Finished(closest, stats))
+                    }
+                    Ok((_, stats)) => Some(LookupProgress::Finished(Vec::new(), stats)),
+                    Err(_) => None,
+                }
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -141,6 +198,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Handle {
     core: CoreHandle<Kademlia>,
     waiters: Waiters,
+    watchers: Watchers,
     dropped_events: Arc<AtomicU64>,
 }
 
@@ -178,6 +236,24 @@ impl Handle {
             QueryResult::FindNode { closest } => Ok((closest, stats)),
             _ => Ok((Vec::new(), stats)),
         }
+    }
+
+    /// Looks up the `k` nodes closest to `key`, reporting every node as it
+    /// answers (see [`Kademlia::find_node_progress`] and [`LookupWatch`]).
+    pub fn find_node_progress(&self, key: Key) -> Result<LookupWatch, HandleError> {
+        // Registered inside the call, so no answer is missed.
+        Ok(self.core.with(|core, now| {
+            let id = core.find_node_progress(now.instant, key)?;
+            let (tx, responded) = mpsc::channel(WATCH_QUEUE);
+            let (done, finished) = oneshot::channel();
+            lock(&self.watchers).insert(id, tx);
+            lock(&self.waiters).insert(id, done);
+            Ok::<_, Error>(LookupWatch {
+                responded,
+                finished,
+                done: false,
+            })
+        })?)
     }
 
     /// The newest record at `key`, if found (see [`Kademlia::get_record`]).
@@ -291,17 +367,27 @@ pub fn new_named(
         .build_hasher()
         .finish();
     let waiters: Waiters = Arc::default();
+    let watchers: Watchers = Arc::default();
     let dropped_events = Arc::new(AtomicU64::new(0));
-    let (w, dropped) = (waiters.clone(), dropped_events.clone());
+    let (w, watched, dropped) = (waiters.clone(), watchers.clone(), dropped_events.clone());
     let on_event = move |event: Event| {
         let event = match event {
-            Event::QueryFinished { id, result, stats } => match lock(&w).remove(&id) {
-                Some(waiter) => {
-                    let _ = waiter.send((result, stats));
-                    return;
+            Event::LookupResponded { id, contact } => {
+                if let Some(watcher) = lock(&watched).get(&id) {
+                    let _ = watcher.try_send(contact);
                 }
-                None => Event::QueryFinished { id, result, stats },
-            },
+                return;
+            }
+            Event::QueryFinished { id, result, stats } => {
+                lock(&watched).remove(&id);
+                match lock(&w).remove(&id) {
+                    Some(waiter) => {
+                        let _ = waiter.send((result, stats));
+                        return;
+                    }
+                    None => Event::QueryFinished { id, result, stats },
+                }
+            }
             other => other,
         };
         if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event) {
@@ -317,6 +403,7 @@ pub fn new_named(
     let handle = Handle {
         core,
         waiters,
+        watchers,
         dropped_events,
     };
     (meta, handle, rx)

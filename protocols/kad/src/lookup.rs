@@ -11,16 +11,26 @@
 //! - a response marks its sender succeeded and adds the contacts it names
 //!   (one hop deeper than the sender); a failure (timeout, error, dial
 //!   failure) marks it failed, which brings the next candidate within reach;
-//! - a request unanswered for a while (the core's stall timeout) marks its
-//!   node *stalled*: it no longer holds a place among the `alpha` in flight
-//!   nor among the `k` closest that must answer, so a dead node costs the
-//!   stall timeout, not the request timeout; if it answers after all,
+//! - a request unanswered for a while (the core's stall timeout, after
+//!   which the core sends it again) marks its node *slow*: it no longer
+//!   holds a place among the `alpha` in flight, so a dead node holds a
+//!   slot for one stall timeout, not the request timeout, but it still
+//!   counts among the `k` closest that must answer (the first message may
+//!   have been lost); unanswered for another stall timeout, it is
+//!   *stalled*: no longer among those that must answer; if it answers after all,
 //!   before the lookup ends, it counts as succeeded (with nobody else left
 //!   to ask, the path waits for its stalled requests, unless the lookup
 //!   already has `k` answers);
 //! - the path is done when its `k` closest live candidates have all
 //!   answered, or when nothing is in flight or stalled and nothing is left
 //!   to ask.
+//!
+//! Contacts known to be alive (peers connected now) may be added as
+//! *live seeds*: they start one more path of their own. After days away
+//! the closest contacts of the table may all have left, and each costs the
+//! stall timeout of a slot of its path; the live path is not held up by
+//! them, since its first answer is one round trip away and names nodes
+//! the answering peer knows now.
 //!
 //! Paths are disjoint as in S/Kademlia: every node is contacted by at most
 //! one path, the first that chooses it; another path reaching it later
@@ -71,7 +81,12 @@ pub struct LookupStats {
 enum State {
     NotContacted,
     Waiting,
-    /// Asked, unanswered past the stall timeout (still may answer).
+    /// Asked, unanswered past one stall timeout and asked again: no longer
+    /// holds a place among the `alpha` in flight, but still among the `k`
+    /// closest that must answer (the first message may just have been
+    /// lost).
+    Slow,
+    /// Asked, unanswered past the stall timeout twice (still may answer).
     Stalled,
     Succeeded,
     Failed,
@@ -157,6 +172,43 @@ impl Lookup {
         }
     }
 
+    /// Adds `live` contacts (known alive, e.g. connected now) as the
+    /// starting contacts of a path of their own (see the module docs).
+    /// Call before the first [`Lookup::next_requests`]; a live contact
+    /// that was among the seeds moves to the new path, `local` is dropped.
+    pub fn add_live_seeds(&mut self, live: Vec<Contact>) {
+        let mut path = Path::default();
+        for contact in live {
+            if contact.peer == self.local
+                || path
+                    .candidates
+                    .iter()
+                    .any(|c| c.contact.peer == contact.peer)
+            {
+                continue;
+            }
+            for p in &mut self.paths {
+                p.candidates.retain(|c| c.contact.peer != contact.peer);
+            }
+            let distance = contact.key.distance(&self.target);
+            let at = path
+                .candidates
+                .partition_point(|c| (c.distance, c.contact.peer) < (distance, contact.peer));
+            path.candidates.insert(
+                at,
+                Candidate {
+                    contact,
+                    distance,
+                    depth: 0,
+                    state: State::NotContacted,
+                },
+            );
+        }
+        if !path.candidates.is_empty() {
+            self.paths.push(path);
+        }
+    }
+
     /// The target key.
     pub fn target(&self) -> &Key {
         &self.target
@@ -212,7 +264,8 @@ impl Lookup {
                     // (slow is better than nothing), unless the lookup
                     // already holds the `k` answers it wants.
                     let stalled = path.candidates.iter().any(|c| c.state == State::Stalled);
-                    if path.in_flight == 0 && (!stalled || self.answered() >= k) {
+                    let slow = path.candidates.iter().any(|c| c.state == State::Slow);
+                    if path.in_flight == 0 && !slow && (!stalled || self.answered() >= k) {
                         self.paths[p].done = true;
                     }
                     break;
@@ -245,11 +298,10 @@ impl Lookup {
     }
 
     fn find(&mut self, path: usize, peer: &PeerId) -> Option<&mut Candidate> {
-        self.paths
-            .get_mut(path)?
-            .candidates
-            .iter_mut()
-            .find(|c| c.contact.peer == *peer && matches!(c.state, State::Waiting | State::Stalled))
+        self.paths.get_mut(path)?.candidates.iter_mut().find(|c| {
+            c.contact.peer == *peer
+                && matches!(c.state, State::Waiting | State::Slow | State::Stalled)
+        })
     }
 
     /// `peer`, asked by `path`, answered with `closer` contacts. Returns
@@ -328,18 +380,39 @@ impl Lookup {
     }
 
     /// The request of `path` to `peer` is unanswered past the stall
-    /// timeout: it stops holding the path (see the module docs). Returns
-    /// `false` if no such request waits (answered, failed, or stalled
-    /// already).
-    pub fn on_stalled(&mut self, path: usize, peer: &PeerId) -> bool {
+    /// timeout and was sent again: it stops holding a place among the
+    /// `alpha` in flight, so the path asks the next candidate, but still
+    /// counts among the `k` closest that must answer. Returns `false` if no
+    /// such request waits.
+    pub fn on_slow(&mut self, path: usize, peer: &PeerId) -> bool {
         let Some(c) = self.find(path, peer) else {
             return false;
         };
         if c.state != State::Waiting {
             return false;
         }
-        c.state = State::Stalled;
+        c.state = State::Slow;
         self.paths[path].in_flight -= 1;
+        true
+    }
+
+    /// The request of `path` to `peer` is unanswered past the stall
+    /// timeout (again, if it was [slow](Lookup::on_slow)): the path stops
+    /// waiting for it (see the module docs). Returns `false` if no such
+    /// request waits (answered, failed, or stalled already).
+    pub fn on_stalled(&mut self, path: usize, peer: &PeerId) -> bool {
+        let Some(c) = self.find(path, peer) else {
+            return false;
+        };
+        let was_waiting = match c.state {
+            State::Waiting => true,
+            State::Slow => false,
+            _ => return false,
+        };
+        c.state = State::Stalled;
+        if was_waiting {
+            self.paths[path].in_flight -= 1;
+        }
         true
     }
 
@@ -511,5 +584,78 @@ mod tests {
         assert!(l.next_requests().is_empty());
         assert!(l.is_finished());
         assert_eq!(l.closest().len(), 1);
+    }
+
+    #[test]
+    fn a_slow_request_frees_its_slot_but_is_still_waited_for() {
+        let target = Key::from_bytes([0; 32]);
+        let local = PeerId::from_bytes([0xee; 32]);
+        let seeds: Vec<Contact> = (0..2).map(contact).collect();
+        let mut l = Lookup::new(target, local, seeds, params(2, 1, 1));
+        let first = l.next_requests();
+        let slow = first[0].contact.peer;
+        // Unanswered once: the next candidate is asked meanwhile ...
+        assert!(l.on_slow(0, &slow));
+        assert!(!l.on_slow(0, &slow));
+        let second = l.next_requests();
+        assert_eq!(second.len(), 1);
+        l.on_response(0, &second[0].contact.peer, vec![]);
+        // ... but the lookup waits for the slow one (its message may
+        // just have been lost) ...
+        assert!(l.next_requests().is_empty());
+        assert!(!l.is_finished());
+        // ... whose late answer counts.
+        assert_eq!(l.on_response(0, &slow, vec![]), Some(0));
+        assert!(l.next_requests().is_empty());
+        assert!(l.is_finished());
+        assert_eq!(l.closest().len(), 2);
+
+        // Unanswered twice, it is stalled and no longer waited for once
+        // the lookup has its k answers.
+        let mut l = Lookup::new(
+            target,
+            local,
+            (0..3).map(contact).collect(),
+            params(2, 1, 1),
+        );
+        let first = l.next_requests();
+        let slow = first[0].contact.peer;
+        assert!(l.on_slow(0, &slow));
+        for r in l.next_requests() {
+            l.on_response(0, &r.contact.peer, vec![]);
+        }
+        assert!(l.on_stalled(0, &slow));
+        for r in l.next_requests() {
+            l.on_response(0, &r.contact.peer, vec![]);
+        }
+        assert!(l.next_requests().is_empty());
+        assert!(l.is_finished());
+        assert!(l.closest().iter().all(|(c, _)| c.peer != slow));
+    }
+
+    #[test]
+    fn live_seeds_start_a_path_of_their_own() {
+        let target = Key::from_bytes([0; 32]);
+        let local = PeerId::from_bytes([0xee; 32]);
+        let mut l = Lookup::new(
+            target,
+            local,
+            (0..4).map(contact).collect(),
+            params(3, 1, 2),
+        );
+        // One live seed is new and far; one was a table seed already.
+        l.add_live_seeds(vec![contact(900), contact(1), Contact::new(local, vec![])]);
+        let asked: Vec<(usize, PeerId)> = l
+            .next_requests()
+            .into_iter()
+            .map(|r| (r.path, r.contact.peer))
+            .collect();
+        // Two table paths ask their closest; the live path asks its own
+        // (the table seed that is live moved to it).
+        assert_eq!(asked.len(), 3);
+        let live = [contact(900).peer, contact(1).peer];
+        for (path, peer) in &asked {
+            assert_eq!(*path == 2, live.contains(peer), "{path} {peer}");
+        }
     }
 }

@@ -92,6 +92,17 @@ pub enum Event {
         /// How it went.
         stats: QueryStats,
     },
+    /// A node answered the lookup of a query started with
+    /// [`Kademlia::find_node_progress`](crate::Kademlia::find_node_progress),
+    /// reported as it answers (before the query's [`Event::QueryFinished`]).
+    /// Like routing events, dropped when the event queue is full: the
+    /// final result does not depend on it.
+    LookupResponded {
+        /// The query.
+        id: QueryId,
+        /// The node that answered, with the addresses it was reached at.
+        contact: Contact,
+    },
     /// A node entered the routing table.
     RoutingUpdated {
         /// The node.
@@ -119,7 +130,10 @@ pub enum Event {
 #[derive(Debug)]
 pub(crate) enum Kind {
     Bootstrap,
-    FindNode,
+    /// `progress`: report each node that answers.
+    FindNode {
+        progress: bool,
+    },
     /// Bucket refresh or periodic self-lookup: no event.
     Refresh,
     GetRecord {

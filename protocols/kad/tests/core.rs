@@ -549,3 +549,58 @@ fn answers_cannot_point_at_narrower_scopes_than_their_source() {
         );
     }
 }
+
+#[test]
+fn a_connected_peer_starts_a_path_of_its_own_and_answers_are_reported() {
+    let mut core = node(Config::default());
+    let t0 = Instant::now();
+    // A days-old table: five contacts that will never answer.
+    for i in 1..=5u8 {
+        core.add_address(t0, PeerId::from_bytes([i; 32]), addr(u32::from(i)));
+    }
+    // A peer we just connected to, far from the target.
+    let live = PeerId::from_bytes([0xf0; 32]);
+    core.peer_connected(t0, live, addr(0xf0));
+    let target = Key::from_bytes([3; 32]);
+    let id = core.find_node_progress(t0, target).unwrap();
+    let first = answers(&mut core);
+    // The three table paths ask their seeds; the connected peer is asked
+    // at once too, whatever its distance.
+    assert_eq!(first.len(), 6);
+    let (_, asked) = first.iter().find(|(to, _)| *to == live).unwrap();
+    // It answers with a node near the target, which is asked at once
+    // although the other paths' requests are all still waiting.
+    let near = PeerId::from_bytes([0x33; 32]);
+    let answer = Message {
+        request_id: asked.request_id,
+        body: Body::Nodes(vec![Contact::new(near, addr(0x33))]),
+    };
+    core.handle_message(t0, UNIX, live, &addr(0xf0), &answer.encode())
+        .unwrap();
+    let next = answers(&mut core);
+    assert_eq!(next.iter().map(|(to, _)| *to).collect::<Vec<_>>(), [near]);
+    // The answer was reported as it came, before any result.
+    let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
+    let responded: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LookupResponded { id: q, contact } if *q == id => Some(contact.peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(responded, [live]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::QueryFinished { .. }))
+    );
+    // A plain lookup reports no answers; once disconnected, the peer
+    // seeds no path of its own (it stays in the table).
+    core.find_node(t0, target).unwrap();
+    core.peer_disconnected(t0, live);
+    core.find_node(t0, target).unwrap();
+    assert!(
+        std::iter::from_fn(|| core.poll_event())
+            .all(|e| !matches!(e, Event::LookupResponded { .. }))
+    );
+}

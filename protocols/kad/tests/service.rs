@@ -10,7 +10,7 @@ use bytes::Bytes;
 use shoal::{Multiaddr, PeerId, ProtocolId, ServiceBuilder, ServiceControl};
 use shoal_identify::LocalRecord;
 use shoal_identity::Keypair;
-use shoal_kad::{Config, Handle, Key, Record, SignedRecord};
+use shoal_kad::{Config, Handle, Key, LookupProgress, Record, SignedRecord};
 use shoal_transport::{MemoryNetwork, MemoryTransport};
 
 const KAD: ProtocolId = ProtocolId(1);
@@ -126,6 +126,19 @@ async fn run(nodes: Vec<Node>, records: u64) {
                 .min_by_key(|p| Key::for_peer(p).distance(&key))
                 .unwrap();
             assert_eq!(closest.first().map(|c| c.peer), Some(best));
+            // The same lookup, progressive: every node in the result was
+            // reported as it answered, before the result.
+            let mut watch = from.handle.find_node_progress(key).unwrap();
+            let mut responded = Vec::new();
+            let (closest, _) = loop {
+                match watch.next().await.expect("a result") {
+                    LookupProgress::Responded(c) => responded.push(c.peer),
+                    LookupProgress::Finished(closest, stats) => break (closest, stats),
+                }
+            };
+            assert!(watch.next().await.is_none());
+            assert_eq!(closest.first().map(|c| c.peer), Some(best));
+            assert!(closest.iter().all(|c| responded.contains(&c.peer)));
         }
         // Records stored by one node are found by others.
         for i in 0..records {
