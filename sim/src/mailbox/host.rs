@@ -149,6 +149,9 @@ pub struct MailboxHost {
     pub store: Option<SimStore>,
     /// Finished lookups not yet taken.
     pub finished: BTreeMap<QueryId, (QueryResult, QueryStats)>,
+    /// Nodes that answered progressive lookups, not yet taken, in
+    /// arrival order.
+    pub responded: Vec<(QueryId, shoal_kad::Contact)>,
     /// Mailbox replies not yet taken, in arrival order.
     pub replies: Vec<(RequestId, PeerId, Reply)>,
     seed: u64,
@@ -177,6 +180,7 @@ impl MailboxHost {
             mailbox,
             store,
             finished: BTreeMap::new(),
+            responded: Vec::new(),
             replies: Vec::new(),
             seed,
             next_core: 0,
@@ -224,6 +228,7 @@ impl MailboxHost {
             &self.config,
         );
         self.replies.clear();
+        self.responded.clear();
         self.neighbours_at = None;
     }
 
@@ -241,7 +246,9 @@ impl MailboxHost {
         // what they finished at once.
         for _ in 0..2 {
             while let Some(event) = self.kad.poll_event() {
-                if let shoal_kad::Event::QueryFinished { id, result, stats } = event {
+                if let shoal_kad::Event::LookupResponded { id, contact } = event {
+                    self.responded.push((id, contact));
+                } else if let shoal_kad::Event::QueryFinished { id, result, stats } = event {
                     match self.member_lookups.remove(&id) {
                         Some(mailbox) => {
                             if let QueryResult::FindNode { closest } = result {

@@ -1,21 +1,22 @@
 //! A returning recipient reads its mailboxes the way the messenger's
-//! driver does: every contact's days at once, each mailbox looked up, then
-//! fetched from all its replicas at once, every answer's envelopes handed
-//! to the engine as it arrives (a slow or dead replica delays nothing it
-//! does not alone hold), and acked on every replica once the mailbox is
-//! read. The time from the recipient's return until the last message
-//! stored for it is shown is its reconnect latency.
+//! driver does: every contact's days at once, each mailbox looked up
+//! progressively (a node near the mailbox is asked for it as soon as it
+//! answers the lookup, before the lookup settles), every answer's
+//! envelopes handed to the engine as it arrives (a slow or dead replica
+//! delays nothing it does not alone hold), and acked on every replica once
+//! the mailbox is read. The time from the recipient's return until the
+//! last message stored for it is shown is its reconnect latency.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use shoal::PeerId;
 use shoal_identity::Keypair;
 use shoal_im::mailbox_keys::day_of;
-use shoal_kad::{Key, QueryId, QueryResult};
+use shoal_kad::{Distance, Key, QueryId, QueryResult};
 use shoal_mailbox::{Answer, Descriptor, EnvelopeHash, REPLICAS, RequestId};
 
-use super::{FETCH_ATTEMPTS, LOOKUP_LIMIT, MAX_PAGES, MailboxWorld, READ_QUORUM, Replacement};
+use super::{FETCH_ATTEMPTS, MAX_PAGES, MailboxWorld, READ_QUORUM, Replacement};
 use crate::kad::KadHost;
 use crate::{NodeIndex, sim_addr};
 
@@ -34,7 +35,12 @@ struct Day {
     descriptor: Descriptor,
     key: Keypair,
     device: PeerId,
+    /// The final replica set (once looked up).
     replicas: Vec<PeerId>,
+    /// Nodes that answered the lookup so far, closest first.
+    near: Vec<(Distance, PeerId)>,
+    /// Nodes whose answer held envelopes (acked with the replicas).
+    holders: BTreeSet<PeerId>,
     /// Per replica: the last sequence number read, pages and failures.
     after: HashMap<PeerId, u64>,
     pages: HashMap<PeerId, usize>,
@@ -46,6 +52,16 @@ struct Day {
     /// Fetches in flight.
     in_flight: usize,
     looked_up: bool,
+}
+
+impl Day {
+    /// Replicas of the final set that answered to the end.
+    fn replicas_answered(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|p| self.answered.contains(p))
+            .count()
+    }
 }
 
 /// What a request in flight was for.
@@ -60,9 +76,11 @@ impl MailboxWorld {
     /// days of a contact at once.
     pub(super) fn read_all(&mut self, r: usize, pairs: &[usize]) {
         let node = self.users[r].node;
-        if self.rejoining.remove(&r) {
-            self.rejoin(node);
-        }
+        // The DHT is joined again while the mailboxes are read, not before.
+        let rejoin = match self.rejoining.remove(&r) {
+            true => self.rejoin(node),
+            false => None,
+        };
         let unix = self.sim.clock().unix_secs;
         let mut days = Vec::new();
         for &p in pairs {
@@ -79,6 +97,8 @@ impl MailboxWorld {
                     key,
                     device: pair.device,
                     replicas: Vec::new(),
+                    near: Vec::new(),
+                    holders: BTreeSet::new(),
                     after: HashMap::new(),
                     pages: HashMap::new(),
                     failures: HashMap::new(),
@@ -111,10 +131,9 @@ impl MailboxWorld {
                 for (d, day) in days.iter_mut().enumerate().filter(|(_, d)| d.pair == p) {
                     self.report.lookups += 1;
                     let key = Key::from_bytes(*day.descriptor.id().as_bytes());
-                    match self
-                        .sim
-                        .with_node(node, |n, now| n.kad.find_node(now.instant, key).ok())
-                    {
+                    match self.sim.with_node(node, |n, now| {
+                        n.kad.find_node_progress(now.instant, key).ok()
+                    }) {
                         Some(query) => {
                             lookups.insert(query, d);
                         }
@@ -130,8 +149,24 @@ impl MailboxWorld {
             self.sim.run_until(left, |s| {
                 let n = s.node(node);
                 lookups.keys().any(|q| n.finished.contains_key(q))
+                    || n.responded.iter().any(|(q, _)| lookups.contains_key(q))
                     || n.replies.iter().any(|(id, _, _)| asked.contains_key(id))
             });
+            // A node near a mailbox answered its lookup: if it is among the
+            // closest so far, it is asked for the mailbox at once.
+            for (query, contact) in std::mem::take(&mut self.sim.node_mut(node).responded) {
+                let Some(&d) = lookups.get(&query) else {
+                    continue;
+                };
+                let key = Key::from_bytes(*days[d].descriptor.id().as_bytes());
+                let distance = contact.key.distance(&key);
+                let near = &mut days[d].near;
+                let at = near.partition_point(|x| *x < (distance, contact.peer));
+                near.insert(at, (distance, contact.peer));
+                if at < REPLICAS && !days[d].pages.contains_key(&contact.peer) {
+                    self.fetch(node, &mut days, d, contact.peer, &mut asked);
+                }
+            }
             let done: Vec<QueryId> = lookups
                 .keys()
                 .filter(|q| self.sim.node(node).finished.contains_key(q))
@@ -152,8 +187,11 @@ impl MailboxWorld {
                 days[d].replicas = found.clone();
                 days[d].looked_up = true;
                 for peer in found {
-                    self.fetch(node, &mut days, d, peer, &mut asked);
+                    if !days[d].pages.contains_key(&peer) {
+                        self.fetch(node, &mut days, d, peer, &mut asked);
+                    }
                 }
+                self.ack_when_read(node, &mut days, d, &mut asked);
             }
             let ids: HashSet<RequestId> = asked.keys().copied().collect();
             let replies = self.sim.node_mut(node).take_replies(&ids);
@@ -165,6 +203,9 @@ impl MailboxWorld {
                 self.fetched(r, node, &mut days, d, peer, reply, &mut asked);
             }
         }
+        if let Some(query) = rejoin {
+            self.sim.node_mut(node).finished.remove(&query);
+        }
         if lost_touch {
             // As in `lookup`: join the DHT again through the seed.
             self.rejoining.insert(r);
@@ -172,10 +213,9 @@ impl MailboxWorld {
         let today = day_of(unix);
         for &p in pairs {
             let complete = !waiting.contains(&p)
-                && days
-                    .iter()
-                    .filter(|d| d.pair == p)
-                    .all(|d| d.looked_up && d.answered.len() >= d.replicas.len().max(READ_QUORUM));
+                && days.iter().filter(|d| d.pair == p).all(|d| {
+                    d.looked_up && d.replicas_answered() >= d.replicas.len().max(READ_QUORUM)
+                });
             if complete {
                 let su = self.users[self.pairs[p].sender].engine.user_id();
                 self.users[r].engine.mailbox_read_through(su, today).ok();
@@ -184,22 +224,18 @@ impl MailboxWorld {
         }
     }
 
-    /// A user back online joins the DHT again before it reads, as the
-    /// messenger does at start (through the peers it connects to; here
-    /// the seed, which never leaves): its routing table is days old.
-    fn rejoin(&mut self, node: NodeIndex) {
+    /// A user back online joins the DHT again, as the messenger does at
+    /// start (through the peers it connects to; here the seed, which never
+    /// leaves): its routing table is days old. Returns the bootstrap query,
+    /// which runs beside the reads.
+    fn rejoin(&mut self, node: NodeIndex) -> Option<QueryId> {
         let seed = self.sim.peer_id(NodeIndex(0));
-        let query = self.sim.with_node(node, |n, now| {
+        self.sim.with_node(node, |n, now| {
             let kad = n.kademlia();
-            kad.add_address(now.instant, seed, vec![sim_addr(&seed)]);
+            kad.peer_connected(now.instant, seed, vec![sim_addr(&seed)]);
             kad.bootstrap(now.instant, &[(seed, vec![sim_addr(&seed)])])
                 .ok()
-        });
-        if let Some(query) = query {
-            self.sim
-                .run_until(LOOKUP_LIMIT, |s| s.node(node).finished.contains_key(&query));
-            self.sim.node_mut(node).finished.remove(&query);
-        }
+        })
     }
 
     /// Asks `peer` for the next page of day `d`.
@@ -263,6 +299,7 @@ impl MailboxWorld {
                         .is_ok()
                     {
                         day.taken.push(hash);
+                        day.holders.insert(peer);
                     }
                 }
                 self.pump();
@@ -283,10 +320,24 @@ impl MailboxWorld {
                 }
             }
         }
+        self.ack_when_read(node, days, d, asked);
+    }
+
+    /// Once day `d` is looked up and nothing is in flight, what was taken
+    /// is acked on every replica and every node that held some of it.
+    fn ack_when_read(
+        &mut self,
+        node: NodeIndex,
+        days: &mut [Day],
+        d: usize,
+        asked: &mut BTreeMap<RequestId, Asked>,
+    ) {
         let day = &days[d];
-        if day.in_flight == 0 && !day.taken.is_empty() {
+        if day.looked_up && day.in_flight == 0 && !day.taken.is_empty() {
             let (descriptor, key, taken) = (day.descriptor, day.key.clone(), day.taken.clone());
-            for &replica in &day.replicas {
+            let mut to: Vec<PeerId> = day.replicas.clone();
+            to.extend(day.holders.iter().filter(|p| !day.replicas.contains(p)));
+            for replica in to {
                 let id = self.sim.with_node(node, |n, now| {
                     n.mailbox
                         .ack(crate::now_of(now), replica, descriptor, &key, taken.clone())
