@@ -14,15 +14,16 @@
 //!   are the ones sealed once: a retry never spends another message key.
 //! - **Reading.** At start, every poll interval, and live through a
 //!   subscription to today's mailbox, the days since the last one read
-//!   through are fetched, all at once, from every replica, handed to the
-//!   engine as envelopes from the contact's device (it drops copies) as
-//!   each replica answers, and acked on every replica once the engine
+//!   through are fetched, all at once, from every replica (a mailbox's
+//!   nodes are asked as its lookup reaches them: see `read`), handed to
+//!   the engine as envelopes from the contact's device (it drops copies)
+//!   as each replica answers, and acked on every replica once the engine
 //!   committed them, so every replica deletes them. R - W + 1 answers
-//!   include a copy of each stored envelope when no signer lied; a day counts as read only once every
-//!   replica found (at least R - W + 1) answered, since the one honest
-//!   signer may be the one that did not.
+//!   include a copy of each stored envelope when no signer lied; a day
+//!   counts as read only once every replica found (at least R - W + 1)
+//!   answered, since the one honest signer may be the one that did not.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,13 +36,13 @@ use shoal_im::engine::MailboxEnvelope;
 use shoal_im::mailbox_keys::day_of;
 use shoal_im::{Store, UserId};
 use shoal_mailbox::{
-    Answer, Class, DHT_PROTOCOL_NAME, Descriptor, EnvelopeHash, MailboxId, REPLICAS, RequestId,
-    WRITE_QUORUM,
+    Class, DHT_PROTOCOL_NAME, Descriptor, MailboxId, REPLICAS, RequestId, WRITE_QUORUM,
 };
 
 use crate::Event;
 use crate::im_core::ImCore;
 
+mod read;
 mod wake;
 
 pub use self::wake::{WAKE_DAYS, WAKE_RENEW};
@@ -156,12 +157,10 @@ impl Mailboxes {
     /// The replicas of mailbox `id` (cached), their addresses put in the
     /// address book so requests can dial them.
     async fn replicas(&self, control: &ServiceControl, id: MailboxId) -> Vec<PeerId> {
-        if let Some((at, peers)) = lock(&self.replicas).get(&id)
-            && at.elapsed() < REPLICA_CACHE
-        {
-            return peers.clone();
+        if let Some(peers) = self.cached_replicas(&id) {
+            return peers;
         }
-        self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.count_lookup();
         let key = shoal_kad::Key::from_bytes(*id.as_bytes());
         let found = tokio::time::timeout(LOOKUP_TIMEOUT, self.dht.find_node(key)).await;
         let Ok(Ok((closest, _))) = found else {
@@ -176,14 +175,32 @@ impl Mailboxes {
                 c.peer
             })
             .collect();
+        self.remember_replicas(id, &peers);
+        peers
+    }
+
+    fn count_lookup(&self) {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Mailbox `id`'s replica set, if looked up within [`REPLICA_CACHE`].
+    fn cached_replicas(&self, id: &MailboxId) -> Option<Vec<PeerId>> {
+        lock(&self.replicas)
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < REPLICA_CACHE)
+            .map(|(_, peers)| peers.clone())
+    }
+
+    /// Caches a replica set found by a lookup (one too small to store to
+    /// is looked up again next time).
+    fn remember_replicas(&self, id: MailboxId, peers: &[PeerId]) {
         if peers.len() >= WRITE_QUORUM {
             let mut cache = lock(&self.replicas);
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
-            cache.insert(id, (Instant::now(), peers.clone()));
+            cache.insert(id, (Instant::now(), peers.to_vec()));
         }
-        peers
     }
 
     fn forget_replicas(&self, id: &MailboxId) {
@@ -298,7 +315,8 @@ impl Mailboxes {
             ..ReadPass::default()
         };
         // Every day at once: after a week away, the last message waits
-        // for one lookup and one fetch, not for nine in a row.
+        // for one lookup and one fetch, not for nine in a row (and the
+        // fetch starts as the lookup reaches the mailbox's neighbourhood).
         let reads = days.map(|day| {
             let pair = &pair;
             async move {
@@ -309,16 +327,7 @@ impl Mailboxes {
                     descriptor: descriptor(&key),
                     key,
                 };
-                let replicas = self.replicas(control, reading.descriptor.id()).await;
-                let (answered, found, taken) = self
-                    .fetch_all(core, &replicas, &reading, day == today)
-                    .await;
-                let complete = answered >= replicas.len().max(READ_QUORUM);
-                if !complete {
-                    self.forget_replicas(&reading.descriptor.id());
-                }
-                self.ack_all(&replicas, &reading, taken).await;
-                (complete, found)
+                self.read_day(core, control, &reading, day == today).await
             }
         });
         for (complete, found) in futures::future::join_all(reads).await {
@@ -337,97 +346,6 @@ impl Mailboxes {
         pass
     }
 
-    /// Fetches every page of `reading`'s mailbox from each replica at
-    /// once, handing each replica's envelopes to the engine as soon as
-    /// that replica is read (a slow or dead replica delays only what it
-    /// alone holds); returns how many answered, how many envelopes were
-    /// found (each once), and the hashes the engine took.
-    async fn fetch_all<S: Store>(
-        &self,
-        core: &CoreHandle<ImCore<S>>,
-        replicas: &[PeerId],
-        reading: &Reading,
-        subscribe: bool,
-    ) -> (usize, usize, Vec<EnvelopeHash>) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for &replica in replicas {
-            let (client, reading) = (self.client.clone(), reading.clone());
-            tasks.spawn(async move {
-                let (mut after, mut items, mut live) = (0, Vec::new(), None);
-                let mut busy = 0;
-                for _ in 0..MAX_PAGES + MAX_BUSY {
-                    let answer = client
-                        .fetch(
-                            replica,
-                            reading.descriptor,
-                            &reading.key,
-                            after,
-                            FETCH_LIMIT,
-                            subscribe,
-                        )
-                        .await;
-                    let (id, page, more) = match answer {
-                        Ok((id, Answer::Items { items, more })) => (id, items, more),
-                        // Over the replica's rate for us: wait as told
-                        // (bounded), then ask again.
-                        Ok((_, Answer::Busy { retry_after_ms })) if busy < MAX_BUSY => {
-                            busy += 1;
-                            let wait = Duration::from_millis(retry_after_ms).min(MAX_BUSY_WAIT);
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        _ => return None,
-                    };
-                    live = Some(id);
-                    after = page.last().map_or(after, |i| i.seq);
-                    items.extend(page.into_iter().map(|i| i.envelope));
-                    if !more {
-                        break;
-                    }
-                }
-                Some((items, live))
-            });
-        }
-        let (mut answered, mut seen, mut taken) = (0, HashSet::new(), Vec::new());
-        while let Some(done) = tasks.join_next().await {
-            let Ok(Some((items, live))) = done else {
-                continue;
-            };
-            answered += 1;
-            if let Some(id) = live.filter(|_| subscribe) {
-                let mut subscriptions = lock(&self.subscriptions);
-                if subscriptions.len() >= MAX_CACHED {
-                    subscriptions.clear();
-                }
-                subscriptions.insert(id, reading.clone());
-            }
-            let new: Vec<Bytes> = items
-                .into_iter()
-                .filter(|e| seen.insert(EnvelopeHash::of(e)))
-                .collect();
-            taken.extend(deliver(core, reading, new));
-        }
-        (answered, seen.len(), taken)
-    }
-
-    /// Asks every replica to delete `hashes` (failures are left to expiry
-    /// and the next read: the engine drops copies).
-    async fn ack_all(&self, replicas: &[PeerId], reading: &Reading, hashes: Vec<EnvelopeHash>) {
-        if hashes.is_empty() {
-            return;
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for &replica in replicas {
-            let (client, reading, hashes) = (self.client.clone(), reading.clone(), hashes.clone());
-            tasks.spawn(async move {
-                client
-                    .ack(replica, reading.descriptor, &reading.key, hashes)
-                    .await
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-
     /// A live subscription brought an envelope: hand it to the engine and
     /// ack it on every replica.
     pub(crate) async fn pushed<S: Store>(
@@ -439,7 +357,7 @@ impl Mailboxes {
         let Some(reading) = lock(&self.subscriptions).get(&subscription).cloned() else {
             return;
         };
-        let taken = deliver(core, &reading, vec![envelope]);
+        let taken = read::deliver(core, &reading, vec![envelope]);
         let replicas = lock(&self.replicas)
             .get(&reading.descriptor.id())
             .map(|(_, peers)| peers.clone())
@@ -451,30 +369,4 @@ impl Mailboxes {
     pub(crate) fn subscription_ended(&self, subscription: RequestId) {
         lock(&self.subscriptions).remove(&subscription);
     }
-}
-
-/// Hands `envelopes` to the engine as sent by the contact's device; returns
-/// the hashes of those it committed (refused ones included: they would be
-/// refused again).
-fn deliver<S: Store>(
-    core: &CoreHandle<ImCore<S>>,
-    reading: &Reading,
-    envelopes: Vec<Bytes>,
-) -> Vec<EnvelopeHash> {
-    if envelopes.is_empty() {
-        return Vec::new();
-    }
-    core.with(|c, now| {
-        let mut taken = Vec::new();
-        for envelope in envelopes {
-            let result = c
-                .engine
-                .handle_envelope_from(now.instant, reading.device, &envelope);
-            if c.run(result).is_some() {
-                taken.push(EnvelopeHash::of(&envelope));
-            }
-        }
-        tracing::debug!(contact = %reading.contact, taken = taken.len(), "mailbox envelopes read");
-        taken
-    })
 }
