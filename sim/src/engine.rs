@@ -2,7 +2,7 @@
 
 use std::{
     cmp::Ordering,
-    collections::{BinaryHeap, HashMap},
+    collections::{BinaryHeap, HashMap, HashSet},
     time::Duration,
 };
 
@@ -74,6 +74,8 @@ struct Slot<N> {
     timer: Option<Duration>,
     received: u64,
     sent: u64,
+    /// Nodes it has an open connection with (see [`NetworkModel`]).
+    connected: HashSet<usize>,
 }
 
 enum Event {
@@ -130,6 +132,9 @@ pub struct Simulation<N> {
     queue: BinaryHeap<Queued>,
     slots: Vec<Slot<N>>,
     by_peer: HashMap<PeerId, usize>,
+    /// Open connections (with `connect_round_trips`): the pair, lower
+    /// index first, and when it carries messages.
+    connections: HashMap<(usize, usize), Duration>,
     stats: SimStats,
 }
 
@@ -147,6 +152,7 @@ impl<N: Core> Simulation<N> {
             queue: BinaryHeap::new(),
             slots: Vec::new(),
             by_peer: HashMap::new(),
+            connections: HashMap::new(),
             stats: SimStats::default(),
         }
     }
@@ -172,6 +178,7 @@ impl<N: Core> Simulation<N> {
             timer: None,
             received: 0,
             sent: 0,
+            connected: HashSet::new(),
         });
         self.flush(index, Duration::ZERO);
         NodeIndex(index)
@@ -181,6 +188,10 @@ impl<N: Core> Simulation<N> {
     /// to it vanish (their senders see only silence).
     pub fn crash(&mut self, node: NodeIndex) {
         self.slots[node.0].alive = false;
+        for peer in std::mem::take(&mut self.slots[node.0].connected) {
+            self.connections.remove(&pair(node.0, peer));
+            self.slots[peer].connected.remove(&node.0);
+        }
     }
 
     /// Starts a crashed node again with the core it had (a node that was
@@ -366,7 +377,8 @@ impl<N: Core> Simulation<N> {
                 self.stats.lost += 1;
                 continue;
             };
-            let at = self.now + self.model.link_latency(self.seed, index, to) + jitter;
+            let sent = self.connected_at(index, to);
+            let at = sent + self.model.link_latency(self.seed, index, to) + jitter;
             self.push(
                 at,
                 Event::Deliver {
@@ -389,6 +401,29 @@ impl<N: Core> Simulation<N> {
         }
     }
 
+    /// When a message from `from` to `to` sent now leaves: now, or once
+    /// their connection is open (see [`NetworkModel`]).
+    fn connected_at(&mut self, from: usize, to: usize) -> Duration {
+        let round_trips = self.model.connect_round_trips;
+        if round_trips == 0 || from == to {
+            return self.now;
+        }
+        let key = pair(from, to);
+        if let Some(&open) = self.connections.get(&key) {
+            return open.max(self.now);
+        }
+        if !self.slots[to].alive {
+            return self.now;
+        }
+        let rtt = self.model.link_latency(self.seed, from, to)
+            + self.model.link_latency(self.seed, to, from);
+        let open = self.now + rtt * round_trips;
+        self.connections.insert(key, open);
+        self.slots[from].connected.insert(to);
+        self.slots[to].connected.insert(from);
+        open
+    }
+
     fn push(&mut self, at: Duration, event: Event) {
         self.seq += 1;
         self.queue.push(Queued {
@@ -397,4 +432,9 @@ impl<N: Core> Simulation<N> {
             event,
         });
     }
+}
+
+/// A connection's key: the pair, lower index first.
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
 }

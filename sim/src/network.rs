@@ -12,6 +12,12 @@ use rand_chacha::ChaCha8Rng;
 /// simulation seed and the two indices); each message adds a uniform
 /// jitter in `[0, jitter]`, so messages on one link may be reordered. Each
 /// message is lost with probability `loss`.
+///
+/// With `connect_round_trips` above 0, two nodes are connected only once
+/// one sent the other a message: the first message of a pair waits that
+/// many round trips of the pair (the handshakes of a real connection),
+/// and so does every message sent while the connection opens. A
+/// connection lasts until either end crashes.
 #[derive(Debug, Clone, Copy)]
 pub struct NetworkModel {
     /// Smallest one-way base latency of a link.
@@ -22,16 +28,22 @@ pub struct NetworkModel {
     pub jitter: Duration,
     /// Probability that a message is lost, in `[0, 1]`.
     pub loss: f64,
+    /// Round trips a new connection costs before its first message
+    /// arrives (TCP's handshake, secio's Noise XX handshake and the
+    /// negotiation of the first substream: 3); 0 models none.
+    pub connect_round_trips: u32,
 }
 
 impl Default for NetworkModel {
-    /// A wide-area network: 10–100 ms one way, up to 5 ms jitter, no loss.
+    /// A wide-area network: 10–100 ms one way, up to 5 ms jitter, no loss,
+    /// connections free.
     fn default() -> NetworkModel {
         NetworkModel {
             min_latency: Duration::from_millis(10),
             max_latency: Duration::from_millis(100),
             jitter: Duration::from_millis(5),
             loss: 0.0,
+            connect_round_trips: 0,
         }
     }
 }

@@ -205,3 +205,41 @@ fn messages_to_unknown_peers_are_counted() {
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.stats().unroutable, 1);
 }
+
+#[test]
+fn a_new_connection_costs_its_round_trips_once_until_a_crash() {
+    // Two nodes on one fixed 20 ms link, connections costing 2 round trips.
+    let model = NetworkModel {
+        min_latency: Duration::from_millis(20),
+        max_latency: Duration::from_millis(20),
+        jitter: Duration::ZERO,
+        loss: 0.0,
+        connect_round_trips: 2,
+    };
+    let (a, b) = (Keypair::generate(), Keypair::generate());
+    let mut sim = Simulation::new(6, model);
+    let (a, b) = (a.public().peer_id(), b.public().peer_id());
+    let na = sim.add_node(a, Flood::default());
+    let nb = sim.add_node(b, Flood::default());
+    let send = |sim: &mut Simulation<Flood>, id: u64| {
+        let start = sim.clock().instant;
+        sim.with_node(na, |n, _| {
+            n.out.push(Transmit {
+                peer: b,
+                bytes: id.to_be_bytes().to_vec().into(),
+            })
+        });
+        sim.run_for(Duration::from_secs(1));
+        let seen = sim.node(nb).seen.iter().find(|(s, _)| *s == id).unwrap().1;
+        seen - start
+    };
+    // The first message waits for the connection: 2 × 40 ms, then 20 ms.
+    assert_eq!(send(&mut sim, 1), Duration::from_millis(100));
+    // The next ones use it.
+    assert_eq!(send(&mut sim, 2), Duration::from_millis(20));
+    // After a crash of either end, the connection is made again.
+    sim.crash(nb);
+    sim.revive(nb);
+    assert_eq!(send(&mut sim, 3), Duration::from_millis(100));
+    assert_eq!(send(&mut sim, 4), Duration::from_millis(20));
+}

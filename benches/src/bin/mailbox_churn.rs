@@ -2,7 +2,8 @@
 //! mailboxes come and go (sessions and downtimes Weibull with shape 0.5 and
 //! median 2 hours, half of session ends for good, Poisson arrivals making
 //! up for them) for 7 simulated days, over links of 10 to 90 ms one way
-//! (median 50 ms). Recipients with 20 contacts each are away from 1 hour
+//! (median 50 ms), where a new connection costs 3 round trips before its
+//! first message (TCP, secio's handshake, the protocol's negotiation). Recipients with 20 contacts each are away from 1 hour
 //! to 7 days while every contact writes; back, each reads all its
 //! contacts' mailboxes at once, as the messenger does.
 //!
@@ -52,6 +53,11 @@ struct Args {
     /// How often the DHT refreshes its buckets, in minutes.
     #[arg(long, default_value_t = 60)]
     kad_refresh_minutes: u64,
+    /// Round trips a new connection costs before its first message: TCP
+    /// (1), secio's Noise XX handshake (1) and the negotiation of the
+    /// protocol's substream (1); 0 models free connections.
+    #[arg(long, default_value_t = 3)]
+    connect_round_trips: u32,
     /// Seed of everything random.
     #[arg(long, default_value_t = 15)]
     seed: u64,
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
             max_latency: Duration::from_millis(90),
             jitter: Duration::from_millis(5),
             loss: args.loss,
+            connect_round_trips: args.connect_round_trips,
         },
         sync_interval: Duration::from_secs(60 * args.sync_minutes),
         kad_refresh: Duration::from_secs(60 * args.kad_refresh_minutes),
