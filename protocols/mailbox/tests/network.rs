@@ -110,6 +110,21 @@ async fn store_to_a_quorum_then_subscribe_ack_and_drain() {
     .unwrap();
     assert_eq!(pushed, second);
 
+    // Every replica holds both before the owner acks: store_quorum
+    // returned at 3 receipts, and an ack that reaches a replica before
+    // its store deletes nothing there (the store lands after it; the
+    // next read finds it again and the engine drops the copy).
+    tokio::time::timeout(STEP, async {
+        while replicas
+            .iter()
+            .any(|r| r.handle.replica_stats().is_none_or(|s| s.stored < 2))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every replica stores both envelopes");
+
     // Acks on every replica drain the mailbox.
     let hashes = vec![EnvelopeHash::of(&first), EnvelopeHash::of(&second)];
     let mut removed = 0;
