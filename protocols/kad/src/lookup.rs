@@ -177,35 +177,16 @@ impl Lookup {
     /// Call before the first [`Lookup::next_requests`]; a live contact
     /// that was among the seeds moves to the new path, `local` is dropped.
     pub fn add_live_seeds(&mut self, live: Vec<Contact>) {
-        let mut path = Path::default();
+        let path = self.paths.len();
+        self.paths.push(Path::default());
         for contact in live {
-            if contact.peer == self.local
-                || path
-                    .candidates
-                    .iter()
-                    .any(|c| c.contact.peer == contact.peer)
-            {
-                continue;
-            }
-            for p in &mut self.paths {
+            for p in &mut self.paths[..path] {
                 p.candidates.retain(|c| c.contact.peer != contact.peer);
             }
-            let distance = contact.key.distance(&self.target);
-            let at = path
-                .candidates
-                .partition_point(|c| (c.distance, c.contact.peer) < (distance, contact.peer));
-            path.candidates.insert(
-                at,
-                Candidate {
-                    contact,
-                    distance,
-                    depth: 0,
-                    state: State::NotContacted,
-                },
-            );
+            self.add_candidate(path, contact, 0);
         }
-        if !path.candidates.is_empty() {
-            self.paths.push(path);
+        if self.paths[path].candidates.is_empty() {
+            self.paths.pop();
         }
     }
 
