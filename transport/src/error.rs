@@ -35,6 +35,16 @@ pub enum TransportError {
     /// The listener was closed.
     #[error("listener closed")]
     ListenerClosed,
+    /// A relay did not open the circuit to the peer named in the address
+    /// (it holds no reservation there, a limit of the relay was reached,
+    /// or the peer refused).
+    #[error("relay for {addr} refused the circuit: {reason}")]
+    RelayRefused {
+        /// The address dialled.
+        addr: Multiaddr,
+        /// The relay's answer.
+        reason: String,
+    },
     /// An operating-system error, with the address it concerned.
     #[error("{context} {addr}: {source}")]
     Io {

@@ -46,6 +46,11 @@ pub enum Protocol {
     Memory(u64),
     /// The identity of the node reached at the preceding address.
     P2p(PeerId),
+    /// A circuit through the relay named by the preceding address (which
+    /// ends in that relay's `/p2p/` component) to the peer named after it:
+    /// `/ip4/198.51.100.7/tcp/4001/p2p/<relay>/p2p-circuit/p2p/<peer>`.
+    /// It has no value.
+    P2pCircuit,
 }
 
 impl Protocol {
@@ -60,6 +65,7 @@ impl Protocol {
             Protocol::Tcp(_) => "tcp",
             Protocol::Memory(_) => "memory",
             Protocol::P2p(_) => "p2p",
+            Protocol::P2pCircuit => "p2p-circuit",
         }
     }
 
@@ -135,7 +141,10 @@ fn truncate(s: &str) -> String {
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "/{}/", self.name())?;
+        write!(f, "/{}", self.name())?;
+        if *self != Protocol::P2pCircuit {
+            f.write_str("/")?;
+        }
         match self {
             Protocol::Ip4(a) => write!(f, "{a}"),
             Protocol::Ip6(a) => write!(f, "{a}"),
@@ -143,6 +152,7 @@ impl fmt::Display for Protocol {
             Protocol::Tcp(p) => write!(f, "{p}"),
             Protocol::Memory(p) => write!(f, "{p}"),
             Protocol::P2p(id) => write!(f, "{id}"),
+            Protocol::P2pCircuit => Ok(()),
         }
     }
 }
@@ -243,6 +253,33 @@ impl Multiaddr {
         self.without_peer_id().with(Protocol::P2p(peer))
     }
 
+    /// Whether the address goes through a relay (has a `/p2p-circuit`
+    /// component).
+    pub fn is_relayed(&self) -> bool {
+        self.components.contains(&Protocol::P2pCircuit)
+    }
+
+    /// For a relayed address, the relay's part (up to and including its
+    /// `/p2p/` component) and the peer named after the circuit, if any:
+    /// `(/ip4/…/tcp/…/p2p/<relay>, Some(<peer>))`. `None` if the address
+    /// is not relayed, or the relay's part does not end in a `/p2p/`.
+    pub fn split_circuit(&self) -> Option<(Multiaddr, Option<PeerId>)> {
+        let at = self
+            .components
+            .iter()
+            .position(|c| *c == Protocol::P2pCircuit)?;
+        let relay = &self.components[..at];
+        if !matches!(relay.last(), Some(Protocol::P2p(_))) {
+            return None;
+        }
+        let peer = match &self.components[at + 1..] {
+            [] => None,
+            [Protocol::P2p(peer)] => Some(*peer),
+            _ => return None,
+        };
+        Some((relay.iter().cloned().collect(), peer))
+    }
+
     /// The socket address of an `/ip4|ip6/<ip>/tcp/<port>` prefix, if present.
     pub fn to_socket_addr(&self) -> Option<SocketAddr> {
         match self.components.as_slice() {
@@ -300,6 +337,10 @@ impl FromStr for Multiaddr {
             if name.is_empty() {
                 return Err(MultiaddrError::UnknownProtocol(String::new()));
             }
+            if name == Protocol::P2pCircuit.name() {
+                components.push(Protocol::P2pCircuit);
+                continue;
+            }
             components.push(Protocol::parse(name, parts.next())?);
         }
         Ok(Multiaddr { components })
@@ -337,6 +378,38 @@ mod tests {
         assert_eq!(addr.peer_id(), Some(id));
         assert_eq!(addr.without_peer_id().to_string(), "/ip4/1.2.3.4/tcp/5");
         assert_eq!(addr.to_socket_addr(), Some("1.2.3.4:5".parse().unwrap()));
+        assert!(!addr.is_relayed());
+        assert_eq!(addr.split_circuit(), None);
+    }
+
+    #[test]
+    fn circuit_addresses() {
+        let relay = PeerId::from_bytes([7; 32]);
+        let peer = PeerId::from_bytes([9; 32]);
+        let text = format!("/ip4/198.51.100.7/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{peer}");
+        let addr: Multiaddr = text.parse().unwrap();
+        assert_eq!(addr.to_string(), text);
+        assert!(addr.is_relayed());
+        assert_eq!(addr.peer_id(), Some(peer));
+        let relay_part: Multiaddr = format!("/ip4/198.51.100.7/tcp/4001/p2p/{relay}")
+            .parse()
+            .unwrap();
+        assert_eq!(addr.split_circuit(), Some((relay_part.clone(), Some(peer))));
+        // A listen address: the circuit with no peer after it.
+        let listen = addr.without_peer_id();
+        assert_eq!(listen.to_string(), format!("{relay_part}/p2p-circuit"));
+        assert_eq!(listen.split_circuit(), Some((relay_part, None)));
+        // The relay's part must name the relay; nothing but a peer follows.
+        let bare: Multiaddr = "/ip4/1.2.3.4/tcp/1/p2p-circuit".parse().unwrap();
+        assert_eq!(bare.split_circuit(), None);
+        let odd: Multiaddr = format!("/ip4/1.2.3.4/tcp/1/p2p/{relay}/p2p-circuit/tcp/4")
+            .parse()
+            .unwrap();
+        assert_eq!(odd.split_circuit(), None);
+        assert_eq!(
+            "/p2p-circuit".parse::<Multiaddr>().unwrap().to_string(),
+            "/p2p-circuit"
+        );
     }
 
     #[test]
