@@ -327,6 +327,8 @@ impl Messenger {
         };
         let meta = ProtocolMeta::builder(id, IM_PROTOCOL_NAME)
             .max_frame_size(shoal_im::envelope::MAX_ENVELOPE_LEN)
+            // Chat is what relays are for.
+            .over_relay(true)
             .service_handle(handler);
         let link = mailboxes.as_ref().map(|m| m.link.clone());
         let (commands, command_rx) = mpsc::channel(64);

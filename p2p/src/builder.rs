@@ -300,6 +300,7 @@ impl ServiceBuilder {
                 max_frame_size: meta.max_frame_size.unwrap_or(config.max_frame_size),
                 name: meta.name,
                 versions: meta.versions,
+                over_relay: meta.over_relay,
                 sink,
             });
         }

@@ -180,9 +180,12 @@ impl ServiceControl {
         };
         let mut out: Vec<Multiaddr> = Vec::new();
         let external = lock(&self.shared.external_addrs).clone();
+        // Listening for circuits (`/p2p-circuit`) is no address anyone can
+        // dial: the relays' addresses are added as external ones.
         for addr in external.into_iter().chain(
             listen
                 .iter()
+                .filter(|a| !a.is_relayed())
                 .flat_map(|a| shoal_transport::expand_unspecified(a, &ips)),
         ) {
             if out.len() >= crate::config::MAX_ANNOUNCED_ADDRS {
@@ -216,6 +219,18 @@ impl ServiceControl {
             external.push(addr);
         }
         Ok(())
+    }
+
+    /// Stops announcing an address added with
+    /// [`add_external_address`](Self::add_external_address) (a relay
+    /// reservation that ended, a mapping that expired). Returns whether it
+    /// was there.
+    pub fn remove_external_address(&self, addr: &Multiaddr) -> bool {
+        let addr = addr.without_peer_id();
+        let mut external = lock(&self.shared.external_addrs);
+        let before = external.len();
+        external.retain(|a| *a != addr);
+        external.len() != before
     }
 
     /// The protocols registered on this service: id and name, in

@@ -84,3 +84,12 @@ pub struct SessionInfo {
     /// [`ServiceBuilder::cipher_suites`](crate::ServiceBuilder::cipher_suites)).
     pub cipher_suite: shoal_secio::CipherSuite,
 }
+
+impl SessionInfo {
+    /// Whether the connection goes through a relay (the remote address
+    /// has a `/p2p-circuit` component): only protocols declared
+    /// [`over_relay`](crate::ProtocolMetaBuilder::over_relay) run on it.
+    pub fn is_relayed(&self) -> bool {
+        self.remote_addr.is_relayed()
+    }
+}

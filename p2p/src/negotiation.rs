@@ -103,6 +103,9 @@ pub enum RefuseReason {
     /// Code 5: the protocol exists but cannot take a substream now (its
     /// handler failed, or its queue of raw streams is full).
     Unavailable,
+    /// Code 6: the protocol does not run on relayed sessions (see
+    /// [`ProtocolMetaBuilder::over_relay`](crate::ProtocolMetaBuilder::over_relay)).
+    NotOverRelay,
     /// Any other code (0 = unspecified).
     Other(u32),
 }
@@ -116,6 +119,7 @@ impl RefuseReason {
             RefuseReason::AlreadyOpen => 3,
             RefuseReason::UnsupportedFormat => 4,
             RefuseReason::Unavailable => 5,
+            RefuseReason::NotOverRelay => 6,
             RefuseReason::Other(code) => code,
         }
     }
@@ -128,6 +132,7 @@ impl RefuseReason {
             3 => RefuseReason::AlreadyOpen,
             4 => RefuseReason::UnsupportedFormat,
             5 => RefuseReason::Unavailable,
+            6 => RefuseReason::NotOverRelay,
             other => RefuseReason::Other(other),
         }
     }

@@ -55,6 +55,7 @@ pub struct ProtocolMeta {
     pub(crate) versions: Vec<u32>,
     pub(crate) max_frame_size: Option<usize>,
     pub(crate) queue: Option<usize>,
+    pub(crate) over_relay: bool,
     pub(crate) kind: Kind,
 }
 
@@ -79,6 +80,7 @@ impl ProtocolMeta {
             versions: vec![1],
             max_frame_size: None,
             queue: None,
+            over_relay: false,
         }
     }
 
@@ -107,6 +109,7 @@ pub struct ProtocolMetaBuilder {
     versions: Vec<u32>,
     max_frame_size: Option<usize>,
     queue: Option<usize>,
+    over_relay: bool,
 }
 
 impl ProtocolMetaBuilder {
@@ -141,6 +144,19 @@ impl ProtocolMetaBuilder {
         self
     }
 
+    /// Whether the protocol may run on a relayed session (one whose
+    /// connection goes through a relay: its address has a `/p2p-circuit`
+    /// component). Default `false`: a relay forwards few bytes for free,
+    /// so only protocols whose traffic is small (chat, mailboxes, the DHT,
+    /// identify, ping) say `true`; bulk transfers and gossip meshes wait
+    /// for a direct connection. On a relayed session, a protocol that says
+    /// `false` is refused both ways with
+    /// [`RefuseReason::NotOverRelay`](crate::negotiation::RefuseReason::NotOverRelay).
+    pub fn over_relay(mut self, allowed: bool) -> Self {
+        self.over_relay = allowed;
+        self
+    }
+
     fn finish(self, kind: Kind) -> ProtocolMeta {
         ProtocolMeta {
             id: self.id,
@@ -148,6 +164,7 @@ impl ProtocolMetaBuilder {
             versions: self.versions,
             max_frame_size: self.max_frame_size,
             queue: self.queue,
+            over_relay: self.over_relay,
             kind,
         }
     }

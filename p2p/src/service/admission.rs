@@ -96,7 +96,12 @@ pub(crate) struct Ticket {
 }
 
 /// The IP address a connection came from (IPv4-mapped IPv6 as IPv4).
+/// None for a relayed connection: its address starts with the relay's IP,
+/// which all its circuits share, and the relay bounds them per peer itself.
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    if addr.is_relayed() {
+        return None;
+    }
     addr.to_socket_addr().map(|s| s.ip().to_canonical())
 }
 

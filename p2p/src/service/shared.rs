@@ -61,6 +61,8 @@ pub(crate) struct ProtocolEntry {
     pub(crate) name: String,
     pub(crate) versions: Vec<u32>,
     pub(crate) max_frame_size: usize,
+    /// Whether it may run on a relayed session.
+    pub(crate) over_relay: bool,
     pub(crate) sink: Sink,
 }
 

@@ -143,6 +143,11 @@ pub(crate) async fn negotiate_outbound(
     session: &SessionShared,
     entry: &ProtocolEntry,
 ) -> Result<(Stream, u32), ControlError> {
+    if session.info.is_relayed() && !entry.over_relay {
+        return Err(ControlError::Negotiation(NegotiationError::Refused(
+            RefuseReason::NotOverRelay,
+        )));
+    }
     let mut stream = session
         .control
         .open_stream()
@@ -229,6 +234,10 @@ async fn inbound(shared: &Shared, session: &SessionShared, mut stream: Stream, g
         tracing::debug!(session = %session.info.id, protocol = %name, "refused unknown protocol");
         return refuse(&mut stream, RefuseReason::UnknownProtocol).await;
     };
+    if session.info.is_relayed() && !entry.over_relay {
+        tracing::debug!(session = %session.info.id, protocol = %name, "refused over a relay");
+        return refuse(&mut stream, RefuseReason::NotOverRelay).await;
+    }
     let Some(version) = select_version(&entry.versions, &versions) else {
         tracing::debug!(session = %session.info.id, protocol = %name, ?versions, "no common version");
         return refuse(&mut stream, RefuseReason::NoCommonVersion).await;

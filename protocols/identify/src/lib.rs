@@ -259,6 +259,9 @@ pub fn new(
     let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
         .versions(VERSIONS)
         .max_frame_size(MAX_MESSAGE_SIZE)
+        // One message per session, and a peer reached through a relay
+        // needs its record as much as any other.
+        .over_relay(true)
         .service_handle(handler::IdentifyHandler::new(shared.clone(), local));
     (meta, Handle { shared }, rx)
 }

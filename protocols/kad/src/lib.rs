@@ -399,6 +399,9 @@ pub fn new_named(
     let meta = ProtocolMeta::builder(id, name)
         .versions(VERSIONS)
         .max_frame_size(MAX_MESSAGE_SIZE)
+        // Lookups of a node behind NAT (a DHT client) go out over
+        // whatever session it has, relayed ones included.
+        .over_relay(true)
         .service_handle(driver);
     let handle = Handle {
         core,

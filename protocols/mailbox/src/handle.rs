@@ -333,6 +333,8 @@ pub fn new(
     let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
         .versions(VERSIONS)
         .max_frame_size(MAX_MESSAGE_SIZE)
+        // Stores and fetches of a node behind NAT go through its relay.
+        .over_relay(true)
         .service_handle(driver);
     (meta, Handle { core, waiters }, rx)
 }

@@ -222,6 +222,8 @@ pub fn new(id: ProtocolId, config: Config) -> (ProtocolMeta, Handle, mpsc::Recei
     let meta = ProtocolMeta::builder(id, PROTOCOL_NAME)
         .versions(VERSIONS)
         .max_frame_size(MAX_MESSAGE_SIZE)
+        // A few bytes a minute: ping keeps relayed sessions alive too.
+        .over_relay(true)
         .session_handle(factory);
     (meta, Handle { shared }, rx)
 }
