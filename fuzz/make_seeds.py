@@ -153,4 +153,19 @@ gossip_control = (H("0a60" "1a28" "0a0463686174" "1220") + gossip_id + H("2222" 
 write("routing_messages", "gossip_session", b"\x02" + frames(gossip_subscribe, gossip_message, gossip_control))
 write("routing_messages", "gossip_frame_message", b"\x03" + gossip_message)
 write("routing_messages", "gossip_frame_control", b"\x03" + gossip_control)
+
+# relay_messages: the vectors of PROTOCOL.md section 13 (payloads without
+# their length prefix for the decoders, framed for the reader), and a
+# ledger script that reserves, opens circuits, closes and lets time pass.
+relay_peer = H("11" * 32)
+relay_status_ok = H("1a0d10901c1a08088080800210880e")
+write("relay_messages", "hop_reserve", b"\x00" + H("0a00"))
+write("relay_messages", "hop_connect", b"\x00" + H("12220a20") + relay_peer)
+write("relay_messages", "hop_status", b"\x00" + relay_status_ok)
+write("relay_messages", "stop_incoming", b"\x01" + H("0a2c0a20") + relay_peer + H("1208088080800210880e"))
+write("relay_messages", "stop_status", b"\x01" + H("12020801"))
+write("relay_messages", "hop_stream", b"\x02" + H("000000020a00") + H("0000000f") + relay_status_ok + b"after")
+write("relay_messages", "ledger_script", b"\x03" + bytes([
+    0, 1, 1,  0, 2, 1,  0, 3, 2,  2, 4, 1,  2, 5, 2,  3, 0, 0,  4, 61, 0,  0, 1, 1,  1, 0, 0,
+]))
 print("seeds written to", ROOT)

@@ -17,6 +17,7 @@
 //! | [`im_messages`] | the messenger's envelopes, padding, messages, payloads, presence records, initial headers and user ids, and envelopes (arbitrary or genuine with bytes spliced in) fed to a live engine |
 //! | [`mailbox_messages`] | mailbox frames into the decoder and into a live core that keeps mailboxes (genuine signed requests, answers and pushes as seeds), and descriptors |
 //! | [`mailbox_sync()`] | replica sync: range lists into the codec and a set's answer, sync frames (genuine hand-offs as seeds) into a live replica core |
+//! | [`relay_messages`] | relay hop and stop messages into the decoders and exact readers, and scripts of reservations and circuits into the relay's ledger |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@ pub mod im;
 mod io;
 pub mod mailbox;
 pub mod mailbox_sync;
+mod relay;
 
 use std::time::{Duration, Instant};
 
@@ -40,9 +42,10 @@ use shoal_yamux::{Connection, Event, Mode, frame::Header};
 pub use im::im_messages;
 pub use mailbox::mailbox_messages;
 pub use mailbox_sync::mailbox_sync;
+pub use relay::relay_messages;
 
 /// The names of all targets, as used for corpus directories.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "yamux_frame",
     "yamux_session",
     "secio_handshake",
@@ -52,6 +55,7 @@ pub const TARGETS: [&str; 9] = [
     "im_messages",
     "mailbox_messages",
     "mailbox_sync",
+    "relay_messages",
 ];
 
 /// Runs the target called `name` on `data`; `false` for an unknown name.
@@ -66,6 +70,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "im_messages" => im_messages(data),
         "mailbox_messages" => mailbox_messages(data),
         "mailbox_sync" => mailbox_sync(data),
+        "relay_messages" => relay_messages(data),
         _ => return false,
     }
     true
