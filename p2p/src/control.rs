@@ -165,7 +165,8 @@ impl ServiceControl {
     /// The addresses to tell others (in signed records, identify, the
     /// DHT): first the external addresses added with
     /// [`add_external_address`](Self::add_external_address) (the ones a
-    /// remote peer is most likely to reach), then every listen address, with
+    /// remote peer is most likely to reach; relayed ones before the
+    /// others), then every listen address, with
     /// an unspecified IP (`0.0.0.0`, `::`) replaced by this host's interface
     /// addresses of that family (see [`shoal_transport::expand_unspecified`]).
     /// Never an unspecified address; no duplicates; at most
@@ -179,7 +180,10 @@ impl ServiceControl {
             Vec::new()
         };
         let mut out: Vec<Multiaddr> = Vec::new();
-        let external = lock(&self.shared.external_addrs).clone();
+        let mut external = lock(&self.shared.external_addrs).clone();
+        // Relayed addresses first: a node holds relay reservations because
+        // it cannot be dialled directly, so they are the ones that work.
+        external.sort_by_key(|a| !a.is_relayed());
         // Listening for circuits (`/p2p-circuit`) is no address anyone can
         // dial: the relays' addresses are added as external ones.
         for addr in external.into_iter().chain(
@@ -217,6 +221,8 @@ impl ServiceControl {
                 ));
             }
             external.push(addr);
+            drop(external);
+            self.shared.addrs_changed();
         }
         Ok(())
     }
@@ -230,7 +236,22 @@ impl ServiceControl {
         let mut external = lock(&self.shared.external_addrs);
         let before = external.len();
         external.retain(|a| *a != addr);
-        external.len() != before
+        let removed = external.len() != before;
+        drop(external);
+        if removed {
+            self.shared.addrs_changed();
+        }
+        removed
+    }
+
+    /// A receiver that sees a new value whenever the
+    /// [announced addresses](Self::announce_addrs) may have changed: a
+    /// listener started or stopped, an external address (a relay's, an
+    /// observed one) came or went. Whoever publishes the addresses in a
+    /// record (identify's peer record, the messenger's presence) watches
+    /// it to publish again.
+    pub fn announce_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.addrs_changed.subscribe()
     }
 
     /// The protocols registered on this service: id and name, in
@@ -279,6 +300,7 @@ impl ServiceControl {
             Ok(listener) => {
                 let bound = shoal_transport::Listener::local_addr(&listener).clone();
                 lock(&shared.listeners).insert(id, bound.clone());
+                shared.addrs_changed();
                 shared
                     .tasks
                     .spawn(listen::run(shared.clone(), id, listener));
@@ -312,6 +334,7 @@ impl ServiceControl {
                 Ok(listener) => {
                     let bound = shoal_transport::Listener::local_addr(&listener).clone();
                     lock(&shared.listeners).insert(id, bound);
+                    shared.addrs_changed();
                     listen::run(shared, id, listener).await;
                 }
                 Err(e) => {

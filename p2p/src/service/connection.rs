@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use shoal_identity::PeerId;
-use shoal_transport::{BoxedConnection, Inbound, Multiaddr, Transport};
+use shoal_transport::{BoxedConnection, Inbound, Multiaddr, Protocol, Transport};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::{admission::Ticket, shared::Shared};
@@ -95,8 +95,14 @@ pub(crate) async fn outbound(
         let transport = shared
             .transport_for(&addr)
             .ok_or_else(|| DialError::NoTransport(addr.clone()))?;
+        // A relayed address as announced ends at the circuit; the relay
+        // must be told whom to reach.
+        let target = match (addr.is_relayed(), addr.peer_id(), expected) {
+            (true, None, Some(peer)) => addr.clone().with(Protocol::P2p(peer)),
+            _ => addr.clone(),
+        };
         let connection = transport
-            .dial(&addr)
+            .dial(&target)
             .await
             .map_err(|e| DialError::Transport(Arc::new(e)))?;
         shoal_secio::handshake_outbound(connection, &shared.secio, expected)

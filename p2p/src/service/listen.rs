@@ -63,6 +63,7 @@ pub(crate) async fn run(shared: Arc<Shared>, id: ListenerId, mut listener: Boxed
     }
     drop(listener);
     super::shared::lock(&shared.listeners).remove(&id);
+    shared.addrs_changed();
     shared
         .report_event(ServiceEvent::ListenClosed { id, addr })
         .await;

@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) listeners: Mutex<HashMap<ListenerId, Multiaddr>>,
     /// Addresses announced besides the listen addresses.
     pub(crate) external_addrs: Mutex<Vec<Multiaddr>>,
+    /// Bumped whenever the announced addresses may have changed.
+    pub(crate) addrs_changed: tokio::sync::watch::Sender<u64>,
     /// Where peers may be reached (see [`crate::address_book`]).
     pub(crate) address_book: Mutex<crate::address_book::AddressBook>,
     /// `dial_peer` backoff per peer: when the next dial is allowed, and the
@@ -155,6 +157,7 @@ impl Shared {
             sessions: RwLock::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             external_addrs: Mutex::new(Vec::new()),
+            addrs_changed: tokio::sync::watch::channel(0).0,
             address_book: Mutex::new(crate::address_book::AddressBook::new(book)),
             peer_backoff: Mutex::new(HashMap::new()),
             peer_queues: Mutex::new(HashMap::new()),
@@ -165,6 +168,11 @@ impl Shared {
             handler_tasks: TaskTracker::new(),
             reports,
         }
+    }
+
+    /// Tells watchers of the announced addresses to look again.
+    pub(crate) fn addrs_changed(&self) {
+        self.addrs_changed.send_modify(|n| *n += 1);
     }
 
     /// A fresh number for a session, dial or listener.
