@@ -59,6 +59,15 @@ pub const DEFAULT_DIALS_PER_ADDR_BURST: u32 = 4;
 /// same socket address.
 pub const DEFAULT_DIAL_INTERVAL_PER_ADDR: Duration = Duration::from_secs(5);
 
+/// Default for [`Config::dial_stagger`]: 500 ms.
+///
+/// A peer's best address may be one that swallows the dial until it times
+/// out (a NAT that drops unsolicited packets, a host that left): trying
+/// the next after half a second, while the first may still answer, keeps
+/// that from costing the whole dial timeout, and costs a second connection
+/// only when the first address is slow and alive.
+pub const DEFAULT_DIAL_STAGGER: Duration = Duration::from_millis(500);
+
 /// Default for [`Config::max_outbound_sessions`]: 256.
 ///
 /// Protects local resources: outbound sessions plus dials in progress.
@@ -218,6 +227,10 @@ pub struct Config {
     pub dial_backoff: Duration,
     /// Longest such wait. Default 60 s.
     pub dial_backoff_max: Duration,
+    /// How long `dial_peer` gives one address before it also tries the
+    /// next, best first, without cancelling the first (see
+    /// [`DEFAULT_DIAL_STAGGER`]).
+    pub dial_stagger: Duration,
 }
 
 impl Default for Config {
@@ -245,6 +258,7 @@ impl Default for Config {
             address_book: crate::address_book::AddressBookConfig::default(),
             dial_backoff: Duration::from_secs(1),
             dial_backoff_max: Duration::from_secs(60),
+            dial_stagger: DEFAULT_DIAL_STAGGER,
         }
     }
 }

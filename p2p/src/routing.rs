@@ -31,6 +31,37 @@ pub(crate) struct PeerQueue {
 /// The queues of every peer being dialled by `try_send_to_peer`.
 pub(crate) type PeerQueues = HashMap<PeerId, PeerQueue>;
 
+/// What a `dial_peer` in progress tells the calls that wait for it.
+type DialOutcome = Result<std::sync::Arc<crate::SessionInfo>, DialError>;
+
+/// For each peer being dialled by `dial_peer`, the other calls for the
+/// same peer, waiting for its outcome instead of dialling again (two
+/// connections to one peer would be collapsed to one anyway, and the
+/// protocols opened on the loser lost).
+pub(crate) type PeerDials = HashMap<PeerId, Vec<tokio::sync::oneshot::Sender<DialOutcome>>>;
+
+/// Calls that may wait for one peer's dial; more dial on their own.
+const MAX_DIAL_WAITERS: usize = 64;
+
+/// Ends a `dial_peer`'s entry in the waiting list, also when the call is
+/// dropped before it finished (its waiters then dial themselves).
+struct DialInProgress<'a> {
+    dials: &'a std::sync::Mutex<PeerDials>,
+    peer: PeerId,
+    outcome: Option<DialOutcome>,
+}
+
+impl Drop for DialInProgress<'_> {
+    fn drop(&mut self) {
+        let waiters = lock(self.dials).remove(&self.peer).unwrap_or_default();
+        if let Some(outcome) = &self.outcome {
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
+            }
+        }
+    }
+}
+
 impl ServiceControl {
     /// Dials `peer` by id: returns its session if one is open, else tries
     /// the addresses the [address book](crate::address_book) holds for it,
@@ -57,25 +88,100 @@ impl ServiceControl {
                 wait: *next - now,
             });
         }
+        // One dial per peer at a time: later calls wait for its outcome.
+        let waiting = {
+            let mut dials = lock(&shared.peer_dials);
+            match dials.get_mut(&peer) {
+                Some(waiters) if waiters.len() < MAX_DIAL_WAITERS => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                Some(_) => None,
+                None => {
+                    dials.insert(peer, Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = waiting {
+            if let Ok(outcome) = rx.await {
+                let session = outcome?;
+                return Ok(self.open_targets(session, &opts.protocols).await);
+            }
+            // The dial it waited for was dropped: dial now.
+            return Box::pin(self.dial_peer(peer, opts)).await;
+        }
+        let mut progress = DialInProgress {
+            dials: &shared.peer_dials,
+            peer,
+            outcome: None,
+        };
+        let result = self.dial_addresses(peer, opts).await;
+        progress.outcome = Some(
+            result
+                .as_ref()
+                .map(|c| c.session.clone())
+                .map_err(Clone::clone),
+        );
+        drop(progress);
+        result
+    }
+
+    /// `dial_peer`'s dial: the book's addresses one after the other.
+    async fn dial_addresses(
+        &self,
+        peer: PeerId,
+        opts: DialOptions,
+    ) -> Result<Connected, DialError> {
+        let shared = &self.shared;
         let addrs = lock(&shared.address_book).addresses(&peer);
         if addrs.is_empty() {
             return Err(DialError::NoAddress(peer));
         }
         let mut last = DialError::NoAddress(peer);
         let mut peer_failed = false;
-        for addr in addrs {
-            match self.dial(addr.clone(), opts.clone().expect(peer)).await {
-                Ok(session) => {
+        // Best first; the next starts when one fails or after the stagger,
+        // and the first that answers wins (happy eyeballs, RFC 8305).
+        let mut waiting = addrs.into_iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let stagger = shared.config.dial_stagger;
+        let start = |addr: Multiaddr| {
+            let opts = opts.clone().expect(peer);
+            async move { (self.dial(addr.clone(), opts).await, addr) }
+        };
+        if let Some(first) = waiting.next() {
+            running.push(start(first));
+        }
+        loop {
+            let next = tokio::time::timeout(stagger, futures::StreamExt::next(&mut running));
+            let done = match next.await {
+                Ok(Some(done)) => Some(done),
+                Ok(None) => None,
+                Err(_) => {
+                    // The running ones are slow: one more, if any is left.
+                    if let Some(addr) = waiting.next() {
+                        running.push(start(addr));
+                    }
+                    continue;
+                }
+            };
+            match done {
+                Some((Ok(session), _)) => {
                     lock(&shared.peer_backoff).remove(&peer);
                     return Ok(session);
                 }
-                Err(e) => {
+                Some((Err(e), addr)) => {
                     if !e.is_local() {
                         peer_failed = true;
                         lock(&shared.address_book).failed(peer, &addr);
                     }
                     last = e;
+                    if let Some(addr) = waiting.next() {
+                        running.push(start(addr));
+                    }
                 }
+                None => break,
             }
         }
         if peer_failed {
@@ -97,8 +203,19 @@ impl ServiceControl {
 
     /// Learns addresses of `peer` from `source` (see
     /// [`crate::address_book`]); `dial_peer` tries them.
+    ///
+    /// An address the book did not hold for `peer` lifts the peer's dial
+    /// backoff: the backoff is for addresses that failed, and a new one
+    /// (a relay reservation the peer just made, say) has not.
     pub fn add_addresses(&self, peer: PeerId, addrs: &[Multiaddr], source: AddressSource) {
-        lock(&self.shared.address_book).add(peer, addrs, source, crate::control::unix_now());
+        let mut book = lock(&self.shared.address_book);
+        let known = book.addresses(&peer);
+        let new = addrs.iter().any(|a| !known.contains(&a.without_peer_id()));
+        book.add(peer, addrs, source, crate::control::unix_now());
+        drop(book);
+        if new {
+            lock(&self.shared.peer_backoff).remove(&peer);
+        }
     }
 
     /// The addresses the book holds for `peer`, best first.

@@ -77,6 +77,110 @@ async fn dial_peer_uses_the_book_and_backs_off() {
         }
         other => panic!("no backoff: {other:?}"),
     }
+    // A new address is news: it is tried at once, backoff or not.
+    let other: Multiaddr = "/memory/987655".parse().unwrap();
+    a.control
+        .add_addresses(pc, std::slice::from_ref(&other), AddressSource::Peer);
+    let third = a.control.dial_peer(pc, DialOptions::default()).await;
+    assert!(
+        matches!(third, Err(ref e) if !e.is_local()),
+        "a real attempt: {third:?}"
+    );
+    a.control.shutdown().await;
+    b.control.shutdown().await;
+}
+
+/// Calls to reach one peer at the same moment (a lookup's answer and a
+/// retry timer, say) share one dial: one connection, one session, and
+/// every caller gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dials_of_one_peer_share_one_connection() {
+    let network = MemoryNetwork::new();
+    let a = memory_node(&network, true, |b| b).await;
+    let mut b = memory_node(&network, true, |b| b).await;
+    let pb = b.control.local_peer_id();
+    let live = b.addr.clone().unwrap();
+    a.control
+        .add_addresses(pb, std::slice::from_ref(&live), AddressSource::Peer);
+    let dials: Vec<_> = (0..8)
+        .map(|_| {
+            let control = a.control.clone();
+            tokio::spawn(async move { control.dial_peer(pb, DialOptions::default()).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for dial in dials {
+        ids.push(dial.await.unwrap().unwrap().id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every caller got the same session");
+    b.wait_for("the session", |n| {
+        matches!(
+            n,
+            common::Notice::Event(shoal::ServiceEvent::SessionOpened { .. })
+        )
+    })
+    .await;
+    // No second inbound session arrives.
+    let second = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            match b.notices.recv().await {
+                Some(common::Notice::Event(shoal::ServiceEvent::SessionOpened { .. })) => {
+                    return true;
+                }
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert!(!matches!(second, Ok(true)), "a second connection was made");
+    a.control.shutdown().await;
+    b.control.shutdown().await;
+}
+
+/// A best address that swallows the dial (here a TCP port whose listener
+/// never answers the secure handshake) does not hold the dial for its
+/// whole timeout: the next address is tried after the stagger, and the
+/// first to answer wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_best_address_does_not_hold_the_dial() {
+    let network = MemoryNetwork::new();
+    let a = memory_node(&network, true, |b| {
+        b.transport(shoal_transport::TcpTransport::default())
+            .config(shoal::config::Config {
+                handshake_timeout: Duration::from_secs(30),
+                ..shoal::config::Config::default()
+            })
+    })
+    .await;
+    let b = memory_node(&network, true, |b| b).await;
+    let pb = b.control.local_peer_id();
+    // Connections to it complete (the kernel accepts them) and then hear
+    // nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr: Multiaddr = silent.local_addr().unwrap().into();
+    a.control
+        .add_addresses(pb, std::slice::from_ref(&silent_addr), AddressSource::Peer);
+    a.control.add_addresses(
+        pb,
+        std::slice::from_ref(b.addr.as_ref().unwrap()),
+        AddressSource::Hearsay,
+    );
+    assert_eq!(
+        a.control.addresses(&pb)[0],
+        silent_addr,
+        "the silent one first"
+    );
+    let session = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.control.dial_peer(pb, DialOptions::default()),
+    )
+    .await
+    .expect("the live address answered long before the handshake timeout")
+    .unwrap();
+    assert_eq!(session.peer, pb);
+    drop(silent);
     a.control.shutdown().await;
     b.control.shutdown().await;
 }

@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     pub(crate) peer_backoff: Mutex<HashMap<PeerId, (tokio::time::Instant, std::time::Duration)>>,
     /// Frames waiting for peers being dialled by `try_send_to_peer`.
     pub(crate) peer_queues: Mutex<crate::routing::PeerQueues>,
+    /// `dial_peer` calls waiting for another one's dial of the same peer.
+    pub(crate) peer_dials: Mutex<crate::routing::PeerDials>,
     next_id: AtomicU64,
     /// Established inbound sessions.
     pub(crate) inbound: Arc<Semaphore>,
@@ -161,6 +163,7 @@ impl Shared {
             address_book: Mutex::new(crate::address_book::AddressBook::new(book)),
             peer_backoff: Mutex::new(HashMap::new()),
             peer_queues: Mutex::new(HashMap::new()),
+            peer_dials: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             stopped: CancellationToken::new(),
