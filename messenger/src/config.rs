@@ -67,6 +67,12 @@ pub struct MessengerConfig {
     /// wake it when envelopes wait. Off by default: the replicas then
     /// learn that the registered mailboxes belong together.
     pub wake: Option<shoal_mailbox::WakeEndpoint>,
+    /// Relays to hold reservations on ([`Messenger::start`](crate::Messenger::start)
+    /// only), each `…/p2p/<relay's peer id>`: nodes others can dial that
+    /// forward connections to this one when it cannot be dialled (behind
+    /// a NAT). Their relayed addresses are announced in the presence
+    /// record, first; the relay sees who connects, never what is said.
+    pub relays: Vec<Multiaddr>,
 }
 
 impl Default for MessengerConfig {
@@ -85,6 +91,7 @@ impl Default for MessengerConfig {
             mailboxes: true,
             mailbox_poll: DEFAULT_MAILBOX_POLL,
             wake: None,
+            relays: Vec::new(),
         }
     }
 }

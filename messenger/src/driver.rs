@@ -28,6 +28,11 @@ use crate::{Event, MessengerConfig, MessengerError};
 /// How long one directory lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long announced addresses must stay unchanged before the presence
+/// record is published again (a listener and a relay reservation often
+/// change within moments of each other).
+const ADDRESS_SETTLE: Duration = Duration::from_secs(1);
+
 type Lookup = (UserId, Result<Option<DirectoryEntry>, String>);
 
 /// How often the driver looks for envelopes to store in mailboxes and
@@ -127,6 +132,11 @@ impl<S: Store> Driver<S> {
         );
         let mut republish = tokio::time::interval(self.config.republish);
         republish.tick().await;
+        // Addresses change (a relay reservation comes or goes, a listener
+        // starts): publish again once they settle.
+        let mut addrs_changed = control.announce_changes();
+        addrs_changed.mark_unchanged();
+        let mut publish_at: Option<tokio::time::Instant> = None;
         let (mailbox_tx, mut mailbox_done) = mpsc::channel::<MailboxDone>(64);
         let mut mailbox_tick = tokio::time::interval(MAILBOX_CHECK);
         mailbox_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,6 +219,15 @@ impl<S: Store> Driver<S> {
                 }
                 _ = republish.tick() => {
                     self.rotate_prekey();
+                    let (dht, records) = (self.dht.clone(), self.records(&control));
+                    tokio::spawn(async move { join::put_records(&dht, records).await });
+                }
+                Ok(()) = addrs_changed.changed() => {
+                    publish_at.get_or_insert(tokio::time::Instant::now() + ADDRESS_SETTLE);
+                }
+                () = async { tokio::time::sleep_until(publish_at.unwrap_or_else(tokio::time::Instant::now)).await }, if publish_at.is_some() => {
+                    publish_at = None;
+                    tracing::debug!("addresses changed: publishing the presence record again");
                     let (dht, records) = (self.dht.clone(), self.records(&control));
                     tokio::spawn(async move { join::put_records(&dht, records).await });
                 }

@@ -37,6 +37,11 @@ use crate::{Event, MessengerConfig};
 /// Events the application may leave unread before envelopes wait.
 pub const MAX_BACKLOG: usize = 1_024;
 
+/// Devices remembered as not reachable at their known addresses (see
+/// `ImCore::unreachable`); beyond it a failure is not remembered and the
+/// next route dials the same addresses again.
+const MAX_UNREACHABLE: usize = 4_096;
+
 /// Shortest interval between two "storage failed" events to the application.
 const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -112,6 +117,12 @@ pub(crate) struct ImCore<S: Store> {
     out: VecDeque<Transmit>,
     /// Devices with the envelope protocol open.
     connected: HashSet<PeerId>,
+    /// Contacts' devices that could not be dialled at the addresses known
+    /// for them: the next route looks their presence record up again
+    /// instead of trying the same addresses (an address another peer
+    /// passed on, such as a private one behind a NAT, is no substitute for
+    /// the relayed addresses the contact signed).
+    unreachable: HashSet<PeerId>,
     /// Contacts reported online.
     online: HashSet<UserId>,
     outputs: VecDeque<Output>,
@@ -136,6 +147,7 @@ impl<S: Store> ImCore<S> {
             next_delayed: 0,
             out: VecDeque::new(),
             connected: HashSet::new(),
+            unreachable: HashSet::new(),
             online: HashSet::new(),
             outputs: VecDeque::new(),
             backlog,
@@ -371,6 +383,8 @@ impl<S: Store> ImCore<S> {
                     if self.connected.contains(&device) {
                         let now = self.last_now.unwrap_or_else(Instant::now);
                         self.set_online(now, device, true);
+                    } else if self.unreachable.remove(&device) {
+                        self.outputs.push_back(Output::Lookup(contact));
                     } else {
                         self.outputs.push_back(Output::Route { contact, device });
                     }
@@ -391,6 +405,7 @@ impl<S: Store> Core for ImCore<S> {
 
     fn peer_connected(&mut self, now: Now, remote: &Remote) {
         self.last_now = Some(now.instant);
+        self.unreachable.remove(&remote.peer);
         self.connected.insert(remote.peer);
         self.set_online(now.instant, remote.peer, true);
     }
@@ -399,6 +414,14 @@ impl<S: Store> Core for ImCore<S> {
         self.last_now = Some(now.instant);
         self.connected.remove(&peer);
         self.set_online(now.instant, peer, false);
+    }
+
+    fn dial_failed(&mut self, now: Now, peer: PeerId) {
+        self.last_now = Some(now.instant);
+        // Bounded by the peers this node tried to reach; cleared on success.
+        if self.unreachable.len() < MAX_UNREACHABLE {
+            self.unreachable.insert(peer);
+        }
     }
 
     fn handle_message(&mut self, now: Now, from: &Remote, bytes: &[u8]) -> Result<(), BoxError> {

@@ -41,6 +41,12 @@ pub const MAILBOX_KAD: ProtocolId = ProtocolId(7);
 /// Protocol id of the mailbox protocol (a client) on a node
 /// [`Messenger::start`] builds.
 pub const MAILBOX: ProtocolId = ProtocolId(8);
+/// Protocol id of the relay hop protocol on a node [`Messenger::start`]
+/// builds.
+pub const RELAY_HOP: ProtocolId = ProtocolId(9);
+/// Protocol id of the relay stop protocol on a node [`Messenger::start`]
+/// builds.
+pub const RELAY_STOP: ProtocolId = ProtocolId(10);
 /// Name of the envelope protocol: one frame per envelope.
 pub const IM_PROTOCOL_NAME: &str = "/shoal/im";
 
@@ -207,6 +213,7 @@ pub struct Messenger {
     device: PeerId,
     control: Arc<OnceLock<ServiceControl>>,
     mailboxes: Option<Arc<crate::mailboxes::Mailboxes>>,
+    relay: Arc<OnceLock<shoal_relay::RelayHandle>>,
 }
 
 /// Kademlia as a messenger node runs it: only records of the messaging
@@ -360,6 +367,7 @@ impl Messenger {
             device,
             control,
             mailboxes: link,
+            relay: Arc::new(OnceLock::new()),
         };
         (meta, messenger, event_rx)
     }
@@ -395,7 +403,17 @@ impl Messenger {
             },
         );
         let (listen, external) = (config.listen.clone(), config.external_addresses.clone());
-        let mut builder = ServiceBuilder::new(key.clone()).transport(transport);
+        // Every messenger node dials through relays; it reserves on the
+        // configured ones so peers can reach it when it cannot be dialled.
+        let mut relay = shoal_relay::Relay::new(
+            RELAY_HOP,
+            RELAY_STOP,
+            shoal_relay::Config {
+                relays: config.relays.clone(),
+                ..shoal_relay::Config::default()
+            },
+        );
+        let mut builder = relay.install(ServiceBuilder::new(key.clone()).transport(transport));
         let mut mailboxes = None;
         if config.mailboxes {
             // A client of the nodes that keep mailboxes: it looks replicas
@@ -447,7 +465,17 @@ impl Messenger {
                 .map_err(|e| MessengerError::Start(format!("external address {addr}: {e}")))?;
         }
         tokio::spawn(service);
+        let _ = messenger.relay.set(relay.start(control).await);
         Ok((messenger, events))
+    }
+
+    /// The relays holding a reservation for this node now (see
+    /// [`MessengerConfig::relays`]): peers reach it through them.
+    pub fn relays(&self) -> Vec<PeerId> {
+        self.relay
+            .get()
+            .map(shoal_relay::RelayHandle::reserved)
+            .unwrap_or_default()
     }
 
     /// This user's id (share its text form with contacts).
@@ -521,6 +549,21 @@ impl Messenger {
         peers.sort();
         peers.dedup();
         peers
+    }
+
+    /// Peers with an open session, each once, with whether the session
+    /// goes through a relay (and no direct session to it is open).
+    pub fn peer_paths(&self) -> Vec<(PeerId, bool)> {
+        let sessions = self.control().map(ServiceControl::sessions);
+        let mut paths: Vec<(PeerId, bool)> = sessions
+            .unwrap_or_default()
+            .iter()
+            .map(|s| (s.peer, s.is_relayed()))
+            .collect();
+        // Direct (false) sorts first and survives the dedup.
+        paths.sort();
+        paths.dedup_by_key(|(peer, _)| *peer);
+        paths
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, MessengerError> {
