@@ -94,6 +94,12 @@ struct Args {
     /// The endpoint's token (32 hex digits), as its `node` printed it.
     #[arg(long, requires = "wake_endpoint")]
     wake_token: Option<String>,
+    /// A relay to hold a reservation on, as `/ip4/…/tcp/…/p2p/<peer id>`
+    /// (a `node` run with `--serve-relay`; repeatable, two are kept):
+    /// behind a NAT, contacts reach this chat through it. Its relayed
+    /// address is announced first.
+    #[arg(long)]
+    relay: Vec<Multiaddr>,
     /// Test only: abort the process right after the n-th durable commit of
     /// this run, before anything that follows it (an acknowledgement, an
     /// envelope) leaves.
@@ -172,6 +178,19 @@ fn rejoin(messenger: &Messenger, remembered: Vec<(PeerId, Vec<Multiaddr>)>) {
             "none of the {tried} peers remembered from the last run answered; /connect <address> joins through a node"
         );
     });
+}
+
+/// Says which relays were gained and lost since `before`; returns the
+/// relays now.
+fn tell_relays(messenger: &Messenger, before: Vec<PeerId>) -> Vec<PeerId> {
+    let now = messenger.relays();
+    for relay in now.iter().filter(|r| !before.contains(r)) {
+        say!("relay: reachable through {relay}");
+    }
+    for relay in before.iter().filter(|r| !now.contains(r)) {
+        say!("relay: lost {relay}");
+    }
+    now
 }
 
 /// How often the chat checks whether it still has a peer.
@@ -422,12 +441,16 @@ impl Chat {
                 _ => say!("usage: /remove <name>"),
             },
             "peers" => {
-                let peers = self.messenger.peers();
+                let peers = self.messenger.peer_paths();
                 if peers.is_empty() {
                     say!("no peers connected");
                 }
-                for peer in peers {
-                    say!("peer: {peer}");
+                for (peer, relayed) in peers {
+                    if relayed {
+                        say!("peer: {peer} (through a relay)");
+                    } else {
+                        say!("peer: {peer}");
+                    }
                 }
             }
             "id" => self.print_id(),
@@ -905,6 +928,7 @@ async fn run() -> Result<(), Error> {
         bootstrap: args.bootstrap.clone(),
         external_addresses: args.external_address.clone(),
         wake: wake_endpoint(args.wake_endpoint.as_ref(), args.wake_token.as_deref())?,
+        relays: args.relay.clone(),
         ..MessengerConfig::default()
     };
     let store = AbortAfterCommits {
@@ -983,6 +1007,7 @@ async fn run() -> Result<(), Error> {
     // Never silently alone: say when the last peer went away.
     let mut peer_check = tokio::time::interval(PEER_CHECK);
     let mut had_peers = false;
+    let mut relays: Vec<PeerId> = Vec::new();
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -993,6 +1018,7 @@ async fn run() -> Result<(), Error> {
                     say!("no peers connected: messages wait until one is; /connect <address> joins through a node");
                 }
                 had_peers = connected;
+                relays = tell_relays(&chat.messenger, relays);
             }
             () = &mut ctrl_c => break,
             event = events.recv() => match event {

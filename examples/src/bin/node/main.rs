@@ -120,6 +120,12 @@ struct Args {
     /// token and the waking node's peer id.
     #[arg(long)]
     on_wake: Option<String>,
+    /// Serve as a relay: peers behind NATs hold reservations here and are
+    /// reached through this node (`chat --relay <this node's address>`),
+    /// within the limits of `shoal_relay::Limits` (chat-sized circuits).
+    /// Only a node others can dial should.
+    #[arg(long)]
+    serve_relay: bool,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -284,7 +290,16 @@ async fn run(args: Args) -> Result<(), Error> {
     pubsub.subscribe(topic.clone())?;
     let sessions_changed = Arc::new(Notify::new());
     let endpoint_key = key.clone();
-    let mut builder = ServiceBuilder::new(key)
+    let mut relay = shoal_relay::Relay::new(
+        shoal_messenger::RELAY_HOP,
+        shoal_messenger::RELAY_STOP,
+        shoal_relay::Config {
+            serve: args.serve_relay.then(shoal_relay::Limits::default),
+            ..shoal_relay::Config::default()
+        },
+    );
+    let mut builder = relay
+        .install(ServiceBuilder::new(key))
         .transport(TcpTransport::default())
         .protocol(ping)
         .protocol(identify)
@@ -329,6 +344,16 @@ async fn run(args: Args) -> Result<(), Error> {
         println!("listening on: {}", announced.with_peer_id(id));
     }
     let service = tokio::spawn(service);
+    let relay = relay.start(control.clone()).await;
+    if let Some(server) = relay.server() {
+        let limits = shoal_relay::Limits::default();
+        println!(
+            "relay: serving up to {} reservations, {} circuits ({} reserved now)",
+            limits.max_reservations,
+            limits.max_circuits,
+            server.stats().reservations
+        );
+    }
 
     let mut to_say = VecDeque::new();
     for text in &args.say {

@@ -1,0 +1,197 @@
+//! Chats behind NAT routers, in a lab of network namespaces the test builds
+//! (see `shoal-lab`): a public segment (198.18.0.0/15) with a bootstrap
+//! node and a second node, both serving as relays, and users on public
+//! hosts and behind endpoint-independent, symmetric and double NATs that
+//! drop unsolicited inbound packets. For every pairing of those kinds, two
+//! fresh users make first contact and exchange messages; each pairing
+//! reports whether its session went direct or through a relay.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use common::{Process, TempDir};
+use shoal_lab::{Host, Lab, NatKind};
+
+/// Upper bound for the whole test.
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// A binary of this package running in `host`.
+fn start_in(host: &Host, name: &str, binary: &str, args: &[&str]) -> Process {
+    let mut all = vec!["netns", "exec", host.namespace(), binary];
+    all.extend_from_slice(args);
+    Process::start(name, "ip", all)
+}
+
+fn node_in(host: &Host, name: &str) -> Process {
+    start_in(
+        host,
+        name,
+        env!("CARGO_BIN_EXE_node"),
+        &["--listen", "/ip4/0.0.0.0/tcp/4001", "--serve-relay"],
+    )
+}
+
+fn chat_in(host: &Host, name: &str, dir: &Path, extra: &[&str]) -> Process {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec!["--data-dir", dir, "--listen", "/ip4/0.0.0.0/tcp/0"];
+    args.extend_from_slice(extra);
+    start_in(host, name, env!("CARGO_BIN_EXE_chat"), &args)
+}
+
+/// Where a user sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Public,
+    Behind(NatKind),
+}
+
+/// What one pairing showed.
+struct Outcome {
+    pair: (Place, Place),
+    path: &'static str,
+    first_message: Duration,
+}
+
+/// Alice (in `a`) adds Bob (in `b`), writes; Bob accepts and answers.
+fn pairing(
+    (a, a_place): (&Host, Place),
+    (b, b_place): (&Host, Place),
+    root: &Path,
+    network: &[&str],
+    deadline: Instant,
+) -> Outcome {
+    let tag = format!("{a_place:?}-{b_place:?}");
+    // Users that cannot be dialled hold reservations on the relays.
+    let args = |place: Place| -> Vec<&str> {
+        match place {
+            Place::Public => network[..2].to_vec(),
+            Place::Behind(_) => network.to_vec(),
+        }
+    };
+    let mut bob = chat_in(
+        b,
+        &format!("bob {tag}"),
+        &root.join(format!("bob-{tag}")),
+        &args(b_place),
+    );
+    let bob_id = bob.value("user id:", deadline);
+    let bob_addr = bob.value("listening on:", deadline);
+    let bob_peer = bob_addr.rsplit('/').next().unwrap().to_owned();
+    if b_place != Place::Public {
+        bob.wait_line("relay: reachable through", deadline);
+    }
+    let mut alice = chat_in(
+        a,
+        &format!("alice {tag}"),
+        &root.join(format!("alice-{tag}")),
+        &args(a_place),
+    );
+    let alice_id = alice.value("user id:", deadline);
+    if a_place != Place::Public {
+        alice.wait_line("relay: reachable through", deadline);
+    }
+    let started = Instant::now();
+    alice.type_line(&format!("/add {bob_id} bob"));
+    alice.type_line("/msg bob hello from behind");
+    bob.wait("alice's request", deadline, |l| {
+        l.starts_with("message request from ")
+    });
+    let first_message = started.elapsed();
+    bob.type_line(&format!("/add {alice_id} alice"));
+    bob.wait("alice's message", deadline, |l| {
+        l == "alice: hello from behind"
+    });
+    alice.wait("the delivery", deadline, |l| {
+        l == "delivered to bob: hello from behind"
+    });
+    bob.type_line("/msg alice and back");
+    alice.wait("bob's answer", deadline, |l| l == "bob: and back");
+    // Which path: alice's session with bob's node, as she lists it.
+    let seen = alice.drain().len();
+    alice.type_line("/peers");
+    let (_, line) = alice.wait_from(seen, "bob in the peer list", deadline, |l| {
+        l.starts_with("peer: ") && l.contains(&bob_peer)
+    });
+    let relayed = line.ends_with("(through a relay)");
+    Outcome {
+        pair: (a_place, b_place),
+        path: if relayed { "relay" } else { "direct" },
+        first_message,
+    }
+}
+
+#[test]
+fn first_contact_and_messages_in_every_pairing_of_nat_kinds() {
+    let Some(mut lab) = Lab::new_or_skip() else {
+        return;
+    };
+    let deadline = Instant::now() + LIMIT;
+    let root = TempDir::new("chat-nat");
+    let boot_host = lab.add_public_host("boot").unwrap();
+    let relay_host = lab.add_public_host("relay").unwrap();
+    let mut boot = node_in(&boot_host, "boot");
+    let boot_addr = boot.value("listening on:", deadline);
+    boot.wait_line("relay: serving", deadline);
+    let mut relay = node_in(&relay_host, "relay");
+    let relay_addr = relay.value("listening on:", deadline);
+    let network = [
+        "--bootstrap",
+        boot_addr.as_str(),
+        "--relay",
+        boot_addr.as_str(),
+        "--relay",
+        relay_addr.as_str(),
+    ];
+
+    let kinds = [
+        Place::Public,
+        Place::Behind(NatKind::EndpointIndependent),
+        Place::Behind(NatKind::Symmetric),
+        Place::Behind(NatKind::Double),
+    ];
+    let mut outcomes = Vec::new();
+    for (i, &a) in kinds.iter().enumerate() {
+        for &b in &kinds[i..] {
+            // Each user of a pairing sits in a network of its own.
+            let mut host = |place: Place, who: &str| match place {
+                Place::Public => lab.add_public_host(who).unwrap(),
+                Place::Behind(kind) => {
+                    let nat = lab.add_nat(&format!("{who}n"), kind).unwrap();
+                    lab.add_host_behind(&nat, who).unwrap()
+                }
+            };
+            let n = outcomes.len();
+            let a_host = host(a, &format!("a{n}"));
+            let b_host = host(b, &format!("b{n}"));
+            outcomes.push(pairing(
+                (&a_host, a),
+                (&b_host, b),
+                &root,
+                &network,
+                deadline,
+            ));
+        }
+    }
+    println!("| alice | bob | path | first message |");
+    println!("|---|---|---|---|");
+    for o in &outcomes {
+        println!(
+            "| {:?} | {:?} | {} | {} ms |",
+            o.pair.0,
+            o.pair.1,
+            o.path,
+            o.first_message.as_millis()
+        );
+    }
+    assert_eq!(outcomes.len(), 10, "every pairing of the four kinds");
+    for o in &outcomes {
+        if o.pair.0 != Place::Public && o.pair.1 != Place::Public {
+            assert_eq!(o.path, "relay", "{:?}: nobody can dial the other", o.pair);
+        }
+    }
+}
