@@ -63,7 +63,7 @@ pub use memory::{
 pub use multiaddr::{
     MAX_MULTIADDR_COMPONENTS, MAX_MULTIADDR_TEXT_LEN, Multiaddr, MultiaddrError, Protocol,
 };
-pub use scope::{AddressScope, ScopePolicy};
+pub use scope::{AddressScope, IpRange, ScopePolicy};
 pub use tcp::{
     DEFAULT_TCP_DIAL_TIMEOUT, DEFAULT_TCP_LISTEN_BACKLOG, TcpConfig, TcpListener, TcpTransport,
 };

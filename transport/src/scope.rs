@@ -91,6 +91,66 @@ fn scope_v6(ip: Ipv6Addr) -> AddressScope {
     }
 }
 
+/// A block of IP addresses, `198.18.0.0/15` or `2001:db8::/32`.
+///
+/// ```
+/// use shoal_transport::IpRange;
+/// let lab: IpRange = "198.18.0.0/15".parse().unwrap();
+/// assert!(lab.contains("198.19.7.1".parse().unwrap()));
+/// assert!(!lab.contains("198.20.0.1".parse().unwrap()));
+/// assert!("198.18.0.0/33".parse::<IpRange>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpRange {
+    base: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // Both as 128 bits, the address at the top: the prefix counts from
+        // the first bit either way.
+        let bits = |a: IpAddr| -> Option<u128> {
+            match (self.base, a.to_canonical()) {
+                (IpAddr::V4(_), IpAddr::V4(v4)) => Some(u128::from(u32::from(v4)) << 96),
+                (IpAddr::V6(_), IpAddr::V6(v6)) => Some(u128::from(v6)),
+                _ => None,
+            }
+        };
+        let (Some(base), Some(ip)) = (bits(self.base), bits(ip)) else {
+            return false;
+        };
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0);
+        base & mask == ip & mask
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IpRange, String> {
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s}: expected <ip>/<prefix length>"))?;
+        let base: IpAddr = ip.parse().map_err(|e| format!("{s}: {e}"))?;
+        let prefix: u8 = prefix.parse().map_err(|e| format!("{s}: {e}"))?;
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("{s}: a prefix of at most {max} bits"));
+        }
+        Ok(IpRange { base, prefix })
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
 /// Which addresses learned from others a node dials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScopePolicy {
