@@ -215,6 +215,14 @@ impl Kademlia {
         &self.config
     }
 
+    /// Switches between serving the DHT and being a client of it (see
+    /// [`Config::client`]): a node that learns it cannot be dialled becomes
+    /// a client, so nobody keeps it as a contact; peers drop it from their
+    /// tables at its next message. One that can be dialled again serves.
+    pub fn set_client(&mut self, client: bool) {
+        self.config.client = client;
+    }
+
     /// The routing table (read only).
     pub fn routing_table(&self) -> &RoutingTable {
         &self.table

@@ -299,6 +299,17 @@ impl Handle {
             .with(|core, _| core.set_validator(kind, validator));
     }
 
+    /// Switches between serving the DHT and being a client of it (see
+    /// [`Kademlia::set_client`]).
+    pub fn set_client(&self, client: bool) {
+        self.core.with(|core, _| core.set_client(client));
+    }
+
+    /// Whether the node is a client of the DHT now.
+    pub fn is_client(&self) -> bool {
+        self.core.read(|core| core.config().client)
+    }
+
     /// Contacts in the routing table.
     pub fn routing_table_len(&self) -> usize {
         self.core.read(|core| core.routing_table().len())

@@ -437,3 +437,40 @@ fn a_store_far_from_the_node_or_over_the_peers_rate_is_refused() {
     let r = record(&small, 2, random_key(99_999), 1, 600);
     assert_eq!(store_at(&mut small, 2, 0, r), StoreStatus::Stored);
 }
+
+/// A server that learns it cannot be dialled becomes a client: at its
+/// next messages the others drop it, and lookups stop naming it; back to
+/// server, it is added again.
+#[test]
+fn a_node_that_turns_client_leaves_the_tables_and_can_come_back() {
+    let mut net = Net::joined(20, Config::default());
+    let node = 7;
+    let me = net.peer(node);
+    let holders = |net: &Net| {
+        net.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != node && n.core.routing_table().contains(&me))
+            .count()
+    };
+    assert!(holders(&net) > 0, "a server is someone's contact");
+    net.nodes[node].core.set_client(true);
+    // Its lookups reach most of the network.
+    for q in 0..6u64 {
+        let id = net.nodes[node]
+            .core
+            .find_node(net.now, random_key(900 + q))
+            .unwrap();
+        net.run_until_finished(node, id);
+    }
+    assert_eq!(holders(&net), 0, "every node it spoke to dropped it");
+    net.nodes[node].core.set_client(false);
+    for q in 0..3u64 {
+        let id = net.nodes[node]
+            .core
+            .find_node(net.now, random_key(950 + q))
+            .unwrap();
+        net.run_until_finished(node, id);
+    }
+    assert!(holders(&net) > 0, "a server again");
+}
