@@ -73,6 +73,13 @@ pub struct MessengerConfig {
     /// a NAT). Their relayed addresses are announced in the presence
     /// record, first; the relay sees who connects, never what is said.
     pub relays: Vec<Multiaddr>,
+    /// IP ranges to treat as the internet when checking which of this
+    /// node's addresses others can dial (a test network on a reserved
+    /// range, such as `198.18.0.0/15`). Empty: only global addresses are
+    /// checked. A node whose checked addresses all turn out unreachable is
+    /// a client of the DHT (others never keep it as a contact) and leaves
+    /// those addresses out of its presence record.
+    pub global_ranges: Vec<shoal_transport::IpRange>,
 }
 
 impl Default for MessengerConfig {
@@ -92,6 +99,7 @@ impl Default for MessengerConfig {
             mailbox_poll: DEFAULT_MAILBOX_POLL,
             wake: None,
             relays: Vec::new(),
+            global_ranges: Vec::new(),
         }
     }
 }

@@ -108,6 +108,8 @@ pub(crate) struct Driver<S: Store> {
     pub(crate) in_flight: HashSet<UserId>,
     pub(crate) published_seq: u64,
     pub(crate) mailboxes: Option<MailboxState>,
+    /// What reachability checks found, if the node runs them.
+    pub(crate) reach: Option<tokio::sync::watch::Receiver<shoal_reach::Status>>,
 }
 
 impl<S: Store> Driver<S> {
@@ -225,6 +227,20 @@ impl<S: Store> Driver<S> {
                 Ok(()) = addrs_changed.changed() => {
                     publish_at.get_or_insert(tokio::time::Instant::now() + ADDRESS_SETTLE);
                 }
+                Some(status) = async {
+                    let reach = self.reach.as_mut()?;
+                    reach.changed().await.ok()?;
+                    Some(reach.borrow_and_update().clone())
+                } => {
+                    // Proven private: a client of the DHT, so nobody keeps
+                    // an address of ours that does not work as a contact.
+                    let private = status.is_unreachable();
+                    if self.dht.is_client() != private {
+                        tracing::info!(private, "reachability changed: DHT client mode {private}");
+                        self.dht.set_client(private);
+                    }
+                    publish_at.get_or_insert(tokio::time::Instant::now() + ADDRESS_SETTLE);
+                }
                 () = async { tokio::time::sleep_until(publish_at.unwrap_or_else(tokio::time::Instant::now)).await }, if publish_at.is_some() => {
                     publish_at = None;
                     tracing::debug!("addresses changed: publishing the presence record again");
@@ -259,7 +275,19 @@ impl<S: Store> Driver<S> {
         // restart still publishes a newer record).
         self.published_seq = unix_ms().max(self.published_seq + 1);
         let (seq, ttl) = (self.published_seq, self.config.record_ttl);
-        join::records(&self.core, &control.announce_addrs(), seq, ttl)
+        // Addresses checks found unreachable are left out: contacts would
+        // only wait on them.
+        let unreachable = self
+            .reach
+            .as_ref()
+            .map(|r| r.borrow().unreachable.clone())
+            .unwrap_or_default();
+        let addrs: Vec<Multiaddr> = control
+            .announce_addrs()
+            .into_iter()
+            .filter(|a| !unreachable.contains(a))
+            .collect();
+        join::records(&self.core, &addrs, seq, ttl)
     }
 
     /// Dials `addrs` (which name their peer), joins the DHT through those

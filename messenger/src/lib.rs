@@ -93,6 +93,6 @@ pub use faults::FaultConfig;
 pub use im_core::MAX_BACKLOG;
 pub use messenger::{
     Event, IDENTIFY, IM, IM_PROTOCOL_NAME, KAD, MAILBOX, MAILBOX_KAD, Messenger, MessengerError,
-    RELAY_HOP, RELAY_STOP, kad_config, open_engine,
+    REACH, REACH_BACK, RELAY_HOP, RELAY_STOP, kad_config, open_engine,
 };
 pub use sqlite::SqliteStore;

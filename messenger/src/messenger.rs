@@ -47,6 +47,12 @@ pub const RELAY_HOP: ProtocolId = ProtocolId(9);
 /// Protocol id of the relay stop protocol on a node [`Messenger::start`]
 /// builds.
 pub const RELAY_STOP: ProtocolId = ProtocolId(10);
+/// Protocol id of reachability checks on a node [`Messenger::start`]
+/// builds.
+pub const REACH: ProtocolId = ProtocolId(11);
+/// Protocol id of the reachability dial-back on a node
+/// [`Messenger::start`] builds.
+pub const REACH_BACK: ProtocolId = ProtocolId(12);
 /// Name of the envelope protocol: one frame per envelope.
 pub const IM_PROTOCOL_NAME: &str = "/shoal/im";
 
@@ -214,6 +220,7 @@ pub struct Messenger {
     control: Arc<OnceLock<ServiceControl>>,
     mailboxes: Option<Arc<crate::mailboxes::Mailboxes>>,
     relay: Arc<OnceLock<shoal_relay::RelayHandle>>,
+    reach: Arc<OnceLock<shoal_reach::ReachHandle>>,
 }
 
 /// Kademlia as a messenger node runs it: only records of the messaging
@@ -309,7 +316,7 @@ impl Messenger {
         dht: shoal_kad::Handle,
         config: MessengerConfig,
     ) -> (ProtocolMeta, Messenger, mpsc::Receiver<Event>) {
-        Self::build(id, engine, dht, config, None, None)
+        Self::build(id, engine, dht, config, None, None, None)
     }
 
     fn build<S: Store>(
@@ -319,6 +326,7 @@ impl Messenger {
         config: MessengerConfig,
         owned: Option<mpsc::Receiver<shoal_identify::Event>>,
         mailboxes: Option<crate::driver::MailboxState>,
+        reach: Option<tokio::sync::watch::Receiver<shoal_reach::Status>>,
     ) -> (ProtocolMeta, Messenger, mpsc::Receiver<Event>) {
         let (user, device) = (engine.user_id(), engine.device().signing_key().peer_id());
         let backlog = Arc::new(AtomicUsize::new(0));
@@ -352,6 +360,7 @@ impl Messenger {
             in_flight: Default::default(),
             published_seq: 0,
             mailboxes,
+            reach,
         };
         let cell = control.clone();
         tokio::spawn(async move {
@@ -368,6 +377,7 @@ impl Messenger {
             control,
             mailboxes: link,
             relay: Arc::new(OnceLock::new()),
+            reach: Arc::new(OnceLock::new()),
         };
         (meta, messenger, event_rx)
     }
@@ -414,6 +424,19 @@ impl Messenger {
             },
         );
         let mut builder = relay.install(ServiceBuilder::new(key.clone()).transport(transport));
+        // The node checks which of its addresses others can dial (it asks
+        // the nodes it is connected to; it checks nobody's itself).
+        let mut reach = shoal_reach::Reach::new(
+            REACH,
+            REACH_BACK,
+            shoal_reach::Config {
+                serve: false,
+                global_ranges: config.global_ranges.clone(),
+                ..shoal_reach::Config::default()
+            },
+        );
+        builder = reach.install(builder);
+        let reach_status = reach.changes();
         let mut mailboxes = None;
         if config.mailboxes {
             // A client of the nodes that keep mailboxes: it looks replicas
@@ -442,8 +465,15 @@ impl Messenger {
                 config.mailbox_poll,
             ));
         }
-        let (im_meta, messenger, events) =
-            Self::build(IM, engine, dht, config, Some(identified), mailboxes);
+        let (im_meta, messenger, events) = Self::build(
+            IM,
+            engine,
+            dht,
+            config,
+            Some(identified),
+            mailboxes,
+            Some(reach_status),
+        );
         let service = builder
             .protocol(identify_meta)
             .protocol(kad_meta)
@@ -465,8 +495,19 @@ impl Messenger {
                 .map_err(|e| MessengerError::Start(format!("external address {addr}: {e}")))?;
         }
         tokio::spawn(service);
-        let _ = messenger.relay.set(relay.start(control).await);
+        let _ = messenger.relay.set(relay.start(control.clone()).await);
+        let _ = messenger.reach.set(reach.start(control, None));
         Ok((messenger, events))
+    }
+
+    /// What reachability checks found of this node's addresses (see
+    /// [`MessengerConfig::global_ranges`]): empty until peers that check
+    /// for others are connected.
+    pub fn reachability(&self) -> shoal_reach::Status {
+        self.reach
+            .get()
+            .map(shoal_reach::ReachHandle::status)
+            .unwrap_or_default()
     }
 
     /// The relays holding a reservation for this node now (see

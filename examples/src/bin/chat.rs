@@ -100,6 +100,11 @@ struct Args {
     /// address is announced first.
     #[arg(long)]
     relay: Vec<Multiaddr>,
+    /// An IP range to treat as the internet when checking which of this
+    /// chat's addresses others can dial, e.g. `198.18.0.0/15` for a test
+    /// network (repeatable; by default only global addresses count).
+    #[arg(long)]
+    global_range: Vec<shoal_transport::IpRange>,
     /// Test only: abort the process right after the n-th durable commit of
     /// this run, before anything that follows it (an acknowledgement, an
     /// envelope) leaves.
@@ -191,6 +196,23 @@ fn tell_relays(messenger: &Messenger, before: Vec<PeerId>) -> Vec<PeerId> {
         say!("relay: lost {relay}");
     }
     now
+}
+
+/// Says what reachability checks concluded when it changes; returns the
+/// line said (or that would be).
+fn tell_reachability(messenger: &Messenger, before: String) -> String {
+    let status = messenger.reachability();
+    let line = if let Some(addr) = status.reachable.first() {
+        format!("reachability: public at {addr}")
+    } else if status.is_unreachable() {
+        "reachability: private (no address others can dial; reached through relays)".to_owned()
+    } else {
+        String::new()
+    };
+    if !line.is_empty() && line != before {
+        say!("{line}");
+    }
+    line
 }
 
 /// How often the chat checks whether it still has a peer.
@@ -929,6 +951,7 @@ async fn run() -> Result<(), Error> {
         external_addresses: args.external_address.clone(),
         wake: wake_endpoint(args.wake_endpoint.as_ref(), args.wake_token.as_deref())?,
         relays: args.relay.clone(),
+        global_ranges: args.global_range.clone(),
         ..MessengerConfig::default()
     };
     let store = AbortAfterCommits {
@@ -1008,6 +1031,7 @@ async fn run() -> Result<(), Error> {
     let mut peer_check = tokio::time::interval(PEER_CHECK);
     let mut had_peers = false;
     let mut relays: Vec<PeerId> = Vec::new();
+    let mut reachability = String::new();
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -1019,6 +1043,7 @@ async fn run() -> Result<(), Error> {
                 }
                 had_peers = connected;
                 relays = tell_relays(&chat.messenger, relays);
+                reachability = tell_reachability(&chat.messenger, reachability);
             }
             () = &mut ctrl_c => break,
             event = events.recv() => match event {

@@ -126,6 +126,11 @@ struct Args {
     /// Only a node others can dial should.
     #[arg(long)]
     serve_relay: bool,
+    /// An IP range to treat as the internet when checking which of this
+    /// node's addresses others can dial, e.g. `198.18.0.0/15` for a test
+    /// network (repeatable; by default only global addresses count).
+    #[arg(long)]
+    global_range: Vec<shoal_transport::IpRange>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -298,8 +303,18 @@ async fn run(args: Args) -> Result<(), Error> {
             ..shoal_relay::Config::default()
         },
     );
-    let mut builder = relay
-        .install(ServiceBuilder::new(key))
+    // Checks which of its addresses others can dial, and dials others back
+    // when they ask (from a prober of its own, see shoal_reach::Prober).
+    let mut reach = shoal_reach::Reach::new(
+        shoal_messenger::REACH,
+        shoal_messenger::REACH_BACK,
+        shoal_reach::Config {
+            global_ranges: args.global_range.clone(),
+            ..shoal_reach::Config::default()
+        },
+    );
+    let mut builder = reach
+        .install(relay.install(ServiceBuilder::new(key)))
         .transport(TcpTransport::default())
         .protocol(ping)
         .protocol(identify)
@@ -345,6 +360,12 @@ async fn run(args: Args) -> Result<(), Error> {
     }
     let service = tokio::spawn(service);
     let relay = relay.start(control.clone()).await;
+    let prober = shoal_reach::Prober::start(TcpTransport::default(), PROBE_TIMEOUT)?;
+    let reach = reach.start(control.clone(), Some(prober));
+    tokio::spawn(follow_reachability(
+        reach,
+        vec![dht.clone(), mailboxes.dht.clone()],
+    ));
     if let Some(server) = relay.server() {
         let limits = shoal_relay::Limits::default();
         println!(
@@ -450,6 +471,35 @@ fn mailbox_node(
         Default::default(),
         config,
     ))
+}
+
+/// Time a dial-back for another node may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prints what reachability checks conclude, and makes the node a client
+/// of its DHTs while none of its addresses can be dialled (so nobody keeps
+/// it as a contact or picks it to keep mailboxes).
+async fn follow_reachability(reach: shoal_reach::ReachHandle, dhts: Vec<shoal_kad::Handle>) {
+    let mut changes = reach.changes();
+    let mut said = String::new();
+    while changes.changed().await.is_ok() {
+        let status = changes.borrow_and_update().clone();
+        let private = status.is_unreachable();
+        for dht in &dhts {
+            dht.set_client(private);
+        }
+        let line = if let Some(addr) = status.reachable.first() {
+            format!("reachability: public at {addr}")
+        } else if private {
+            "reachability: private (no address others can dial); a DHT client now".to_owned()
+        } else {
+            continue;
+        };
+        if line != said {
+            println!("{line}");
+            said = line;
+        }
+    }
 }
 
 fn too_long(len: usize, limit: usize) -> String {
