@@ -168,4 +168,13 @@ write("relay_messages", "hop_stream", b"\x02" + H("000000020a00") + H("0000000f"
 write("relay_messages", "ledger_script", b"\x03" + bytes([
     0, 1, 1,  0, 2, 1,  0, 3, 2,  2, 4, 1,  2, 5, 2,  3, 0, 0,  4, 61, 0,  0, 1, 1,  1, 0, 0,
 ]))
+
+# reach_messages: the vectors of PROTOCOL.md section 14, alone and as
+# frames from a checker (a check of the checker's own address, which a
+# core asks back about; a result for an unknown nonce).
+reach_check = H("0a25090807060504030201121a") + b"/ip4/198.51.100.7/tcp/4001"
+reach_result = H("120b09080706050403020110" "01")
+write("reach_messages", "check", b"\x00" + reach_check)
+write("reach_messages", "result", b"\x00" + reach_result)
+write("reach_messages", "core_frames", b"\x01" + frames(reach_check, reach_result))
 print("seeds written to", ROOT)

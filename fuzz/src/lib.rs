@@ -17,6 +17,7 @@
 //! | [`im_messages`] | the messenger's envelopes, padding, messages, payloads, presence records, initial headers and user ids, and envelopes (arbitrary or genuine with bytes spliced in) fed to a live engine |
 //! | [`mailbox_messages`] | mailbox frames into the decoder and into a live core that keeps mailboxes (genuine signed requests, answers and pushes as seeds), and descriptors |
 //! | [`mailbox_sync()`] | replica sync: range lists into the codec and a set's answer, sync frames (genuine hand-offs as seeds) into a live replica core |
+//! | [`reach_messages`] | reachability checks and results into the decoder and into a live core that checks and is checked |
 //! | [`relay_messages`] | relay hop and stop messages into the decoders and exact readers, and scripts of reservations and circuits into the relay's ledger |
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod im;
 mod io;
 pub mod mailbox;
 pub mod mailbox_sync;
+mod reach;
 mod relay;
 
 use std::time::{Duration, Instant};
@@ -42,10 +44,11 @@ use shoal_yamux::{Connection, Event, Mode, frame::Header};
 pub use im::im_messages;
 pub use mailbox::mailbox_messages;
 pub use mailbox_sync::mailbox_sync;
+pub use reach::reach_messages;
 pub use relay::relay_messages;
 
 /// The names of all targets, as used for corpus directories.
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 11] = [
     "yamux_frame",
     "yamux_session",
     "secio_handshake",
@@ -56,6 +59,7 @@ pub const TARGETS: [&str; 10] = [
     "mailbox_messages",
     "mailbox_sync",
     "relay_messages",
+    "reach_messages",
 ];
 
 /// Runs the target called `name` on `data`; `false` for an unknown name.
@@ -71,6 +75,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "mailbox_messages" => mailbox_messages(data),
         "mailbox_sync" => mailbox_sync(data),
         "relay_messages" => relay_messages(data),
+        "reach_messages" => reach_messages(data),
         _ => return false,
     }
     true
