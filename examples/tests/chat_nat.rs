@@ -134,7 +134,7 @@ fn pairing(
     let (_, line) = alice.wait_from(seen, "bob in the peer list", deadline, |l| {
         l.starts_with("peer: ") && l.contains(&bob_peer)
     });
-    let relayed = line.ends_with("(through a relay)");
+    let relayed = line.contains("(through relay ");
     Outcome {
         pair: (a_place, b_place),
         path: if relayed { "relay" } else { "direct" },
@@ -217,4 +217,115 @@ fn first_contact_and_messages_in_every_pairing_of_nat_kinds() {
             assert_eq!(o.path, "relay", "{:?}: nobody can dial the other", o.pair);
         }
     }
+}
+
+/// Two users behind NATs talk through a relay; that relay dies. Within
+/// 30 s they talk through the other one, and every message sent around
+/// the death arrives once.
+#[test]
+fn killing_the_relay_in_use_moves_the_conversation_to_the_other() {
+    let Some(mut lab) = Lab::new_or_skip() else {
+        return;
+    };
+    let deadline = Instant::now() + LIMIT;
+    let root = TempDir::new("chat-nat-failover");
+    let boot_host = lab.add_public_host("boot").unwrap();
+    let mut boot = node_in(&boot_host, "boot");
+    let boot_addr = boot.value("listening on:", deadline);
+    let mut relays = Vec::new();
+    for name in ["r1", "r2"] {
+        let host = lab.add_public_host(name).unwrap();
+        let mut relay = node_in(&host, name);
+        let id = relay.value("peer id:", deadline);
+        let addr = relay.value("listening on:", deadline);
+        relays.push((relay, id, addr, host));
+    }
+    let network = [
+        "--bootstrap",
+        boot_addr.as_str(),
+        "--relay",
+        relays[0].2.as_str(),
+        "--relay",
+        relays[1].2.as_str(),
+    ];
+    let home = lab.add_nat("an", NatKind::EndpointIndependent).unwrap();
+    let a_host = lab.add_host_behind(&home, "a").unwrap();
+    let office = lab.add_nat("bn", NatKind::Symmetric).unwrap();
+    let b_host = lab.add_host_behind(&office, "b").unwrap();
+    let mut bob = chat_in(&b_host, "bob", &root.join("bob"), &network);
+    let bob_id = bob.value("user id:", deadline);
+    let bob_peer = bob
+        .value("listening on:", deadline)
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut alice = chat_in(&a_host, "alice", &root.join("alice"), &network);
+    let alice_id = alice.value("user id:", deadline);
+    for chat in [&mut alice, &mut bob] {
+        let (i, _) = chat.wait_from(0, "a relay", deadline, |l| {
+            l.starts_with("relay: reachable through")
+        });
+        chat.wait_from(i + 1, "a second relay", deadline, |l| {
+            l.starts_with("relay: reachable through")
+        });
+    }
+    alice.type_line(&format!("/add {bob_id} bob"));
+    bob.type_line(&format!("/add {alice_id} alice"));
+    alice.type_line("/msg bob before");
+    bob.wait("the first message", deadline, |l| l == "alice: before");
+
+    // The relay their session goes through dies.
+    let seen = alice.drain().len();
+    alice.type_line("/peers");
+    let (_, line) = alice.wait_from(seen, "bob in the peer list", deadline, |l| {
+        l.starts_with("peer: ") && l.contains(&bob_peer)
+    });
+    let used = line
+        .split("(through relay ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not through a relay: {line}"))
+        .to_owned();
+    let (dead, _, _, _) = relays
+        .iter_mut()
+        .find(|(_, id, _, _)| *id == used)
+        .expect("one of the two relays");
+    dead.child.kill().unwrap();
+    let killed = Instant::now();
+    for i in 1..=5 {
+        alice.type_line(&format!("/msg bob after {i}"));
+    }
+    let within = killed + Duration::from_secs(30);
+    for i in 1..=5 {
+        bob.wait(&format!("message {i} after the relay died"), within, |l| {
+            l == format!("alice: after {i}")
+        });
+    }
+    println!(
+        "relay {used} killed: the conversation went on in {} ms",
+        killed.elapsed().as_millis()
+    );
+    bob.wait("the news", within, |l| l == format!("relay: lost {used}"));
+    let seen = bob.drain().to_vec();
+    for i in 1..=5 {
+        let copies = seen
+            .iter()
+            .filter(|l| **l == format!("alice: after {i}"))
+            .count();
+        assert_eq!(copies, 1, "message {i} shown {copies} times");
+    }
+    // And the other way.
+    bob.type_line("/msg alice still here");
+    alice.wait("bob's answer", within, |l| l == "bob: still here");
+    // Through the relay left.
+    let seen = alice.drain().len();
+    alice.type_line("/peers");
+    let (_, line) = alice.wait_from(seen, "bob in the peer list", within, |l| {
+        l.starts_with("peer: ") && l.contains(&bob_peer)
+    });
+    assert!(
+        line.contains("(through relay ") && !line.contains(&used),
+        "{line}"
+    );
 }

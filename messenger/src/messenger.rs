@@ -592,16 +592,22 @@ impl Messenger {
         peers
     }
 
-    /// Peers with an open session, each once, with whether the session
-    /// goes through a relay (and no direct session to it is open).
-    pub fn peer_paths(&self) -> Vec<(PeerId, bool)> {
+    /// Peers with an open session, each once, with the relay the session
+    /// goes through (`None`: direct, which is preferred when both exist).
+    pub fn peer_paths(&self) -> Vec<(PeerId, Option<PeerId>)> {
         let sessions = self.control().map(ServiceControl::sessions);
-        let mut paths: Vec<(PeerId, bool)> = sessions
+        let mut paths: Vec<(PeerId, Option<PeerId>)> = sessions
             .unwrap_or_default()
             .iter()
-            .map(|s| (s.peer, s.is_relayed()))
+            .map(|s| {
+                let relay = s
+                    .remote_addr
+                    .split_circuit()
+                    .and_then(|(relay, _)| relay.peer_id());
+                (s.peer, relay)
+            })
             .collect();
-        // Direct (false) sorts first and survives the dedup.
+        // Direct (None) sorts first and survives the dedup.
         paths.sort();
         paths.dedup_by_key(|(peer, _)| *peer);
         paths

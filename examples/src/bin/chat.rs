@@ -467,11 +467,10 @@ impl Chat {
                 if peers.is_empty() {
                     say!("no peers connected");
                 }
-                for (peer, relayed) in peers {
-                    if relayed {
-                        say!("peer: {peer} (through a relay)");
-                    } else {
-                        say!("peer: {peer}");
+                for (peer, relay) in peers {
+                    match relay {
+                        Some(relay) => say!("peer: {peer} (through relay {relay})"),
+                        None => say!("peer: {peer}"),
                     }
                 }
             }
