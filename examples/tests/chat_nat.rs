@@ -32,18 +32,19 @@ fn start_in(host: &Host, name: &str, binary: &str, args: &[&str]) -> Process {
 }
 
 fn node_in(host: &Host, name: &str) -> Process {
-    start_in(
-        host,
-        name,
-        env!("CARGO_BIN_EXE_node"),
-        &[
-            "--listen",
-            "/ip4/0.0.0.0/tcp/4001",
-            "--serve-relay",
-            "--global-range",
-            LAB_RANGE,
-        ],
-    )
+    node_with(host, name, &[])
+}
+
+fn node_with(host: &Host, name: &str, extra: &[&str]) -> Process {
+    let mut args = vec![
+        "--listen",
+        "/ip4/0.0.0.0/tcp/4001",
+        "--serve-relay",
+        "--global-range",
+        LAB_RANGE,
+    ];
+    args.extend_from_slice(extra);
+    start_in(host, name, env!("CARGO_BIN_EXE_node"), &args)
 }
 
 fn chat_in(host: &Host, name: &str, dir: &Path, extra: &[&str]) -> Process {
@@ -328,4 +329,85 @@ fn killing_the_relay_in_use_moves_the_conversation_to_the_other() {
         line.contains("(through relay ") && !line.contains(&used),
         "{line}"
     );
+}
+
+/// Every node keeping mailboxes is on the public segment; alice and bob
+/// are behind NATs. Bob leaves, alice writes, her messages are stored on
+/// the public nodes; bob comes back and gets each once.
+#[test]
+fn mailboxes_on_the_public_segment_keep_messages_between_users_behind_nats() {
+    let Some(mut lab) = Lab::new_or_skip() else {
+        return;
+    };
+    let deadline = Instant::now() + LIMIT;
+    let root = TempDir::new("chat-nat-mailboxes");
+    let mut nodes = Vec::new();
+    let mut boot_addr = String::new();
+    for i in 0..6 {
+        let host = lab.add_public_host(&format!("m{i}")).unwrap();
+        let connect = ["--connect", boot_addr.as_str()];
+        let extra: &[&str] = if i == 0 { &[] } else { &connect };
+        let mut node = node_with(&host, &format!("m{i}"), extra);
+        let addr = node.value("listening on:", deadline);
+        if i == 0 {
+            boot_addr = addr.clone();
+        }
+        nodes.push((node, addr, host));
+    }
+    let network = [
+        "--bootstrap",
+        boot_addr.as_str(),
+        "--relay",
+        nodes[1].1.as_str(),
+        "--relay",
+        nodes[2].1.as_str(),
+    ];
+    let home = lab.add_nat("an", NatKind::EndpointIndependent).unwrap();
+    let a_host = lab.add_host_behind(&home, "a").unwrap();
+    let carrier = lab.add_nat("bn", NatKind::Double).unwrap();
+    let b_host = lab.add_host_behind(&carrier, "b").unwrap();
+    let (alice_dir, bob_dir) = (root.join("alice"), root.join("bob"));
+    let mut bob = chat_in(&b_host, "bob", &bob_dir, &network);
+    let bob_id = bob.value("user id:", deadline);
+    bob.wait_line("relay: reachable through", deadline);
+    let mut alice = chat_in(&a_host, "alice", &alice_dir, &network);
+    let alice_id = alice.value("user id:", deadline);
+    alice.wait_line("relay: reachable through", deadline);
+    alice.type_line(&format!("/add {bob_id} bob"));
+    bob.type_line(&format!("/add {alice_id} alice"));
+    alice.type_line("/msg bob hello");
+    bob.wait_line("alice: hello", deadline);
+    alice.wait_line("delivered to bob: hello", deadline);
+
+    bob.type_line("/quit");
+    assert!(bob.child.wait().unwrap().success());
+    alice.wait_line("offline: bob", deadline);
+    const MESSAGES: usize = 5;
+    for i in 0..MESSAGES {
+        alice.type_line(&format!("/msg bob m{i}"));
+    }
+    let mut from = 0;
+    for _ in 0..MESSAGES {
+        let (at, line) = alice.wait_from(from, "stored for bob", deadline, |l| {
+            l.starts_with("stored for bob on ")
+        });
+        from = at + 1;
+        assert!(line.contains("on 3 mailbox nodes"), "{line}");
+    }
+    alice.type_line("/quit");
+    assert!(alice.child.wait().unwrap().success());
+
+    let mut bob = chat_in(&b_host, "bob again", &bob_dir, &network);
+    for i in 0..MESSAGES {
+        bob.wait_line(&format!("alice: m{i}"), deadline);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let shown: Vec<String> = bob
+        .drain()
+        .iter()
+        .filter(|l| l.starts_with("alice: m"))
+        .cloned()
+        .collect();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("alice: m{i}")).collect();
+    assert_eq!(shown, expected, "once each, in order");
 }
