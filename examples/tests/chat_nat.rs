@@ -61,6 +61,17 @@ fn chat_in(host: &Host, name: &str, dir: &Path, extra: &[&str]) -> Process {
     start_in(host, name, env!("CARGO_BIN_EXE_chat"), &args)
 }
 
+/// The line `/peers` prints for `peer` in `chat`: it names the relay if
+/// the session goes through one.
+fn peer_line(chat: &mut Process, peer: &str, deadline: Instant) -> String {
+    let seen = chat.drain().len();
+    chat.type_line("/peers");
+    let (_, line) = chat.wait_from(seen, "the peer in the peer list", deadline, |l| {
+        l.starts_with("peer: ") && l.contains(peer)
+    });
+    line
+}
+
 /// Where a user sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
@@ -130,11 +141,7 @@ fn pairing(
     bob.type_line("/msg alice and back");
     alice.wait("bob's answer", deadline, |l| l == "bob: and back");
     // Which path: alice's session with bob's node, as she lists it.
-    let seen = alice.drain().len();
-    alice.type_line("/peers");
-    let (_, line) = alice.wait_from(seen, "bob in the peer list", deadline, |l| {
-        l.starts_with("peer: ") && l.contains(&bob_peer)
-    });
+    let line = peer_line(&mut alice, &bob_peer, deadline);
     let relayed = line.contains("(through relay ");
     Outcome {
         pair: (a_place, b_place),
@@ -277,11 +284,7 @@ fn killing_the_relay_in_use_moves_the_conversation_to_the_other() {
     bob.wait("the first message", deadline, |l| l == "alice: before");
 
     // The relay their session goes through dies.
-    let seen = alice.drain().len();
-    alice.type_line("/peers");
-    let (_, line) = alice.wait_from(seen, "bob in the peer list", deadline, |l| {
-        l.starts_with("peer: ") && l.contains(&bob_peer)
-    });
+    let line = peer_line(&mut alice, &bob_peer, deadline);
     let used = line
         .split("(through relay ")
         .nth(1)
@@ -320,11 +323,7 @@ fn killing_the_relay_in_use_moves_the_conversation_to_the_other() {
     bob.type_line("/msg alice still here");
     alice.wait("bob's answer", within, |l| l == "bob: still here");
     // Through the relay left.
-    let seen = alice.drain().len();
-    alice.type_line("/peers");
-    let (_, line) = alice.wait_from(seen, "bob in the peer list", within, |l| {
-        l.starts_with("peer: ") && l.contains(&bob_peer)
-    });
+    let line = peer_line(&mut alice, &bob_peer, within);
     assert!(
         line.contains("(through relay ") && !line.contains(&used),
         "{line}"
