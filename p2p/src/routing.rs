@@ -154,6 +154,15 @@ impl ServiceControl {
             running.push(start(first));
         }
         loop {
+            // The peer may connect to us meanwhile (a contact answering
+            // through a relay while we still try its old addresses): its
+            // session ends the dial.
+            if let Some(existing) = shared.session_with(&peer) {
+                lock(&shared.peer_backoff).remove(&peer);
+                return Ok(self
+                    .open_targets(existing.info.clone(), &opts.protocols)
+                    .await);
+            }
             let next = tokio::time::timeout(stagger, futures::StreamExt::next(&mut running));
             let done = match next.await {
                 Ok(Some(done)) => Some(done),
