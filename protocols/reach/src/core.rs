@@ -105,6 +105,9 @@ struct Probe {
     addr: Multiaddr,
     checker: PeerId,
     deadline: Instant,
+    /// Its nonce came back: counted as reached. The probe stays until the
+    /// checker's result, because until then the checker is busy with us.
+    reached: bool,
 }
 
 #[derive(Debug)]
@@ -201,13 +204,17 @@ impl ReachCore {
     /// A nonce arrived on a connection to one of our addresses; returns
     /// whether it is one of ours (only then is it echoed).
     pub fn nonce_received(&mut self, now: Now, nonce: u64) -> bool {
-        let Some(probe) = self.probes.remove(&nonce) else {
+        let Some(probe) = self.probes.get_mut(&nonce) else {
             return false;
         };
-        if let Some(tally) = self.tally(&probe.addr) {
-            tally.reached.insert(probe.checker);
+        if !probe.reached {
+            probe.reached = true;
+            let (addr, checker) = (probe.addr.clone(), probe.checker);
+            if let Some(tally) = self.tally(&addr) {
+                tally.reached.insert(checker);
+            }
+            self.decide(now.instant);
         }
-        self.decide(now.instant);
         true
     }
 
@@ -249,7 +256,11 @@ impl ReachCore {
         let recheck = self.config.recheck_interval;
         let addrs: Vec<Multiaddr> = self.tallies.iter().map(|(a, _)| a.clone()).collect();
         for addr in addrs {
-            let in_flight = self.probes.values().filter(|p| p.addr == addr).count();
+            let in_flight = self
+                .probes
+                .values()
+                .filter(|p| p.addr == addr && !p.reached)
+                .count();
             let Some(tally) = self
                 .tallies
                 .iter_mut()
@@ -311,6 +322,7 @@ impl ReachCore {
                         addr: addr.clone(),
                         checker: peer,
                         deadline: now + self.config.check_timeout,
+                        reached: false,
                     },
                 );
                 self.out.push_back(Transmit {
@@ -433,7 +445,7 @@ impl Core for ReachCore {
                     let net = self.peers.get(&from.peer).copied().map(subnet_of);
                     if let Some(tally) = self.tally(&probe.addr) {
                         match code {
-                            ResultCode::Unreachable => {
+                            ResultCode::Unreachable if !probe.reached => {
                                 tally.unreachable.insert(from.peer);
                             }
                             // Busy (or an unknown answer): ask it again,
@@ -444,7 +456,8 @@ impl Core for ReachCore {
                                     tally.networks.remove(&net);
                                 }
                             }
-                            ResultCode::Reached | ResultCode::Refused => {}
+                            ResultCode::Reached | ResultCode::Unreachable | ResultCode::Refused => {
+                            }
                         }
                     }
                     self.decide(now.instant);
