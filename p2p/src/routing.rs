@@ -7,7 +7,7 @@
 //! [`ProtocolEvent::DialFailed`](crate::ProtocolEvent::DialFailed)). No
 //! protocol needs addresses, dial tasks or outboxes of its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 use shoal_identity::PeerId;
@@ -143,14 +143,31 @@ impl ServiceControl {
         let mut peer_failed = false;
         // Best first; the next starts when one fails or after the stagger,
         // and the first that answers wins (happy eyeballs, RFC 8305).
-        let mut waiting = addrs.into_iter();
+        // Addresses learned while the dial runs (a fresh record with the
+        // relay the peer just reserved on, say) join it when the ones it
+        // started with are all under way.
+        let mut tried: HashSet<Multiaddr> = HashSet::new();
+        let mut waiting: VecDeque<Multiaddr> = addrs.into();
+        let mut next_address = |waiting: &mut VecDeque<Multiaddr>| {
+            if waiting.is_empty() {
+                waiting.extend(
+                    lock(&shared.address_book)
+                        .addresses(&peer)
+                        .into_iter()
+                        .filter(|a| !tried.contains(a)),
+                );
+            }
+            let addr = waiting.pop_front()?;
+            tried.insert(addr.clone());
+            Some(addr)
+        };
         let mut running = futures::stream::FuturesUnordered::new();
         let stagger = shared.config.dial_stagger;
         let start = |addr: Multiaddr| {
             let opts = opts.clone().expect(peer);
             async move { (self.dial(addr.clone(), opts).await, addr) }
         };
-        if let Some(first) = waiting.next() {
+        if let Some(first) = next_address(&mut waiting) {
             running.push(start(first));
         }
         loop {
@@ -169,7 +186,7 @@ impl ServiceControl {
                 Ok(None) => None,
                 Err(_) => {
                     // The running ones are slow: one more, if any is left.
-                    if let Some(addr) = waiting.next() {
+                    if let Some(addr) = next_address(&mut waiting) {
                         running.push(start(addr));
                     }
                     continue;
@@ -186,7 +203,7 @@ impl ServiceControl {
                         lock(&shared.address_book).failed(peer, &addr);
                     }
                     last = e;
-                    if let Some(addr) = waiting.next() {
+                    if let Some(addr) = next_address(&mut waiting) {
                         running.push(start(addr));
                     }
                 }

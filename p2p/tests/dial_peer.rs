@@ -184,3 +184,46 @@ async fn a_silent_best_address_does_not_hold_the_dial() {
     a.control.shutdown().await;
     b.control.shutdown().await;
 }
+
+/// A dial that has only a silent address picks up an address learned
+/// while it runs (a contact's fresh record, with the relay it just
+/// reserved on): the dial does not wait out the silent one first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_learned_during_a_dial_joins_it() {
+    let network = MemoryNetwork::new();
+    let a = memory_node(&network, true, |b| {
+        b.transport(shoal_transport::TcpTransport::default())
+            .config(shoal::config::Config {
+                handshake_timeout: Duration::from_secs(30),
+                ..shoal::config::Config::default()
+            })
+    })
+    .await;
+    let b = memory_node(&network, true, |b| b).await;
+    let pb = b.control.local_peer_id();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr: Multiaddr = silent.local_addr().unwrap().into();
+    a.control
+        .add_addresses(pb, std::slice::from_ref(&silent_addr), AddressSource::Peer);
+    let dial = {
+        let control = a.control.clone();
+        tokio::spawn(async move { control.dial_peer(pb, DialOptions::default()).await })
+    };
+    // Well into the dial (past the stagger, with nothing else to try).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!dial.is_finished(), "the silent address holds the dial");
+    a.control.add_addresses(
+        pb,
+        std::slice::from_ref(b.addr.as_ref().unwrap()),
+        AddressSource::Hearsay,
+    );
+    let session = tokio::time::timeout(Duration::from_secs(10), dial)
+        .await
+        .expect("the new address answered long before the handshake timeout")
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.peer, pb);
+    drop(silent);
+    a.control.shutdown().await;
+    b.control.shutdown().await;
+}
