@@ -5,7 +5,11 @@
 //! Nearness: a publisher stores a record on the `k` nodes its lookup found
 //! closest to the key, so a node asked to store a key that
 //! [`Config::store_nearness`] or more of its own contacts are closer to is
-//! not among them: the request is refused. Without the rule anyone could
+//! not among them: the request is refused. Only contacts not known to be
+//! gone count: one whose connection closed and that has not been heard
+//! from since may have left, and a publisher that could not reach it
+//! would otherwise find its record refused everywhere (a table full of
+//! departed peers refuses every STORE). Without the rule anyone could
 //! fill any node's store with records for keys far from it (which lookups
 //! never reach), pushing out records that lookups do need.
 //!
@@ -55,7 +59,7 @@ impl StoreAdmission {
     ) -> Result<(), Refused> {
         let ours = local.distance(key);
         let closer = table
-            .closest_where(key, nearness, |c| c.key.distance(key) < ours)
+            .closest_verified_where(key, nearness, |c| c.key.distance(key) < ours)
             .len();
         if closer >= nearness {
             return Err(Refused::Far);

@@ -456,9 +456,12 @@ impl Kademlia {
     }
 
     /// The connection to `peer` closed: answers still awaited from it will
-    /// not come, so its requests fail now. The contact stays in the table.
+    /// not come, so its requests fail now. The contact stays in the table,
+    /// but does not count as a live contact (for the nearness rule of
+    /// STOREs) until it is heard from again.
     pub fn peer_disconnected(&mut self, now: Instant, peer: PeerId) {
         self.connected.remove(&peer);
+        self.table.mark_disconnected(&peer);
         self.fail_requests_to(now, &peer);
     }
 
@@ -533,7 +536,7 @@ impl Kademlia {
     ///
     /// [`Config::address_scope`]: crate::Config::address_scope
     fn in_scope(&self, source: Option<&Multiaddr>, mut closer: Vec<Contact>) -> Vec<Contact> {
-        let policy = self.config.address_scope;
+        let policy = &self.config.address_scope;
         for contact in &mut closer {
             let before = contact.addrs.len();
             contact.addrs.retain(|a| policy.allows(a, source));

@@ -120,6 +120,9 @@ struct Entry {
     contact: Contact,
     /// Requests to it that failed since it last answered.
     failures: u32,
+    /// Our connection to it closed and it has not been heard from since:
+    /// it may have left the network.
+    unverified: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -232,13 +235,44 @@ impl RoutingTable {
         n: usize,
         keep: impl Fn(&Contact) -> bool,
     ) -> Vec<&'a Contact> {
+        self.closest_entries(target, n, |e| keep(&e.contact))
+    }
+
+    /// [`closest_where`](RoutingTable::closest_where) among the contacts
+    /// not known to be gone: those whose connection closed and that have
+    /// not been heard from since are left out (see
+    /// [`mark_disconnected`](RoutingTable::mark_disconnected)).
+    pub fn closest_verified_where<'a>(
+        &'a self,
+        target: &Key,
+        n: usize,
+        keep: impl Fn(&Contact) -> bool,
+    ) -> Vec<&'a Contact> {
+        self.closest_entries(target, n, |e| !e.unverified && keep(&e.contact))
+    }
+
+    /// Our connection to `peer` closed. It stays in the table (it may be
+    /// back, and lookups may still try it), but until it is heard from
+    /// again it does not count as a live contact.
+    pub fn mark_disconnected(&mut self, peer: &PeerId) {
+        if let Some((b, i)) = self.position(&Key::for_peer(peer), peer) {
+            self.buckets[b].entries[i].unverified = true;
+        }
+    }
+
+    fn closest_entries<'a>(
+        &'a self,
+        target: &Key,
+        n: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Vec<&'a Contact> {
         let mut out: Vec<(Distance, &Contact)> = Vec::with_capacity(n + self.limits.k);
         if n == 0 {
             return Vec::new();
         }
         let push = |out: &mut Vec<(Distance, &'a Contact)>, b: usize| {
             for e in &self.buckets[b].entries {
-                if keep(&e.contact) {
+                if keep(e) {
                     out.push((e.contact.key.distance(target), &e.contact));
                 }
             }
@@ -298,6 +332,7 @@ impl RoutingTable {
         {
             let mut entry = bucket.entries.remove(i);
             entry.failures = 0;
+            entry.unverified = false;
             entry.contact.merge_addrs(&contact.addrs);
             bucket.entries.push(entry);
             return Update::Refreshed;
@@ -462,6 +497,7 @@ impl RoutingTable {
         bucket.entries.push(Entry {
             contact,
             failures: 0,
+            unverified: false,
         });
         self.len += 1;
     }

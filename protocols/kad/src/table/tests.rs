@@ -181,3 +181,25 @@ fn closest_is_sorted_and_excludes() {
         }
     }
 }
+
+#[test]
+fn a_disconnected_contact_is_not_live_until_heard_from_again() {
+    let local = Key::from_bytes([0; 32]);
+    let mut table = RoutingTable::new(local, limits(20));
+    let peers = peers_in_bucket(&local, 255, 3);
+    for (i, p) in peers.iter().enumerate() {
+        table.update(Contact::new(*p, mem(i)));
+    }
+    let target = Key::from_bytes([0xff; 32]);
+    let live = |t: &RoutingTable| t.closest_verified_where(&target, 10, |_| true).len();
+    assert_eq!(live(&table), 3);
+    table.mark_disconnected(&peers[0]);
+    assert_eq!(live(&table), 2, "gone, as far as we know");
+    assert_eq!(
+        table.closest_where(&target, 10, |_| true).len(),
+        3,
+        "still in the table, and still tried by lookups"
+    );
+    table.update(Contact::new(peers[0], mem(0)));
+    assert_eq!(live(&table), 3, "heard from again");
+}
