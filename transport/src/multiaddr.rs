@@ -280,6 +280,17 @@ impl Multiaddr {
         Some((relay.iter().cloned().collect(), peer))
     }
 
+    /// The IP address of the machine at the other end of a connection at
+    /// this address: its IP (an IPv4-mapped IPv6 one as IPv4), or `None`
+    /// for a relayed address (whose IP is the relay's) or one without an
+    /// IP. What per-IP and per-network limits count.
+    pub fn direct_ip(&self) -> Option<IpAddr> {
+        if self.is_relayed() {
+            return None;
+        }
+        self.to_socket_addr().map(|s| s.ip().to_canonical())
+    }
+
     /// The socket address of an `/ip4|ip6/<ip>/tcp/<port>` prefix, if present.
     pub fn to_socket_addr(&self) -> Option<SocketAddr> {
         match self.components.as_slice() {
@@ -390,6 +401,9 @@ mod tests {
         let addr: Multiaddr = text.parse().unwrap();
         assert_eq!(addr.to_string(), text);
         assert!(addr.is_relayed());
+        assert_eq!(addr.direct_ip(), None, "the relay's IP is not the peer's");
+        let direct: Multiaddr = "/ip6/::ffff:198.51.100.7/tcp/4001".parse().unwrap();
+        assert_eq!(direct.direct_ip(), Some("198.51.100.7".parse().unwrap()));
         assert_eq!(addr.peer_id(), Some(peer));
         let relay_part: Multiaddr = format!("/ip4/198.51.100.7/tcp/4001/p2p/{relay}")
             .parse()

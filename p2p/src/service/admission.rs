@@ -98,13 +98,6 @@ pub(crate) struct Ticket {
 /// The IP address a connection came from (IPv4-mapped IPv6 as IPv4).
 /// None for a relayed connection: its address starts with the relay's IP,
 /// which all its circuits share, and the relay bounds them per peer itself.
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    if addr.is_relayed() {
-        return None;
-    }
-    addr.to_socket_addr().map(|s| s.ip().to_canonical())
-}
-
 impl Admission {
     pub(crate) fn new(config: Config) -> Admission {
         Admission {
@@ -120,7 +113,7 @@ impl Admission {
         now: Instant,
     ) -> Result<Ticket, Refusal> {
         let c = &self.config;
-        let ip = ip_of(remote);
+        let ip = remote.direct_ip();
         let mut counts = lock(&self.counts);
         if counts.handshakes >= c.max_inbound_handshakes {
             return Err(Refusal::Handshakes);

@@ -137,13 +137,6 @@ pub struct ReachCore {
     last_status: Status,
 }
 
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    if addr.is_relayed() {
-        return None;
-    }
-    addr.to_socket_addr().map(|s| s.ip().to_canonical())
-}
-
 impl ReachCore {
     /// A core with `config`; `seed` makes its nonces.
     pub fn new(config: Config, seed: u64) -> ReachCore {
@@ -285,7 +278,7 @@ impl ReachCore {
                 continue;
             }
             let answered = tally.reached.len() + tally.unreachable.len();
-            let own = ip_of(&addr).map(subnet_of);
+            let own = addr.direct_ip().map(subnet_of);
             let mut want = self
                 .config
                 .checkers
@@ -372,7 +365,7 @@ impl ReachCore {
         if !self.config.serve {
             return refuse(self, ResultCode::Refused);
         }
-        let (Some(session_ip), Some(asked_ip)) = (ip_of(&from.addr), ip_of(&addr)) else {
+        let (Some(session_ip), Some(asked_ip)) = (from.addr.direct_ip(), addr.direct_ip()) else {
             return refuse(self, ResultCode::Refused);
         };
         if session_ip != asked_ip {
@@ -418,7 +411,7 @@ impl Core for ReachCore {
     type Event = Output;
 
     fn peer_connected(&mut self, now: Now, remote: &Remote) {
-        if let Some(ip) = ip_of(&remote.addr)
+        if let Some(ip) = remote.addr.direct_ip()
             && (self.peers.len() < MAX_CHECKERS || self.peers.contains_key(&remote.peer))
         {
             self.peers.insert(remote.peer, ip);

@@ -149,12 +149,11 @@ async fn refuse(mut stream: RawStream, code: StatusCode) {
 
 /// The /24 or /48 a session's remote address is in.
 fn network_of(stream: &RawStream) -> Network {
-    let addr = &stream.session().remote_addr;
-    if addr.is_relayed() {
-        return None;
-    }
-    addr.to_socket_addr()
-        .map(|s| shoal_transport::subnet_of(s.ip()))
+    stream
+        .session()
+        .remote_addr
+        .direct_ip()
+        .map(shoal_transport::subnet_of)
 }
 
 async fn serve(
