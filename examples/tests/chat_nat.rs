@@ -253,6 +253,87 @@ fn first_contact_and_messages_in_every_pairing_of_nat_kinds() {
     }
 }
 
+/// Public users with relays: carol, once checks find her public, lets
+/// her reservations go; bob, who hides his IP addresses (`--hide-ip`),
+/// keeps his, and alice, who would dial a public bob directly, talks to
+/// him through a relay.
+#[test]
+fn a_public_user_releases_his_relays_unless_he_hides_his_ip() {
+    let _one = one_lab_at_a_time();
+    let Some(mut lab) = Lab::new_or_skip() else {
+        return;
+    };
+    let deadline = Instant::now() + LIMIT;
+    let root = TempDir::new("chat-nat-hidden");
+    // Three nodes on three /24s: enough checkers for a verdict.
+    let mut nodes = Vec::new();
+    for name in ["boot", "r1", "r2"] {
+        let host = lab.add_public_host(name).unwrap();
+        let mut node = node_in(&host, name);
+        let addr = node.value("listening on:", deadline);
+        node.wait_line("relay: serving", deadline);
+        nodes.push((node, addr, host));
+    }
+    let network = [
+        "--bootstrap",
+        nodes[0].1.as_str(),
+        "--relay",
+        nodes[1].1.as_str(),
+        "--relay",
+        nodes[2].1.as_str(),
+    ];
+    let hosts = ["a", "b", "c"].map(|name| lab.add_public_host(name).unwrap());
+    let mut bob_args = network.to_vec();
+    bob_args.push("--hide-ip");
+    let mut users: Vec<(Process, String, String)> = Vec::new();
+    for (name, host, args) in [
+        ("bob", &hosts[1], &bob_args[..]),
+        ("carol", &hosts[2], &network[..]),
+    ] {
+        let mut chat = chat_in(host, name, &root.join(name), args);
+        let id = chat.value("user id:", deadline);
+        let peer = chat
+            .value("listening on:", deadline)
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        users.push((chat, id, peer));
+    }
+    for (chat, ..) in &mut users {
+        chat.wait_line("reachability: public at", deadline);
+    }
+    users[0].0.wait_line("relay: reachable through", deadline);
+    // Carol's record, republished a second after her relays went, is
+    // stored by then.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut alice = chat_in(&hosts[0], "alice", &root.join("alice"), &network[..2]);
+    let alice_id = alice.value("user id:", deadline);
+    let mut paths = Vec::new();
+    for (name, (chat, id, peer)) in ["bob", "carol"].into_iter().zip(&mut users) {
+        alice.type_line(&format!("/add {id} {name}"));
+        alice.type_line(&format!("/msg {name} where are you"));
+        chat.wait("alice's request", deadline, |l| {
+            l.starts_with("message request from ")
+        });
+        chat.type_line(&format!("/add {alice_id} alice"));
+        chat.wait("alice's message", deadline, |l| l == "alice: where are you");
+        let delivered = format!("delivered to {name}: where are you");
+        alice.wait("the delivery", deadline, |l| l == delivered);
+        paths.push(peer_line(&mut alice, peer, deadline));
+    }
+    assert!(paths[0].contains("(through relay "), "bob: {}", paths[0]);
+    assert!(!paths[1].contains("(through relay "), "carol: {}", paths[1]);
+    assert!(
+        !users[0]
+            .0
+            .drain()
+            .iter()
+            .any(|l| l.starts_with("relay: released")),
+        "bob keeps his relays"
+    );
+}
+
 /// Two users behind NATs talk through a relay; that relay dies. Within
 /// 30 s they talk through the other one, and every message sent around
 /// the death arrives once.

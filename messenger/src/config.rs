@@ -78,8 +78,38 @@ pub struct MessengerConfig {
     /// range, such as `198.18.0.0/15`). Empty: only global addresses are
     /// checked. A node whose checked addresses all turn out unreachable is
     /// a client of the DHT (others never keep it as a contact) and leaves
-    /// those addresses out of its presence record.
+    /// those addresses out of its presence record. The same ranges count
+    /// as global for [`MessengerConfig::address_scope`] (see
+    /// [`MessengerConfig::dial_scope`]).
     pub global_ranges: Vec<shoal_transport::IpRange>,
+    /// Publish only relayed addresses (in the presence record and in
+    /// identify), never this device's own IP addresses, and stay a client
+    /// of the DHT (whose contacts carry IP addresses). Needs
+    /// [`MessengerConfig::relays`]: contacts then always talk through one.
+    ///
+    /// Off by default. A direct connection is faster and costs nobody
+    /// else anything, while a relay adds a hop to every message, limits
+    /// each circuit (see `shoal_relay::Limits`) and is a node that can
+    /// fail. And hiding is partial: the nodes this device connects to
+    /// itself (the bootstrap nodes, the relays, the DHT nodes and mailbox
+    /// replicas it asks) see its IP address as on any connection. What it
+    /// hides is where the device is from its contacts and from anyone who
+    /// looks its presence record up.
+    pub hide_ip_addresses: bool,
+}
+
+impl MessengerConfig {
+    /// The rule for addresses learned from others:
+    /// [`MessengerConfig::address_scope`], with the
+    /// [`MessengerConfig::global_ranges`] counted as global. In a test
+    /// network whose internet is `198.18.0.0/15`, a peer on it then cannot
+    /// point us at a home network behind a NAT router (`10.0.3.2` is out of
+    /// reach, and dialling it would only wait for a timeout).
+    pub fn dial_scope(&self) -> shoal_transport::ScopePolicy {
+        self.address_scope
+            .clone()
+            .with_global_ranges(&self.global_ranges)
+    }
 }
 
 impl Default for MessengerConfig {
@@ -100,6 +130,7 @@ impl Default for MessengerConfig {
             wake: None,
             relays: Vec::new(),
             global_ranges: Vec::new(),
+            hide_ip_addresses: false,
         }
     }
 }

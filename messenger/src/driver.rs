@@ -110,6 +110,8 @@ pub(crate) struct Driver<S: Store> {
     pub(crate) mailboxes: Option<MailboxState>,
     /// What reachability checks found, if the node runs them.
     pub(crate) reach: Option<tokio::sync::watch::Receiver<shoal_reach::Status>>,
+    /// The node's relay client, once started.
+    pub(crate) relay: Arc<std::sync::OnceLock<shoal_relay::RelayHandle>>,
 }
 
 impl<S: Store> Driver<S> {
@@ -183,7 +185,7 @@ impl<S: Store> Driver<S> {
                         // What a peer says about its own addresses is a
                         // claim: none narrower than where we reached it.
                         let source = control.session(session).map(|s| s.remote_addr.clone());
-                        let policy = self.config.address_scope;
+                        let policy = self.config.dial_scope();
                         let addrs: Vec<Multiaddr> = info
                             .listen_addrs
                             .iter()
@@ -234,10 +236,16 @@ impl<S: Store> Driver<S> {
                 } => {
                     // Proven private: a client of the DHT, so nobody keeps
                     // an address of ours that does not work as a contact.
-                    let private = status.is_unreachable();
+                    let private = status.is_unreachable() || self.config.hide_ip_addresses;
                     if self.dht.is_client() != private {
                         tracing::info!(private, "reachability changed: DHT client mode {private}");
                         self.dht.set_client(private);
+                    }
+                    // Proven public: others dial us directly, so the
+                    // relays' reservations are left to those who need
+                    // them (unless we hide our addresses behind relays).
+                    if let Some(relay) = self.relay.get() {
+                        relay.set_reserving(!status.is_reachable() || self.config.hide_ip_addresses);
                     }
                     publish_at.get_or_insert(tokio::time::Instant::now() + ADDRESS_SETTLE);
                 }
@@ -282,10 +290,11 @@ impl<S: Store> Driver<S> {
             .as_ref()
             .map(|r| r.borrow().unreachable.clone())
             .unwrap_or_default();
+        let hide = self.config.hide_ip_addresses;
         let addrs: Vec<Multiaddr> = control
             .announce_addrs()
             .into_iter()
-            .filter(|a| !unreachable.contains(a))
+            .filter(|a| !unreachable.contains(a) && (a.is_relayed() || !hide))
             .collect();
         join::records(&self.core, &addrs, seq, ttl)
     }

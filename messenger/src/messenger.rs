@@ -229,7 +229,9 @@ pub struct Messenger {
 pub fn kad_config(config: &MessengerConfig) -> shoal_kad::Config {
     shoal_kad::Config {
         accept_unknown_kinds: false,
-        address_scope: config.address_scope,
+        address_scope: config.dial_scope(),
+        // A device that hides its IP addresses stays out of routing tables.
+        client: config.hide_ip_addresses,
         ..shoal_kad::Config::default()
     }
 }
@@ -349,6 +351,7 @@ impl Messenger {
         let (commands, command_rx) = mpsc::channel(64);
         let (events, event_rx) = mpsc::channel(1024);
         let control = Arc::new(OnceLock::new());
+        let relay: Arc<OnceLock<shoal_relay::RelayHandle>> = Arc::new(OnceLock::new());
         let driver = Driver {
             core,
             dht,
@@ -361,6 +364,7 @@ impl Messenger {
             published_seq: 0,
             mailboxes,
             reach,
+            relay: relay.clone(),
         };
         let cell = control.clone();
         tokio::spawn(async move {
@@ -376,7 +380,7 @@ impl Messenger {
             device,
             control,
             mailboxes: link,
-            relay: Arc::new(OnceLock::new()),
+            relay,
             reach: Arc::new(OnceLock::new()),
         };
         (meta, messenger, event_rx)
@@ -403,7 +407,8 @@ impl Messenger {
             LocalRecord::new(key.clone()),
             shoal_identify::Config {
                 agent_version: config.agent.clone(),
-                address_scope: config.address_scope,
+                address_scope: config.dial_scope(),
+                announce_relayed_only: config.hide_ip_addresses,
                 protocols: vec![
                     shoal_identify::PROTOCOL_NAME.to_owned(),
                     shoal_kad::PROTOCOL_NAME.to_owned(),
@@ -447,7 +452,7 @@ impl Messenger {
                 key.peer_id(),
                 shoal_kad::Config {
                     client: true,
-                    address_scope: config.address_scope,
+                    address_scope: config.dial_scope(),
                     ..shoal_kad::Config::default()
                 },
             );
@@ -498,6 +503,15 @@ impl Messenger {
         let _ = messenger.relay.set(relay.start(control.clone()).await);
         let _ = messenger.reach.set(reach.start(control, None));
         Ok((messenger, events))
+    }
+
+    /// The relayed addresses this node holds now, as a watch that moves
+    /// when a reservation comes or goes (`None` before
+    /// [`Messenger::start`] has started the relay client).
+    pub fn relay_changes(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<Vec<shoal_transport::Multiaddr>>> {
+        self.relay.get().map(shoal_relay::RelayHandle::addrs)
     }
 
     /// What reachability checks found of this node's addresses (see

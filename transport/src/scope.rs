@@ -7,10 +7,13 @@
 //! than the scope over which that peer was reached: a peer reached over the
 //! internet may point only at global addresses, one reached over a private
 //! network at private or global ones, one on this machine (loopback, or an
-//! in-memory transport) at anything. Test networks that use private or
-//! reserved ranges as their "internet" set [`ScopePolicy::Any`].
+//! in-memory transport) at anything. A test network whose "internet" is a
+//! reserved range names it ([`ScopePolicy::with_global_ranges`]), so that
+//! its private networks behind NAT routers stay private; one without such
+//! networks may set [`ScopePolicy::Any`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::{Multiaddr, Protocol};
 
@@ -152,27 +155,65 @@ impl std::fmt::Display for IpRange {
 }
 
 /// Which addresses learned from others a node dials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ScopePolicy {
     /// Only those no narrower than the scope the source was reached over
     /// (see the module docs). The default.
     #[default]
     NoNarrowerThanSource,
+    /// The same rule, with the addresses in these ranges counted as
+    /// [`AddressScope::Global`]: for a test network whose "internet" is a
+    /// reserved range (the NAT lab's `198.18.0.0/15`), so that its private
+    /// networks behind NAT routers stay private. Built by
+    /// [`ScopePolicy::with_global_ranges`].
+    GlobalRanges(Arc<[IpRange]>),
     /// Any address: for test networks whose "internet" is a private or
-    /// reserved range.
+    /// reserved range and that have no narrower networks in them.
     Any,
 }
 
 impl ScopePolicy {
+    /// This policy with the addresses in `ranges` counted as global as
+    /// well; [`ScopePolicy::Any`] stays as it is, and no ranges change
+    /// nothing.
+    pub fn with_global_ranges(self, ranges: &[IpRange]) -> ScopePolicy {
+        if ranges.is_empty() {
+            return self;
+        }
+        match self {
+            ScopePolicy::Any => ScopePolicy::Any,
+            ScopePolicy::NoNarrowerThanSource => ScopePolicy::GlobalRanges(ranges.into()),
+            ScopePolicy::GlobalRanges(known) => {
+                let mut all = known.to_vec();
+                all.extend_from_slice(ranges);
+                ScopePolicy::GlobalRanges(all.into())
+            }
+        }
+    }
+
+    /// The scope of `addr` under this policy: [`AddressScope::of`], except
+    /// that addresses in the policy's global ranges are global.
+    pub fn scope_of(&self, addr: &Multiaddr) -> AddressScope {
+        if let ScopePolicy::GlobalRanges(ranges) = self {
+            let ip = match addr.iter().next() {
+                Some(Protocol::Ip4(ip)) => Some(IpAddr::V4(*ip)),
+                Some(Protocol::Ip6(ip)) => Some(IpAddr::V6(*ip)),
+                _ => None,
+            };
+            if ip.is_some_and(|ip| ranges.iter().any(|r| r.contains(ip))) {
+                return AddressScope::Global;
+            }
+        }
+        AddressScope::of(addr)
+    }
+
     /// Whether `addr`, learned from a peer reached over `source` (the
     /// address of that session, or `None` if unknown: treated as global),
     /// may be dialled.
-    pub fn allows(self, addr: &Multiaddr, source: Option<&Multiaddr>) -> bool {
+    pub fn allows(&self, addr: &Multiaddr, source: Option<&Multiaddr>) -> bool {
         match self {
             ScopePolicy::Any => true,
-            ScopePolicy::NoNarrowerThanSource => {
-                AddressScope::of(addr) <= source.map_or(AddressScope::Global, AddressScope::of)
-            }
+            _ => self.scope_of(addr) <= source.map_or(AddressScope::Global, |s| self.scope_of(s)),
         }
     }
 }
@@ -225,5 +266,28 @@ mod tests {
         assert!(!policy.allows(&local, Some(&lan)));
         assert!(policy.allows(&lan, Some(&local)));
         assert!(ScopePolicy::Any.allows(&local, Some(&internet)));
+    }
+
+    #[test]
+    fn global_ranges() {
+        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let lab = ScopePolicy::default().with_global_ranges(&["198.18.0.0/15".parse().unwrap()]);
+        let public = a("/ip4/198.18.1.2/tcp/1");
+        let behind_nat = a("/ip4/10.0.3.2/tcp/1");
+        assert_eq!(lab.scope_of(&public), AddressScope::Global);
+        assert_eq!(lab.scope_of(&behind_nat), AddressScope::Private);
+        // A lab host reached over the lab's internet may point only at
+        // lab-internet addresses, not at someone's home network.
+        assert!(lab.allows(&public, Some(&public)));
+        assert!(!lab.allows(&behind_nat, Some(&public)));
+        assert!(lab.allows(&public, Some(&behind_nat)));
+        assert!(lab.allows(&behind_nat, Some(&behind_nat)));
+        // Without the range, both are private and the home address passes.
+        assert!(ScopePolicy::default().allows(&behind_nat, Some(&public)));
+        assert_eq!(ScopePolicy::Any.with_global_ranges(&[]), ScopePolicy::Any);
+        assert_eq!(
+            ScopePolicy::default().with_global_ranges(&[]),
+            ScopePolicy::default()
+        );
     }
 }

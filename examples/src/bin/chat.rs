@@ -102,9 +102,16 @@ struct Args {
     relay: Vec<Multiaddr>,
     /// An IP range to treat as the internet when checking which of this
     /// chat's addresses others can dial, e.g. `198.18.0.0/15` for a test
-    /// network (repeatable; by default only global addresses count).
+    /// network (repeatable; by default only global addresses count). Peers
+    /// reached over such a range may then point this node only at
+    /// addresses in it or global ones, not at private networks.
     #[arg(long)]
     global_range: Vec<shoal_transport::IpRange>,
+    /// Publish only the relayed addresses of `--relay`, never this
+    /// device's IP addresses: contacts reach it only through a relay
+    /// (slower; the relays and the nodes it asks still see its IP).
+    #[arg(long, requires = "relay")]
+    hide_ip: bool,
     /// Test only: abort the process right after the n-th durable commit of
     /// this run, before anything that follows it (an acknowledgement, an
     /// envelope) leaves.
@@ -185,15 +192,23 @@ fn rejoin(messenger: &Messenger, remembered: Vec<(PeerId, Vec<Multiaddr>)>) {
     });
 }
 
-/// Says which relays were gained and lost since `before`; returns the
+/// Says which relays were gained and lost since `before` (or let go, once
+/// checks found the chat public and it does not `hide_ip`); returns the
 /// relays now.
-fn tell_relays(messenger: &Messenger, before: Vec<PeerId>) -> Vec<PeerId> {
+fn tell_relays(messenger: &Messenger, before: Vec<PeerId>, hide_ip: bool) -> Vec<PeerId> {
     let now = messenger.relays();
     for relay in now.iter().filter(|r| !before.contains(r)) {
         say!("relay: reachable through {relay}");
     }
+    // A chat that checks found others can dial lets its reservations go
+    // (unless it hides its addresses): it needs no relay.
+    let released = messenger.reachability().is_reachable() && !hide_ip;
     for relay in before.iter().filter(|r| !now.contains(r)) {
-        say!("relay: lost {relay}");
+        if released {
+            say!("relay: released {relay} (others dial this chat directly)");
+        } else {
+            say!("relay: lost {relay}");
+        }
     }
     now
 }
@@ -951,6 +966,7 @@ async fn run() -> Result<(), Error> {
         wake: wake_endpoint(args.wake_endpoint.as_ref(), args.wake_token.as_deref())?,
         relays: args.relay.clone(),
         global_ranges: args.global_range.clone(),
+        hide_ip_addresses: args.hide_ip,
         ..MessengerConfig::default()
     };
     let store = AbortAfterCommits {
@@ -1030,10 +1046,14 @@ async fn run() -> Result<(), Error> {
     let mut peer_check = tokio::time::interval(PEER_CHECK);
     let mut had_peers = false;
     let mut relays: Vec<PeerId> = Vec::new();
+    let mut relay_changes = chat.messenger.relay_changes();
     let mut reachability = String::new();
     loop {
         tokio::select! {
             () = &mut stop => break,
+            Some(()) = async { relay_changes.as_mut()?.changed().await.ok() } => {
+                relays = tell_relays(&chat.messenger, relays, args.hide_ip);
+            }
             _ = remember.tick() => remember_peers(&chat.messenger, &mut book, false),
             _ = peer_check.tick() => {
                 let connected = !chat.messenger.peers().is_empty();
@@ -1041,7 +1061,7 @@ async fn run() -> Result<(), Error> {
                     say!("no peers connected: messages wait until one is; /connect <address> joins through a node");
                 }
                 had_peers = connected;
-                relays = tell_relays(&chat.messenger, relays);
+                relays = tell_relays(&chat.messenger, relays, args.hide_ip);
                 reachability = tell_reachability(&chat.messenger, reachability);
             }
             () = &mut ctrl_c => break,

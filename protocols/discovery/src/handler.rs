@@ -160,7 +160,7 @@ impl DiscoveryHandler {
         let asked = self.request_size() as usize;
         let session = ctx.session().id;
         let (policy, source) = (
-            self.shared.config.address_scope,
+            self.shared.config.address_scope.clone(),
             ctx.session().remote_addr.clone(),
         );
         let dialable = move |a: &Multiaddr| policy.allows(a, Some(&source));

@@ -83,7 +83,10 @@ impl IdentifyHandler {
 
 impl ServiceProtocol for IdentifyHandler {
     fn connected(&mut self, ctx: &mut ProtocolContextMut<'_>, _version: u32) -> HandlerResult {
-        let listen = ctx.control().announce_addrs();
+        let mut listen = ctx.control().announce_addrs();
+        if self.shared.config.announce_relayed_only {
+            listen.retain(shoal::Multiaddr::is_relayed);
+        }
         let record = self.local.current(&listen)?;
         let info = IdentifyInfo {
             agent_version: self.shared.config.agent_version.clone(),
@@ -110,7 +113,7 @@ impl ServiceProtocol for IdentifyHandler {
                 self.note_observed(ctx, &session, &info);
                 // Where the peer says it listens, as far as its scope
                 // allows, goes into the service's address book.
-                let policy = self.shared.config.address_scope;
+                let policy = &self.shared.config.address_scope;
                 let addrs: Vec<_> = info
                     .listen_addrs
                     .iter()

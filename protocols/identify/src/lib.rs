@@ -102,6 +102,10 @@ pub struct Config {
     /// scope of the session it identified on (see
     /// [`ScopePolicy`](shoal_transport::ScopePolicy)).
     pub address_scope: shoal_transport::ScopePolicy,
+    /// Tell peers only our relayed addresses (`…/p2p-circuit`), never our
+    /// own IP addresses (a node that hides where it is; see the
+    /// messenger's `hide_ip_addresses`). Off by default.
+    pub announce_relayed_only: bool,
 }
 
 /// Default for [`Config::confirm_observed`]: 2 networks.
@@ -115,6 +119,7 @@ impl Default for Config {
             event_queue: DEFAULT_EVENT_QUEUE,
             confirm_observed: DEFAULT_CONFIRM_OBSERVED,
             address_scope: shoal_transport::ScopePolicy::default(),
+            announce_relayed_only: false,
         }
     }
 }

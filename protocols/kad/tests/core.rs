@@ -502,7 +502,7 @@ fn answers_cannot_point_at_narrower_scopes_than_their_source() {
         (shoal_transport::ScopePolicy::Any, true),
     ] {
         let mut core = node(Config {
-            address_scope: policy,
+            address_scope: policy.clone(),
             ..Config::default()
         });
         let t0 = Instant::now();

@@ -5,7 +5,8 @@
 //!  keeper: while fewer than `reservations` are held, pick the next relay
 //!    not tried within `retry_interval` ─▶ dial it ─▶ hop stream ─▶ Reserve
 //!    held: renew at 3/4 of the lifetime on the same stream; the stream's
-//!    end (the relay died, the session closed) ─▶ lost ─▶ pick another
+//!    end (the relay died, the session closed) ─▶ lost ─▶ pick another;
+//!    reservations no longer wanted (the node is reachable) ─▶ released
 //!    every change ─▶ the relay addresses (watch, and the service's
 //!    announced addresses)
 //!  stop streams: only from relays holding our reservation ─▶ Incoming ─▶
@@ -63,6 +64,8 @@ pub(crate) struct Client {
     relays: Mutex<Relays>,
     changed: Notify,
     addrs: watch::Sender<Vec<Multiaddr>>,
+    /// Whether reservations are wanted: false releases those held.
+    wanted: watch::Sender<bool>,
     control: ServiceControl,
     hop: ProtocolId,
     reservations: usize,
@@ -114,6 +117,14 @@ impl Client {
         self.addrs.subscribe()
     }
 
+    /// Holds reservations (`true`), or releases them and makes none.
+    pub(crate) fn set_wanted(&self, wanted: bool) {
+        if self.wanted.send_replace(wanted) != wanted {
+            tracing::debug!(wanted, "relay reservations wanted");
+            self.changed.notify_one();
+        }
+    }
+
     fn relay_addr(&self, relay: &PeerId) -> Option<Multiaddr> {
         self.relays()
             .candidates
@@ -152,6 +163,9 @@ impl Client {
 
     /// Relays to start reserving on now.
     fn due(&self) -> Vec<(PeerId, Multiaddr)> {
+        if !*self.wanted.borrow() {
+            return Vec::new();
+        }
         let now = Instant::now();
         let mut relays = self.relays();
         let busy = relays
@@ -192,6 +206,7 @@ pub(crate) fn spawn(
         }),
         changed: Notify::new(),
         addrs,
+        wanted: watch::channel(true).0,
         control,
         hop: shared.hop,
         reservations,
@@ -277,8 +292,9 @@ async fn hold(client: Arc<Client>, relay: PeerId, addr: Multiaddr) {
     );
 }
 
-/// Renews at 3/4 of each lifetime; returns when the stream ends or the
-/// relay refuses a renewal.
+/// Renews at 3/4 of each lifetime; returns when the stream ends, the
+/// relay refuses a renewal, or reservations are no longer wanted (closing
+/// the stream then releases the reservation).
 async fn renew_until_lost(
     client: &Client,
     r: ReadHalf<RawStream>,
@@ -289,8 +305,10 @@ async fn renew_until_lost(
     let mut renew_at = Instant::now() + renew_in(&status);
     let mut awaiting = false;
     let mut read = Box::pin(read_owned(r));
+    let mut wanted = client.wanted.subscribe();
     loop {
         tokio::select! {
+            () = async { drop(wanted.wait_for(|w| !*w).await) } => return,
             (r, message) = &mut read => {
                 match message {
                     Ok(HopMessage::Status(s)) if awaiting && s.code == StatusCode::Ok => {

@@ -259,6 +259,15 @@ impl RelayHandle {
         self.client.add_relay(addr)
     }
 
+    /// Whether to hold reservations: `true` (the default) keeps up to
+    /// [`Config::reservations`] on the configured relays; `false` releases
+    /// those held and makes none, for a node that checks found others can
+    /// dial directly (it needs no relay, and a relay's capacity is for
+    /// those that do).
+    pub fn set_reserving(&self, reserving: bool) {
+        self.client.set_wanted(reserving);
+    }
+
     /// The id the hop protocol is registered under.
     pub fn hop_protocol(&self) -> ProtocolId {
         self.hop

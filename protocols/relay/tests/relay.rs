@@ -323,6 +323,33 @@ async fn losing_a_relay_leaves_the_node_reachable_through_the_other() {
     assert_eq!(session.peer, bob.peer());
 }
 
+/// A node that needs no relay (checks found it reachable) lets its
+/// reservations go: the relay frees them, the relayed addresses are no
+/// longer announced; wanted again, they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_reserving_frees_the_relay() {
+    let network = MemoryNetwork::new();
+    let relay = node(&network, serving()).await;
+    let bob = node(&network, reserving_on(&[&relay])).await;
+    let addrs = relay_addrs(&bob, 1).await;
+    let reservations = || relay.relay.server().unwrap().stats().reservations;
+    assert_eq!(reservations(), 1);
+    bob.relay.set_reserving(false);
+    assert!(relay_addrs(&bob, 0).await.is_empty());
+    assert!(!bob.control.announce_addrs().contains(&addrs[0]));
+    let freed = async {
+        while reservations() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, freed)
+        .await
+        .expect("the relay frees the reservation");
+    bob.relay.set_reserving(true);
+    assert_eq!(relay_addrs(&bob, 1).await, addrs);
+    assert_eq!(reservations(), 1);
+}
+
 /// Which byte of a circuit the tampering relay flips: one of the
 /// initiator's ephemeral key in its first handshake message (a 2-byte
 /// length, version, suite, then the key).

@@ -128,7 +128,9 @@ struct Args {
     serve_relay: bool,
     /// An IP range to treat as the internet when checking which of this
     /// node's addresses others can dial, e.g. `198.18.0.0/15` for a test
-    /// network (repeatable; by default only global addresses count).
+    /// network (repeatable; by default only global addresses count). Peers
+    /// reached over such a range may then point this node only at
+    /// addresses in it or global ones, not at private networks.
     #[arg(long)]
     global_range: Vec<shoal_transport::IpRange>,
 }
@@ -260,7 +262,10 @@ async fn run(args: Args) -> Result<(), Error> {
             ..shoal_ping::Config::default()
         },
     );
-    let (mailboxes, mailbox_protocols) = mailbox_node(&key, &args)?;
+    // Addresses others tell us about are dialled only if no narrower than
+    // the session they came over; `--global-range` widens "the internet".
+    let scope = shoal_transport::ScopePolicy::default().with_global_ranges(&args.global_range);
+    let (mailboxes, mailbox_protocols) = mailbox_node(&key, &args, scope.clone())?;
     let protocols = [
         shoal_ping::PROTOCOL_NAME,
         shoal_identify::PROTOCOL_NAME,
@@ -275,6 +280,7 @@ async fn run(args: Args) -> Result<(), Error> {
         local.clone(),
         shoal_identify::Config {
             protocols: protocols.map(str::to_owned).collect(),
+            address_scope: scope.clone(),
             ..shoal_identify::Config::default()
         },
     );
@@ -285,10 +291,18 @@ async fn run(args: Args) -> Result<(), Error> {
         local,
         shoal_discovery::Config {
             target_connections: args.target,
+            address_scope: scope.clone(),
             ..shoal_discovery::Config::default()
         },
     );
-    let (kad, dht, dht_events) = shoal_kad::new(KAD, key.peer_id(), shoal_kad::Config::default());
+    let (kad, dht, dht_events) = shoal_kad::new(
+        KAD,
+        key.peer_id(),
+        shoal_kad::Config {
+            address_scope: scope,
+            ..shoal_kad::Config::default()
+        },
+    );
     let gossip_config = shoal_gossip::Config::default();
     let limit = line_limit(&gossip_config);
     let (gossip, pubsub, messages) = shoal_gossip::new(GOSSIP, gossip_config, key.clone());
@@ -432,10 +446,11 @@ async fn run(args: Args) -> Result<(), Error> {
 }
 
 /// The mailboxes this node keeps: in `<data dir>/mailboxes.db` (they
-/// survive a restart), else in memory.
+/// survive a restart), else in memory; its DHT dials what `scope` allows.
 fn mailbox_node(
     key: &Keypair,
     args: &Args,
+    scope: shoal_transport::ScopePolicy,
 ) -> Result<(MailboxNode, Vec<shoal::ProtocolMeta>), Error> {
     let config = shoal_mailbox::ReplicaConfig {
         disk_budget: args.mailbox_budget_mib.saturating_mul(1 << 20),
@@ -468,7 +483,7 @@ fn mailbox_node(
     Ok(MailboxNode::with_config(
         key.peer_id(),
         replica,
-        Default::default(),
+        scope,
         config,
     ))
 }
