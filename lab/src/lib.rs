@@ -44,8 +44,8 @@
 //! - [`Lab::shape`] with [`Shaping`]: delay and loss on every packet the
 //!   core forwards, done by a userspace NFQUEUE shaper (the kernel here has
 //!   no netem). The [`shaper`] module explains how and why.
-//! - [`Background`] and [`output_within`]: run programs in hosts without
-//!   ever waiting unboundedly.
+//! - [`Background`] and [`output_within`]: run programs in hosts, and type
+//!   to interactive ones such as a chat, without ever waiting unboundedly.
 //!
 //! # Address plan
 //! - Link `k` to the core: `198.18.k.0/24`, core `.1`, far end `.2`.

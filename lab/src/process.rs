@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines a [`Background`] process may have printed but not yet been read.
 /// Past this its reader stops taking lines, so the child blocks on a full pipe
 /// instead of growing our memory.
-const BACKGROUND_LINE_BACKLOG: usize = 64;
+const BACKGROUND_LINE_BACKLOG: usize = 4096;
 
 /// The command line of `cmd`, for error messages.
 pub(crate) fn describe(cmd: &Command) -> String {
@@ -133,19 +133,36 @@ fn reader(
 ///
 /// Its standard output is read line by line; [`Background::next_line`] waits
 /// for the next one with a timeout, which is how a caller learns that a
-/// server is ready without sleeping. Standard error is inherited.
+/// server is ready without sleeping. Standard error is inherited. One
+/// started with [`Background::spawn_interactive`] also reads the lines
+/// [`Background::type_line`] writes, as a user at a terminal would.
 #[derive(Debug)]
 pub struct Background {
     child: Child,
     command: String,
     lines: Receiver<String>,
+    stdin: Option<ChildStdin>,
 }
 
 impl Background {
     /// Starts `cmd` with its standard output piped to us.
-    pub fn spawn(mut cmd: Command) -> Result<Background, LabError> {
+    pub fn spawn(cmd: Command) -> Result<Background, LabError> {
+        Self::start(cmd, false)
+    }
+
+    /// Starts `cmd` with its standard input and output piped to us.
+    pub fn spawn_interactive(cmd: Command) -> Result<Background, LabError> {
+        Self::start(cmd, true)
+    }
+
+    fn start(mut cmd: Command, interactive: bool) -> Result<Background, LabError> {
         let command = describe(&cmd);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let stdin = if interactive {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(stdin).stdout(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
             command: command.clone(),
             source,
@@ -162,10 +179,45 @@ impl Background {
             });
         }
         Ok(Background {
+            stdin: child.stdin.take(),
             child,
             command,
             lines,
         })
+    }
+
+    /// Writes `line` and a newline to the process's standard input.
+    pub fn type_line(&mut self, line: &str) -> Result<(), LabError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(LabError::Ended {
+                command: self.command.clone(),
+            });
+        };
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|_| LabError::Ended {
+                command: self.command.clone(),
+            })
+    }
+
+    /// Reads lines until one satisfies `want` and returns it; the lines
+    /// before it are passed over. Waits at most `timeout` in all.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut want: impl FnMut(&str) -> bool,
+    ) -> Result<String, LabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left).map_err(|e| match e {
+                LabError::Timeout { command, .. } => LabError::Timeout { command, timeout },
+                other => other,
+            })?;
+            if want(&line) {
+                return Ok(line);
+            }
+        }
     }
 
     /// The next line the process printed, waiting at most `timeout`.
@@ -180,6 +232,15 @@ impl Background {
                 command: self.command.clone(),
             }),
         }
+    }
+
+    /// Stops keeping what the process prints from now on, so a long-running
+    /// server never blocks on a full pipe while nobody reads it.
+    /// [`Background::next_line`] then reports [`LabError::Ended`].
+    pub fn discard_further_output(&mut self) {
+        let (_, none) = sync_channel(0);
+        let lines = std::mem::replace(&mut self.lines, none);
+        thread::spawn(move || for _ in lines {});
     }
 
     /// The child's process id (for `ip netns exec`, the program's own id).
