@@ -488,7 +488,7 @@ fn mailboxes_on_the_public_segment_keep_messages_between_users_behind_nats() {
     alice.wait_line("delivered to bob: hello", deadline);
 
     bob.type_line("/quit");
-    assert!(bob.child.wait().unwrap().success());
+    assert!(bob.wait_exit(deadline).success());
     alice.wait_line("offline: bob", deadline);
     const MESSAGES: usize = 5;
     for i in 0..MESSAGES {
@@ -503,7 +503,7 @@ fn mailboxes_on_the_public_segment_keep_messages_between_users_behind_nats() {
         assert!(line.contains("on 3 mailbox nodes"), "{line}");
     }
     alice.type_line("/quit");
-    assert!(alice.child.wait().unwrap().success());
+    assert!(alice.wait_exit(deadline).success());
 
     let mut bob = chat_in(&b_host, "bob again", &bob_dir, &network);
     for i in 0..MESSAGES {

@@ -216,7 +216,7 @@ fn a_restarted_chat_rejoins_through_remembered_peers_and_long_lines_are_refused(
         std::thread::sleep(Duration::from_millis(100));
     }
     alice.type_line("/quit");
-    let exit = alice.child.wait().unwrap();
+    let exit = alice.wait_exit(deadline);
     assert!(exit.success(), "{exit}");
     let remembered = std::fs::read_to_string(alice_dir.join("peers")).unwrap();
     assert!(remembered.contains(&bob_peer), "{remembered}");

@@ -70,7 +70,7 @@ fn fifty_messages_outlive_every_node_that_signed_for_them() {
 
     // Bob leaves; alice stores 50 messages for him and leaves too.
     bob.type_line("/quit");
-    assert!(bob.child.wait().unwrap().success());
+    assert!(bob.wait_exit(deadline).success());
     alice.wait_line("offline: bob", deadline);
     for i in 0..MESSAGES {
         alice.type_line(&format!("/msg bob m{i}"));
@@ -87,7 +87,7 @@ fn fifty_messages_outlive_every_node_that_signed_for_them() {
         }
     }
     alice.type_line("/quit");
-    assert!(alice.child.wait().unwrap().success());
+    assert!(alice.wait_exit(deadline).success());
     let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let signed: Vec<String> = ranked.iter().map(|(id, _)| id.clone()).collect();

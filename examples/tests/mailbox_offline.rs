@@ -51,7 +51,7 @@ fn twenty_messages_wait_for_bob_while_two_signers_die() {
 
     // Bob leaves; alice writes 20 messages, each stored on 3 mailbox nodes.
     bob.type_line("/quit");
-    assert!(bob.child.wait().unwrap().success());
+    assert!(bob.wait_exit(deadline).success());
     alice.wait_line("offline: bob", deadline);
     for i in 0..MESSAGES {
         alice.type_line(&format!("/msg bob m{i}"));
@@ -73,7 +73,7 @@ fn twenty_messages_wait_for_bob_while_two_signers_die() {
         }
     }
     alice.type_line("/quit");
-    assert!(alice.child.wait().unwrap().success());
+    assert!(alice.wait_exit(deadline).success());
 
     // Kill the two nodes that signed the most receipts.
     let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();

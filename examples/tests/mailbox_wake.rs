@@ -57,7 +57,7 @@ fn a_woken_bob_fetches_all_ten() {
     // Bob, knowing alice's device now, registers at his next start (the
     // read of his mailboxes), then leaves.
     bob.type_line("/quit");
-    assert!(bob.child.wait().unwrap().success());
+    assert!(bob.wait_exit(deadline).success());
     let mut bob = chat_with("bob", "127.20.2.1", &bob_dir, &addrs, &wake_args);
     let registered = bob.value("wake-ups: registered with", deadline);
     let count: usize = registered
@@ -68,7 +68,7 @@ fn a_woken_bob_fetches_all_ten() {
         .unwrap();
     assert!(count >= 3, "{registered}");
     bob.type_line("/quit");
-    assert!(bob.child.wait().unwrap().success());
+    assert!(bob.wait_exit(deadline).success());
     alice.wait_line("offline: bob", deadline);
     assert!(!woken_file.exists(), "woken before anything was stored");
 

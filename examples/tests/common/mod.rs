@@ -129,6 +129,24 @@ impl Process {
         line[prefix.len()..].trim().to_owned()
     }
 
+    /// Waits (until `deadline`) for the process to exit, and returns how.
+    /// One still running then is killed, and the test fails with what it
+    /// printed (a chat that will not quit says why).
+    pub(crate) fn wait_exit(&mut self, deadline: Instant) -> std::process::ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let seen = self.drain().to_vec();
+                panic!("{}: did not exit; saw {seen:#?}", self.name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Every line printed so far, reading what is waiting in the pipe.
     pub(crate) fn drain(&mut self) -> &[String] {
         while let Ok(line) = self.lines.try_recv() {
