@@ -139,14 +139,13 @@ async fn concurrent_dials_of_one_peer_share_one_connection() {
     b.control.shutdown().await;
 }
 
-/// A best address that swallows the dial (here a TCP port whose listener
-/// never answers the secure handshake) does not hold the dial for its
-/// whole timeout: the next address is tried after the stagger, and the
-/// first to answer wins.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_best_address_does_not_hold_the_dial() {
-    let network = MemoryNetwork::new();
-    let a = memory_node(&network, true, |b| {
+/// Node `a` (TCP besides memory, with a long handshake timeout), node `b`
+/// on memory, and a TCP address of `b`'s whose connections complete (the
+/// kernel accepts them) and then hear nothing: keep the listener alive.
+async fn with_a_silent_address(
+    network: &MemoryNetwork,
+) -> (common::Node, common::Node, Multiaddr, std::net::TcpListener) {
+    let a = memory_node(network, true, |b| {
         b.transport(shoal_transport::TcpTransport::default())
             .config(shoal::config::Config {
                 handshake_timeout: Duration::from_secs(30),
@@ -154,12 +153,21 @@ async fn a_silent_best_address_does_not_hold_the_dial() {
             })
     })
     .await;
-    let b = memory_node(&network, true, |b| b).await;
-    let pb = b.control.local_peer_id();
-    // Connections to it complete (the kernel accepts them) and then hear
-    // nothing.
+    let b = memory_node(network, true, |b| b).await;
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr: Multiaddr = silent.local_addr().unwrap().into();
+    (a, b, silent_addr, silent)
+}
+
+/// A best address that swallows the dial (here a TCP port whose listener
+/// never answers the secure handshake) does not hold the dial for its
+/// whole timeout: the next address is tried after the stagger, and the
+/// first to answer wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_best_address_does_not_hold_the_dial() {
+    let network = MemoryNetwork::new();
+    let (a, b, silent_addr, silent) = with_a_silent_address(&network).await;
+    let pb = b.control.local_peer_id();
     a.control
         .add_addresses(pb, std::slice::from_ref(&silent_addr), AddressSource::Peer);
     a.control.add_addresses(
@@ -191,18 +199,8 @@ async fn a_silent_best_address_does_not_hold_the_dial() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_learned_during_a_dial_joins_it() {
     let network = MemoryNetwork::new();
-    let a = memory_node(&network, true, |b| {
-        b.transport(shoal_transport::TcpTransport::default())
-            .config(shoal::config::Config {
-                handshake_timeout: Duration::from_secs(30),
-                ..shoal::config::Config::default()
-            })
-    })
-    .await;
-    let b = memory_node(&network, true, |b| b).await;
+    let (a, b, silent_addr, silent) = with_a_silent_address(&network).await;
     let pb = b.control.local_peer_id();
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_addr: Multiaddr = silent.local_addr().unwrap().into();
     a.control
         .add_addresses(pb, std::slice::from_ref(&silent_addr), AddressSource::Peer);
     let dial = {
