@@ -506,16 +506,5 @@ fn mailboxes_on_the_public_segment_keep_messages_between_users_behind_nats() {
     assert!(alice.wait_exit(deadline).success());
 
     let mut bob = chat_in(&b_host, "bob again", &bob_dir, &network);
-    for i in 0..MESSAGES {
-        bob.wait_line(&format!("alice: m{i}"), deadline);
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let shown: Vec<String> = bob
-        .drain()
-        .iter()
-        .filter(|l| l.starts_with("alice: m"))
-        .cloned()
-        .collect();
-    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("alice: m{i}")).collect();
-    assert_eq!(shown, expected, "once each, in order");
+    bob.expect_shown_once_in_order("alice", MESSAGES, Duration::from_secs(1), deadline);
 }

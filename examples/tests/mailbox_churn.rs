@@ -124,16 +124,5 @@ fn fifty_messages_outlive_every_node_that_signed_for_them() {
 
     // Bob comes back: all 50, once, in order.
     let mut bob = chat("bob", "127.20.2.1", &bob_dir, &alive);
-    for i in 0..MESSAGES {
-        bob.wait_line(&format!("alice: m{i}"), deadline);
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    let shown: Vec<String> = bob
-        .drain()
-        .iter()
-        .filter(|l| l.starts_with("alice: m"))
-        .cloned()
-        .collect();
-    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("alice: m{i}")).collect();
-    assert_eq!(shown, expected, "once each, in order");
+    bob.expect_shown_once_in_order("alice", MESSAGES, Duration::from_secs(2), deadline);
 }

@@ -99,17 +99,7 @@ fn twenty_messages_wait_for_bob_while_two_signers_die() {
 
     // Bob comes back: all 20, once, in order.
     let mut bob = chat("bob", "127.20.2.1", &bob_dir, &alive);
-    for i in 0..MESSAGES {
-        bob.wait_line(&format!("alice: m{i}"), deadline);
-    }
-    let shown: Vec<String> = bob
-        .drain()
-        .iter()
-        .filter(|l| l.starts_with("alice: m"))
-        .cloned()
-        .collect();
-    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("alice: m{i}")).collect();
-    assert_eq!(shown, expected, "once each, in order");
+    bob.expect_shown_once_in_order("alice", MESSAGES, Duration::ZERO, deadline);
 
     // Alice comes back: each is delivered.
     let mut alice = chat("alice", "127.20.1.1", &alice_dir, &alive);

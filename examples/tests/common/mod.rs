@@ -147,6 +147,31 @@ impl Process {
         }
     }
 
+    /// Waits for `{sender}: m0` … `{sender}: m{n-1}`, then, after `settle`
+    /// (time for a late duplicate to show), checks that each was shown
+    /// exactly once and in order.
+    pub(crate) fn expect_shown_once_in_order(
+        &mut self,
+        sender: &str,
+        n: usize,
+        settle: std::time::Duration,
+        deadline: Instant,
+    ) {
+        let expected: Vec<String> = (0..n).map(|i| format!("{sender}: m{i}")).collect();
+        for line in &expected {
+            self.wait_line(line, deadline);
+        }
+        std::thread::sleep(settle);
+        let prefix = format!("{sender}: m");
+        let shown: Vec<String> = self
+            .drain()
+            .iter()
+            .filter(|l| l.starts_with(&prefix))
+            .cloned()
+            .collect();
+        assert_eq!(shown, expected, "once each, in order");
+    }
+
     /// Every line printed so far, reading what is waiting in the pipe.
     pub(crate) fn drain(&mut self) -> &[String] {
         while let Ok(line) = self.lines.try_recv() {
