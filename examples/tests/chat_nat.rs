@@ -15,7 +15,7 @@ use std::{
 };
 
 use common::{Process, TempDir};
-use shoal_lab::{Host, Lab, NatKind};
+use shoal_lab::{Host, Lab, NatKind, Place};
 
 /// Upper bound for the whole test.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -84,13 +84,6 @@ fn peer_line(chat: &mut Process, peer: &str, deadline: Instant) -> String {
         l.starts_with("peer: ") && l.contains(peer)
     });
     line
-}
-
-/// Where a user sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    Public,
-    Behind(NatKind),
 }
 
 /// What one pairing showed.
@@ -188,30 +181,14 @@ fn first_contact_and_messages_in_every_pairing_of_nat_kinds() {
         relay_addr.as_str(),
     ];
 
-    let kinds = [
-        Place::Public,
-        Place::Behind(NatKind::EndpointIndependent),
-        Place::Behind(NatKind::Symmetric),
-        Place::Behind(NatKind::Double),
-    ];
     // Each user of a pairing sits in a network of its own; the pairings
     // run side by side.
     let mut pairs = Vec::new();
-    for (i, &a) in kinds.iter().enumerate() {
-        for &b in &kinds[i..] {
-            let mut host = |place: Place, who: &str| match place {
-                Place::Public => lab.add_public_host(who).unwrap(),
-                Place::Behind(kind) => {
-                    let nat = lab.add_nat(&format!("{who}n"), kind).unwrap();
-                    lab.add_host_behind(&nat, who).unwrap()
-                }
-            };
-            let n = pairs.len();
-            pairs.push((
-                (host(a, &format!("a{n}")), a),
-                (host(b, &format!("b{n}")), b),
-            ));
-        }
+    for (n, (a, b)) in Place::pairings().into_iter().enumerate() {
+        pairs.push((
+            (lab.add_host_at(&format!("a{n}"), a).unwrap(), a),
+            (lab.add_host_at(&format!("b{n}"), b).unwrap(), b),
+        ));
     }
     // A few at a time: twenty chats starting at once on a 2-core CI
     // machine, joining one small DHT together, measure the machine more

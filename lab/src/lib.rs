@@ -40,7 +40,8 @@
 //!   ([`Lab::add_host_behind`]). Dropping it removes everything.
 //! - [`Host`]: a namespace with one address; [`Host::command`] runs a
 //!   program inside it.
-//! - [`Nat`]: a NAT network, with its public address.
+//! - [`Nat`]: a NAT network, with its public address; [`Place`] and
+//!   [`Lab::add_host_at`] for a host that is public or alone behind a NAT.
 //! - [`Lab::shape`] with [`Shaping`]: delay and loss on every packet the
 //!   core forwards, done by a userspace NFQUEUE shaper (the kernel here has
 //!   no netem). The [`shaper`] module explains how and why.
@@ -111,7 +112,7 @@ pub mod shaper;
 pub use error::LabError;
 pub use host::Host;
 pub use lab::{CI_ENV, Lab};
-pub use nat::{Nat, NatKind};
+pub use nat::{Nat, NatKind, Place};
 pub use netns::MAX_NAME_LEN;
 pub use plan::{MAX_HOSTS_PER_NAT, MAX_LINKS, MAX_NATS};
 pub use process::{Background, output_within};

@@ -105,7 +105,61 @@ fn make_router(router: &str, gateway: Ipv4Addr, random_ports: bool) -> Result<()
     iptables_restore(router, &router_rules(random_ports))
 }
 
+/// Where a host sits: on the public segment, or alone behind a NAT of its
+/// own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// A public host.
+    Public,
+    /// The one host of a new NAT network of this kind.
+    Behind(NatKind),
+}
+
+impl Place {
+    /// Every place, public first, then each kind of NAT.
+    pub const ALL: [Place; 4] = [
+        Place::Public,
+        Place::Behind(NatKind::EndpointIndependent),
+        Place::Behind(NatKind::Symmetric),
+        Place::Behind(NatKind::Double),
+    ];
+
+    /// Every unordered pair of places (a place with itself too), in the
+    /// order of [`Place::ALL`]: the ten pairings of two users.
+    pub fn pairings() -> Vec<(Place, Place)> {
+        let mut out = Vec::new();
+        for (i, &a) in Place::ALL.iter().enumerate() {
+            for &b in &Place::ALL[i..] {
+                out.push((a, b));
+            }
+        }
+        out
+    }
+
+    /// A short human name: `public`, `symmetric NAT`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            Place::Public => "public",
+            Place::Behind(NatKind::EndpointIndependent) => "endpoint-independent NAT",
+            Place::Behind(NatKind::Symmetric) => "symmetric NAT",
+            Place::Behind(NatKind::Double) => "double NAT",
+        }
+    }
+}
+
 impl Lab {
+    /// A host named `name` at `place`: a public host, or the one host of a
+    /// new NAT network named `<name>n`.
+    pub fn add_host_at(&mut self, name: &str, place: Place) -> Result<Host, LabError> {
+        match place {
+            Place::Public => self.add_public_host(name),
+            Place::Behind(kind) => {
+                let nat = self.add_nat(&format!("{name}n"), kind)?;
+                self.add_host_behind(&nat, name)
+            }
+        }
+    }
+
     /// Adds a NAT network of `kind` named `name`, its WAN linked to the core.
     pub fn add_nat(&mut self, name: &str, kind: NatKind) -> Result<Nat, LabError> {
         check_name(name)?;

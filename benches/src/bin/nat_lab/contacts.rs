@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shoal_lab::{Background, Host, Lab, LabError, NatKind};
+use shoal_lab::{Background, Host, Lab, LabError, Place};
 
 use crate::{Args, LAB_RANGE, WAIT, median_min, ms};
 
@@ -21,24 +21,6 @@ use crate::{Args, LAB_RANGE, WAIT, median_min, ms};
 /// record, republished 1 s after his relayed address appears, is stored
 /// by then.
 const SETTLE: Duration = Duration::from_secs(2);
-
-/// Where a user sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    Public,
-    Behind(NatKind),
-}
-
-impl Place {
-    fn name(self) -> &'static str {
-        match self {
-            Place::Public => "public",
-            Place::Behind(NatKind::EndpointIndependent) => "endpoint-independent NAT",
-            Place::Behind(NatKind::Symmetric) => "symmetric NAT",
-            Place::Behind(NatKind::Double) => "double NAT",
-        }
-    }
-}
 
 /// A wait for a line of `chat`, named in the error (`who`, `what`).
 fn expect(
@@ -75,28 +57,12 @@ pub(crate) fn measure(lab: &mut Lab, args: &Args, bin_dir: &Path, relays: [&str;
         "--relay",
         relays[1],
     ];
-    let kinds = [
-        Place::Public,
-        Place::Behind(NatKind::EndpointIndependent),
-        Place::Behind(NatKind::Symmetric),
-        Place::Behind(NatKind::Double),
-    ];
     let mut pairs = Vec::new();
-    for (i, &a) in kinds.iter().enumerate() {
-        for &b in &kinds[i..] {
-            let mut host = |place: Place, who: &str| match place {
-                Place::Public => lab.add_public_host(who).unwrap(),
-                Place::Behind(kind) => {
-                    let nat = lab.add_nat(&format!("{who}n"), kind).unwrap();
-                    lab.add_host_behind(&nat, who).unwrap()
-                }
-            };
-            let n = pairs.len();
-            pairs.push((
-                (host(a, &format!("a{n}")), a),
-                (host(b, &format!("b{n}")), b),
-            ));
-        }
+    for (n, (a, b)) in Place::pairings().into_iter().enumerate() {
+        pairs.push((
+            (lab.add_host_at(&format!("a{n}"), a).unwrap(), a),
+            (lab.add_host_at(&format!("b{n}"), b).unwrap(), b),
+        ));
     }
     if !args.pairing.is_empty() {
         let mut n = 0;
