@@ -1,11 +1,15 @@
 //! Reading one day's mailbox.
 //!
 //! With its replica set cached, every replica is asked at once. Otherwise
-//! the replicas are looked up progressively: each node that answers the
-//! lookup and is among the [`REPLICAS`] closest to the mailbox so far is
-//! asked for the mailbox at once, before the lookup settles (its last
-//! steps wait out nodes that left, while the nodes near the mailbox answer
-//! within a few round trips), and once it ends the final replicas not
+//! the replicas are looked up progressively: each node the lookup hears of
+//! (one that answers, or one an answer names) that is among the
+//! [`REPLICAS`] closest to the mailbox so far is asked for the mailbox at
+//! once, before the lookup settles (its last steps wait out nodes that
+//! left, while the nodes near the mailbox answer within a few round
+//! trips). A named node is asked alongside the lookup's own request to
+//! it, which saves a round trip on a device back from days away; if it
+//! is not among the replicas in the end, that fetch is dropped (it may
+//! have left long ago). Once the lookup ends the final replicas not
 //! asked yet are. Every answer's envelopes go to the engine as they arrive
 //! (it drops copies); what it took is acked at once on the node that held
 //! it, and once the read ends on every replica and every other holder.
@@ -18,7 +22,9 @@ use shoal::{CoreHandle, PeerId, ServiceControl};
 use shoal_im::Store;
 use shoal_kad::{Contact, Distance, LookupProgress};
 use shoal_mailbox::{Answer, EnvelopeHash, REPLICAS, RequestId};
-use tokio::task::{JoinError, JoinSet};
+use std::collections::HashMap;
+
+use tokio::task::{AbortHandle, JoinError, JoinSet};
 
 use super::{
     FETCH_LIMIT, LOOKUP_TIMEOUT, MAX_BUSY, MAX_BUSY_WAIT, MAX_CACHED, MAX_PAGES, Mailboxes,
@@ -34,8 +40,12 @@ type Fetched = (PeerId, Option<(Vec<Bytes>, RequestId)>);
 /// One day's read in progress.
 #[derive(Default)]
 struct DayRead {
-    /// Peers asked (each once).
+    /// Peers asked (each once, unless dropped below).
     asked: HashSet<PeerId>,
+    /// Peers asked because an answer named them, before they answered
+    /// the lookup themselves: their fetches, to drop if the lookup ends
+    /// without them among the replicas.
+    unconfirmed: HashMap<PeerId, AbortHandle>,
     /// Peers that answered every page.
     answered: HashSet<PeerId>,
     /// Peers whose answer held an envelope new to this read.
@@ -131,13 +141,24 @@ impl Mailboxes {
         loop {
             tokio::select! {
                 item = tokio::time::timeout_at(deadline, progress.next()) => match item {
-                    Ok(Some(LookupProgress::Responded(contact))) => {
-                        let entry = (contact.key.distance(&key), contact.peer);
-                        let at = near.partition_point(|x| *x < entry);
-                        near.insert(at, entry);
-                        if at < REPLICAS && !read.asked.contains(&contact.peer) {
-                            dial(&contact);
-                            self.spawn_fetch(tasks, read, contact.peer, reading, subscribe);
+                    Ok(Some(LookupProgress::Responded { contact, named })) => {
+                        read.unconfirmed.remove(&contact.peer);
+                        let heard = std::iter::once((contact, true))
+                            .chain(named.into_iter().map(|c| (c, false)));
+                        for (contact, answered) in heard {
+                            let entry = (contact.key.distance(&key), contact.peer);
+                            let at = near.partition_point(|x| *x < entry);
+                            if near.get(at) != Some(&entry) {
+                                near.insert(at, entry);
+                            }
+                            if at < REPLICAS && !read.asked.contains(&contact.peer) {
+                                dial(&contact);
+                                let fetch =
+                                    self.spawn_fetch(tasks, read, contact.peer, reading, subscribe);
+                                if !answered {
+                                    read.unconfirmed.insert(contact.peer, fetch);
+                                }
+                            }
                         }
                     }
                     Ok(Some(LookupProgress::Finished(closest, _))) => {
@@ -149,6 +170,13 @@ impl Mailboxes {
                                 c.peer
                             })
                             .collect();
+                        // Named nodes that are not replicas after all
+                        // are not waited for.
+                        for (peer, fetch) in std::mem::take(&mut read.unconfirmed) {
+                            if !replicas.contains(&peer) {
+                                fetch.abort();
+                            }
+                        }
                         for &peer in &replicas {
                             if !read.asked.contains(&peer) {
                                 self.spawn_fetch(tasks, read, peer, reading, subscribe);
@@ -177,7 +205,7 @@ impl Mailboxes {
         peer: PeerId,
         reading: &Reading,
         subscribe: bool,
-    ) {
+    ) -> AbortHandle {
         read.asked.insert(peer);
         let (client, reading) = (self.client.clone(), reading.clone());
         tasks.spawn(async move {
@@ -213,7 +241,7 @@ impl Mailboxes {
                 }
             }
             (peer, None)
-        });
+        })
     }
 
     /// A fetch ended: its new envelopes go to the engine.
@@ -225,8 +253,17 @@ impl Mailboxes {
         read: &mut DayRead,
         done: Result<Fetched, JoinError>,
     ) {
-        let Ok((peer, Some((items, last)))) = done else {
-            return;
+        let (peer, items, last) = match done {
+            Ok((peer, Some((items, last)))) => (peer, items, last),
+            Ok((peer, None)) => {
+                // A named node that failed is asked again if it answers
+                // the lookup, or ends among the replicas.
+                if read.unconfirmed.remove(&peer).is_some() {
+                    read.asked.remove(&peer);
+                }
+                return;
+            }
+            Err(_) => return,
         };
         read.answered.insert(peer);
         if subscribe {

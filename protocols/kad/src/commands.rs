@@ -240,13 +240,17 @@ impl Kademlia {
         let Some(q) = self.queries.get_mut(&id) else {
             return;
         };
+        let named = match q.kind {
+            Kind::FindNode { progress: true } => closer.clone(),
+            _ => Vec::new(),
+        };
         let Some(depth) = q.lookup.on_response(path, &from, closer) else {
             return;
         };
         let target = *q.lookup.target();
         if let Kind::FindNode { progress: true } = q.kind {
             let contact = Contact::new(from, from_addrs.to_vec());
-            self.emit(Event::LookupResponded { id, contact });
+            self.emit(Event::LookupResponded { id, contact, named });
             return self.advance(now, id);
         }
         if let (Kind::GetRecord { found, .. }, Some(record)) = (&mut q.kind, record) {

@@ -131,7 +131,7 @@ pub enum HandleError {
 type Waiters = Arc<Mutex<BTreeMap<QueryId, oneshot::Sender<(QueryResult, QueryStats)>>>>;
 
 /// Progressive lookups being watched: where their answering nodes go.
-type Watchers = Arc<Mutex<BTreeMap<QueryId, mpsc::Sender<Contact>>>>;
+type Watchers = Arc<Mutex<BTreeMap<QueryId, mpsc::Sender<(Contact, Vec<Contact>)>>>>;
 
 /// Answering nodes a [`LookupWatch`] holds before it drops more (a lookup
 /// sends a few dozen requests).
@@ -143,7 +143,13 @@ const WATCH_QUEUE: usize = 256;
 pub enum LookupProgress {
     /// A node answered the lookup: it is alive, and may or may not be
     /// among the `k` closest in the end.
-    Responded(Contact),
+    Responded {
+        /// The node that answered.
+        contact: Contact,
+        /// The nodes its answer named as closer to the key (unchecked;
+        /// see [`Event::LookupResponded`]).
+        named: Vec<Contact>,
+    },
     /// The lookup ended: the `k` closest nodes that answered, closest
     /// first (the last item).
     Finished(Vec<Contact>, QueryStats),
@@ -154,7 +160,7 @@ pub enum LookupProgress {
 /// lookup.
 #[derive(Debug)]
 pub struct LookupWatch {
-    responded: mpsc::Receiver<Contact>,
+    responded: mpsc::Receiver<(Contact, Vec<Contact>)>,
     finished: oneshot::Receiver<(QueryResult, QueryStats)>,
     done: bool,
 }
@@ -171,7 +177,9 @@ impl LookupWatch {
         }
         tokio::select! {
             biased;
-            Some(contact) = self.responded.recv() => Some(LookupProgress::Responded(contact)),
+            Some((contact, named)) = self.responded.recv() => {
+                Some(LookupProgress::Responded { contact, named })
+            }
             result = &mut self.finished => {
                 self.done = true;
                 match result {
@@ -383,9 +391,9 @@ pub fn new_named(
     let (w, watched, dropped) = (waiters.clone(), watchers.clone(), dropped_events.clone());
     let on_event = move |event: Event| {
         let event = match event {
-            Event::LookupResponded { id, contact } => {
+            Event::LookupResponded { id, contact, named } => {
                 if let Some(watcher) = lock(&watched).get(&id) {
-                    let _ = watcher.try_send(contact);
+                    let _ = watcher.try_send((contact, named));
                 }
                 return;
             }

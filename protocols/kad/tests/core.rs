@@ -584,11 +584,17 @@ fn a_connected_peer_starts_a_path_of_its_own_and_answers_are_reported() {
     let responded: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Event::LookupResponded { id: q, contact } if *q == id => Some(contact.peer),
+            Event::LookupResponded {
+                id: q,
+                contact,
+                named,
+            } if *q == id => Some((contact.peer, named.iter().map(|c| c.peer).collect())),
             _ => None,
         })
         .collect();
-    assert_eq!(responded, [live]);
+    // With the node its answer named, which may be asked for what it
+    // holds before it answers the lookup.
+    assert_eq!(responded, [(live, vec![near])]);
     assert!(
         !events
             .iter()

@@ -132,7 +132,7 @@ async fn run(nodes: Vec<Node>, records: u64) {
             let mut responded = Vec::new();
             let (closest, _) = loop {
                 match watch.next().await.expect("a result") {
-                    LookupProgress::Responded(c) => responded.push(c.peer),
+                    LookupProgress::Responded { contact, .. } => responded.push(contact.peer),
                     LookupProgress::Finished(closest, stats) => break (closest, stats),
                 }
             };

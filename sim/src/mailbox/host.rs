@@ -149,9 +149,9 @@ pub struct MailboxHost {
     pub store: Option<SimStore>,
     /// Finished lookups not yet taken.
     pub finished: BTreeMap<QueryId, (QueryResult, QueryStats)>,
-    /// Nodes that answered progressive lookups, not yet taken, in
-    /// arrival order.
-    pub responded: Vec<(QueryId, shoal_kad::Contact)>,
+    /// Nodes that answered progressive lookups, with the nodes their
+    /// answers named, not yet taken, in arrival order.
+    pub responded: Vec<(QueryId, shoal_kad::Contact, Vec<shoal_kad::Contact>)>,
     /// Mailbox replies not yet taken, in arrival order.
     pub replies: Vec<(RequestId, PeerId, Reply)>,
     seed: u64,
@@ -246,8 +246,8 @@ impl MailboxHost {
         // what they finished at once.
         for _ in 0..2 {
             while let Some(event) = self.kad.poll_event() {
-                if let shoal_kad::Event::LookupResponded { id, contact } = event {
-                    self.responded.push((id, contact));
+                if let shoal_kad::Event::LookupResponded { id, contact, named } = event {
+                    self.responded.push((id, contact, named));
                 } else if let shoal_kad::Event::QueryFinished { id, result, stats } = event {
                     match self.member_lookups.remove(&id) {
                         Some(mailbox) => {

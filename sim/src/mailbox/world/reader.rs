@@ -37,8 +37,14 @@ struct Day {
     device: PeerId,
     /// The final replica set (once looked up).
     replicas: Vec<PeerId>,
-    /// Nodes that answered the lookup so far, closest first.
+    /// Nodes heard of by the lookup so far (answered, or named in an
+    /// answer), closest first.
     near: Vec<(Distance, PeerId)>,
+    /// Nodes asked before they answered the lookup: not asked again when
+    /// they fail (they may have left long ago)...
+    unconfirmed: HashSet<PeerId>,
+    /// ...unless the lookup ends with them among the replicas.
+    dropped: HashSet<PeerId>,
     /// Nodes whose answer held envelopes (acked with the replicas).
     holders: BTreeSet<PeerId>,
     /// Per replica: the last sequence number read, pages and failures.
@@ -98,6 +104,8 @@ impl MailboxWorld {
                     device: pair.device,
                     replicas: Vec::new(),
                     near: Vec::new(),
+                    unconfirmed: HashSet::new(),
+                    dropped: HashSet::new(),
                     holders: BTreeSet::new(),
                     after: HashMap::new(),
                     pages: HashMap::new(),
@@ -149,22 +157,37 @@ impl MailboxWorld {
             self.sim.run_until(left, |s| {
                 let n = s.node(node);
                 lookups.keys().any(|q| n.finished.contains_key(q))
-                    || n.responded.iter().any(|(q, _)| lookups.contains_key(q))
+                    || n.responded.iter().any(|(q, _, _)| lookups.contains_key(q))
                     || n.replies.iter().any(|(id, _, _)| asked.contains_key(id))
             });
-            // A node near a mailbox answered its lookup: if it is among the
-            // closest so far, it is asked for the mailbox at once.
-            for (query, contact) in std::mem::take(&mut self.sim.node_mut(node).responded) {
+            // A node answered a mailbox's lookup: it, and each node its
+            // answer named, is asked for the mailbox at once if it is
+            // among the closest heard of so far (a named node alongside
+            // the lookup's own request to it).
+            let responded = std::mem::take(&mut self.sim.node_mut(node).responded);
+            for (query, contact, named) in responded {
                 let Some(&d) = lookups.get(&query) else {
                     continue;
                 };
                 let key = Key::from_bytes(*days[d].descriptor.id().as_bytes());
-                let distance = contact.key.distance(&key);
-                let near = &mut days[d].near;
-                let at = near.partition_point(|x| *x < (distance, contact.peer));
-                near.insert(at, (distance, contact.peer));
-                if at < REPLICAS && !days[d].pages.contains_key(&contact.peer) {
-                    self.fetch(node, &mut days, d, contact.peer, &mut asked);
+                let heard =
+                    std::iter::once((contact, true)).chain(named.into_iter().map(|c| (c, false)));
+                for (contact, answered) in heard {
+                    let entry = (contact.key.distance(&key), contact.peer);
+                    let near = &mut days[d].near;
+                    let at = near.partition_point(|x| *x < entry);
+                    if near.get(at) != Some(&entry) {
+                        near.insert(at, entry);
+                    }
+                    if answered {
+                        days[d].unconfirmed.remove(&contact.peer);
+                    }
+                    if at < REPLICAS && !days[d].pages.contains_key(&contact.peer) {
+                        if !answered {
+                            days[d].unconfirmed.insert(contact.peer);
+                        }
+                        self.fetch(node, &mut days, d, contact.peer, &mut asked);
+                    }
                 }
             }
             let done: Vec<QueryId> = lookups
@@ -187,7 +210,8 @@ impl MailboxWorld {
                 days[d].replicas = found.clone();
                 days[d].looked_up = true;
                 for peer in found {
-                    if !days[d].pages.contains_key(&peer) {
+                    if !days[d].pages.contains_key(&peer) || days[d].dropped.remove(&peer) {
+                        days[d].unconfirmed.remove(&peer);
                         self.fetch(node, &mut days, d, peer, &mut asked);
                     }
                 }
@@ -312,10 +336,13 @@ impl MailboxWorld {
                 }
             }
             _ => {
-                // Asked again, a few times (a lost message).
+                // Asked again, a few times (a lost message), unless only
+                // named by others: the lookup finds whether it is there.
                 let failed = days[d].failures.entry(peer).or_default();
                 *failed += 1;
-                if *failed < FETCH_ATTEMPTS {
+                if days[d].unconfirmed.contains(&peer) {
+                    days[d].dropped.insert(peer);
+                } else if *failed < FETCH_ATTEMPTS {
                     self.fetch(node, days, d, peer, asked);
                 }
             }
