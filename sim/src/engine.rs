@@ -208,6 +208,16 @@ impl<N: Core> Simulation<N> {
         self.flush(node.0, Duration::ZERO);
     }
 
+    /// The least time a request from `from` to `to` can take to be
+    /// answered when they are not connected yet: the connection's round
+    /// trips (see [`NetworkModel::connect_round_trips`]) and the
+    /// request's, without jitter.
+    pub fn fresh_request_floor(&self, from: NodeIndex, to: NodeIndex) -> Duration {
+        let rtt = self.model.link_latency(self.seed, from.0, to.0)
+            + self.model.link_latency(self.seed, to.0, from.0);
+        rtt * (self.model.connect_round_trips + 1)
+    }
+
     /// Whether `node` is running.
     pub fn is_alive(&self, node: NodeIndex) -> bool {
         self.slots[node.0].alive

@@ -123,6 +123,12 @@ fn main() -> ExitCode {
         ms(report.reconnect_quantile(1.0)),
     );
     println!(
+        "floor of reconnect (the least any reader could take): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        ms(report.reconnect_floor_quantile(0.5)),
+        ms(report.reconnect_floor_quantile(0.99)),
+        ms(report.reconnect_floor_quantile(1.0)),
+    );
+    println!(
         "reconciliation: {:.0} bytes per node per hour online ({:.0} node-hours)",
         report.sync_bytes_per_node_hour(),
         report.replica_hours

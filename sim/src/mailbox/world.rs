@@ -12,7 +12,7 @@
 //! gets came through the mailboxes alone. Some replicas of each mailbox
 //! lie: they sign receipts and keep nothing ([`SimStore::lie_for`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -161,6 +161,9 @@ pub struct WorldReport {
     /// Per recipient that had messages stored for it: from its return
     /// until the last of them was shown.
     pub reconnect: Vec<Duration>,
+    /// Per recipient, as in `reconnect`: the least time any reader could
+    /// take (see [`MailboxWorld`]'s `reconnect_floor`).
+    pub reconnect_floor: Vec<Duration>,
 }
 
 /// How much of one mailbox's replica set changed while it waited.
@@ -200,14 +203,24 @@ impl WorldReport {
 
     /// The `q`-quantile (0 to 1, nearest rank) of the reconnect latencies.
     pub fn reconnect_quantile(&self, q: f64) -> Duration {
-        let mut sorted = self.reconnect.clone();
-        sorted.sort_unstable();
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
+        quantile(&self.reconnect, q)
     }
+
+    /// The `q`-quantile of the reconnect floors.
+    pub fn reconnect_floor_quantile(&self, q: f64) -> Duration {
+        quantile(&self.reconnect_floor, q)
+    }
+}
+
+/// The `q`-quantile (0 to 1, nearest rank) of `values`; zero if none.
+fn quantile(values: &[Duration], q: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 /// Where a node keeping mailboxes is in its life.
@@ -245,6 +258,8 @@ struct Pair {
     left_day: u64,
     sent: Vec<MessageId>,
     stored: Vec<MessageId>,
+    /// The mailboxes its stored messages went to.
+    mailboxes: BTreeSet<MailboxId>,
     read_complete: bool,
 }
 
@@ -456,6 +471,7 @@ impl MailboxWorld {
                 left_day: 0,
                 sent: Vec::new(),
                 stored: Vec::new(),
+                mailboxes: BTreeSet::new(),
                 read_complete: false,
             });
         }
@@ -592,6 +608,8 @@ impl MailboxWorld {
             .any(|p| p.recipient == u && !p.stored.is_empty());
         if online && waiting {
             self.reconnected.insert(u, self.sim.elapsed());
+            let floor = self.reconnect_floor(u);
+            self.report.reconnect_floor.push(floor);
         }
         if online {
             self.rejoining.insert(u);
@@ -811,6 +829,7 @@ impl MailboxWorld {
             }
             if self.users[s].engine.mark_stored(ru, message).is_ok() {
                 self.pairs[p].stored.push(message);
+                self.pairs[p].mailboxes.insert(id);
                 if today > self.pairs[p].left_day {
                     self.report.day_rotations += 1;
                 }
@@ -951,6 +970,53 @@ impl MailboxWorld {
             self.report.handoffs_to_newcomers +=
                 host.mailbox.replica().map_or(0, |r| r.stats().handed_in);
         }
+    }
+
+    /// The least time recipient `u`, back now, could take to read the
+    /// last of its messages, whatever its reader does: a node back from
+    /// days away has no connection left, so it first hears from some live
+    /// node it knows (its routing table, or the seed) on a new connection,
+    /// and then, for each mailbox holding its messages, from one of that
+    /// mailbox's live replicas on a new connection (the best case: the
+    /// first answer named the replica), unless it knew that replica
+    /// already. Jitter and lost messages only add.
+    fn reconnect_floor(&self, u: usize) -> Duration {
+        let me = self.users[u].node;
+        let known: HashSet<NodeIndex> = self
+            .sim
+            .node(me)
+            .kad
+            .routing_table()
+            .iter()
+            .filter_map(|c| self.sim.index_of(&c.peer))
+            .chain(std::iter::once(NodeIndex(0)))
+            .filter(|&n| self.sim.is_alive(n))
+            .collect();
+        let first = known
+            .iter()
+            .map(|&n| self.sim.fresh_request_floor(me, n))
+            .min()
+            .unwrap_or_default();
+        let mailboxes: BTreeSet<MailboxId> = self
+            .pairs
+            .iter()
+            .filter(|p| p.recipient == u && !p.read_complete)
+            .flat_map(|p| p.mailboxes.iter().copied())
+            .collect();
+        mailboxes
+            .iter()
+            .filter_map(|id| {
+                self.closest_alive(id)
+                    .iter()
+                    .filter_map(|peer| self.sim.index_of(peer))
+                    .map(|n| match known.contains(&n) {
+                        true => self.sim.fresh_request_floor(me, n),
+                        false => first + self.sim.fresh_request_floor(me, n),
+                    })
+                    .min()
+            })
+            .max()
+            .unwrap_or_default()
     }
 
     /// The R live nodes keeping mailboxes closest to `mailbox`: its
