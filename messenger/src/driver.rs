@@ -125,6 +125,8 @@ impl<S: Store> Driver<S> {
     ) {
         let (lookups_tx, mut lookups) = mpsc::channel::<Lookup>(64);
         let (notices_tx, mut notices) = mpsc::channel::<String>(8);
+        // The rule for addresses peers claim, fixed by the config.
+        let dial_scope = self.config.dial_scope();
         let mut identified = identified;
         let mut joined = !self.config.bootstrap.is_empty() || identified.is_none();
         self.rotate_prekey();
@@ -185,11 +187,10 @@ impl<S: Store> Driver<S> {
                         // What a peer says about its own addresses is a
                         // claim: none narrower than where we reached it.
                         let source = control.session(session).map(|s| s.remote_addr.clone());
-                        let policy = self.config.dial_scope();
                         let addrs: Vec<Multiaddr> = info
                             .listen_addrs
                             .iter()
-                            .filter(|a| policy.allows(a, source.as_ref()))
+                            .filter(|a| dial_scope.allows(a, source.as_ref()))
                             .cloned()
                             .collect();
                         self.dht.add_address(peer, addrs.clone());
