@@ -241,7 +241,10 @@ impl Kademlia {
             return;
         };
         let named = match q.kind {
-            Kind::FindNode { progress: true } => closer.clone(),
+            Kind::FindNode { progress: true } => {
+                let local = self.local;
+                closer.iter().filter(|c| c.peer != local).cloned().collect()
+            }
             _ => Vec::new(),
         };
         let Some(depth) = q.lookup.on_response(path, &from, closer) else {

@@ -102,8 +102,8 @@ pub enum Event {
         id: QueryId,
         /// The node that answered, with the addresses it was reached at.
         contact: Contact,
-        /// The nodes its answer named as closer to the target (not yet
-        /// checked: any of them may have left). A caller that acts on
+        /// The nodes its answer named as closer to the target, this node
+        /// left out (not yet checked: any of them may have left). A caller that acts on
         /// the nodes near a key can ask the nearest of them at once,
         /// alongside the lookup's own request.
         named: Vec<Contact>,

@@ -571,9 +571,13 @@ fn a_connected_peer_starts_a_path_of_its_own_and_answers_are_reported() {
     // It answers with a node near the target, which is asked at once
     // although the other paths' requests are all still waiting.
     let near = PeerId::from_bytes([0x33; 32]);
+    let us = PeerId::from_bytes([0; 32]);
     let answer = Message {
         request_id: asked.request_id,
-        body: Body::Nodes(vec![Contact::new(near, addr(0x33))]),
+        body: Body::Nodes(vec![
+            Contact::new(near, addr(0x33)),
+            Contact::new(us, addr(0)),
+        ]),
     };
     core.handle_message(t0, UNIX, live, &addr(0xf0), &answer.encode())
         .unwrap();
@@ -592,8 +596,8 @@ fn a_connected_peer_starts_a_path_of_its_own_and_answers_are_reported() {
             _ => None,
         })
         .collect();
-    // With the node its answer named, which may be asked for what it
-    // holds before it answers the lookup.
+    // With the node its answer named (ourselves left out), which may be
+    // asked for what it holds before it answers the lookup.
     assert_eq!(responded, [(live, vec![near])]);
     assert!(
         !events

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -127,18 +128,23 @@ async fn run(nodes: Vec<Node>, records: u64) {
                 .unwrap();
             assert_eq!(closest.first().map(|c| c.peer), Some(best));
             // The same lookup, progressive: every node in the result was
-            // reported as it answered, before the result.
+            // reported as it answered, before the result, with the nodes
+            // its answer named.
             let mut watch = from.handle.find_node_progress(key).unwrap();
-            let mut responded = Vec::new();
+            let (mut responded, mut named) = (Vec::new(), HashSet::new());
             let (closest, _) = loop {
                 match watch.next().await.expect("a result") {
-                    LookupProgress::Responded { contact, .. } => responded.push(contact.peer),
+                    LookupProgress::Responded { contact, named: n } => {
+                        responded.push(contact.peer);
+                        named.extend(n.into_iter().map(|c| c.peer));
+                    }
                     LookupProgress::Finished(closest, stats) => break (closest, stats),
                 }
             };
             assert!(watch.next().await.is_none());
             assert_eq!(closest.first().map(|c| c.peer), Some(best));
             assert!(closest.iter().all(|c| responded.contains(&c.peer)));
+            assert!(!named.is_empty() && !named.contains(&from.key.peer_id()));
         }
         // Records stored by one node are found by others.
         for i in 0..records {
