@@ -44,6 +44,7 @@ fn run(write_quorum: usize, store_fanout: usize) -> WorldReport {
     let mut summary = report.clone();
     summary.replaced.clear();
     summary.reconnect.clear();
+    summary.reconnect_floor.clear();
     println!("W = {write_quorum} of {store_fanout} asked, {elapsed:.1} s: {summary:#?}");
     println!(
         "W = {write_quorum}: loss rate {:.4}, sync bytes per replica-hour {:.0}, \

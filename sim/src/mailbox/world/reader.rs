@@ -40,11 +40,11 @@ struct Day {
     /// Nodes heard of by the lookup so far (answered, or named in an
     /// answer), closest first.
     near: Vec<(Distance, PeerId)>,
-    /// Nodes asked before they answered the lookup: not asked again when
-    /// they fail (they may have left long ago)...
+    /// Nodes asked before they answered the lookup: when such a fetch
+    /// fails, the node counts as not asked (it may have left long ago),
+    /// and is asked again only if it answers the lookup or ends among the
+    /// replicas.
     unconfirmed: HashSet<PeerId>,
-    /// ...unless the lookup ends with them among the replicas.
-    dropped: HashSet<PeerId>,
     /// Nodes whose answer held envelopes (acked with the replicas).
     holders: BTreeSet<PeerId>,
     /// Per replica: the last sequence number read, pages and failures.
@@ -105,7 +105,6 @@ impl MailboxWorld {
                     replicas: Vec::new(),
                     near: Vec::new(),
                     unconfirmed: HashSet::new(),
-                    dropped: HashSet::new(),
                     holders: BTreeSet::new(),
                     after: HashMap::new(),
                     pages: HashMap::new(),
@@ -210,8 +209,8 @@ impl MailboxWorld {
                 days[d].replicas = found.clone();
                 days[d].looked_up = true;
                 for peer in found {
-                    if !days[d].pages.contains_key(&peer) || days[d].dropped.remove(&peer) {
-                        days[d].unconfirmed.remove(&peer);
+                    days[d].unconfirmed.remove(&peer);
+                    if !days[d].pages.contains_key(&peer) {
                         self.fetch(node, &mut days, d, peer, &mut asked);
                     }
                 }
@@ -340,8 +339,9 @@ impl MailboxWorld {
                 // named by others: the lookup finds whether it is there.
                 let failed = days[d].failures.entry(peer).or_default();
                 *failed += 1;
-                if days[d].unconfirmed.contains(&peer) {
-                    days[d].dropped.insert(peer);
+                if days[d].unconfirmed.remove(&peer) {
+                    days[d].pages.remove(&peer);
+                    days[d].failures.remove(&peer);
                 } else if *failed < FETCH_ATTEMPTS {
                     self.fetch(node, days, d, peer, asked);
                 }
