@@ -9,7 +9,8 @@
 //!
 //! Prints the delivery figures (stored, shown once, lost, shown twice,
 //! acked envelopes come back), the reconnect latency (from a recipient's
-//! return until the last message stored for it is shown: p50, p99, max),
+//! return until the last message stored for it is shown: p50, p99, max)
+//! beside its floor (the least any reader could take over these links),
 //! and the reconciliation traffic per node and hour online, then exits
 //! non-zero if an invariant failed.
 //!
