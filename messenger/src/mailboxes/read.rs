@@ -14,7 +14,7 @@
 //! (it drops copies); what it took is acked at once on the node that held
 //! it, and once the read ends on every replica and every other holder.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use shoal::address_book::AddressSource;
@@ -22,8 +22,6 @@ use shoal::{CoreHandle, PeerId, ServiceControl};
 use shoal_im::Store;
 use shoal_kad::{Contact, Distance, LookupProgress};
 use shoal_mailbox::{Answer, EnvelopeHash, REPLICAS, RequestId};
-use std::collections::HashMap;
-
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 
 use super::{
